@@ -1,0 +1,1 @@
+"""The edge side: pollers, pseudonymisation on the way out, spool, publisher."""

@@ -1,0 +1,140 @@
+"""The agent's config file: strict TOML, refused if others can read it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.pollers import REGISTRY, Device
+from agents.protocols import load_builtin
+from pipelines.config import ConfigError, Section, parse_toml, require_private
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    url: str = "mqtt://127.0.0.1:1883"
+    protocol: str = "5"
+    client_id: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = 30
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeysConfig:
+    signing_key: Path
+    collector_public_key: Path
+    tenant_key: Path
+    tenant_key_epoch: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    file: str
+    agent_id: str
+    tenant: str
+    site: str
+    state_dir: Path
+    keys: KeysConfig
+    mqtt: MqttConfig
+    devices: tuple[Device, ...]
+    batch_max_records: int = 500
+    batch_max_age_s: float = 5.0
+    max_concurrent_polls: int = 64
+    suite: str = "x25519"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _path(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def load(path: str | os.PathLike[str]) -> AgentConfig:
+    p = Path(path)
+    require_private(str(p), p.stat().st_mode)
+    return parse(p.read_text(), str(p), base=p.parent)
+
+
+def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
+    load_builtin()
+    root = parse_toml(text, file)
+    a = root.section("agent", required=True)
+    agent_id = a.str("id")
+    tenant = a.str("tenant")
+    site = a.str("site")
+    state_dir = _path(base, a.str("state_dir"))
+    batch_max_records = a.int("batch_max_records", 500, lo=1, hi=100_000)
+    batch_max_age_s = a.float("batch_max_age_s", 5.0, lo=0.01, hi=3600)
+    max_conc = a.int("max_concurrent_polls", 64, lo=1, hi=10_000)
+    suite = a.str("suite", "x25519", choices=("x25519", "mlkem768-x25519"))
+    a.done()
+    for what, v in (("agent.id", agent_id), ("agent.tenant", tenant)):
+        if not v or not all(c.isalnum() or c in "-_" for c in v) or v != v.lower():
+            raise ConfigError(file, what, "must be lowercase letters, digits, '-' or '_'")
+
+    k = root.section("keys", required=True)
+    keys = KeysConfig(
+        signing_key=_path(base, k.str("signing_key")),  # type: ignore[arg-type]
+        collector_public_key=_path(base, k.str("collector_public_key")),  # type: ignore[arg-type]
+        tenant_key=_path(base, k.str("tenant_key")),  # type: ignore[arg-type]
+        tenant_key_epoch=k.int("tenant_key_epoch", 1, lo=0),
+    )
+    k.done()
+
+    m = root.section("mqtt")
+    mqtt = MqttConfig(
+        url=m.str("url", MqttConfig.url),
+        protocol=m.str("protocol", "5", choices=("5", "3.1.1")),
+        client_id=m.str("client_id", None),
+        ca_file=_path(base, m.str("ca_file", None)),
+        cert_file=_path(base, m.str("cert_file", None)),
+        key_file=_path(base, m.str("key_file", None)),
+        keepalive_s=m.int("keepalive_s", 30, lo=5, hi=3600),
+        timeout_s=m.float("timeout_s", 10.0, lo=0.1, hi=300),
+    )
+    if not mqtt.url.startswith(("mqtt://", "mqtts://")):
+        raise m.error("url", "must start with mqtt:// or mqtts://")
+    m.done()
+
+    devices = []
+    names: set[str] = set()
+    for d in root.sections("devices"):
+        protocol = d.str("protocol", "snmp", choices=tuple(sorted(REGISTRY)) or ("snmp",))
+        spec = REGISTRY.get(protocol)
+        if spec is None:
+            raise d.error("protocol", f"no poller for {protocol!r} is installed")
+        name = d.str("name")
+        if name in names:
+            raise d.error("name", f"duplicate device name {name!r}")
+        names.add(name)
+        devices.append(Device(
+            name=name,
+            address=d.str("address"),
+            port=d.int("port", spec.default_port, lo=1, hi=65535),
+            protocol=protocol,
+            interval_s=d.float("interval_s", 60.0, lo=1, hi=86400),
+            tenant=tenant,
+            site=d.str("site", site),
+            options=spec.parse_options(d.section(protocol)),
+        ))
+        d.done()
+
+    extra = {}
+    for name in ("privacy", "spool", "traps"):
+        if name in root:
+            extra[name] = root.raw(name)
+    root.done()
+    return AgentConfig(
+        file=file, agent_id=agent_id, tenant=tenant, site=site,
+        state_dir=state_dir,  # type: ignore[arg-type]
+        keys=keys, mqtt=mqtt, devices=tuple(devices),
+        batch_max_records=batch_max_records, batch_max_age_s=batch_max_age_s,
+        max_concurrent_polls=max_conc, suite=suite, extra=extra,
+    )

@@ -1,0 +1,1 @@
+"""The central side: ingest, store, metrics, queries and data-subject requests."""

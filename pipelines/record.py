@@ -1,0 +1,150 @@
+"""The one record type that every poller emits and every store keeps.
+
+A record is deliberately flat: scalar fields only, so that the pseudonymiser
+can reason about every value by its field class, the codec stays a single
+orjson call, and stores can keep fields as one JSON column.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+Scalar = str | int | float | bool | None
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_.\-]{0,63}$")
+_FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+MAX_FIELDS = 256
+MAX_STRING = 16384
+_KEYS = ("id", "kind", "tenant", "site", "device", "ts", "name", "fields")
+
+
+class RecordError(ValueError):
+    """A record that breaks the schema; the message names the offending part."""
+
+
+class Kind(StrEnum):
+    METRIC = "metric"
+    HEALTH = "health"
+    EVENT = "event"
+    LOG = "log"
+    INVENTORY = "inventory"
+
+
+def new_id() -> str:
+    return os.urandom(16).hex()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One observation. `device` is always the pseudonymous device id."""
+
+    kind: Kind
+    tenant: str
+    site: str
+    device: str
+    name: str
+    fields: Mapping[str, Scalar]
+    ts: float = field(default_factory=time.time)
+    id: str = field(default_factory=new_id)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def with_fields(self, fields: Mapping[str, Scalar], **changes: Any) -> Record:
+        """A copy with new fields (and optionally other attributes), same id."""
+        values = {k: getattr(self, k) for k in _KEYS}
+        values.update(changes)
+        values["fields"] = fields
+        return Record(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "tenant": self.tenant,
+            "site": self.site,
+            "device": self.device,
+            "ts": self.ts,
+            "name": self.name,
+            "fields": dict(self.fields),
+        }
+
+
+def validate(r: Record) -> None:
+    if not isinstance(r.kind, Kind):
+        raise RecordError(f"kind must be one of {[k.value for k in Kind]}")
+    if not isinstance(r.tenant, str) or not _TENANT_RE.match(r.tenant):
+        raise RecordError("tenant must match [a-z0-9][a-z0-9_-]{0,62}")
+    for attr in ("site", "device"):
+        v = getattr(r, attr)
+        if not isinstance(v, str) or not 0 < len(v) <= 128:
+            raise RecordError(f"{attr} must be a non-empty string of at most 128 characters")
+    if not isinstance(r.name, str) or not _NAME_RE.match(r.name):
+        raise RecordError("name must match [a-z][a-z0-9_.-]{0,63}")
+    if isinstance(r.ts, bool) or not isinstance(r.ts, int | float) or not 0 < r.ts < 4102444800:
+        raise RecordError("ts must be unix seconds between 1970 and 2100")
+    if not isinstance(r.id, str) or not _ID_RE.match(r.id):
+        raise RecordError("id must be 32 lowercase hex characters")
+    if not isinstance(r.fields, Mapping):
+        raise RecordError("fields must be a mapping")
+    if len(r.fields) > MAX_FIELDS:
+        raise RecordError(f"at most {MAX_FIELDS} fields per record")
+    for k, v in r.fields.items():
+        if not isinstance(k, str) or not _FIELD_RE.match(k):
+            raise RecordError(f"field name {k!r} must match [a-z][a-z0-9_]{{0,63}}")
+        if v is not None and not isinstance(v, str | int | float | bool):
+            raise RecordError(f"field {k} must be a scalar, not {type(v).__name__}")
+        if isinstance(v, str) and len(v) > MAX_STRING:
+            raise RecordError(f"field {k} is longer than {MAX_STRING} characters")
+        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
+            raise RecordError(f"field {k} is outside the 64-bit range")
+
+
+def from_dict(d: Any) -> Record:
+    if not isinstance(d, dict):
+        raise RecordError("a record must be a JSON object")
+    unknown = set(d) - set(_KEYS)
+    missing = set(_KEYS) - set(d)
+    if unknown:
+        raise RecordError(f"unknown record keys: {sorted(unknown)}")
+    if missing:
+        raise RecordError(f"missing record keys: {sorted(missing)}")
+    try:
+        kind = Kind(d["kind"])
+    except ValueError:
+        raise RecordError(f"kind must be one of {[k.value for k in Kind]}") from None
+    return Record(
+        kind=kind,
+        tenant=d["tenant"],
+        site=d["site"],
+        device=d["device"],
+        name=d["name"],
+        fields=d["fields"],
+        ts=d["ts"],
+        id=d["id"],
+    )
+
+
+def encode(records: Iterable[Record]) -> bytes:
+    """Records as one orjson array: the body of a batch before compression."""
+    return orjson.dumps([r.to_dict() for r in records])
+
+
+def decode(data: bytes) -> list[Record]:
+    try:
+        items = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise RecordError(f"records are not valid JSON: {e.msg}") from None
+    if not isinstance(items, list):
+        raise RecordError("records must be a JSON array")
+    return [from_dict(item) for item in items]

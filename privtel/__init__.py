@@ -1,0 +1,1 @@
+"""The `privtel` command line and demo: wiring only."""

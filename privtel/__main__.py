@@ -1,0 +1,5 @@
+import sys
+
+from privtel.cli import main
+
+sys.exit(main())

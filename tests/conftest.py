@@ -1,0 +1,42 @@
+"""Shared test fixtures: the real services this machine runs, checked before use."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+PG_DSN = os.environ.get("PRIVTEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> str:
+    """URL of the real Mosquitto; a clear failure (not a skip) when it is down."""
+    if not _reachable(MQTT_HOST, MQTT_PORT):
+        pytest.fail(f"Mosquitto is not answering on {MQTT_HOST}:{MQTT_PORT}; "
+                    "start it with: mosquitto -d -c /etc/mosquitto/mosquitto.conf")
+    return f"mqtt://{MQTT_HOST}:{MQTT_PORT}"
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    if not _reachable("127.0.0.1", 5432):
+        pytest.fail("PostgreSQL is not answering on 127.0.0.1:5432; start it with: "
+                    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+    return PG_DSN
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
