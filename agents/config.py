@@ -9,7 +9,7 @@ from typing import Any
 
 from agents.pollers import REGISTRY, Device
 from agents.protocols import load_builtin
-from pipelines.config import ConfigError, Section, parse_toml, require_private
+from pipelines.config import ConfigError, listen_address, parse_toml, require_private
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,7 @@ class AgentConfig:
     batch_max_age_s: float = 5.0
     max_concurrent_polls: int = 64
     suite: str = "x25519"
+    metrics_listen: tuple[str, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,6 +75,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
     batch_max_age_s = a.float("batch_max_age_s", 5.0, lo=0.01, hi=3600)
     max_conc = a.int("max_concurrent_polls", 64, lo=1, hi=10_000)
     suite = a.str("suite", "x25519", choices=("x25519", "mlkem768-x25519"))
+    metrics_listen = listen_address(a, "metrics_listen", None)
     a.done()
     for what, v in (("agent.id", agent_id), ("agent.tenant", tenant)):
         if not v or not all(c.isalnum() or c in "-_" for c in v) or v != v.lower():
@@ -136,5 +138,5 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         state_dir=state_dir,  # type: ignore[arg-type]
         keys=keys, mqtt=mqtt, devices=tuple(devices),
         batch_max_records=batch_max_records, batch_max_age_s=batch_max_age_s,
-        max_concurrent_polls=max_conc, suite=suite, extra=extra,
+        max_concurrent_polls=max_conc, suite=suite, metrics_listen=metrics_listen, extra=extra,
     )

@@ -49,7 +49,7 @@ class Section:
                 raise self.error(name, "is required")
             return default
         v = self._data[name]
-        if isinstance(v, bool) and bool not in types or not isinstance(v, types):
+        if (isinstance(v, bool) and bool not in types) or not isinstance(v, types):
             raise self.error(name, f"must be {what}, not {type(v).__name__}")
         return v
 
@@ -108,6 +108,17 @@ class Section:
             raise self.error(name, f"must be at least {lo}, not {v}")
         if hi is not None and v > hi:
             raise self.error(name, f"must be at most {hi}, not {v}")
+
+
+def listen_address(s: Section, name: str, default: str | None) -> tuple[str, int] | None:
+    """A `host:port` to listen on; port 0 asks the system for a free one."""
+    v = s.str(name, default)
+    if v is None:
+        return None
+    host, _, port = v.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise s.error(name, f"must be host:port, not {v!r}")
+    return host.strip("[]"), int(port)
 
 
 def require_private(file: str, mode: int) -> None:

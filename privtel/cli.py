@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # noqa: BLE001 - the CLI's last line of defence prints one sentence
+    except Exception as e:
         from pipelines.config import ConfigError
 
         if isinstance(e, ConfigError | FileNotFoundError | PermissionError | ValueError):

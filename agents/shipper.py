@@ -1,0 +1,349 @@
+"""The agent's outbound half: pseudonymised records in, sealed batches out over MQTT.
+
+Every hand-over is durable before it is acknowledged: `submit` returns once
+the records are committed to the spool; the batcher seals them into a batch in
+the same transaction that removes them; the publisher deletes a batch only
+after the broker's PUBACK. A SIGKILL at any moment therefore costs at most a
+re-publication, which the collector recognises by batch id.
+
+The publisher connects with a clean session on purpose: the spool, not the
+broker, is this client's session state, and after a reconnect everything not
+yet acknowledged is simply published again from the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import aiomqtt
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from agents.config import AgentConfig, MqttConfig
+from agents.spool import Spool, SpoolConfig
+from pipelines import keys
+from pipelines.config import ConfigError, Section, require_private
+from pipelines.envelope import EnvelopeError, Header, seal, topic_for
+from pipelines.record import Record, new_id
+
+log = logging.getLogger(__name__)
+
+
+class ShipperError(RuntimeError):
+    """The shipper was used out of order (submit before start or after close)."""
+
+
+def broker_address(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) from `mqtt://host[:port]` or `mqtts://host[:port]`."""
+    u = urlsplit(url)
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        raise ValueError(f"broker url must be mqtt://host[:port] or mqtts://host[:port], "
+                         f"not {url!r}")
+    tls = u.scheme == "mqtts"
+    return u.hostname, u.port or (8883 if tls else 1883), tls
+
+
+def tls_context(ca_file: Path | None, cert_file: Path | None,
+                key_file: Path | None) -> ssl.SSLContext:
+    """A client TLS context that verifies the broker and presents our certificate."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                     cafile=str(ca_file) if ca_file else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file is not None:
+        if key_file is not None:
+            require_private(str(key_file), key_file.stat().st_mode)
+        ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    return ctx
+
+
+def _read_private(path: Path) -> bytes:
+    require_private(str(path), path.stat().st_mode)
+    return path.read_bytes()
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.submitted = Counter("privtel_agent_records_submitted", "Records accepted into the "
+                                 "spool", registry=r)
+        self.sealed = Counter("privtel_agent_batches_sealed", "Batches sealed", registry=r)
+        self.published = Counter("privtel_agent_batches_published", "Batches acknowledged by "
+                                 "the broker (PUBACK)", registry=r)
+        self.failures = Counter("privtel_agent_publish_failures", "Failed publish attempts and "
+                                "connection losses", registry=r)
+        self.reconnects = Counter("privtel_agent_reconnects", "Connections made after the "
+                                  "first", registry=r)
+        self.dropped_batches = Counter("privtel_agent_spool_dropped_batches", "Batches dropped "
+                                       "because the spool was over its size or age bound",
+                                       registry=r)
+        self.dropped_records = Counter("privtel_agent_records_dropped", "Records dropped",
+                                       ["reason"], registry=r)
+        self.depth = Gauge("privtel_agent_spool_batches", "Batches waiting for a PUBACK",
+                           registry=r)
+        self.bytes = Gauge("privtel_agent_spool_bytes", "Bytes of sealed batches in the spool",
+                           registry=r)
+        self.pending = Gauge("privtel_agent_spool_pending_records", "Records waiting to be "
+                             "sealed", registry=r)
+        self.oldest = Gauge("privtel_agent_spool_oldest_age_seconds", "Age of the oldest "
+                            "unacknowledged batch", registry=r)
+        self.connected = Gauge("privtel_agent_mqtt_connected", "1 while connected to the "
+                               "broker", registry=r)
+
+
+class Shipper:
+    """Batches, seals, spools and publishes; an async context manager.
+
+    ``async with Shipper(cfg, registry=reg) as s: await s.submit(records)``.
+    Keys come from the files named in `cfg.keys` unless given explicitly.
+    """
+
+    def __init__(self, config: AgentConfig, *, registry: CollectorRegistry,
+                 signing_key: ed25519.Ed25519PrivateKey | None = None,
+                 collector_public_key: keys.CollectorPublicKey | None = None,
+                 pseudonym_key_ids: Sequence[str] = (),
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+        self.config = config
+        spool_section = Section(config.extra.get("spool", {}), config.file, "spool")
+        self.spool_config = SpoolConfig.parse(spool_section, base=Path(config.file).parent)
+        self._signing_key = signing_key or keys.load_signing_key(
+            _read_private(config.keys.signing_key))
+        self._collector_key = collector_public_key or keys.load_collector_public_key(
+            config.keys.collector_public_key.read_bytes())
+        if self._collector_key.suite != config.suite:
+            raise ConfigError(config.file, "agent.suite", f"is {config.suite} but the collector "
+                              f"public key is for {self._collector_key.suite}")
+        self._pkids = tuple(pseudonym_key_ids)
+        self._host, self._port, tls = broker_address(config.mqtt.url)
+        self._tls = (tls_context(config.mqtt.ca_file, config.mqtt.cert_file,
+                                 config.mqtt.key_file) if tls else None)
+        self._backoff = (backoff_initial_s, backoff_max_s)
+        self.topic = topic_for(config.tenant, config.agent_id)
+        self.metrics = _Metrics(registry)
+        self._executor: ThreadPoolExecutor | None = None
+        self._spool: Spool | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake_batcher = asyncio.Event()
+        self._wake_publisher = asyncio.Event()
+        self._closed = False
+
+    @property
+    def spool(self) -> Spool:
+        if self._spool is None:
+            raise ShipperError("the shipper is not started; use `async with Shipper(...)`")
+        return self._spool
+
+    def set_collector_key(self, key: keys.CollectorPublicKey) -> None:
+        """Seal new batches to a rotated collector key; spooled batches keep their old one."""
+        self._collector_key = key
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._spool is not None or self._closed:
+            raise ShipperError("a shipper starts once")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="privtel-spool")
+        path = self.spool_config.path or self.config.state_dir / "spool.db"
+        sc = self.spool_config
+        self._spool = await self._run(lambda: Spool(
+            path, max_bytes=sc.max_bytes, max_age_s=sc.max_age_s, on_drop=self._on_drop))
+        await self._run(self.spool.enforce_bounds)
+        await self._refresh_gauges()
+        self._tasks = [asyncio.create_task(self._batcher(), name="privtel-batcher"),
+                       asyncio.create_task(self._publisher(), name="privtel-publisher")]
+
+    async def close(self) -> None:
+        """Stop; pending records and unacknowledged batches stay in the spool for next time."""
+        if self._closed:
+            return
+        self._closed = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._spool is not None:
+            await self._run(self._spool.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    def _on_drop(self, batches: int, records: int, why: str) -> None:
+        self.metrics.dropped_batches.inc(batches)
+        self.metrics.dropped_records.labels("spool_full" if "bytes" in why else "too_old").inc(
+            records)
+
+    async def submit(self, records: Sequence[Record]) -> None:
+        """Durably accept records (already pseudonymised) for shipping."""
+        if self._closed or self._spool is None:
+            raise ShipperError("submit on a shipper that is not running")
+        if not records:
+            return
+        bad = [r for r in records if r.tenant != self.config.tenant]
+        if bad:
+            raise ValueError(f"record tenant {bad[0].tenant!r} is not this agent's tenant "
+                             f"{self.config.tenant!r}")
+        await self._run(self.spool.add_records, list(records))
+        self.metrics.submitted.inc(len(records))
+        self._wake_batcher.set()
+
+    async def flush(self, timeout: float) -> bool:
+        """Seal everything pending and wait until the broker acknowledged all; True if it did."""
+        deadline = time.monotonic() + timeout
+        await self._seal_all(force=True)
+        while time.monotonic() < deadline:
+            st = await self._run(self.spool.stats)
+            if st.batches == 0 and st.pending_records == 0:
+                return True
+            self._wake_publisher.set()
+            await asyncio.sleep(0.05)
+        return False
+
+    def _seal_one(self, seq: int, records: list[Record]) -> tuple[str, float, bytes]:
+        h = Header(tenant=self.config.tenant, agent_id=self.config.agent_id, batch_id=new_id(),
+                   seq=seq, created=time.time(), pseudonym_key_ids=self._pkids)
+        return h.batch_id, h.created, seal(h, records, self._collector_key, self._signing_key)
+
+    def _seal_due(self, force: bool) -> int:
+        spool, limit = self.spool, self.config.batch_max_records
+        total = 0
+        while True:
+            pending = spool.pending_count()
+            if pending == 0:
+                return total
+            oldest = spool.oldest_pending_added()
+            due = (force or pending >= limit
+                   or (oldest is not None and time.time() - oldest >= self.config.batch_max_age_s))
+            if not due:
+                return total
+            n = limit
+            while True:
+                try:
+                    sealed = spool.seal_pending(n, self._seal_one)
+                    break
+                except EnvelopeError as e:
+                    if e.reason != "oversized":
+                        raise
+                    if n == 1:
+                        spool.drop_pending(1)
+                        self.metrics.dropped_records.labels("oversized").inc()
+                        log.warning("dropped one record too large for any batch")
+                        sealed = 0
+                        break
+                    n //= 2
+            if sealed:
+                self.metrics.sealed.inc()
+                total += sealed
+
+    async def _seal_all(self, force: bool) -> None:
+        if await self._run(self._seal_due, force):
+            self._wake_publisher.set()
+        await self._refresh_gauges()
+
+    async def _batcher(self) -> None:
+        tick = max(0.01, min(self.config.batch_max_age_s / 4, 1.0))
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_batcher.wait(), tick)
+            self._wake_batcher.clear()
+            try:
+                await self._seal_all(force=False)
+            except Exception:
+                log.exception("sealing failed; records stay pending")
+                await asyncio.sleep(1.0)
+
+    async def _refresh_gauges(self) -> None:
+        st = await self._run(self.spool.stats)
+        m = self.metrics
+        m.depth.set(st.batches)
+        m.bytes.set(st.bytes)
+        m.pending.set(st.pending_records)
+        m.oldest.set(0 if st.oldest_created is None else max(0.0, time.time() - st.oldest_created))
+
+    def _client(self) -> aiomqtt.Client:
+        mq: MqttConfig = self.config.mqtt
+        v5 = mq.protocol == "5"
+        return aiomqtt.Client(
+            self._host, self._port,
+            identifier=mq.client_id or f"privtel-agent-{self.config.agent_id}",
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else True,
+            keepalive=mq.keepalive_s, timeout=mq.timeout_s, tls_context=self._tls,
+            max_inflight_messages=self.spool_config.inflight,
+            logger=logging.getLogger("privtel.mqtt.agent"),
+        )
+
+    async def _publisher(self) -> None:
+        lo, hi = self._backoff
+        delay, connected_before = lo, False
+        while True:
+            try:
+                async with self._client() as client:
+                    if connected_before:
+                        self.metrics.reconnects.inc()
+                    connected_before, delay = True, lo
+                    self.metrics.connected.set(1)
+                    log.info("connected to broker")
+                    await self._drain(client)
+            except aiomqtt.MqttError as e:
+                self.metrics.failures.inc()
+                log.warning("broker connection failed or lost (%s); retrying in %.1f s",
+                            type(e).__name__, delay)
+            except Exception:
+                self.metrics.failures.inc()
+                log.exception("publisher error; retrying in %.1f s", delay)
+            finally:
+                self.metrics.connected.set(0)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, hi)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        rate = self.spool_config.drain_rate
+        window = self.spool_config.inflight
+        next_slot = time.monotonic()
+        while True:
+            batches = await self._run(self.spool.peek, window)
+            if not batches:
+                await self._refresh_gauges()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_publisher.wait(), 1.0)
+                self._wake_publisher.clear()
+                await self._run(self.spool.enforce_bounds)
+                continue
+            if rate > 0:
+                batches = batches[: max(1, int(rate))]
+            results = await asyncio.gather(
+                *(client.publish(self.topic, b.data, qos=1, timeout=self.config.mqtt.timeout_s)
+                  for b in batches), return_exceptions=True)
+            acked = [b.seq for b, r in zip(batches, results, strict=True) if r is None]
+            for seq in acked:
+                await self._run(self.spool.delete, seq)
+            self.metrics.published.inc(len(acked))
+            await self._refresh_gauges()
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0] if isinstance(errors[0], aiomqtt.MqttError) else aiomqtt.MqttError(
+                    f"publish failed: {type(errors[0]).__name__}")
+            if rate > 0:
+                next_slot = max(next_slot, time.monotonic()) + len(batches) / rate
+                await asyncio.sleep(max(0.0, next_slot - time.monotonic()))
+

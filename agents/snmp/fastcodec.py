@@ -1,0 +1,280 @@
+"""A lean BER codec for the SNMPv2c messages the poller sends and receives most.
+
+pysnmp decodes through pyasn1's generic, schema-driven machinery: every TLV
+becomes an object with constraints and tag maps. A GETBULK response is a
+fixed, shallow structure (message -> PDU -> varbind list -> (OID, value)), so
+here it is decoded with straight-line index arithmetic into the plain values
+of `values.VarBind`. pysnmp stays the reference: tests feed both decoders the
+same generated and captured bytes and require identical results, and any
+input this decoder cannot fully account for raises `SnmpDecodeError` (never
+another exception, never a loop that does not advance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from agents.snmp.errors import SnmpDecodeError
+from agents.snmp.values import (
+    COUNTER32,
+    COUNTER64,
+    EXCEPTIONS,
+    GAUGE32,
+    INTEGER,
+    IP_ADDRESS,
+    NULL,
+    OBJECT_ID,
+    OCTET_STRING,
+    OPAQUE,
+    TIMETICKS,
+    Oid,
+    VarBind,
+)
+
+GET: Final = 0xA0
+GETNEXT: Final = 0xA1
+RESPONSE: Final = 0xA2
+GETBULK: Final = 0xA5
+INFORM: Final = 0xA6
+TRAP_V2: Final = 0xA7
+REPORT: Final = 0xA8
+_PDUS = frozenset({GET, GETNEXT, RESPONSE, 0xA3, GETBULK, INFORM, TRAP_V2, REPORT})
+_SEQ = 0x30
+_UNSIGNED_MAX = {COUNTER32: 2**32 - 1, GAUGE32: 2**32 - 1, TIMETICKS: 2**32 - 1,
+                 COUNTER64: 2**64 - 1}
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Pdu:
+    type: int
+    request_id: int
+    error_status: int
+    error_index: int
+    varbinds: list[VarBind]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    version: int  # 0 = v1, 1 = v2c
+    community: bytes
+    pdu: Pdu
+
+
+# -- encoding -------------------------------------------------------------
+
+def _len(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(b),)) + b
+
+
+def tlv(tag: int, body: bytes) -> bytes:
+    return bytes((tag,)) + _len(len(body)) + body
+
+
+def enc_int(v: int, tag: int = INTEGER) -> bytes:
+    n = max(1, (v + (v < 0)).bit_length() // 8 + 1)
+    return tlv(tag, v.to_bytes(n, "big", signed=True))
+
+
+def enc_uint(v: int, tag: int) -> bytes:
+    n = v.bit_length() // 8 + 1  # a leading zero keeps the top bit clear, as BER wants
+    return tlv(tag, v.to_bytes(n, "big"))
+
+
+def enc_oid(oid: Oid) -> bytes:
+    if len(oid) < 2 or oid[0] > 2 or (oid[0] < 2 and oid[1] > 39):
+        raise ValueError(f"cannot encode OID {oid}")
+    out = bytearray()
+    for arc in (oid[0] * 40 + oid[1], *oid[2:]):
+        if arc < 0x80:
+            out.append(arc)
+            continue
+        chunk = []
+        while arc:
+            chunk.append(arc & 0x7F)
+            arc >>= 7
+        for i in range(len(chunk) - 1, 0, -1):
+            out.append(chunk[i] | 0x80)
+        out.append(chunk[0])
+    return tlv(OBJECT_ID, bytes(out))
+
+
+def enc_value(tag: int, value: object) -> bytes:
+    if tag in (NULL, *EXCEPTIONS):
+        return bytes((tag, 0))
+    if tag == INTEGER:
+        return enc_int(value)  # type: ignore[arg-type]
+    if tag in _UNSIGNED_MAX:
+        return enc_uint(value, tag)  # type: ignore[arg-type]
+    if tag in (OCTET_STRING, IP_ADDRESS, OPAQUE):
+        return tlv(tag, value)  # type: ignore[arg-type]
+    if tag == OBJECT_ID:
+        return enc_oid(value)  # type: ignore[arg-type]
+    raise ValueError(f"cannot encode value with tag 0x{tag:02x}")
+
+
+def enc_varbinds(varbinds: list[VarBind]) -> bytes:
+    return tlv(_SEQ, b"".join(tlv(_SEQ, enc_oid(o) + enc_value(t, v)) for o, t, v in varbinds))
+
+
+def enc_pdu(pdu_type: int, request_id: int, oids: list[Oid] | tuple[Oid, ...], *,
+            non_repeaters: int = 0, max_repetitions: int = 0,
+            varbinds: list[VarBind] | None = None) -> bytes:
+    """A request PDU; for GETBULK the two error fields carry non-repeaters/max-repetitions."""
+    a, b = (non_repeaters, max_repetitions) if pdu_type == GETBULK else (0, 0)
+    vbs = varbinds if varbinds is not None else [(o, NULL, None) for o in oids]
+    return tlv(pdu_type, enc_int(request_id) + enc_int(a) + enc_int(b) + enc_varbinds(vbs))
+
+
+def encode_v2c(community: bytes, pdu: bytes, version: int = 1) -> bytes:
+    return tlv(_SEQ, enc_int(version) + tlv(OCTET_STRING, community) + pdu)
+
+
+# -- decoding -------------------------------------------------------------
+
+def _hdr(b: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(tag, start of content, end of content) of the TLV at pos, bounds-checked."""
+    if pos + 2 > end:
+        raise SnmpDecodeError("truncated header")
+    tag = b[pos]
+    if tag & 0x1F == 0x1F:
+        raise SnmpDecodeError("multi-byte tags are not used by SNMP")
+    n = b[pos + 1]
+    pos += 2
+    if n & 0x80:
+        k = n & 0x7F
+        if k == 0 or k > 4 or pos + k > end:
+            raise SnmpDecodeError("bad length")
+        n = int.from_bytes(b[pos:pos + k], "big")
+        pos += k
+    if pos + n > end:
+        raise SnmpDecodeError("length runs past the end")
+    return tag, pos, pos + n
+
+
+def _int(b: bytes, s: int, e: int) -> int:
+    if s == e:
+        raise SnmpDecodeError("empty integer")
+    return int.from_bytes(b[s:e], "big", signed=True)
+
+
+def _expect_int(b: bytes, pos: int, end: int) -> tuple[int, int]:
+    tag, s, e = _hdr(b, pos, end)
+    if tag != INTEGER:
+        raise SnmpDecodeError("expected INTEGER")
+    return _int(b, s, e), e
+
+
+def _oid(b: bytes, s: int, e: int) -> Oid:
+    if s == e:
+        raise SnmpDecodeError("empty OID")
+    arcs: list[int] = []
+    acc = 0
+    first = True
+    for i in range(s, e):
+        c = b[i]
+        if acc == 0 and c == 0x80:
+            raise SnmpDecodeError("non-minimal OID arc")
+        acc = (acc << 7) | (c & 0x7F)
+        if c & 0x80:
+            continue
+        if first:
+            if acc < 80:
+                arcs += (acc // 40, acc % 40)
+            else:
+                arcs += (2, acc - 80)
+            first = False
+        else:
+            arcs.append(acc)
+        acc = 0
+    if b[e - 1] & 0x80:
+        raise SnmpDecodeError("OID ends mid-arc")
+    return tuple(arcs)
+
+
+def decode_value(b: bytes, tag: int, s: int, e: int) -> object:
+    if tag == INTEGER:
+        v = _int(b, s, e)
+        if not _INT32[0] <= v <= _INT32[1]:
+            raise SnmpDecodeError("INTEGER out of Integer32 range")
+        return v
+    if tag in _UNSIGNED_MAX:
+        v = _int(b, s, e)
+        if not 0 <= v <= _UNSIGNED_MAX[tag]:
+            raise SnmpDecodeError("unsigned value out of range")
+        return v
+    if tag in (OCTET_STRING, OPAQUE):
+        return b[s:e]
+    if tag == IP_ADDRESS:
+        if e - s != 4:
+            raise SnmpDecodeError("IpAddress must be 4 bytes")
+        return b[s:e]
+    if tag == OBJECT_ID:
+        return _oid(b, s, e)
+    if tag == NULL or tag in EXCEPTIONS:
+        if s != e:
+            raise SnmpDecodeError("NULL with content")
+        return None
+    raise SnmpDecodeError(f"unknown value tag 0x{tag:02x}")
+
+
+def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
+    tag, pos, lend = _hdr(b, pos, end)
+    if tag != _SEQ:
+        raise SnmpDecodeError("expected varbind list")
+    out: list[VarBind] = []
+    append = out.append
+    while pos < lend:
+        tag, s, vend = _hdr(b, pos, lend)
+        if tag != _SEQ:
+            raise SnmpDecodeError("expected varbind")
+        tag, os_, oe = _hdr(b, s, vend)
+        if tag != OBJECT_ID:
+            raise SnmpDecodeError("expected OID")
+        oid = _oid(b, os_, oe)
+        vtag, vs, ve = _hdr(b, oe, vend)
+        if ve != vend:
+            raise SnmpDecodeError("trailing bytes in varbind")
+        append((oid, vtag, decode_value(b, vtag, vs, ve)))  # type: ignore[arg-type]
+        pos = vend
+    return out, lend
+
+
+def decode_pdu(b: bytes, pos: int, end: int) -> tuple[Pdu, int]:
+    ptype, pos, pend = _hdr(b, pos, end)
+    if ptype not in _PDUS:
+        raise SnmpDecodeError(f"unsupported PDU type 0x{ptype:02x}")
+    rid, pos = _expect_int(b, pos, pend)
+    est, pos = _expect_int(b, pos, pend)
+    eix, pos = _expect_int(b, pos, pend)
+    vbs, pos = decode_varbinds(b, pos, pend)
+    if pos != pend:
+        raise SnmpDecodeError("trailing bytes in PDU")
+    return Pdu(ptype, rid, est, eix, vbs), pend
+
+
+def decode_v2c(data: bytes) -> Message:
+    """A v1/v2c message; anything else (including v3) raises SnmpDecodeError."""
+    try:
+        b = bytes(data)
+        tag, pos, end = _hdr(b, 0, len(b))
+        if tag != _SEQ or end != len(b):
+            raise SnmpDecodeError("not an SNMP message")
+        version, pos = _expect_int(b, pos, end)
+        if version not in (0, 1):
+            raise SnmpDecodeError(f"not a v1/v2c message (version {version})")
+        tag, cs, ce = _hdr(b, pos, end)
+        if tag != OCTET_STRING:
+            raise SnmpDecodeError("expected community")
+        pdu, pos = decode_pdu(b, ce, end)
+        if pos != end:
+            raise SnmpDecodeError("trailing bytes")
+        return Message(version, b[cs:ce], pdu)
+    except SnmpDecodeError:
+        raise
+    except (IndexError, ValueError, TypeError) as e:
+        raise SnmpDecodeError(f"undecodable ({type(e).__name__})") from None

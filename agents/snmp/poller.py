@@ -1,0 +1,208 @@
+"""The "snmp" poller: one poll of one device -> records, never an exception.
+
+A poll GETs the system group, then walks the tables its profiles name
+(IF-MIB by default) and emits `snmp.system`, one `if` record per interface
+and any profile metrics, then exactly one `device.health`. A device that
+times out, rejects our credentials or answers garbage yields only the health
+record with a reason code; a walk that breaks half way yields what arrived
+plus `reason="partial_walk"`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.pollers import Device, PollerSpec, health_record, register
+from agents.snmp import errors as E
+from agents.snmp.client import EnginePool, PysnmpClient, SnmpClient
+from agents.snmp.fastclient import FastClient, FastTransport
+from agents.snmp.options import SnmpOptions, parse_options
+from agents.snmp.values import (
+    COUNTER32,
+    COUNTER64,
+    EXCEPTIONS,
+    Oid,
+    Value,
+    VarBind,
+    as_text,
+)
+from agents.snmp.walk import walk
+from pipelines.counters import rates
+from pipelines.record import Kind, Record
+
+log = logging.getLogger(__name__)
+
+SYS_DESCR = (1, 3, 6, 1, 2, 1, 1, 1, 0)
+SYS_OBJECT_ID = (1, 3, 6, 1, 2, 1, 1, 2, 0)
+SYS_UPTIME = (1, 3, 6, 1, 2, 1, 1, 3, 0)
+SYS_NAME = (1, 3, 6, 1, 2, 1, 1, 5, 0)
+SYSTEM_OIDS = (SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_NAME)
+IF_TABLE = (1, 3, 6, 1, 2, 1, 2, 2, 1)
+IF_X_TABLE = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
+OCTET_FIELDS = ("in_octets", "out_octets")
+ERROR_FIELDS = ("in_errors", "out_errors", "in_discards", "out_discards")  # always Counter32
+
+# column -> field, for the contract's `if` record
+_IF_COLS = {2: "if_descr", 5: "speed", 7: "admin_status", 8: "oper_status", 10: "in_octets32",
+            13: "in_discards", 14: "in_errors", 16: "out_octets32", 19: "out_discards",
+            20: "out_errors"}
+_IFX_COLS = {1: "if_name", 6: "in_octets64", 10: "out_octets64", 15: "high_speed",
+             18: "if_alias"}
+
+
+@dataclass(slots=True)
+class _DeviceState:
+    client: SnmpClient
+    options: SnmpOptions
+    address: tuple[str, int]
+    previous: dict[int, dict[str, Any]] = field(default_factory=dict)
+    previous_ts: float = 0.0
+    previous_uptime_s: float | None = None
+
+
+def _columns(vbs: list[VarBind], base: Oid, cols: dict[int, str],
+             rows: dict[int, dict[str, Value]], tags: dict[tuple[int, str], int]) -> None:
+    n = len(base)
+    for oid, tag, value in vbs:
+        if len(oid) != n + 2 or tag in EXCEPTIONS:
+            continue
+        name = cols.get(oid[n])
+        if name is None:
+            continue
+        idx = oid[n + 1]
+        rows.setdefault(idx, {})[name] = value
+        tags[idx, name] = tag
+
+
+def _int(v: Value) -> int | None:
+    return v if isinstance(v, int) else None
+
+
+def interface_fields(rows: dict[int, dict[str, Value]],
+                     tags: dict[tuple[int, str], int]) -> dict[int, dict[str, Any]]:
+    """Raw IF-MIB columns -> the contract's `if` fields; 64-bit counters when present."""
+    out: dict[int, dict[str, Any]] = {}
+    for idx in sorted(rows):
+        r = rows[idx]
+        hc = tags.get((idx, "in_octets64")) == COUNTER64 and tags.get(
+            (idx, "out_octets64")) == COUNTER64
+        speed = _int(r.get("speed"))
+        high = _int(r.get("high_speed"))
+        if high and (speed is None or speed >= 4294967295):
+            speed = high * 1_000_000
+        out[idx] = {
+            "if_index": idx,
+            "if_descr": as_text(r.get("if_descr")),
+            "if_name": as_text(r.get("if_name")),
+            "if_alias": as_text(r.get("if_alias")),
+            "in_octets": _int(r.get("in_octets64" if hc else "in_octets32")),
+            "out_octets": _int(r.get("out_octets64" if hc else "out_octets32")),
+            "in_errors": _int(r.get("in_errors")),
+            "out_errors": _int(r.get("out_errors")),
+            "in_discards": _int(r.get("in_discards")),
+            "out_discards": _int(r.get("out_discards")),
+            "oper_status": _int(r.get("oper_status")),
+            "admin_status": _int(r.get("admin_status")),
+            "speed_bps": speed,
+            "counter_bits": 64 if hc else (
+                32 if tags.get((idx, "in_octets32")) == COUNTER32 else None),
+        }
+    return out
+
+
+def uses_fast_path(opts: SnmpOptions) -> bool:
+    """v2c goes through the lean codec unless pysnmp is asked for; v1 and v3 use pysnmp."""
+    return opts.version == "2c" and opts.engine != "pysnmp"
+
+
+class SnmpPoller:
+    """Polls any number of devices; shares pysnmp engines, keeps per-device state."""
+
+    def __init__(self) -> None:
+        self._engines = EnginePool()
+        self._fast = FastTransport()
+        self._devices: dict[str, _DeviceState] = {}
+
+    def _state(self, device: Device) -> _DeviceState:
+        st = self._devices.get(device.name)
+        addr = (device.address, device.port)
+        if st is None or st.options != device.options or st.address != addr:
+            opts: SnmpOptions = device.options
+            client: SnmpClient
+            if uses_fast_path(opts):
+                client = FastClient(self._fast, device.address, device.port, opts)
+            else:
+                client = PysnmpClient(self._engines.get(opts), device.address, device.port, opts)
+            st = self._devices[device.name] = _DeviceState(client, opts, addr)
+        return st
+
+    async def poll(self, device: Device) -> list[Record]:
+        started = time.time()
+        try:
+            return await self._poll(device, started)
+        except E.SnmpError as e:
+            return [health_record(device, up=False, reason=e.reason, started=started)]
+        except Exception as e:  # a bug must not stop the agent; it is reported as data
+            log.warning("snmp poll of device %s failed: %s", device.name, type(e).__name__)
+            return [health_record(device, up=False, reason=E.ERROR, started=started)]
+
+    async def _poll(self, device: Device, started: float) -> list[Record]:
+        st = self._state(device)
+        opts = st.options
+        client = st.client
+        got = {oid: (tag, v) for oid, tag, v in await client.get(SYSTEM_OIDS)}
+        ticks = got.get(SYS_UPTIME, (0, None))[1]
+        uptime_s = ticks / 100 if isinstance(ticks, int) else None
+        now = time.time()
+
+        def rec(kind: Kind, name: str, fields: dict[str, Any]) -> Record:
+            return Record(kind=kind, tenant=device.tenant, site=device.site,
+                          device=device.name, name=name, fields=fields, ts=now)
+
+        records = [rec(Kind.INVENTORY, "snmp.system", {
+            "sys_descr": as_text(got.get(SYS_DESCR, (0, None))[1]),
+            "sys_object_id": as_text(got.get(SYS_OBJECT_ID, (0, None))[1]),
+            "sys_name": as_text(got.get(SYS_NAME, (0, None))[1]),
+            "uptime_s": uptime_s,
+        })]
+        rows: dict[int, dict[str, Value]] = {}
+        tags: dict[tuple[int, str], int] = {}
+        reason: str | None = None
+        for base, cols in ((IF_TABLE, _IF_COLS), (IF_X_TABLE, _IFX_COLS)):
+            res = await walk(client, base, opts.max_repetitions)
+            _columns(res.varbinds, base, cols, rows, tags)
+            if res.error is not None and reason is None:
+                # the device answered the system GET, so a broken walk is partial data
+                reason = E.MALFORMED if res.error.reason == E.MALFORMED else E.PARTIAL
+        current = interface_fields(rows, tags)
+        for idx, fields in current.items():
+            prev = st.previous.get(idx)
+            if prev is not None and fields["counter_bits"]:
+                speed = fields["speed_bps"]
+                cap = {n: speed / 8 * 1.5 for n in ("in_octets", "out_octets")} if speed else {}
+                span = {"prev_ts": st.previous_ts, "cur_ts": now,
+                        "prev_uptime_s": st.previous_uptime_s, "cur_uptime_s": uptime_s}
+                fields.update(rates(prev, fields, OCTET_FIELDS, bits=fields["counter_bits"],
+                                    prev_bits=prev["counter_bits"], max_per_s=cap, **span))
+                fields.update(rates(prev, fields, ERROR_FIELDS, bits=32, **span))
+            records.append(rec(Kind.METRIC, "if", fields))
+        st.previous = {i: f for i, f in current.items() if f["counter_bits"]}
+        st.previous_ts, st.previous_uptime_s = now, uptime_s
+        extra: dict[str, Any] = {}
+        if uptime_s is not None:
+            extra["uptime_s"] = uptime_s
+        records.append(health_record(device, up=True, reason=reason, started=started, **extra))
+        return records
+
+    async def close(self) -> None:
+        for st in self._devices.values():
+            await st.client.close()
+        self._devices.clear()
+        self._engines.close()
+        self._fast.close()
+
+
+register("snmp", PollerSpec(default_port=161, parse_options=parse_options, make=SnmpPoller))

@@ -1,0 +1,72 @@
+"""Table walks over any `SnmpClient`: the awkward agents are handled once, here.
+
+GETBULK with configurable max-repetitions; on tooBig the repetitions are
+halved and the request retried; v1 (or an agent that never answers GETBULK)
+walks with GETNEXT; endOfMibView, leaving the subtree and v1's noSuchName end
+the walk; an OID that does not increase stops it as a partial walk rather than
+looping forever. A failure after some rows arrived is returned as data (the
+rows so far plus the error), because a partial table is still worth shipping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.snmp import errors as E
+from agents.snmp.client import PduError, SnmpClient, TooBig
+from agents.snmp.values import END_OF_MIB_VIEW, EXCEPTIONS, Oid, VarBind, is_prefix
+
+MAX_VARBINDS = 2_000_000
+
+
+@dataclass(slots=True)
+class WalkResult:
+    varbinds: list[VarBind]
+    error: E.SnmpError | None = None
+    requests: int = 0
+
+
+async def walk(client: SnmpClient, root: Oid, max_repetitions: int, *,
+               use_bulk: bool = True) -> WalkResult:
+    """All varbinds under `root`, in order; `error` is set when the walk stopped early."""
+    res = WalkResult([])
+    out = res.varbinds
+    cur = root
+    rep = max(1, max_repetitions)
+    bulk = use_bulk and client.version != "1"
+    while True:
+        try:
+            res.requests += 1
+            vbs = await client.bulk([cur], rep) if bulk else await client.next([cur])
+        except TooBig:
+            if bulk and rep > 1:
+                rep = max(1, rep // 2)
+                continue
+            res.error = E.SnmpError(E.PARTIAL if out else E.ERROR, "response too big")
+            return res
+        except PduError as e:
+            if e.status == 2 and not bulk:
+                return res
+            res.error = E.SnmpError(E.PARTIAL, e.detail) if out else e
+            return res
+        except E.SnmpError as e:
+            if out:
+                res.error = E.SnmpError(E.PARTIAL, f"walk stopped: {e.reason}")
+            else:
+                res.error = e
+            return res
+        if not vbs:
+            res.error = E.SnmpError(E.PARTIAL if out else E.MALFORMED, "empty response")
+            return res
+        for oid, tag, value in vbs:
+            if tag == END_OF_MIB_VIEW or not is_prefix(root, oid):
+                return res
+            if oid <= cur:
+                res.error = E.SnmpError(E.PARTIAL, "agent returned a non-increasing OID")
+                return res
+            if tag not in EXCEPTIONS:
+                out.append((oid, tag, value))
+            cur = oid
+        if len(out) > MAX_VARBINDS:
+            res.error = E.SnmpError(E.PARTIAL, f"walk exceeded {MAX_VARBINDS} varbinds")
+            return res

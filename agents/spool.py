@@ -1,0 +1,263 @@
+"""The agent's durable queue: records wait here for a batch, sealed batches for a PUBACK.
+
+SQLite in WAL mode with ``synchronous=FULL``: a commit is on disk when the
+call returns, so a SIGKILL or power cut loses nothing that a caller was told
+was stored. Two tables make the two hand-overs atomic:
+
+- ``pending``: records accepted by `add_records` and not yet sealed;
+- ``batches``: sealed batches not yet acknowledged by the broker.
+
+`seal_pending` takes pending records, lets the caller seal them under the next
+sequence number, and in one transaction inserts the batch, deletes the records
+and advances the sequence. A crash on either side of that commit leaves either
+the records or the batch, never both and never neither.
+
+The spool is bounded by bytes and by age; when over, the oldest batches are
+dropped, counted and logged, never silently. Methods are synchronous and
+thread-safe; the shipper runs them in one worker thread so fsyncs never block
+the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from pipelines.config import Section
+from pipelines.record import Record, from_dict
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    added REAL NOT NULL,
+    record BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY,
+    batch_id TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    records INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+_MAX_BYTES, _MAX_AGE_S, _INFLIGHT = 256 << 20, 7 * 86400.0, 16
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
+    """`[spool]` of the agent config. Unset `path` means `<state_dir>/spool.db`."""
+
+    path: Path | None = None
+    max_bytes: int = _MAX_BYTES
+    max_age_s: float = _MAX_AGE_S
+    drain_rate: float = 0.0
+    inflight: int = _INFLIGHT
+
+    @classmethod
+    def parse(cls, s: Section, base: Path = Path(".")) -> SpoolConfig:
+        path = s.str("path", None)
+        cfg = cls(
+            path=None if path is None else (Path(path) if Path(path).is_absolute()
+                                            else base / path),
+            max_bytes=s.int("max_bytes", _MAX_BYTES, lo=1 << 16),
+            max_age_s=s.float("max_age_s", _MAX_AGE_S, lo=1.0),
+            drain_rate=s.float("drain_rate", 0.0, lo=0.0),
+            inflight=s.int("inflight", _INFLIGHT, lo=1, hi=1000),
+        )
+        s.done()
+        return cfg
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledBatch:
+    seq: int
+    batch_id: str
+    created: float
+    records: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    batches: int
+    bytes: int
+    pending_records: int
+    oldest_created: float | None
+    dropped_batches: int
+    dropped_records: int
+
+
+class Spool:
+    """A crash-safe FIFO of sealed batches plus the records waiting to be sealed."""
+
+    def __init__(self, path: Path, *, max_bytes: int = _MAX_BYTES,
+                 max_age_s: float = _MAX_AGE_S,
+                 on_drop: Callable[[int, int, str], None] | None = None) -> None:
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be positive")
+        if max_age_s <= 0:
+            raise ValueError("max_age_s must be positive")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path, self.max_bytes, self.max_age_s = path, max_bytes, max_age_s
+        self._on_drop = on_drop
+        self._lock = threading.Lock()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        # A fresh spool starts its sequence at the current time in milliseconds,
+        # so an agent whose state was wiped still counts upwards.
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('next_seq', ?)",
+                         (int(time.time() * 1000),))
+        for k in ("dropped_batches", "dropped_records"):
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (k,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add_records(self, records: Sequence[Record]) -> None:
+        """Make records durable; they are sealed into a batch later."""
+        if not records:
+            return
+        now = time.time()
+        rows = [(now, orjson.dumps(r.to_dict())) for r in records]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT INTO pending (added, record) VALUES (?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM pending").fetchone()[0])
+
+    def oldest_pending_added(self) -> float | None:
+        with self._lock:
+            v = self._db.execute("SELECT min(added) FROM pending").fetchone()[0]
+        return None if v is None else float(v)
+
+    def seal_pending(self, limit: int,
+                     seal: Callable[[int, list[Record]], tuple[str, float, bytes]]) -> int:
+        """Seal up to `limit` pending records as the next batch; returns how many were sealed.
+
+        `seal(seq, records)` returns (batch id, created, sealed bytes); it runs
+        inside the transaction so the sequence number it was given is the one
+        committed with its batch.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute("SELECT id, record FROM pending ORDER BY id LIMIT ?",
+                                        (limit,)).fetchall()
+                if not rows:
+                    self._db.execute("ROLLBACK")
+                    return 0
+                seq = int(self._db.execute(
+                    "SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+                records = [from_dict(orjson.loads(r[1])) for r in rows]
+                batch_id, created, data = seal(seq, records)
+                self._db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
+                                 (seq, batch_id, created, len(records), len(data), data))
+                self._db.execute("DELETE FROM pending WHERE id <= ?", (rows[-1][0],))
+                self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
+                self._enforce_bounds(time.time())
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(records)
+
+    def drop_pending(self, n: int) -> None:
+        """Discard the `n` oldest pending records (one that can never fit in a batch)."""
+        with self._lock:
+            self._db.execute("DELETE FROM pending WHERE id IN (SELECT id FROM pending "
+                             "ORDER BY id LIMIT ?)", (n,))
+
+    def peek(self, limit: int, exclude: frozenset[int] = frozenset()) -> list[SpooledBatch]:
+        """The oldest batches not in `exclude` (those already in flight)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, batch_id, created, records, data FROM batches ORDER BY seq LIMIT ?",
+                (limit + len(exclude),)).fetchall()
+        out = [SpooledBatch(int(r[0]), r[1], float(r[2]), int(r[3]), bytes(r[4]))
+               for r in rows if r[0] not in exclude]
+        return out[:limit]
+
+    def delete(self, seq: int) -> None:
+        """Forget a batch the broker acknowledged."""
+        with self._lock:
+            self._db.execute("DELETE FROM batches WHERE seq=?", (seq,))
+
+    def enforce_bounds(self, now: float | None = None) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._enforce_bounds(time.time() if now is None else now)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _enforce_bounds(self, now: float) -> None:
+        dropped = dropped_recs = 0
+        old = self._db.execute("SELECT count(*), coalesce(sum(records), 0) FROM batches "
+                               "WHERE created < ?", (now - self.max_age_s,)).fetchone()
+        if old[0]:
+            self._db.execute("DELETE FROM batches WHERE created < ?", (now - self.max_age_s,))
+            self._dropped(int(old[0]), int(old[1]), "older than max_age_s")
+            dropped, dropped_recs = int(old[0]), int(old[1])
+        total = int(self._db.execute("SELECT coalesce(sum(size), 0) FROM batches").fetchone()[0])
+        if total > self.max_bytes:
+            n = r = 0
+            for seq, size, recs in self._db.execute(
+                    "SELECT seq, size, records FROM batches ORDER BY seq").fetchall():
+                if total <= self.max_bytes:
+                    break
+                self._db.execute("DELETE FROM batches WHERE seq=?", (seq,))
+                total -= size
+                n, r = n + 1, r + recs
+            self._dropped(n, r, "spool over max_bytes")
+            dropped, dropped_recs = dropped + n, dropped_recs + r
+        if dropped:
+            self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped_batches'",
+                             (dropped,))
+            self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped_records'",
+                             (dropped_recs,))
+
+    def _dropped(self, batches: int, records: int, why: str) -> None:
+        log.warning("spool dropped %d oldest batches (%d records): %s", batches, records, why)
+        if self._on_drop is not None:
+            self._on_drop(batches, records, why)
+
+    def stats(self) -> SpoolStats:
+        with self._lock:
+            n, size, oldest = self._db.execute(
+                "SELECT count(*), coalesce(sum(size), 0), min(created) FROM batches").fetchone()
+            pending = self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        return SpoolStats(int(n), int(size), int(pending), None if oldest is None else oldest,
+                          int(meta["dropped_batches"]), int(meta["dropped_records"]))

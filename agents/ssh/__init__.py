@@ -1,0 +1,1 @@
+"""CLI collection over SSH: netmiko pollers driven by declarative command profiles."""

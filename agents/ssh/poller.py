@@ -1,0 +1,424 @@
+"""The SSH poller: netmiko in worker threads, one command profile per device type.
+
+netmiko is blocking, so each device is polled in a thread of a private pool
+whose size is the concurrency limit; a device that overstays its deadline is
+reported as `timeout` at once while its thread is left to finish on netmiko's
+own socket timeouts (the pool slot stays taken until then, so the limit holds).
+
+netmiko and paramiko errors are translated here and nowhere else, into the
+reason codes of the `device.health` contract. Their messages carry the
+device address, so they are never copied into a record or a log line.
+
+Host keys are checked against a known_hosts file by default (`strict`);
+`tofu` trusts and records an unknown host's key on first contact, but still
+refuses a key that changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import shlex
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from netmiko import ConnectHandler
+from netmiko.exceptions import NetmikoAuthenticationException, ReadTimeout
+
+from agents.credentials import (
+    Credential,
+    CredentialError,
+    CredentialStore,
+    redacting_filter,
+)
+from agents.pollers import Device, PollerSpec, health_record, register
+from agents.ssh.profiles import (
+    RECORD_KINDS,
+    LogCursor,
+    ParseError,
+    Profile,
+    builtin_profiles,
+    finish,
+    parse_rows,
+    row_fields,
+)
+from pipelines.config import Section
+from pipelines.record import Kind, Record, Scalar
+
+log = logging.getLogger(__name__)
+
+KNOWN_HOSTS_ENV = "PRIVTEL_SSH_KNOWN_HOSTS"
+HOST_KEY_POLICIES = ("strict", "tofu")
+PARSE_ERROR_NAME = "ssh.parse_error"
+
+
+@dataclass(frozen=True, slots=True)
+class SshOptions:
+    """A device's `[devices.ssh]` table."""
+
+    device_type: str
+    credential: str
+    connect_timeout_s: float = 10.0
+    command_timeout_s: float = 20.0
+    poll_timeout_s: float = 60.0
+    known_hosts: Path | None = None
+    host_key_policy: str = "strict"
+    log_file: str = "/var/log/syslog"
+    max_log_lines: int = 200
+
+
+def parse_options(s: Section) -> SshOptions:
+    profiles = builtin_profiles()
+    device_type = s.str("device_type", choices=tuple(sorted(profiles)))
+    credential = s.str("credential")
+    known_hosts = s.str("known_hosts", None)
+    opts = SshOptions(
+        device_type=device_type,
+        credential=credential,
+        connect_timeout_s=s.float("connect_timeout_s", 10.0, lo=0.1, hi=300),
+        command_timeout_s=s.float("command_timeout_s", 20.0, lo=0.1, hi=600),
+        poll_timeout_s=s.float("poll_timeout_s", 60.0, lo=0.5, hi=3600),
+        known_hosts=None if known_hosts is None else (
+            Path(known_hosts) if os.path.isabs(known_hosts)
+            else Path(s.file).parent / known_hosts),
+        host_key_policy=s.str("host_key_policy", "strict", choices=HOST_KEY_POLICIES),
+        log_file=s.str("log_file", "/var/log/syslog"),
+        max_log_lines=s.int("max_log_lines", 200, lo=1, hi=10_000),
+    )
+    s.done()
+    if not credential.strip():
+        raise s.error("credential", "must name a credential in the credentials file")
+    if opts.poll_timeout_s < opts.connect_timeout_s:
+        raise s.error("poll_timeout_s", "must be at least connect_timeout_s")
+    if "\n" in opts.log_file or "\0" in opts.log_file:
+        raise s.error("log_file", "must be a single-line path")
+    return opts
+
+
+class SshFailure(Exception):
+    """A poll that failed for a classified reason; carries no device text."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Output:
+    rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    commands: dict[int, str] = field(default_factory=dict)
+    errors: list[ParseError] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _DeviceState:
+    failures: int = 0
+    reason: str | None = None
+    retry_at: float = 0.0
+    logs: dict[int, LogCursor] = field(default_factory=dict)
+
+
+class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
+    """Accepts an unknown host's key and remembers it for the caller to record.
+    A *changed* key never reaches here: paramiko raises BadHostKeyException first."""
+
+    def __init__(self) -> None:
+        self.learned: tuple[str, paramiko.PKey] | None = None
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.learned = (hostname, key)
+
+
+def _ssh_client(known_hosts: Path, policy: paramiko.MissingHostKeyPolicy | None,
+                ) -> paramiko.SSHClient:
+    """Our own client instead of netmiko's: paramiko rewrites a known_hosts file
+    it loaded (plain names, default mode) whenever a key is auto-added."""
+    client = paramiko.SSHClient()
+    if known_hosts.is_file():
+        client.get_host_keys().load(str(known_hosts))
+    client.set_missing_host_key_policy(policy or paramiko.RejectPolicy())
+    return client
+
+
+def _load_pkey(text: str, passphrase: str | None) -> Any:
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(text), password=passphrase)
+        except (paramiko.SSHException, ValueError):
+            continue
+    raise SshFailure("auth_failed")
+
+
+def classify(exc: BaseException, phase: str) -> str:
+    """The reason code for a netmiko/paramiko failure in a given phase
+    ("connect", "prompt" or "command")."""
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if isinstance(e, SshFailure):
+            return e.reason
+        if isinstance(e, paramiko.BadHostKeyException):
+            return "host_key_mismatch"
+        if isinstance(e, NetmikoAuthenticationException | paramiko.AuthenticationException):
+            return "auth_failed"
+        if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
+            errs = list(e.errors.values())
+            if errs and all(isinstance(x, ConnectionRefusedError) for x in errs):
+                return "refused"
+        if isinstance(e, ConnectionRefusedError):
+            return "refused"
+        if isinstance(e, paramiko.SSHException) and "not found in known_hosts" in str(e):
+            return "host_key_unknown"
+        if isinstance(e, TimeoutError | socket.timeout):
+            return "timeout"
+    if phase == "prompt":
+        return "unexpected_prompt"
+    if isinstance(exc, ReadTimeout):
+        return "timeout"
+    text = str(exc).lower()
+    if "banner" in text or "timed out" in text or "timeout" in text:
+        return "timeout"
+    return "error"
+
+
+class SshPoller:
+    """Polls devices over SSH. `credentials` defaults to the store named by
+    $PRIVTEL_CREDENTIALS; `max_concurrent` bounds the threads in use."""
+
+    def __init__(self, *, credentials: CredentialStore | None = None,
+                 max_concurrent: int = 16, profiles: dict[str, Profile] | None = None,
+                 known_hosts: Path | None = None, backoff_max_s: float = 900.0) -> None:
+        if not isinstance(max_concurrent, int) or max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be a positive integer, not {max_concurrent!r}")
+        if backoff_max_s < 0:
+            raise ValueError("backoff_max_s must not be negative")
+        self._credentials = credentials
+        self._profiles = profiles or builtin_profiles()
+        env_kh = os.environ.get(KNOWN_HOSTS_ENV)
+        self._known_hosts = known_hosts or (Path(env_kh) if env_kh else
+                                            Path.home() / ".ssh" / "known_hosts")
+        self._executor = ThreadPoolExecutor(max_workers=max_concurrent,
+                                            thread_name_prefix="privtel-ssh")
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._state: dict[str, _DeviceState] = {}
+        self._kh_lock = threading.Lock()
+        self._backoff_max_s = backoff_max_s
+        self._closed = False
+        self.max_concurrent = max_concurrent
+
+    async def close(self) -> None:
+        """Stop taking polls; threads still running finish on their own timeouts."""
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def poll(self, device: Device) -> list[Record]:
+        started = time.time()
+        opts: SshOptions = device.options
+        state = self._state.setdefault(device.name, _DeviceState())
+        if self._closed:
+            return [health_record(device, up=False, reason="error", started=started)]
+        if state.failures and time.monotonic() < state.retry_at:
+            return [health_record(device, up=False, reason=state.reason, started=started,
+                                  retry_in_s=round(state.retry_at - time.monotonic(), 3))]
+        try:
+            cred = await self._credential(opts.credential)
+            out = await self._run(device, opts, cred)
+        except SshFailure as f:
+            return [self._failed(device, state, f.reason, started)]
+        state.failures, state.reason = 0, None
+        return self._records(device, opts, state, out, started)
+
+    async def _credential(self, name: str) -> Credential:
+        try:
+            store = self._credentials or CredentialStore.from_env()
+            if store is None:
+                raise CredentialError("no credentials file configured")
+            cred = await asyncio.to_thread(store.get, name)
+        except CredentialError:
+            log.warning("ssh: credential %r cannot be loaded", name)
+            raise SshFailure("no_credential") from None
+        redacting_filter(cred.secrets())
+        return cred
+
+    def _failed(self, device: Device, state: _DeviceState, reason: str,
+                started: float) -> Record:
+        state.failures += 1
+        state.reason = reason
+        delay = min(device.interval_s * 2 ** (state.failures - 1), self._backoff_max_s)
+        state.retry_at = time.monotonic() + delay if state.failures > 1 else 0.0
+        log.info("ssh: poll of %s failed: %s (failure %d)", device.name, reason,
+                 state.failures)
+        return health_record(device, up=False, reason=reason, started=started)
+
+    async def _run(self, device: Device, opts: SshOptions, cred: Credential) -> _Output:
+        await self._slots.acquire()
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            fut = loop.run_in_executor(self._executor, self._collect, device, opts, cred,
+                                       cancel, time.monotonic() + opts.poll_timeout_s)
+        except RuntimeError:
+            self._slots.release()
+            raise SshFailure("error") from None
+        fut.add_done_callback(lambda _: self._slots.release())
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), opts.poll_timeout_s)
+        except TimeoutError:
+            cancel.set()
+            fut.add_done_callback(_swallow)
+            raise SshFailure("timeout") from None
+
+    def _collect(self, device: Device, opts: SshOptions, cred: Credential,
+                 cancel: threading.Event, deadline: float) -> _Output:
+        profile = self._profiles[opts.device_type]
+        known_hosts = opts.known_hosts or self._known_hosts
+        pkey = _load_pkey(cred.private_key, cred.passphrase) if cred.private_key else None
+        conn = ConnectHandler(
+            device_type=opts.device_type, host=device.address, port=device.port,
+            username=cred.username or "", password=cred.password or "",
+            secret=cred.enable_secret or "", pkey=pkey, use_keys=False, allow_agent=False,
+            conn_timeout=opts.connect_timeout_s, auth_timeout=opts.connect_timeout_s,
+            banner_timeout=opts.connect_timeout_s, blocking_timeout=opts.command_timeout_s,
+            read_timeout_override=opts.command_timeout_s, auto_connect=False,
+            fast_cli=True, session_log=None, encoding="utf-8")
+        policy = _TrustOnFirstUse() if opts.host_key_policy == "tofu" else None
+        conn._build_ssh_client = lambda: _ssh_client(known_hosts, policy)
+        phase = "connect"
+        try:
+            conn._modify_connection_params()
+            conn.establish_connection()
+            if policy is not None and policy.learned is not None:
+                self._remember_host_key(device, known_hosts, *policy.learned)
+            phase = "prompt"
+            conn._try_session_preparation()
+            if cred.enable_secret and opts.device_type in ("cisco_ios", "cisco_nxos",
+                                                           "arista_eos"):
+                conn.enable()
+            phase = "command"
+            return self._run_commands(conn, device, opts, profile, cancel, deadline)
+        except SshFailure:
+            raise
+        except Exception as e:
+            raise SshFailure(classify(e, phase)) from None
+        finally:
+            try:
+                conn.disconnect()
+            except Exception:
+                log.debug("ssh: disconnect from %s failed", device.name)
+
+    def _run_commands(self, conn: Any, device: Device, opts: SshOptions, profile: Profile,
+                      cancel: threading.Event, deadline: float) -> _Output:
+        out = _Output()
+        values = {"log_file": shlex.quote(opts.log_file), "max_log_lines": opts.max_log_lines}
+        for i, cmd in enumerate(profile.commands):
+            if cancel.is_set() or time.monotonic() > deadline:
+                raise SshFailure("timeout")
+            line = cmd.render(values)
+            text = conn.send_command(line, strip_prompt=True, strip_command=True)
+            out.commands[i] = line
+            try:
+                out.rows[i] = parse_rows(opts.device_type, cmd, line, text)
+            except ParseError as e:
+                out.errors.append(e)
+        return out
+
+    def _remember_host_key(self, device: Device, known_hosts: Path, name: str,
+                           key: paramiko.PKey) -> None:
+        """Append a hashed entry, so the file does not list the addresses we poll."""
+        with self._kh_lock:
+            hk = paramiko.HostKeys()
+            if known_hosts.is_file():
+                hk.load(str(known_hosts))
+            if hk.lookup(name) is not None:
+                return
+            known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.write(f"{paramiko.HostKeys.hash_host(name)} {key.get_name()} "
+                        f"{key.get_base64()}\n")
+        log.info("ssh: trusted the host key of %s on first use", device.name)
+
+    def _records(self, device: Device, opts: SshOptions, state: _DeviceState, out: _Output,
+                 started: float) -> list[Record]:
+        profile = self._profiles[opts.device_type]
+        merged: dict[str, dict[str, Scalar]] = {}
+        records: list[Record] = []
+        health_extra: dict[str, Scalar] = {}
+        errors = list(out.errors)
+        now = time.time()
+
+        def emit(name: str, fields: dict[str, Scalar]) -> None:
+            records.append(Record(kind=RECORD_KINDS[name], tenant=device.tenant,
+                                  site=device.site, device=device.name, name=name,
+                                  fields=fields, ts=now))
+
+        for i, cmd in enumerate(profile.commands):
+            rows = out.rows.get(i)
+            if rows is None:
+                continue
+            line = out.commands[i]
+            if cmd.is_log:
+                cursor = state.logs.setdefault(i, LogCursor())
+                rows = [{"line": ln} for ln in cursor.new_lines([r["line"] for r in rows])]
+            for e in cmd.emits:
+                try:
+                    if e.each:
+                        for row in rows:
+                            fields = finish(e.record, row_fields(e, row, line))
+                            if e.record == "log.line":
+                                fields["command"] = line
+                            emit(e.record, fields)
+                    elif e.record == "device.health":
+                        health_extra.update(row_fields(e, rows[0], line))
+                    else:
+                        target = merged.setdefault(e.record, {})
+                        for k, v in row_fields(e, rows[0], line).items():
+                            if v is not None or k not in target:
+                                target[k] = v
+                except ParseError as pe:
+                    errors.append(pe)
+        for name, fields in merged.items():
+            if name == "ssh.inventory":
+                fields = {"device_type": opts.device_type, **fields}
+            emit(name, finish(name, fields))
+        for pe in errors:
+            records.append(Record(kind=Kind.EVENT, tenant=device.tenant, site=device.site,
+                                  device=device.name, name=PARSE_ERROR_NAME, ts=now,
+                                  fields={"command": pe.command, "reason": "parse_error",
+                                          "detail": pe.why}))
+        reason = "parse_error" if errors else None
+        if errors:
+            log.warning("ssh: %d command(s) of %s gave unparseable output", len(errors),
+                        device.name)
+        health_extra = {k: v for k, v in health_extra.items() if v is not None}
+        records.insert(0, health_record(device, up=True, reason=reason, started=started,
+                                        **health_extra))
+        return records
+
+
+def _swallow(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _make() -> SshPoller:
+    return SshPoller()
+
+
+SPEC = PollerSpec(default_port=22, parse_options=parse_options, make=_make)
+register("ssh", SPEC)
+
+__all__ = ["SPEC", "SshOptions", "SshPoller", "classify", "parse_options"]

@@ -1,0 +1,136 @@
+"""SNMP poll cost: our poller's client CPU per 10,000 varbinds beside net-snmp's snmpbulkwalk.
+
+Sets up a real net-snmp snmpd on 127.0.0.1 serving a large synthetic IF-MIB
+(tests/peers/iftable_pass.py), walks ifTable+ifXTable with `snmpbulkwalk`
+(client CPU from the child's rusage) and with our poller (fast path, and the
+pysnmp reference), then a scale run: N simulated devices (same agent, distinct
+device state) x ~500 varbinds each, polled once through the scheduler, giving
+the CPU share of one core a 60 s interval would need and the peak RSS.
+
+    python bench/snmp_poll.py [--interfaces 2000] [--devices 1000] [--max-repetitions 50]
+
+Prints figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from agents.pollers import Device  # noqa: E402
+from agents.scheduler import Scheduler  # noqa: E402
+from agents.snmp.options import SnmpOptions  # noqa: E402
+from agents.snmp.poller import SnmpPoller  # noqa: E402
+from peers.snmpd import run_snmpd  # noqa: E402
+
+IF_ROOTS = ("1.3.6.1.2.1.2.2", "1.3.6.1.2.1.31.1.1")
+
+
+def child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def bulkwalk(peer, reps: int) -> tuple[int, float, float]:
+    n, cpu0, t0 = 0, child_cpu(), time.perf_counter()
+    for root in IF_ROOTS:
+        out = subprocess.run(["snmpbulkwalk", "-M", "/dev/null", "-On", "-Oq", "-v2c", "-c",
+                              peer.community, f"-Cr{reps}", "-t", "5", peer.target, root],
+                             capture_output=True, check=True, timeout=600)
+        n += out.stdout.count(b"\n")
+    return n, child_cpu() - cpu0, time.perf_counter() - t0
+
+
+async def our_walk(peer, engine: str, reps: int) -> tuple[int, float, float]:
+    poller = SnmpPoller()
+    d = Device("bench", peer.host, peer.port, "snmp", 60, "bench", "lab",
+               SnmpOptions(engine=engine, max_repetitions=reps, timeout_s=5, retries=1))
+    await poller.poll(d)  # warm-up: socket, caches
+    gc.collect()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    recs = await poller.poll(d)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+    await poller.close()
+    health = recs[-1].fields
+    if health["up"] != 1 or health["reason"] is not None:
+        raise SystemExit(f"bench poll failed: {health}")
+    n_if = sum(1 for r in recs if r.name == "if")
+    # varbinds that came back: 22 ifTable + 19 ifXTable columns per row, plus the GET of 4
+    return n_if * 41 + 4, cpu, wall
+
+
+async def scale(peer, n_devices: int, reps: int) -> dict[str, float]:
+    devices = [Device(f"dev{i:05d}", peer.host, peer.port, "snmp", 60, "bench", "lab",
+                      SnmpOptions(max_repetitions=reps, timeout_s=10, retries=2))
+               for i in range(n_devices)]
+    poller = SnmpPoller()
+    sched = Scheduler(devices, _sink, registry=CollectorRegistry(), max_concurrent=64,
+                      pollers={"snmp": poller})
+    await sched.poll_once()  # first cycle builds per-device state
+    gc.collect()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    recs = await sched.poll_once()
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+    await sched.close()
+    await poller.close()
+    ups = sum(1 for r in recs if r.name == "device.health" and r.fields["up"] == 1)
+    n_if = sum(1 for r in recs if r.name == "if")
+    return {"devices_up": ups, "varbinds": n_if * 41 + 4 * ups, "cpu_s": cpu, "wall_s": wall,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+async def _sink(records) -> None:
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--interfaces", type=int, default=2000)
+    ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--scale-interfaces", type=int, default=12, help="~41 varbinds each")
+    ap.add_argument("--max-repetitions", type=int, default=50)
+    ap.add_argument("--skip-pysnmp", action="store_true")
+    a = ap.parse_args()
+    reps = a.max_repetitions
+    out: dict[str, float | int | str] = {}
+    with run_snmpd(interfaces=a.interfaces) as peer:
+        n_c, cpu_c, wall_c = bulkwalk(peer, reps)
+        print(f"snmpbulkwalk: {n_c} varbinds, client cpu {cpu_c:.3f}s, wall {wall_c:.2f}s, "
+              f"{cpu_c / n_c * 1e4:.4f} cpu-s/10k")
+        n, cpu, wall = asyncio.run(our_walk(peer, "fast", reps))
+        print(f"privtel fast: {n} varbinds, client cpu {cpu:.3f}s, wall {wall:.2f}s, "
+              f"{cpu / n * 1e4:.4f} cpu-s/10k, {n / wall:.0f} varbinds/s")
+        out.update(varbinds=n, client_cpu_s_per_10k=round(cpu / n * 1e4, 4),
+                   varbinds_per_s=round(n / wall), snmpbulkwalk_varbinds=n_c,
+                   snmpbulkwalk_client_cpu_s_per_10k=round(cpu_c / n_c * 1e4, 4))
+        if not a.skip_pysnmp:
+            n_p, cpu_p, wall_p = asyncio.run(our_walk(peer, "pysnmp", reps))
+            print(f"privtel via pysnmp: {n_p} varbinds, client cpu {cpu_p:.3f}s, "
+                  f"{cpu_p / n_p * 1e4:.4f} cpu-s/10k")
+            out["pysnmp_client_cpu_s_per_10k"] = round(cpu_p / n_p * 1e4, 4)
+    with run_snmpd(interfaces=a.scale_interfaces) as peer:
+        s = asyncio.run(scale(peer, a.devices, reps))
+    cores = s["cpu_s"] / 60.0
+    print(f"scale: {a.devices} devices x ~{a.scale_interfaces * 41 + 4} varbinds, "
+          f"{s['devices_up']} up, agent cpu {s['cpu_s']:.2f}s per cycle -> {cores:.3f} cores "
+          f"at a 60 s interval, cycle wall {s['wall_s']:.1f}s, peak RSS {s['peak_rss_mb']:.0f} MB")
+    out.update(scale_devices=a.devices, scale_devices_up=s["devices_up"],
+               scale_varbinds=s["varbinds"], scale_cpu_s_per_cycle=round(s["cpu_s"], 3),
+               scale_cpu_cores=round(cores, 4), scale_cycle_wall_s=round(s["wall_s"], 2),
+               scale_peak_rss_mb=round(s["peak_rss_mb"], 1), max_repetitions=reps)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

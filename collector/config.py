@@ -1,0 +1,110 @@
+"""The collector's config file: strict TOML, refused if others can read it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.config import ConfigError, listen_address, parse_toml, require_private
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEntry:
+    """A known agent: the only publishers whose batches are accepted."""
+
+    agent_id: str
+    tenant: str
+    public_key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    file: str
+    store_url: str
+    metrics_listen: tuple[str, int]
+    mqtt_url: str
+    mqtt_protocol: str
+    shared_group: str | None
+    client_id: str | None
+    ca_file: Path | None
+    cert_file: Path | None
+    key_file: Path | None
+    private_keys: tuple[Path, ...]
+    agents: tuple[AgentEntry, ...]
+    retention_policy: Path | None
+    purge_interval_s: float
+    max_batch_bytes: int
+    replay_window_s: float
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def _opt(base: Path, value: str | None) -> Path | None:
+    return None if value is None else _resolve(base, value)
+
+
+def load(path: str | os.PathLike[str]) -> CollectorConfig:
+    p = Path(path)
+    require_private(str(p), p.stat().st_mode)
+    return parse(p.read_text(), str(p), base=p.parent)
+
+
+def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
+    root = parse_toml(text, file)
+    c = root.section("collector", required=True)
+    store_url = c.str("store")
+    if not store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise c.error("store", "must be sqlite:///PATH or postgresql://...")
+    if store_url.startswith("sqlite:///") and not store_url.startswith("sqlite:////"):
+        store_url = "sqlite:///" + str(_resolve(base, store_url[len("sqlite:///"):]))
+    metrics_listen = listen_address(c, "metrics_listen", "127.0.0.1:9108")
+    retention_policy = _opt(base, c.str("retention_policy", None))
+    purge_interval_s = c.float("purge_interval_s", 3600.0, lo=1)
+    max_batch_bytes = c.int("max_batch_bytes", 4 * 1024 * 1024, lo=1024, hi=256 * 1024 * 1024)
+    replay_window_s = c.float("replay_window_s", 7 * 86400.0, lo=1)
+    c.done()
+
+    m = root.section("mqtt")
+    mqtt_url = m.str("url", "mqtt://127.0.0.1:1883")
+    if not mqtt_url.startswith(("mqtt://", "mqtts://")):
+        raise m.error("url", "must start with mqtt:// or mqtts://")
+    mqtt_protocol = m.str("protocol", "5", choices=("5", "3.1.1"))
+    shared_group = m.str("shared_group", None)
+    if shared_group is not None and mqtt_protocol != "5":
+        raise m.error("shared_group", "shared subscriptions need MQTT protocol 5")
+    client_id = m.str("client_id", None)
+    ca_file = _opt(base, m.str("ca_file", None))
+    cert_file = _opt(base, m.str("cert_file", None))
+    key_file = _opt(base, m.str("key_file", None))
+    m.done()
+
+    k = root.section("keys", required=True)
+    private_keys = tuple(_resolve(base, v) for v in k.str_list("private_keys"))
+    if not private_keys:
+        raise k.error("private_keys", "must name at least one collector private key file")
+    k.done()
+
+    agents = []
+    seen: set[str] = set()
+    for a in root.sections("agents"):
+        entry = AgentEntry(a.str("id"), a.str("tenant"), _resolve(base, a.str("public_key")))
+        if entry.agent_id in seen:
+            raise a.error("id", f"duplicate agent id {entry.agent_id!r}")
+        seen.add(entry.agent_id)
+        agents.append(entry)
+        a.done()
+    root.done()
+    if not agents:
+        raise ConfigError(file, "agents", "at least one [[agents]] entry is required")
+    return CollectorConfig(
+        file=file, store_url=store_url, metrics_listen=metrics_listen, mqtt_url=mqtt_url,
+        mqtt_protocol=mqtt_protocol, shared_group=shared_group, client_id=client_id,
+        ca_file=ca_file, cert_file=cert_file, key_file=key_file, private_keys=private_keys,
+        agents=tuple(agents), retention_policy=retention_policy,
+        purge_interval_s=purge_interval_s, max_batch_bytes=max_batch_bytes,
+        replay_window_s=replay_window_s,
+    )

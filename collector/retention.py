@@ -1,0 +1,232 @@
+"""Retention enforcement: stamp records on ingest, purge what has expired.
+
+`RetentionService` owns the policy in force. `reload()` swaps in a new policy
+only if the file validates; a bad edit is logged and counted and the old
+policy stays, because a collector that stops ingesting over a typo would lose
+more than it protects. Purges run on a schedule (`run`) and on demand
+(`purge`), each leaving one audit entry and updating the metrics, dry runs
+included, so the audit log shows who looked as well as what was deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from collector.store.base import Store, TaggedRecord
+from pipelines.config import ConfigError
+from pipelines.record import Record
+from pipelines.retention import Policy, default_policy, parse_policy
+
+log = logging.getLogger(__name__)
+
+
+class AuditSink(Protocol):
+    def record(self, action: str, **details: Any) -> None: ...
+
+
+class JsonlAuditLog:
+    """Append-only JSON lines, one per action, file mode 0600; each line is
+    written with a single `write` on an O_APPEND descriptor so concurrent
+    writers never interleave within a line."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise ConfigError(str(self.path), "", "audit log directory does not exist")
+        self._lock = threading.Lock()
+
+    def record(self, action: str, **details: Any) -> None:
+        entry = {"ts": time.time(), "action": action, "actor": _actor(), **details}
+        line = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS) + b"\n"
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+class RetentionMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.purged = Counter("privtel_retention_purged_records", "Records deleted by the "
+                              "retention purge, by class.", ["retention_class"], registry=registry)
+        self.runs = Counter("privtel_retention_purge_runs", "Purge runs by trigger and result.",
+                            ["trigger", "result"], registry=registry)
+        self.last_run = Gauge("privtel_retention_last_purge_timestamp_seconds", "End of the "
+                              "last successful purge.", registry=registry)
+        self.duration = Gauge("privtel_retention_last_purge_duration_seconds", "Duration of the "
+                              "last successful purge.", registry=registry)
+        self.unmatched = Counter("privtel_retention_unmatched_records", "Records no rule "
+                                 "matched, stored under the most restrictive default class.",
+                                 ["kind"], registry=registry)
+        self.reloads = Counter("privtel_retention_policy_reloads", "Policy loads by result.",
+                               ["result"], registry=registry)
+        self.gaps = Gauge("privtel_retention_policy_gaps", "Gaps the policy in force reports.",
+                          registry=registry)
+        for trigger in ("scheduled", "on_demand"):
+            for result in ("ok", "error", "dry_run"):
+                self.runs.labels(trigger, result)
+        for result in ("ok", "error"):
+            self.reloads.labels(result)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    deleted: dict[str, int]
+    dry_run: bool
+    now: float
+    seconds: float
+
+    @property
+    def total(self) -> int:
+        return sum(self.deleted.values())
+
+
+class RetentionService:
+    """Tags records with the policy in force and purges the store.
+
+    `jurisdictions` (tenant -> jurisdiction, from the collector config) wins
+    over the policy's own `[tenants]` table."""
+
+    def __init__(self, store: Store | None, *, policy_path: str | os.PathLike[str] | None = None,
+                 jurisdictions: Mapping[str, str] | None = None,
+                 registry: CollectorRegistry | None = None, audit: AuditSink | None = None,
+                 interval_s: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.store, self.audit, self.interval_s, self._clock = store, audit, interval_s, clock
+        self.policy_path = Path(policy_path) if policy_path is not None else None
+        self.jurisdictions = dict(jurisdictions or {})
+        self.metrics = RetentionMetrics(registry) if registry is not None else None
+        self._mtime: float | None = None
+        self._unmatched_seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.policy = self._load()
+        self._note_loaded("ok")
+
+    def _load(self) -> Policy:
+        if self.policy_path is None:
+            return default_policy()
+        text = self.policy_path.read_text("utf-8")
+        self._mtime = self.policy_path.stat().st_mtime
+        return parse_policy(text, str(self.policy_path))
+
+    def _note_loaded(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reloads.labels(result).inc()
+            self.metrics.gaps.set(len(self.policy.gaps))
+        if result == "ok":
+            for gap in self.policy.gaps:
+                log.warning("retention policy gap: %s", gap)
+
+    def reload(self) -> bool:
+        """Load the policy file again; True if the new one is now in force."""
+        try:
+            policy = self._load()
+        except (ConfigError, OSError) as e:
+            log.error("retention policy not reloaded, the previous one stays: %s", e)
+            if self.metrics is not None:
+                self.metrics.reloads.labels("error").inc()
+            return False
+        with self._lock:
+            self._flush_unmatched()
+            self.policy, self._unmatched_seen = policy, {}
+        self._note_loaded("ok")
+        if self.audit is not None:
+            self.audit.record("retention.policy_reload", file=str(self.policy_path),
+                              classes=sorted(policy.classes), gaps=len(policy.gaps))
+        return True
+
+    def reload_if_changed(self) -> bool:
+        if self.policy_path is None:
+            return False
+        try:
+            mtime = self.policy_path.stat().st_mtime
+        except OSError:
+            return False
+        return mtime != self._mtime and self.reload()
+
+    def tag(self, records: Iterable[Record], now: float | None = None) -> list[TaggedRecord]:
+        """Stamp each record; called on ingest just before `store.write_batch`."""
+        at = self._clock() if now is None else now
+        with self._lock:
+            policy = self.policy
+            out = []
+            for r in records:
+                jur = self.jurisdictions.get(r.tenant)
+                t = policy.tag(r, jur, now=at)
+                out.append(TaggedRecord(r, t.retention_class, t.legal_basis, t.expires_at))
+            self._flush_unmatched()
+        return out
+
+    def _flush_unmatched(self) -> None:
+        if self.metrics is None:
+            return
+        for kind, n in self.policy.unmatched.items():
+            delta = n - self._unmatched_seen.get(kind, 0)
+            if delta > 0:
+                self.metrics.unmatched.labels(kind).inc(delta)
+                self._unmatched_seen[kind] = n
+
+    def purge(self, *, dry_run: bool = False, trigger: str = "on_demand",
+              now: float | None = None) -> PurgeResult:
+        if self.store is None:
+            raise ValueError("this retention service has no store to purge")
+        at = self._clock() if now is None else now
+        started = time.perf_counter()
+        try:
+            deleted = self.store.purge_expired(at, dry_run=dry_run)
+        except Exception as e:
+            if self.metrics is not None:
+                self.metrics.runs.labels(trigger, "error").inc()
+            if self.audit is not None:
+                self.audit.record("retention.purge", trigger=trigger, dry_run=dry_run, now=at,
+                                  result="error", error=type(e).__name__)
+            raise
+        result = PurgeResult(deleted, dry_run, at, time.perf_counter() - started)
+        if self.metrics is not None:
+            self.metrics.runs.labels(trigger, "dry_run" if dry_run else "ok").inc()
+            if not dry_run:
+                for klass, n in deleted.items():
+                    self.metrics.purged.labels(klass).inc(n)
+                self.metrics.last_run.set(self._clock())
+                self.metrics.duration.set(result.seconds)
+        if self.audit is not None:
+            self.audit.record("retention.purge", trigger=trigger, dry_run=dry_run, now=at,
+                              result="ok", deleted=deleted, total=result.total,
+                              store=self.store.backend)
+        log.info("retention purge (%s%s): %d records %s", trigger, ", dry run" if dry_run else "",
+                 result.total, "would go" if dry_run else "deleted")
+        return result
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Scheduled purges until `stop` is set; a failed run is logged and retried
+        at the next tick rather than ending the loop."""
+        while not stop.is_set():
+            self.reload_if_changed()
+            try:
+                await asyncio.to_thread(self.purge, trigger="scheduled")
+            except Exception as e:
+                log.error("scheduled retention purge failed: %s", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)

@@ -1,0 +1,167 @@
+"""The store seam: one `Store` protocol, two backends chosen by URL.
+
+The collector runtime calls these methods from worker threads
+(`asyncio.to_thread`), so every backend serialises access to its connection.
+Errors from the database driver are translated here, at the boundary, into
+two classes the runtime can act on:
+
+    StoreError                 base; carries the backend name
+    +-- StorePermanentError    bad URL, bad data, schema newer than the code: do not retry
+    +-- StoreRetryableError    connection lost, lock timeout, serialisation failure: retry later
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from pipelines.record import Record
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+_FILTERS = ("tenant", "site", "device", "kind", "name", "agent_id", "batch_id",
+            "retention_class", "restricted")
+
+
+class StoreError(Exception):
+    def __init__(self, backend: str, why: str) -> None:
+        super().__init__(f"{backend} store: {why}")
+        self.backend, self.why = backend, why
+        self.sqlstate: str | None = None
+
+
+class StorePermanentError(StoreError):
+    """Retrying will not help: the input or the configuration is wrong."""
+
+
+class StoreRetryableError(StoreError):
+    """The database is unavailable or busy; the same call may succeed later."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMeta:
+    """The clear header of a batch as the collector accepted it."""
+
+    agent_id: str
+    batch_id: str
+    seq: int
+    tenant: str
+    created: float
+    received_at: float
+
+    def __post_init__(self) -> None:
+        for name in ("agent_id", "batch_id"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not _ID_RE.match(v):
+                raise StorePermanentError("any", f"{name} must match {_ID_RE.pattern}")
+        if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 0:
+            raise StorePermanentError("any", "seq must be a non-negative integer")
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedRecord:
+    """A record stamped by the retention policy; `expires_at` None means no fixed
+    expiry (kept while the contract lasts, removed by offboarding or a DSR)."""
+
+    record: Record
+    retention_class: str
+    legal_basis: str
+    expires_at: float | None
+
+
+@runtime_checkable
+class Store(Protocol):
+    backend: str
+
+    def migrate(self) -> int:
+        """Bring the schema up to date; returns the schema version now in force."""
+        ...
+
+    def write_batch(self, batch: BatchMeta, records: Sequence[TaggedRecord]) -> bool:
+        """Store the batch row and all its records in one transaction; False (and
+        nothing written) if `(agent_id, batch_id)` was stored before."""
+        ...
+
+    def quarantine(self, reason: str, topic: str, agent_id: str | None,
+                   batch_id: str | None, size: int, digest: str) -> None: ...
+
+    def count_records(self, **filters: Any) -> int: ...
+
+    def count_batches(self, **filters: Any) -> int: ...
+
+    def count_quarantined(self, reason: str | None = None) -> int: ...
+
+    def purge_expired(self, now: float, dry_run: bool = False) -> dict[str, int]:
+        """Delete records whose expiry is at or before `now`, except restricted ones;
+        returns the count per retention class (what would go, under dry_run)."""
+        ...
+
+    def counts_by_class(self) -> dict[str, int]: ...
+
+    def size_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def check_filters(backend: str, filters: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Filters by column equality; an unknown column is a caller bug, said clearly."""
+    out = []
+    for k, v in sorted(filters.items()):
+        if k not in _FILTERS:
+            raise StorePermanentError(backend, f"cannot filter records by {k!r}; "
+                                      f"known: {', '.join(_FILTERS)}")
+        out.append((k, v))
+    return out
+
+
+def check_records(backend: str, batch: BatchMeta, records: Sequence[TaggedRecord]) -> None:
+    """A batch's records belong to its tenant and are unique within it; anything
+    else is a producer bug that must not reach the tables."""
+    seen: set[str] = set()
+    for t in records:
+        r = t.record
+        if r.tenant != batch.tenant:
+            raise StorePermanentError(backend, f"record tenant {r.tenant!r} differs from "
+                                      f"batch tenant {batch.tenant!r}")
+        if r.id in seen:
+            raise StorePermanentError(backend, f"record id {r.id} appears twice in the batch")
+        seen.add(r.id)
+        if not t.retention_class or not t.legal_basis:
+            raise StorePermanentError(backend, "every record needs a retention class "
+                                      "and a legal basis")
+
+
+def migrations(backend: str) -> list[tuple[int, str, str]]:
+    """(version, name, sql) for the backend, in order, from the packaged SQL files."""
+    folder = importlib.resources.files("collector.store").joinpath("migrations", backend)
+    out = []
+    for entry in folder.iterdir():
+        m = re.match(r"^(\d{4})_([a-z0-9_]+)\.sql$", entry.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), entry.read_text("utf-8")))
+    out.sort()
+    versions = [v for v, _, _ in out]
+    if versions != list(range(1, len(versions) + 1)):
+        raise StorePermanentError(backend, f"migrations must be numbered 1..n, got {versions}")
+    return out
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """`sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:`, or
+    `postgresql://...`
+    (query `schema=NAME` picks a schema, `partition_days=N` the partition width)."""
+    if not isinstance(url, str):
+        raise StorePermanentError("any", "store URL must be a string")
+    if url.startswith("sqlite://"):
+        from collector.store.sqlite import SqliteStore
+
+        return SqliteStore.from_url(url, **options)
+    if url.startswith(("postgresql://", "postgres://")):
+        from collector.store.postgres import PostgresStore
+
+        return PostgresStore.from_url(url, **options)
+    scheme = url.split(":", 1)[0] if ":" in url else url[:20]
+    raise StorePermanentError("any", f"unsupported store URL scheme {scheme!r}; "
+                              "use sqlite:///path or postgresql://...")

@@ -1,0 +1,336 @@
+"""The production store: PostgreSQL through psycopg 3.
+
+Records go in with COPY, the batch row and its dedupe key in the same
+transaction. The records table is range-partitioned by expiry (see the
+migration), so the purge drops whole partitions and deletes row by row only
+in the partition that straddles `now`. A partition is created on first need,
+in its own short transaction under an advisory lock, so that several workers
+can add the same one without racing.
+
+One connection per store, guarded by a lock: the runtime calls in from a
+thread pool; each worker process opens its own store.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+import psycopg
+from psycopg import errors as pgerr
+from psycopg import sql
+
+from collector.store.base import (
+    BatchMeta,
+    StoreError,
+    StorePermanentError,
+    StoreRetryableError,
+    TaggedRecord,
+    check_filters,
+    check_records,
+    migrations,
+)
+
+BACKEND = "postgres"
+DAY = 86400.0
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+_IPV6 = re.compile(r"\b[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b")
+_COLUMNS = ("id", "agent_id", "batch_id", "tenant", "site", "device", "kind", "name", "ts",
+            "fields", "retention_class", "legal_basis", "expires_at")
+_COPY = f"COPY records ({', '.join(_COLUMNS)}) FROM STDIN"
+_LOCK_PARTITIONS = 0x70726976  # "priv": advisory lock key for partition DDL
+_LOCK_MIGRATE = 0x70726977
+_UNIQUE_VIOLATION = "23505"
+_NO_PARTITION = "23514"  # check_violation: no partition of relation "records" for the row
+
+
+def _covered(ranges: list[tuple[float, float]], v: float) -> bool:
+    i = bisect.bisect_right(ranges, (v, math.inf)) - 1
+    return i >= 0 and ranges[i][0] <= v < ranges[i][1]
+
+
+def _scrub(text: str) -> str:
+    """Driver messages name the server address; our rule is no raw IP in any error."""
+    return _IPV6.sub("<address>", _IPV4.sub("<address>", text))
+
+
+def _translate(e: psycopg.Error) -> StoreError:
+    text = _scrub(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    if isinstance(e, pgerr.SerializationFailure | pgerr.DeadlockDetected
+                  | pgerr.LockNotAvailable | pgerr.QueryCanceled | pgerr.AdminShutdown
+                  | pgerr.CannotConnectNow | pgerr.TooManyConnections):
+        return StoreRetryableError(BACKEND, f"transient: {text}")
+    if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+        return StoreRetryableError(BACKEND, f"connection problem: {text}")
+    out = StorePermanentError(BACKEND, f"{type(e).__name__}: {text}")
+    out.sqlstate = e.sqlstate
+    return out
+
+
+class PostgresStore:
+    backend = BACKEND
+
+    def __init__(self, conninfo: str, *, schema: str = "privtel", partition_days: float = 7.0,
+                 connect_timeout_s: int = 10, statement_timeout_s: int = 300) -> None:
+        if not _SCHEMA_RE.match(schema):
+            raise StorePermanentError(BACKEND, "schema must match [a-z_][a-z0-9_]{0,62}")
+        if not 0.01 <= partition_days <= 366:
+            raise StorePermanentError(BACKEND, "partition_days must be between 0.01 and 366")
+        self.schema, self.width = schema, partition_days * DAY
+        self._conninfo, self._connect_timeout = conninfo, connect_timeout_s
+        self._statement_timeout = statement_timeout_s
+        self._lock = threading.RLock()
+        self._closed = False
+        self._ranges: list[tuple[float, float]] = []
+        self._db: psycopg.Connection[Any] | None = None
+        with self._lock:
+            self._connect()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresStore:
+        parts = urlsplit(url)
+        query = []
+        for k, v in parse_qsl(parts.query, keep_blank_values=True):
+            if k == "schema":
+                options.setdefault("schema", v)
+            elif k == "partition_days":
+                try:
+                    options.setdefault("partition_days", float(v))
+                except ValueError:
+                    raise StorePermanentError(BACKEND, "partition_days must be a number"
+                                              ) from None
+            else:
+                query.append((k, v))
+        conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query), ""))
+        return cls(conninfo, **options)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._closed:
+            raise StorePermanentError(BACKEND, "store is closed")
+        if self._db is not None and not self._db.closed and not self._db.broken:
+            return self._db
+        try:
+            db = psycopg.connect(self._conninfo, connect_timeout=self._connect_timeout,
+                                 application_name="privtel-collector")
+            db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            db.execute(f"SET statement_timeout = {int(self._statement_timeout * 1000)}")
+            db.commit()
+        except psycopg.Error as e:
+            raise _translate(e) from None
+        self._db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+        with self._lock:
+            db = self._connect()
+            try:
+                with db.transaction(), db.cursor() as cur:
+                    yield cur
+            except psycopg.Error as e:
+                raise _translate(e) from None
+
+    def migrate(self) -> int:
+        known = migrations(BACKEND)
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MIGRATE,))
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(self.schema)))
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY,"
+                        " name text NOT NULL, applied_at double precision NOT NULL)")
+            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            current = int(cur.fetchone()[0])
+            if current > len(known):
+                raise StorePermanentError(BACKEND, f"schema version {current} is newer than "
+                                          f"this privtel ({len(known)}); upgrade privtel")
+            for version, name, text in known[current:]:
+                cur.execute(text.encode())
+                cur.execute("INSERT INTO schema_version VALUES (%s, %s, %s)",
+                            (version, name, time.time()))
+        self._ranges = []
+        return len(known)
+
+    def schema_version(self) -> int:
+        with self._tx() as cur:
+            cur.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return 0
+            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            return int(cur.fetchone()[0])
+
+    def _ensure_partitions(self, values: set[float]) -> None:
+        """Partitions are width-aligned buckets, clipped against existing ones so that
+        a changed `partition_days` never asks for an overlapping range."""
+        missing = {v for v in values if not _covered(self._ranges, v)}
+        if not missing:
+            return
+        self._ranges, ranges = [], self._ranges
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_PARTITIONS,))
+            cur.execute("SELECT lo, hi FROM record_partitions ORDER BY lo")
+            ranges = [(float(lo), float(hi)) for lo, hi in cur.fetchall()]
+            for v in sorted(missing):
+                if _covered(ranges, v):
+                    continue
+                lo = (v // self.width) * self.width
+                hi = lo + self.width
+                i = bisect.bisect_right(ranges, (v, math.inf))
+                if i > 0:
+                    lo = max(lo, ranges[i - 1][1])
+                if i < len(ranges):
+                    hi = min(hi, ranges[i][0])
+                stamp = datetime.fromtimestamp(lo, UTC).strftime("%Y%m%d_%H%M%S")
+                name = f"records_x{stamp}"
+                cur.execute(sql.SQL("CREATE TABLE {} PARTITION OF records FOR VALUES FROM ({}) "
+                                    "TO ({})").format(sql.Identifier(name), sql.Literal(lo),
+                                                       sql.Literal(hi)))
+                cur.execute("INSERT INTO record_partitions VALUES (%s, %s, %s)", (name, lo, hi))
+                bisect.insort(ranges, (lo, hi))
+        self._ranges = ranges
+
+    def write_batch(self, batch: BatchMeta, records: Sequence[TaggedRecord]) -> bool:
+        check_records(BACKEND, batch, records)
+        rows = [(t.record.id, batch.agent_id, batch.batch_id, t.record.tenant, t.record.site,
+                 t.record.device, t.record.kind.value, t.record.name, float(t.record.ts),
+                 orjson.dumps(dict(t.record.fields)).decode(), t.retention_class,
+                 t.legal_basis, t.expires_at) for t in records]
+        expiries = {t.expires_at for t in records if t.expires_at is not None}
+        with self._lock:
+            for attempt in (1, 2):
+                self._ensure_partitions(expiries)
+                try:
+                    return self._write(batch, rows, fast=True)
+                except StorePermanentError as e:
+                    if e.sqlstate == _UNIQUE_VIOLATION:
+                        return self._write(batch, rows, fast=False)
+                    if e.sqlstate != _NO_PARTITION or attempt == 2:
+                        raise
+                    self._ranges = []  # another worker's purge dropped a cached partition
+        raise AssertionError("unreachable")
+
+    def _write(self, batch: BatchMeta, rows: list[tuple[Any, ...]], *, fast: bool) -> bool:
+        with self._tx() as cur:
+            cur.execute("INSERT INTO batches VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                        "ON CONFLICT DO NOTHING",
+                        (batch.agent_id, batch.batch_id, batch.seq, batch.tenant,
+                         batch.created, batch.received_at, len(rows)))
+            if cur.rowcount == 0:
+                return False
+            if fast:
+                with cur.copy(_COPY) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                return True
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS records_stage "
+                        "(LIKE records INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+            with cur.copy(_COPY.replace("records", "records_stage", 1)) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cols = ", ".join(_COLUMNS)
+            cur.execute(f"INSERT INTO records ({cols}) SELECT {cols} FROM records_stage "
+                        "ON CONFLICT DO NOTHING")
+            cur.execute("TRUNCATE records_stage")
+        return True
+
+    def quarantine(self, reason: str, topic: str, agent_id: str | None, batch_id: str | None,
+                   size: int, digest: str) -> None:
+        with self._tx() as cur:
+            cur.execute("INSERT INTO quarantine (received_at, reason, topic, agent_id, batch_id,"
+                        " size, digest) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                        (time.time(), reason, topic, agent_id, batch_id, size, digest))
+
+    def _count(self, table: str, filters: dict[str, Any]) -> int:
+        pairs = check_filters(BACKEND, filters)
+        where = sql.SQL(" AND ").join(
+            sql.SQL("{} = %s").format(sql.Identifier(k)) for k, _ in pairs)
+        query = sql.SQL("SELECT COUNT(*) FROM {}").format(sql.Identifier(table))
+        if pairs:
+            query = query + sql.SQL(" WHERE ") + where
+        with self._tx() as cur:
+            cur.execute(query, [v for _, v in pairs])
+            return int(cur.fetchone()[0])
+
+    def count_records(self, **filters: Any) -> int:
+        return self._count("records", filters)
+
+    def count_batches(self, **filters: Any) -> int:
+        bad = set(filters) - {"agent_id", "batch_id", "tenant"}
+        if bad:
+            raise StorePermanentError(BACKEND, f"cannot filter batches by {sorted(bad)}")
+        return self._count("batches", filters)
+
+    def count_quarantined(self, reason: str | None = None) -> int:
+        with self._tx() as cur:
+            if reason is None:
+                cur.execute("SELECT COUNT(*) FROM quarantine")
+            else:
+                cur.execute("SELECT COUNT(*) FROM quarantine WHERE reason = %s", (reason,))
+            return int(cur.fetchone()[0])
+
+    def purge_expired(self, now: float, dry_run: bool = False) -> dict[str, int]:
+        counts: dict[str, int] = {}
+
+        def add(rows: list[tuple[Any, ...]]) -> None:
+            for klass, n in rows:
+                counts[klass] = counts.get(klass, 0) + int(n)
+
+        with self._tx() as cur:
+            if dry_run:
+                cur.execute("SELECT retention_class, COUNT(*) FROM records WHERE expires_at <= %s"
+                            " AND NOT restricted GROUP BY 1", (now,))
+                add(cur.fetchall())
+                return counts
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_PARTITIONS,))
+            cur.execute("SELECT name, lo FROM record_partitions WHERE hi <= %s ORDER BY lo",
+                        (now,))
+            for name, _lo in cur.fetchall():
+                table = sql.Identifier(name)
+                cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE restricted)"
+                                    ).format(table))
+                if cur.fetchone()[0]:
+                    continue
+                cur.execute(sql.SQL("SELECT retention_class, COUNT(*) FROM {} GROUP BY 1"
+                                    ).format(table))
+                add(cur.fetchall())
+                cur.execute(sql.SQL("DROP TABLE {}").format(table))
+                cur.execute("DELETE FROM record_partitions WHERE name = %s", (name,))
+            cur.execute("WITH gone AS (DELETE FROM records WHERE expires_at <= %s AND NOT "
+                        "restricted RETURNING retention_class) SELECT retention_class, COUNT(*)"
+                        " FROM gone GROUP BY 1", (now,))
+            add(cur.fetchall())
+            cur.execute("SELECT lo, hi FROM record_partitions ORDER BY lo")
+            self._ranges = [(float(lo), float(hi)) for lo, hi in cur.fetchall()]
+        return counts
+
+    def counts_by_class(self) -> dict[str, int]:
+        with self._tx() as cur:
+            cur.execute("SELECT retention_class, COUNT(*) FROM records GROUP BY 1")
+            return {str(k): int(n) for k, n in cur.fetchall()}
+
+    def partitions(self) -> list[tuple[str, float, float]]:
+        with self._tx() as cur:
+            cur.execute("SELECT name, lo, hi FROM record_partitions ORDER BY lo")
+            return [(str(n), float(lo), float(hi)) for n, lo, hi in cur.fetchall()]
+
+    def size_bytes(self) -> int:
+        with self._tx() as cur:
+            cur.execute("SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                        "AND c.relkind IN ('r', 'm')", (self.schema,))
+            return int(cur.fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._db is not None and not self._db.closed:
+                self._db.close()

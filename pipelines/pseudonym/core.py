@@ -1,0 +1,360 @@
+"""The pseudonymiser: one tenant key, one policy, applied to records, addresses and text.
+
+Caching. Repeated addresses are the common case (the same interfaces every
+poll, the same peers in every log line), so results are kept in a
+two-generation cache (an O(1) approximation of LRU): a hit in the old
+generation moves the entry to the hot one; when the hot one is full it becomes
+the old one. The same generations remember which pseudonyms were produced, and
+that is what the leak guard asks: an address in an outgoing record that this
+pseudonymiser did not produce is a raw address. Caches and the produced set
+rotate together, so anything a cache can still return is still known as
+produced. Not thread-safe: one instance per thread or event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from pipelines.pseudonym.cryptopan import CryptoPAn, LimitedPrefix
+from pipelines.pseudonym.errors import PolicyError, PseudonymError
+from pipelines.pseudonym.geo import coarsen_lat, coarsen_lon, cut_place
+from pipelines.pseudonym.ipcrypt import Deterministic, Ndx, Pfx
+from pipelines.pseudonym.keys import TenantKey
+from pipelines.pseudonym.policy import FieldClass, PrivacyPolicy, classify
+from pipelines.pseudonym.scan import Found, format_mac, parse_mac, parse_v4, rewrite
+from pipelines.record import Record, Scalar
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+TOKEN_PREFIX = "tk-"
+
+
+def non_identifying(addr: IPAddress) -> bool:
+    """Addresses that name no host and always pass unchanged: IPv4 0.0.0.0/8 ("this
+    network", so also wildcard masks like 0.0.0.255), IPv4 netmasks (255.x.x.x
+    with contiguous ones, reserved space), and the IPv6 unspecified address ::."""
+    v = int(addr)
+    if addr.version == 6:
+        return v == 0
+    if v >> 24 == 0:
+        return True
+    inv = ~v & 0xFFFFFFFF
+    return v >> 24 == 0xFF and inv & (inv + 1) == 0
+
+
+def canonical(found: Found) -> str:
+    """The form the pseudonymiser writes, and so the form the leak guard compares."""
+    if found.kind == "mac":
+        return format_mac(int(found.value), ":")
+    a = found.value
+    assert not isinstance(a, int)
+    if a.version == 6 and a.ipv4_mapped is not None:
+        return "::ffff:" + str(a.ipv4_mapped)
+    return str(a)
+
+
+class _Generations:
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count = limit, 0
+        self.prod_hot: set[str] = set()
+        self.prod_old: set[str] = set()
+        self.spaces: list[_Space] = []
+
+    def space(self, values_are_lists: bool = False, limit: int | None = None) -> _Space:
+        s = _Space(self, values_are_lists, limit)
+        self.spaces.append(s)
+        return s
+
+    def rotate(self) -> None:
+        self.prod_old, self.prod_hot = self.prod_hot, set()
+        for s in self.spaces:
+            s.old, s.hot = s.hot, {}
+        self.count = 0
+
+    def produced(self, canon: str) -> bool:
+        return canon in self.prod_hot or canon in self.prod_old
+
+
+class _Space:
+    __slots__ = ("gen", "hot", "lists", "old", "own_limit")
+
+    def __init__(self, gen: _Generations, lists: bool, limit: int | None) -> None:
+        self.gen, self.lists, self.own_limit = gen, lists, limit
+        self.hot: dict[str, Any] = {}
+        self.old: dict[str, Any] = {}
+
+    def _touch(self, v: Any) -> None:
+        if self.lists:
+            self.gen.prod_hot.update(v[1])
+        else:
+            self.gen.prod_hot.add(v)
+
+    def get(self, k: str) -> Any:
+        v = self.hot.get(k)
+        if v is None:
+            v = self.old.get(k)
+            if v is not None:
+                self.put(k, v)
+        return v
+
+    def put(self, k: str, v: Any) -> None:
+        self.hot[k] = v
+        self._touch(v)
+        if self.own_limit is not None:
+            if len(self.hot) > self.own_limit:
+                self.old, self.hot = self.hot, {}
+            return
+        self.gen.count += 1
+        if self.gen.count > self.gen.limit:
+            self.gen.rotate()
+
+
+class _AddressMode:
+    """One way of replacing addresses (a mode), with its own cache space."""
+
+    def __init__(self, mode: str, key: TenantKey, policy: PrivacyPolicy,
+                 gen: _Generations, token: Callable[[str], str]) -> None:
+        self.mode = mode
+        self.deterministic = mode != "ipcrypt-ndx"
+        self.cache = gen.space()
+        self.passthrough = policy.passthrough
+        self.token = token
+        cp = CryptoPAn(key.secret)
+        host = CryptoPAn(key.derive("cryptopan-host"))
+        self.v4 = LimitedPrefix(cp, host, 32, policy.preserve_prefix_v4)
+        self.v6 = LimitedPrefix(cp, host, 128, policy.preserve_prefix_v6)
+        self.mac_cp = CryptoPAn(key.derive("cryptopan-mac"))
+        self.det = Deterministic(key.derive("ipcrypt", 16)) if mode == "ipcrypt" else None
+        self.pfx = Pfx(key.derive("ipcrypt-pfx")) if mode == "ipcrypt-pfx" else None
+        self.ndx = Ndx(key.derive("ipcrypt-ndx")) if mode == "ipcrypt-ndx" else None
+
+    def kept(self, a: IPAddress) -> bool:
+        if non_identifying(a):
+            return True
+        return any(a.version == n.version and a in n for n in self.passthrough)
+
+    def address(self, a: IPAddress) -> str:
+        if a.version == 6 and a.ipv4_mapped is not None:
+            return "::ffff:" + self.address(a.ipv4_mapped)
+        if self.kept(a):
+            return str(a)
+        m = self.mode
+        if m == "prefix":
+            if a.version == 4:
+                return str(ipaddress.IPv4Address(self.v4.encrypt(int(a))))
+            return str(ipaddress.IPv6Address(self.v6.encrypt(int(a))))
+        if m == "token":
+            return self.token(str(a))
+        if m == "ipcrypt":
+            assert self.det is not None
+            return str(self.det.encrypt(a))
+        if m == "ipcrypt-pfx":
+            assert self.pfx is not None
+            return str(self.pfx.encrypt(a))
+        assert self.ndx is not None
+        return self.ndx.encrypt(a).hex()
+
+    def mac(self, value: int) -> str:
+        if self.mode == "token":
+            return self.token(format_mac(value, ":"))
+        return format_mac(self.mac_cp.encrypt(value, 48), ":")
+
+    def found(self, f: Found) -> str:
+        if not self.deterministic and f.kind != "mac":
+            assert not isinstance(f.value, int)
+            return self.address(f.value)
+        out = self.cache.get(f.text)
+        if out is None:
+            if f.kind == "mac":
+                out = self.mac(int(f.value))
+            else:
+                assert not isinstance(f.value, int)
+                out = self.address(f.value)
+            self.cache.put(f.text, out)
+        return out
+
+
+class Pseudonymiser:
+    """Applies a tenant key and a privacy policy to records, addresses and text."""
+
+    def __init__(self, key: TenantKey, policy: PrivacyPolicy | None = None) -> None:
+        if not isinstance(key, TenantKey):
+            raise PseudonymError("Pseudonymiser needs a TenantKey")
+        self.key = key
+        self.policy = policy or PrivacyPolicy()
+        self.key_id = key.key_id
+        self._gen = _Generations(self.policy.cache_size)
+        self._token_key = key.derive("token")
+        self._token_tag = TOKEN_PREFIX + key.key_id[:6] + "-"
+        self.token = functools.lru_cache(  # type: ignore[method-assign]
+            maxsize=self.policy.cache_size)(self._token)
+        modes = self.policy.modes
+        self._modes: dict[str, _AddressMode] = {}
+        for name in {modes["ip"], modes["text_ip"], modes["mac"]}:
+            self._modes[name] = _AddressMode(name, key, self.policy, self._gen, self.token)
+        self._ip_mode = self._modes[modes["ip"]]
+        self._text_mode = self._modes[modes["text_ip"]]
+        self._mac_mode = self._modes[modes["mac"]]
+        text_limit = max(16, self.policy.cache_size // 4)
+        self._texts = self._gen.space(values_are_lists=True, limit=text_limit)
+        self._classes: dict[str, FieldClass | None] = {}
+
+    def _token(self, value: str) -> str:
+        digest = hmac.new(self._token_key, value.encode("utf-8", "surrogatepass"),
+                          hashlib.sha256).hexdigest()
+        return self._token_tag + digest[:20]
+
+    def token(self, value: str) -> str:  # replaced per instance by a cached version
+        """Keyed token (HMAC-SHA256, 80 bits, key id prefix): equal in, equal out, no structure."""
+        return self._token(value)
+
+    def ip(self, addr: str | IPAddress) -> str:
+        """One address (text or ipaddress object) under the policy's ip mode. Text that
+        is not a bare address (a CIDR, a port, a sentence) is scrubbed as free text."""
+        return self._ip(addr, self._ip_mode)
+
+    def _ip(self, addr: str | IPAddress, mode: _AddressMode) -> str:
+        if isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            return mode.found(Found("v4" if addr.version == 4 else "v6", addr, str(addr)))
+        if not isinstance(addr, str):
+            raise PseudonymError(f"an address must be text, not {type(addr).__name__}")
+        s = addr.strip()
+        a: IPAddress | None = parse_v4(s)
+        if a is not None:
+            return mode.found(Found("v4", a, s))
+        if ":" in s and "%" not in s:
+            try:
+                a = ipaddress.IPv6Address(s)
+            except ValueError:
+                a = None
+            if a is not None:
+                return mode.found(Found("v6", a, s))
+        return self.text(addr)
+
+    def mac(self, value: str) -> str:
+        m = parse_mac(value.strip())
+        if m is None:
+            return self.text(value)
+        return self._mac_mode.found(Found("mac", m[0], value.strip(), m[1]))
+
+    def text(self, s: str) -> str:
+        """Free text with every IPv4, IPv6 and MAC address replaced in place."""
+        hit = self._texts.get(s)
+        if hit is not None:
+            return str(hit[0])
+        mode, mac_mode = self._text_mode, self._mac_mode
+        produced: list[str] = []
+
+        def replace(f: Found) -> str:
+            out = (mac_mode if f.kind == "mac" else mode).found(f)
+            produced.append(out)
+            return out
+
+        out = rewrite(s, replace)
+        if mode.deterministic:
+            self._texts.put(s, (out, produced))
+        return out
+
+    def is_pseudonym(self, canon: str) -> bool:
+        """Whether this pseudonymiser produced `canon` recently (see the module doc)."""
+        return self._gen.produced(canon)
+
+    def is_kept(self, found: Found) -> bool:
+        """Addresses allowed through unchanged: non-identifying or configured passthrough."""
+        if found.kind == "mac":
+            return False
+        assert not isinstance(found.value, int)
+        a = found.value
+        if a.version == 6 and a.ipv4_mapped is not None:
+            a = a.ipv4_mapped
+        return self._ip_mode.kept(a) and self._text_mode.kept(a)
+
+    def field_class(self, name: str, value: Scalar) -> FieldClass:
+        cls = self._classes.get(name, False)
+        if cls is False:
+            cls = classify(name, self.policy.fields)
+            self._classes[name] = cls  # type: ignore[assignment]
+        if cls is None:
+            return FieldClass.TEXT if isinstance(value, str) else FieldClass.MEASUREMENT
+        return cls  # type: ignore[return-value]
+
+    def value(self, name: str, value: Scalar, lat: Any = None) -> Scalar:
+        """One field's value under the policy, by its class."""
+        if value is None or isinstance(value, bool):
+            return value
+        cls = self.field_class(name, value)
+        modes = self.policy.modes
+        if cls is FieldClass.MEASUREMENT:
+            return self.text(value) if isinstance(value, str) else value
+        if cls is FieldClass.PUBLIC:
+            return value
+        if cls is FieldClass.TEXT:
+            if not isinstance(value, str):
+                return value
+            tm = modes["text"]
+            return self.text(value) if tm == "scrub" else self.token(value) if tm == "token" \
+                else None
+        if cls is FieldClass.IDENTIFIER:
+            return self.token(value if isinstance(value, str) else str(value))
+        if cls is FieldClass.IP:
+            if isinstance(value, int) and 0 <= value < 2**32:
+                out = self.ip(ipaddress.IPv4Address(value))
+                v4 = parse_v4(out)
+                return int(v4) if v4 is not None else out
+            return self.ip(value) if isinstance(value, str) else self.token(str(value))
+        if cls is FieldClass.MAC:
+            return self.mac(value) if isinstance(value, str) else self.token(str(value))
+        if modes["geo"] == "drop":
+            return None
+        grid = self.policy.geo_grid_km
+        if cls is FieldClass.GEO_PLACE:
+            return self.text(cut_place(value, self.policy.place_level)) \
+                if isinstance(value, str) else None
+        try:
+            f = float(value)
+        except ValueError:
+            return None
+        if f != f or f in (float("inf"), float("-inf")):
+            return None
+        if cls is FieldClass.GEO_LAT:
+            return coarsen_lat(f, grid)
+        try:
+            lat_f = coarsen_lat(float(lat), grid) if lat is not None else None
+        except (TypeError, ValueError):
+            lat_f = None
+        return coarsen_lon(f, grid, lat_f)
+
+    def record(self, r: Record) -> Record:
+        """The record with every field under the policy, `device` tokenised and `pkid` set."""
+        fields: dict[str, Scalar] = {}
+        lat = None
+        geo = place = False
+        for k, v in r.fields.items():
+            cls = self.field_class(k, v)
+            if cls is FieldClass.GEO_LAT:
+                lat, geo = v, True
+            elif cls is FieldClass.GEO_LON:
+                geo = True
+            elif cls is FieldClass.GEO_PLACE:
+                place = True
+        for k, v in r.fields.items():
+            fields[k] = self.value(k, v, lat)
+        fields["pkid"] = self.key_id
+        if geo and self.policy.modes["geo"] == "generalise":
+            fields["geo_precision_km"] = self.policy.geo_grid_km
+        if place and self.policy.modes["geo"] == "generalise":
+            fields["geo_level"] = self.policy.place_level
+        return r.with_fields(fields, device=self.token(r.device))
+
+    def records(self, rs: list[Record]) -> list[Record]:
+        return [self.record(r) for r in rs]
+
+    def mode_of(self, field_class: str) -> str:
+        try:
+            return self.policy.modes[field_class]
+        except KeyError:
+            raise PolicyError(f"no mode for field class {field_class!r}") from None

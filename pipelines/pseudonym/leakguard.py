@@ -1,0 +1,101 @@
+"""The last check before a batch is sealed: is any raw address still in it?
+
+Why the guard needs the pseudonymiser. A prefix-preserving pseudonym of an
+address is itself a valid address, and Crypto-PAn is a permutation: every
+address is the pseudonym of *some* address, so no test on the value alone can
+tell a pseudonym from a raw address. The guard therefore asks the
+pseudonymiser that made the batch: every address found in an outgoing record
+must be one it produced (it remembers what it produced for at least its cache
+size of most recent distinct addresses), or one that is allowed through
+unchanged (0.0.0.0/8, netmasks, ::, configured passthrough ranges). Anything
+else never went through the pseudonymiser: a field that bypassed the policy, a
+record built after pseudonymising, a stale pseudonym from an earlier epoch.
+
+It errs on the safe side: a pseudonym evicted from memory before its batch was
+checked is reported (the batch is quarantined, not shipped). The one thing it
+cannot see is a raw address that equals a pseudonym produced in the same
+window; the chance is that of a random collision within the tenant's address
+set, and `scan-leaks --addresses` against the real inventory covers it.
+
+With `raw=` instead (a set of known raw addresses, e.g. what the devices
+really hold), an address is a leak exactly when it is in that set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from pipelines.pseudonym.core import Pseudonymiser, canonical, non_identifying
+from pipelines.pseudonym.scan import Found, find, parse_mac, parse_v4
+from pipelines.record import Record
+
+Leak = tuple[str, str]
+
+
+def normalise(text: str) -> str | None:
+    """An address (IPv4, IPv6, MAC) in the canonical form the guard compares, or None."""
+    s = text.strip()
+    for f in find(s):
+        if f.text == s or s.startswith(f.text):
+            return canonical(f)
+    v4 = parse_v4(s)
+    if v4 is not None:
+        return str(v4)
+    mac = parse_mac(s)
+    if mac is not None:
+        return canonical(Found("mac", mac[0], s))
+    return None
+
+
+def _strings(r: Record) -> Iterable[tuple[str, str]]:
+    yield "site", r.site
+    yield "device", r.device
+    for k, v in r.fields.items():
+        if isinstance(v, str):
+            yield k, v
+
+
+def _is_leak(f: Found, pseudonymiser: Pseudonymiser | None,
+             raw: Collection[str] | None) -> bool:
+    c = canonical(f)
+    if raw is not None:
+        return c in raw
+    if f.kind != "mac":
+        assert not isinstance(f.value, int)
+        a = f.value.ipv4_mapped if f.value.version == 6 and f.value.ipv4_mapped else f.value
+        if non_identifying(a):
+            return False
+    if pseudonymiser is None:
+        return True
+    if pseudonymiser.is_pseudonym(c):
+        return False
+    return not pseudonymiser.is_kept(f)
+
+
+def find_leaks(records: Iterable[Record], pseudonymiser: Pseudonymiser | None = None, *,
+               raw: Collection[str] | None = None) -> list[Leak]:
+    """(record id, field name) for every field still holding a raw address.
+
+    Pass the pseudonymiser that made the records (the agent's seal-time check),
+    or `raw`, canonical raw addresses (see `normalise`) to look for. With
+    neither, every identifying address counts, which is right only for data
+    that should hold no address at all.
+    """
+    leaks: list[Leak] = []
+    for r in records:
+        for name, value in _strings(r):
+            for f in find(value):
+                if _is_leak(f, pseudonymiser, raw):
+                    leaks.append((r.id, name))
+                    break
+    return leaks
+
+
+def count_leaks(texts: Iterable[str], *, raw: Collection[str] | None = None) -> int:
+    """How many addresses in `texts` are raw: in `raw` if given, else any identifying one."""
+    n = 0
+    for t in texts:
+        for f in find(t):
+            if _is_leak(f, None, raw):
+                n += 1
+    return n

@@ -1,0 +1,150 @@
+"""Finding addresses in free text: IPv4, IPv6 in every textual form, MACs.
+
+One scanner serves both the scrubber (replace what it finds) and the leak
+guard (report what it finds), so the guard can never miss a form the scrubber
+knows, nor the other way round.
+
+A loose candidate pattern finds runs that might be an address; Python's own
+parser then decides. Candidates are loose on purpose (a trailing colon or dot
+of the sentence, a port glued on, a zone id) and a candidate that does not
+parse is searched again from its second character, so an address hiding in a
+longer run (``ab:10.1.2.3``) is still found.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+_HEX = "0-9A-Fa-f"
+_V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+_CANDIDATES = re.compile(
+    rf"(?<![\w.])(?:"
+    rf"(?P<v6>[{_HEX}]{{0,4}}:[{_HEX}:.]{{1,50}}(?:%[\w.\-]+)?)"
+    rf"|(?P<v4>{_V4})(?!\w|\.\d)"
+    rf"|(?P<mac>[{_HEX}]{{2}}(?:-[{_HEX}]{{2}}){{5}}|[{_HEX}]{{4}}\.[{_HEX}]{{4}}\.[{_HEX}]{{4}})"
+    rf"(?![\w\-])"
+    rf")"
+)
+_MAC_COLON = re.compile(rf"^[{_HEX}]{{2}}(?::[{_HEX}]{{2}}){{5}}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One address in text. `value` is an ipaddress object or the MAC as an int."""
+
+    kind: str  # "v4", "v6", "mac"
+    value: ipaddress.IPv4Address | ipaddress.IPv6Address | int
+    text: str  # the address as it appeared (without zone or trailing punctuation)
+    style: str = ""  # MAC separator style: ":", "-", "."
+
+
+def parse_v4(text: str) -> ipaddress.IPv4Address | None:
+    """Dotted quad, tolerating leading zeros (devices print them; ipaddress refuses them)."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    value = 0
+    for p in parts:
+        if not p.isdigit() or len(p) > 3:
+            return None
+        o = int(p)
+        if o > 255:
+            return None
+        value = (value << 8) | o
+    return ipaddress.IPv4Address(value)
+
+
+def parse_mac(text: str) -> tuple[int, str] | None:
+    t = text.lower()
+    if len(t) == 17 and (t.count(":") == 5 or t.count("-") == 5):
+        style = t[2]
+        digits = t.replace(style, "")
+    elif len(t) == 14 and t.count(".") == 2:
+        style, digits = ".", t.replace(".", "")
+    else:
+        return None
+    if len(digits) != 12:
+        return None
+    try:
+        return int(digits, 16), style
+    except ValueError:
+        return None
+
+
+def format_mac(value: int, style: str) -> str:
+    h = f"{value:012x}"
+    if style == ".":
+        return f"{h[0:4]}.{h[4:8]}.{h[8:12]}"
+    return style.join(h[i:i + 2] for i in range(0, 12, 2))
+
+
+def _v6(text: str) -> ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+
+
+Replace = Callable[[Found], str]
+
+
+def rewrite(text: str, replace: Replace) -> str:
+    """`text` with every address found replaced by `replace(found)`."""
+    if not text:
+        return text
+
+    def sub(m: re.Match[str]) -> str:
+        g = m.lastgroup
+        s = m.group()
+        if g == "v4":
+            a = parse_v4(s)
+            return replace(Found("v4", a, s)) if a is not None else s
+        if g == "mac":
+            mac = parse_mac(s)
+            return replace(Found("mac", mac[0], s, mac[1])) if mac else s
+        return _candidate(s, replace)
+
+    return _CANDIDATES.sub(sub, text)
+
+
+def _candidate(s: str, replace: Replace) -> str:
+    addr_text, _, zone = s.partition("%")
+    zone = "%" + zone if zone else ""
+    core = addr_text
+    tail = ""
+    while core and core[-1] in ".:" and not core.endswith("::"):
+        tail = core[-1] + tail
+        core = core[:-1]
+    if "." in core:
+        head, _, last = core.rpartition(":")
+        v4 = parse_v4(last)
+        if v4 is not None and head:
+            a = _v6(head + ":" + str(v4)) if head else None
+            if a is not None:
+                return replace(Found("v6", a, core)) + tail + zone
+    else:
+        a = _v6(core)
+        if a is not None:
+            return replace(Found("v6", a, core)) + tail + zone
+        if _MAC_COLON.match(core):
+            mac = parse_mac(core)
+            if mac:
+                return replace(Found("mac", mac[0], core, ":")) + tail + zone
+    if "." in s or "::" in s or s.count(":") >= 7:
+        return s[0] + rewrite(s[1:], replace)
+    return s
+
+
+def find(text: str) -> Iterator[Found]:
+    """Every address in `text`, in order."""
+    out: list[Found] = []
+
+    def keep(f: Found) -> str:
+        out.append(f)
+        return f.text
+
+    rewrite(text, keep)
+    return iter(out)

@@ -1,0 +1,326 @@
+"""Retention policy: which class, legal basis and expiry each record gets.
+
+A policy maps (record kind, tenant, jurisdiction) patterns to named classes.
+The most specific matching rule wins (a named value beats "*"). Validation
+refuses a policy where two equally specific rules could both match one record
+and disagree, because then the stored expiry would depend on rule order, which
+nobody reviewing the file can see. Anything no rule matches falls to the most
+restrictive class and is counted, so a missing rule shortens retention rather
+than silently extending it.
+
+    version = 1
+    strict = false                # true: gaps are errors, not warnings
+    default_class = "unclassified"  # optional; must be (one of) the shortest
+
+    [classes.metrics]
+    days = 395
+    legal_basis = "legitimate interest: network operations (GDPR 6(1)(f))"
+    [classes.inventory]
+    until = "contract_end"        # no fixed expiry; removed at offboarding
+    legal_basis = "contract (GDPR 6(1)(b))"
+
+    [[rules]]
+    kind = ["metric", "health"]   # a kind, a list of kinds, or "*"
+    tenant = "*"                  # likewise
+    jurisdiction = "*"            # likewise
+    class = "metrics"
+    legal_basis = "..."           # optional, overrides the class's
+
+    [tenants.acme]
+    jurisdiction = "eu"
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import combinations, product
+from typing import NamedTuple
+
+from pipelines.config import ConfigError, Section, parse_toml
+from pipelines.record import Kind, Record
+
+ANY = "*"
+DAY = 86400.0
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_JUR_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
+_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+_KINDS = tuple(k.value for k in Kind)
+_CACHE_MAX = 65536
+
+
+class Tag(NamedTuple):
+    retention_class: str
+    legal_basis: str
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionClass:
+    name: str
+    days: float | None
+    legal_basis: str
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.days is None else self.days * DAY
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    where: str
+    kind: str
+    tenant: str
+    jurisdiction: str
+    klass: str
+    legal_basis: str
+
+    @property
+    def specificity(self) -> int:
+        return sum(v != ANY for v in (self.kind, self.tenant, self.jurisdiction))
+
+    def matches(self, kind: str, tenant: str, jurisdiction: str | None) -> bool:
+        return (self.kind in (ANY, kind) and self.tenant in (ANY, tenant)
+                and (self.jurisdiction == ANY or self.jurisdiction == jurisdiction))
+
+    def describe(self) -> str:
+        return f"kind={self.kind} tenant={self.tenant} jurisdiction={self.jurisdiction}"
+
+
+class Policy:
+    """A validated policy. `tag` is the hot path (cached per kind/tenant/jurisdiction);
+    `unmatched` counts, per kind, the records that fell to the default class."""
+
+    def __init__(self, file: str, classes: dict[str, RetentionClass], rules: list[Rule],
+                 default: RetentionClass, tenants: dict[str, str], gaps: list[str]) -> None:
+        self.file, self.classes, self.rules = file, classes, rules
+        self.default, self.tenants, self.gaps = default, tenants, gaps
+        self.unmatched: Counter[str] = Counter()
+        self._cache: dict[tuple[str, str, str | None], tuple[RetentionClass, str] | None] = {}
+
+    def jurisdiction_for(self, tenant: str) -> str | None:
+        return self.tenants.get(tenant)
+
+    def resolve(self, kind: str, tenant: str, jurisdiction: str | None) -> Rule | None:
+        best: Rule | None = None
+        for rule in self.rules:
+            if rule.matches(kind, tenant, jurisdiction) and (
+                    best is None or rule.specificity > best.specificity):
+                best = rule
+        return best
+
+    def tag(self, record: Record, jurisdiction: str | None = None, *,
+            now: float | None = None) -> Tag:
+        """Expiry counts from the record's time, but never from a future one, so an
+        agent with a fast clock cannot stretch retention."""
+        jur = jurisdiction if jurisdiction is not None else self.tenants.get(record.tenant)
+        key = (record.kind.value, record.tenant, jur)
+        hit = self._cache.get(key, False)
+        if hit is False:
+            rule = self.resolve(*key)
+            hit = None if rule is None else (self.classes[rule.klass], rule.legal_basis)
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = hit
+        if hit is None:
+            self.unmatched[record.kind.value] += 1
+            klass, basis = self.default, self.default.legal_basis
+        else:
+            klass, basis = hit
+        seconds = klass.seconds
+        if seconds is None:
+            return Tag(klass.name, basis, None)
+        start = min(record.ts, time.time() if now is None else now)
+        return Tag(klass.name, basis, start + seconds)
+
+
+def _values(s: Section, name: str, pattern: re.Pattern[str], what: str,
+            choices: tuple[str, ...] = ()) -> list[str]:
+    raw = s.raw(name, ANY)
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+        raise s.error(name, f"must be {what}, a non-empty list of them, or \"*\"")
+    for x in items:
+        if x == ANY:
+            if len(items) > 1:
+                raise s.error(name, "\"*\" cannot be combined with other values")
+            continue
+        if choices and x not in choices:
+            raise s.error(name, f"{x!r} is not a record kind; kinds: {', '.join(choices)}")
+        if not pattern.match(x):
+            raise s.error(name, f"{x!r} is not a valid {what}")
+    if len(set(items)) != len(items):
+        raise s.error(name, "lists a value twice")
+    return items
+
+
+def _intersection(a: Rule, b: Rule) -> tuple[str, str, str] | None:
+    out = []
+    for x, y in ((a.kind, b.kind), (a.tenant, b.tenant), (a.jurisdiction, b.jurisdiction)):
+        if x != ANY and y != ANY and x != y:
+            return None
+        out.append(y if x == ANY else x)
+    return out[0], out[1], out[2]
+
+
+def _check_overlaps(file: str, rules: list[Rule]) -> None:
+    patterns = {(r.kind, r.tenant, r.jurisdiction) for r in rules}
+    for a, b in combinations(rules, 2):
+        if (a.kind, a.tenant, a.jurisdiction) == (b.kind, b.tenant, b.jurisdiction):
+            raise ConfigError(file, b.where, f"overlaps {a.where}: both cover {a.describe()}; "
+                              "keep one rule per combination")
+        if a.specificity != b.specificity or (a.klass, a.legal_basis) == (b.klass, b.legal_basis):
+            continue
+        meet = _intersection(a, b)
+        if meet is not None and meet not in patterns:
+            k, t, j = meet
+            raise ConfigError(
+                file, b.where,
+                f"overlaps {a.where}: a record with kind={k} tenant={t} jurisdiction={j} "
+                f"matches both, which are equally specific and give {a.klass!r} and "
+                f"{b.klass!r}; add a rule for exactly that combination to decide")
+
+
+def _find_gaps(policy: Policy) -> list[str]:
+    gaps = []
+    scopes: list[tuple[str, str | None, str]] = [(ANY, None, "every tenant")]
+    scopes += [(t, j, f"tenant {t} (jurisdiction {j})") for t, j in sorted(policy.tenants.items())]
+    for (tenant, jur, label), kind in product(scopes, _KINDS):
+        rule = (policy.resolve(kind, tenant, jur) if tenant != ANY else next(
+            (r for r in policy.rules if r.kind in (ANY, kind) and r.tenant == ANY
+             and r.jurisdiction == ANY), None))
+        if rule is None:
+            gaps.append(f"no rule covers kind={kind} for {label}; those records get "
+                        f"the default class {policy.default.name!r}")
+    return gaps
+
+
+def _tables(s: Section, name: str) -> Iterator[tuple[str, Section]]:
+    raw = s.raw(name, {})
+    if not isinstance(raw, dict):
+        raise s.error(name, f"must be a table, not {type(raw).__name__}")
+    for key, value in raw.items():
+        if not isinstance(value, dict):
+            raise s.error(f"{name}.{key}", f"must be a table, not {type(value).__name__}")
+        yield key, Section(value, s.file, s.key(f"{name}.{key}"))
+
+
+def from_section(s: Section) -> Policy:
+    """Build and validate a policy; every error names the file, the key and why."""
+    s.int("version", 1, lo=1, hi=1)
+    strict = s.bool("strict", False)
+    classes: dict[str, RetentionClass] = {}
+    for name, c in _tables(s, "classes"):
+        if not _NAME_RE.match(name):
+            raise s.error(f"classes.{name}", "class names must match [a-z][a-z0-9_]{0,31}")
+        until = c.str("until", None, choices=("contract_end",))
+        days = c.float("days", None, lo=0.01, hi=36500)
+        if (until is None) == (days is None):
+            raise c.error("days", "give exactly one of days = N or until = \"contract_end\"")
+        basis = c.str("legal_basis")
+        if not basis.strip():
+            raise c.error("legal_basis", "must not be empty")
+        c.done()
+        classes[name] = RetentionClass(name, days, basis)
+    if not classes:
+        raise s.error("classes", "define at least one retention class")
+
+    tenants: dict[str, str] = {}
+    for tenant, t in _tables(s, "tenants"):
+        if not _TENANT_RE.match(tenant):
+            raise s.error(f"tenants.{tenant}", "tenant names must match [a-z0-9][a-z0-9_-]{0,62}")
+        jur = t.str("jurisdiction")
+        if not _JUR_RE.match(jur):
+            raise t.error("jurisdiction", f"{jur!r} must match [a-z][a-z0-9_-]{{0,31}}")
+        t.done()
+        tenants[tenant] = jur
+
+    rules: list[Rule] = []
+    for i, r in enumerate(s.sections("rules")):
+        kinds = _values(r, "kind", _NAME_RE, "a record kind", _KINDS)
+        tens = _values(r, "tenant", _TENANT_RE, "a tenant")
+        jurs = _values(r, "jurisdiction", _JUR_RE, "a jurisdiction")
+        klass = r.str("class")
+        if klass not in classes:
+            raise r.error("class", f"unknown class {klass!r}; classes: {', '.join(classes)}")
+        basis = r.str("legal_basis", classes[klass].legal_basis)
+        if not basis.strip():
+            raise r.error("legal_basis", "must not be empty")
+        r.done()
+        where = f"rules[{i}]"
+        rules += [Rule(where, k, t, j, klass, basis) for k, t, j in product(kinds, tens, jurs)]
+    _check_overlaps(s.file, rules)
+
+    shortest = min(classes.values(), key=lambda c: float("inf") if c.days is None else c.days)
+    name = s.str("default_class", None)
+    if name is None:
+        default = shortest
+    elif name not in classes:
+        raise s.error("default_class", f"unknown class {name!r}; classes: {', '.join(classes)}")
+    else:
+        default = classes[name]
+        if default.days is None or (shortest.days is not None and default.days > shortest.days):
+            raise s.error("default_class", f"{name!r} keeps records longer than {shortest.name!r};"
+                          " the default must be the most restrictive class")
+    if default.days is None:
+        raise s.error("classes", "the default (shortest) class needs a fixed period in days")
+    s.done()
+    policy = Policy(s.file, classes, rules, default, tenants, [])
+    policy.gaps = _find_gaps(policy)
+    if strict and policy.gaps:
+        raise ConfigError(s.file, "rules", f"strict policy has gaps: {policy.gaps[0]}"
+                          + (f" (and {len(policy.gaps) - 1} more)" if len(policy.gaps) > 1 else ""))
+    return policy
+
+
+def parse_policy(text: str, file: str = "<retention policy>") -> Policy:
+    return from_section(parse_toml(text, file))
+
+
+DEFAULT_POLICY_TOML = """\
+version = 1
+default_class = "unclassified"
+
+[classes.metrics]
+days = 395
+legal_basis = "legitimate interest: operating the managed network (GDPR 6(1)(f))"
+
+[classes.security_events]
+days = 365
+legal_basis = "legitimate interest: network and information security (GDPR 6(1)(f), recital 49)"
+
+[classes.logs]
+days = 90
+legal_basis = "legitimate interest: troubleshooting (GDPR 6(1)(f))"
+
+[classes.inventory]
+until = "contract_end"
+legal_basis = "contract: the managed-network service agreement (GDPR 6(1)(b))"
+
+[classes.unclassified]
+days = 30
+legal_basis = "legitimate interest, minimal default for data without a rule (GDPR 5(1)(e))"
+
+[[rules]]
+kind = ["metric", "health"]
+class = "metrics"
+
+[[rules]]
+kind = "event"
+class = "security_events"
+
+[[rules]]
+kind = "log"
+class = "logs"
+
+[[rules]]
+kind = "inventory"
+class = "inventory"
+"""
+
+
+def default_policy() -> Policy:
+    return parse_policy(DEFAULT_POLICY_TOML, "<built-in default policy>")

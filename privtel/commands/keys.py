@@ -1,0 +1,87 @@
+"""`privtel keys init`: the key files a first deployment needs, written owner-only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from pipelines import keys
+
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("keys", help="generate and inspect key material")
+    sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    init = sub.add_parser(
+        "init", help="write a collector HPKE key pair, an agent Ed25519 key pair and a tenant "
+        "pseudonymisation key (files mode 0600)")
+    init.add_argument("--dir", required=True, type=Path, help="directory to write into")
+    init.add_argument("--agent-id", default="agent1", help="agent id (default agent1)")
+    init.add_argument("--tenant", default="default", help="tenant name (default 'default')")
+    init.add_argument("--suite", default="x25519", choices=keys.SUITES,
+                      help="HPKE suite of the collector key (default x25519)")
+    init.add_argument("--force", action="store_true", help="overwrite existing key files")
+    init.set_defaults(func=init_keys)
+
+
+def key_files(directory: Path, agent_id: str, tenant: str) -> dict[str, Path]:
+    """Where `keys init` puts each file; other commands (demo, configs) use the same names."""
+    return {
+        "collector_key": directory / "collector.key",
+        "collector_pub": directory / "collector.pub",
+        "agent_key": directory / f"agent-{agent_id}.key",
+        "agent_pub": directory / f"agent-{agent_id}.pub",
+        "tenant_key": directory / f"tenant-{tenant}.key",
+    }
+
+
+def _write_private(path: Path, data: bytes, force: bool) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists; pass --force to replace it") from None
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def init_keys(args: argparse.Namespace) -> int:
+    try:
+        return _init(args)
+    except FileExistsError as e:
+        print(f"privtel: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _init(args: argparse.Namespace) -> int:
+    for what, v in (("--agent-id", args.agent_id), ("--tenant", args.tenant)):
+        if not _ID_RE.match(v):
+            raise ValueError(f"{what} must be lowercase letters, digits, '-' or '_' "
+                             f"(at most 63), not {v!r}")
+    directory: Path = args.dir
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files = key_files(directory, args.agent_id, args.tenant)
+    if not args.force:
+        for path in files.values():
+            if path.exists():
+                raise FileExistsError(f"{path} already exists; pass --force to replace it")
+    collector = keys.generate_collector_key(args.suite)
+    agent = keys.generate_signing_key()
+    _write_private(files["collector_key"], collector.pem, args.force)
+    _write_private(files["collector_pub"], collector.public.pem, args.force)
+    _write_private(files["agent_key"], keys.signing_key_pem(agent), args.force)
+    _write_private(files["agent_pub"], keys.verify_key_pem(agent.public_key()), args.force)
+    _write_private(files["tenant_key"], (keys.generate_tenant_key() + "\n").encode(), args.force)
+    print(f"collector key ({args.suite}) id {collector.key_id}: {files['collector_key']}, "
+          f"{files['collector_pub']}")
+    print(f"agent {args.agent_id} signing key id {keys.signing_key_id(agent)}: "
+          f"{files['agent_key']}, {files['agent_pub']}")
+    print(f"tenant {args.tenant} pseudonymisation key: {files['tenant_key']}")
+    return 0

@@ -1,0 +1,373 @@
+"""Privacy commands: `scan-leaks`, `pseudonymise`, `reidentify`, `audit-verify`.
+
+None of them ever prints a raw address except `reidentify`, whose whole point
+is to show one to the privileged key holder, after writing who, when, what and
+why to the hash-chained audit log (and refusing if it cannot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import getpass
+import ipaddress
+import os
+import struct
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipelines import auditchain
+from pipelines.config import ConfigError, require_private
+from pipelines.pseudonym import PrivacyPolicy, PseudonymError, Pseudonymiser, TenantKey
+from pipelines.pseudonym.core import canonical, non_identifying
+from pipelines.pseudonym.leakguard import normalise
+from pipelines.pseudonym.reverse import Reidentifier
+from pipelines.pseudonym.scan import find
+
+CHUNK = 8 << 20
+OVERLAP = 128
+MIN_REASON = 10
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser("scan-leaks", help="count raw addresses in stores, JSON/NDJSON, "
+                       "logs and capture files; exit 1 if any",
+                       description="Counts raw addresses (never prints them). Without "
+                       "--addresses every identifying address counts, which suits data that "
+                       "should hold none; with it, only the listed ones (e.g. what the "
+                       "devices really hold) count, so pseudonyms do not.")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("--addresses", metavar="FILE",
+                   help="file of raw addresses to look for, one per line (# comments)")
+    s.add_argument("--json", action="store_true", help="one JSON report on stdout")
+    s.set_defaults(func=cmd_scan_leaks)
+
+    p = sub.add_parser("pseudonymise", help="pseudonymise every address in stdin to stdout",
+                       description="For sharing a log with a vendor: every IPv4, IPv6 and MAC "
+                       "address in the text is replaced with the tenant's pseudonym.")
+    p.add_argument("--key-file", required=True, help="64 hex characters, mode 0600")
+    p.add_argument("--mode", choices=("prefix", "token"), default="prefix")
+    p.add_argument("--epoch", type=int, default=1)
+    p.add_argument("--preserve-prefix-v4", type=int, default=32, metavar="BITS")
+    p.add_argument("--preserve-prefix-v6", type=int, default=128, metavar="BITS")
+    p.set_defaults(func=cmd_pseudonymise)
+
+    r = sub.add_parser("reidentify", help="reverse pseudonyms with the tenant key "
+                       "(privileged, audited)",
+                       description="Reverses address or MAC pseudonyms, or matches a token "
+                       "against candidates. Every use is appended to the audit log first.")
+    r.add_argument("pseudonyms", nargs="+", metavar="PSEUDONYM")
+    r.add_argument("--key-file", required=True)
+    r.add_argument("--epoch", type=int, default=1)
+    r.add_argument("--reason", required=True,
+                   help=f"why (at least {MIN_REASON} characters, e.g. a ticket reference)")
+    r.add_argument("--audit-log", required=True, metavar="FILE")
+    r.add_argument("--who", default=None, help="operator (default: the login name)")
+    r.add_argument("--mode", default="prefix",
+                   choices=("prefix", "ipcrypt", "ipcrypt-pfx", "ipcrypt-ndx", "mac", "token"))
+    r.add_argument("--candidates", metavar="FILE", help="for --mode token: values to test")
+    r.add_argument("--preserve-prefix-v4", type=int, default=32, metavar="BITS")
+    r.add_argument("--preserve-prefix-v6", type=int, default=128, metavar="BITS")
+    r.set_defaults(func=cmd_reidentify)
+
+    v = sub.add_parser("audit-verify", help="verify a hash-chained audit log")
+    v.add_argument("path")
+    v.set_defaults(func=cmd_audit_verify)
+
+
+def read_key(path: str, epoch: int) -> TenantKey:
+    p = Path(path)
+    st = p.stat()
+    require_private(str(p), st.st_mode)
+    try:
+        return TenantKey.from_hex(p.read_text(encoding="ascii", errors="replace"), epoch)
+    except PseudonymError as e:
+        raise ConfigError(str(p), "", str(e)) from None
+
+
+def _policy(args: argparse.Namespace, **modes: str) -> PrivacyPolicy:
+    try:
+        return PrivacyPolicy(modes=dict(modes), preserve_prefix_v4=args.preserve_prefix_v4,
+                             preserve_prefix_v6=args.preserve_prefix_v6)
+    except PseudonymError as e:
+        raise ValueError(str(e)) from None
+
+
+def cmd_pseudonymise(args: argparse.Namespace) -> int:
+    key = read_key(args.key_file, args.epoch)
+    p = Pseudonymiser(key, _policy(args, text_ip=args.mode, mac=args.mode))
+    out = sys.stdout
+    for line in sys.stdin:
+        out.write(p.text(line))
+    out.flush()
+    return 0
+
+
+# --- scan-leaks -------------------------------------------------------------
+
+def _load_addresses(path: str) -> set[str]:
+    wanted: set[str] = set()
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        s = line.split("#", 1)[0].strip()
+        if not s:
+            continue
+        c = normalise(s)
+        if c is None:
+            raise ConfigError(path, f"line {i}", "is not an IPv4, IPv6 or MAC address")
+        wanted.add(c)
+    return wanted
+
+
+def _canon(f: Any) -> str:
+    if f.kind != "mac":
+        a = f.value.ipv4_mapped if f.value.version == 6 and f.value.ipv4_mapped else f.value
+        if non_identifying(a):
+            return ""
+    return canonical(f)
+
+
+def _text_chunks(path: Path) -> Iterator[str]:
+    """The file as latin-1 text (byte for byte), in overlapping chunks; an address
+    cut at a chunk edge is seen whole in the overlap and counted once."""
+    with path.open("rb") as fh:
+        tail = b""
+        while True:
+            data = fh.read(CHUNK)
+            if not data:
+                if tail:
+                    yield tail.decode("latin-1")
+                return
+            buf = tail + data
+            cut = len(buf) - OVERLAP if len(data) == CHUNK else len(buf)
+            while cut > 0 and cut < len(buf) and buf[cut - 1:cut] not in b" \t\r\n,;\"'<>()[]{}":
+                cut -= 1
+            if cut <= 0:
+                cut = len(buf) - OVERLAP
+            yield buf[:cut].decode("latin-1")
+            tail = buf[cut:]
+
+
+def _scan_text_file(path: Path, counts: Counter[str]) -> None:
+    for chunk in _text_chunks(path):
+        for f in find(chunk):
+            c = _canon(f)
+            if c:
+                counts[c] += 1
+
+
+_PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">",
+               b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}
+
+
+def _ip_addresses(frame: bytes, linktype: int) -> Iterator[str]:
+    if linktype == 1:  # Ethernet
+        off, etype = 14, int.from_bytes(frame[12:14], "big") if len(frame) >= 14 else 0
+        while etype in (0x8100, 0x88A8) and len(frame) >= off + 4:
+            etype = int.from_bytes(frame[off + 2:off + 4], "big")
+            off += 4
+        if len(frame) >= 12:
+            for mac in (frame[0:6], frame[6:12]):
+                v = int.from_bytes(mac, "big")
+                if v not in (0, (1 << 48) - 1):
+                    yield ":".join(f"{b:02x}" for b in mac)
+    elif linktype in (101, 228, 229, 12):  # raw IP
+        off = 0
+        etype = 0x0800 if frame[:1] and frame[0] >> 4 == 4 else 0x86DD
+    else:
+        return
+    pkt = frame[off:]
+    if etype == 0x0800 and len(pkt) >= 20:
+        for raw in (pkt[12:16], pkt[16:20]):
+            a = ipaddress.IPv4Address(raw)
+            yield str(a)
+    elif etype == 0x86DD and len(pkt) >= 40:
+        for raw in (pkt[8:24], pkt[24:40]):
+            yield str(ipaddress.IPv6Address(raw))
+
+
+def _pcap_frames(path: Path) -> Iterator[tuple[int, bytes]]:
+    data = path.read_bytes()
+    if data[:4] == b"\x0a\x0d\x0d\x0a":
+        yield from _pcapng_frames(data)
+        return
+    order = _PCAP_MAGIC[data[:4]]
+    linktype = struct.unpack(order + "I", data[20:24])[0] & 0x0FFFFFFF
+    off = 24
+    while off + 16 <= len(data):
+        incl = struct.unpack(order + "I", data[off + 8:off + 12])[0]
+        off += 16
+        yield linktype, data[off:off + incl]
+        off += incl
+
+
+def _pcapng_frames(data: bytes) -> Iterator[tuple[int, bytes]]:
+    off, order = 0, "<"
+    links: list[int] = []
+    while off + 12 <= len(data):
+        btype = int.from_bytes(data[off:off + 4], "little" if order == "<" else "big")
+        if btype == 0x0A0D0D0A:
+            order = "<" if data[off + 8:off + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+            links.clear()
+        blen = struct.unpack(order + "I", data[off + 4:off + 8])[0]
+        if blen < 12:
+            return
+        body = data[off + 8:off + blen - 4]
+        if btype == 1:
+            links.append(struct.unpack(order + "H", body[0:2])[0])
+        elif btype == 6 and len(body) >= 20:
+            iface, _, _, cap = struct.unpack(order + "IIII", body[0:16])
+            if iface < len(links):
+                yield links[iface], body[20:20 + cap]
+        elif btype == 3 and len(body) >= 4 and links:
+            yield links[0], body[4:]
+        off += blen
+
+
+def _is_capture(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    return head in _PCAP_MAGIC or head == b"\x0a\x0d\x0d\x0a"
+
+
+def _scan_capture(path: Path, counts: Counter[str]) -> None:
+    for linktype, frame in _pcap_frames(path):
+        for a in _ip_addresses(frame, linktype):
+            c = normalise(a)
+            if c and _canon_keep(c):
+                counts[c] += 1
+        for f in find(frame.decode("latin-1")):
+            c = _canon(f)
+            if c:
+                counts[c] += 1
+
+
+def _canon_keep(c: str) -> bool:
+    try:
+        a = ipaddress.ip_address(c.removeprefix("::ffff:") if "." in c else c)
+    except ValueError:
+        return True  # a MAC
+    return not non_identifying(a)
+
+
+def scan_paths(paths: Iterable[str], wanted: set[str] | None) -> list[dict[str, Any]]:
+    reports = []
+    for name in paths:
+        path = Path(name)
+        files = [path]
+        for extra in ("-wal", "-journal"):
+            side = Path(str(path) + extra)
+            if side.exists():
+                files.append(side)
+        counts: Counter[str] = Counter()
+        kind = "capture" if _is_capture(path) else "file"
+        for f in files:
+            if kind == "capture":
+                _scan_capture(f, counts)
+            else:
+                _scan_text_file(f, counts)
+        if wanted is not None:
+            counts = Counter({k: v for k, v in counts.items() if k in wanted})
+        reports.append({"path": name, "kind": kind, "raw_addresses": sum(counts.values()),
+                        "distinct": len(counts)})
+    return reports
+
+
+def cmd_scan_leaks(args: argparse.Namespace) -> int:
+    wanted = _load_addresses(args.addresses) if args.addresses else None
+    reports = scan_paths(args.paths, wanted)
+    total = sum(r["raw_addresses"] for r in reports)
+    if args.json:
+        sys.stdout.write(orjson.dumps({"files": reports, "raw_addresses": total,
+                                       "listed": len(wanted) if wanted is not None else None}
+                                      ).decode() + "\n")
+    else:
+        for r in reports:
+            print(f"{r['path']}: {r['raw_addresses']} raw address occurrence(s), "
+                  f"{r['distinct']} distinct ({r['kind']})")
+        print(f"total: {total} raw address occurrence(s)"
+              + (f" of {len(wanted)} listed" if wanted is not None else ""))
+    return 1 if total else 0
+
+
+# --- reidentify and its audit log ------------------------------------------
+
+def _append_audit(path: Path, entry: dict[str, Any]) -> None:
+    """Verify the chain, then append one linked entry durably; any failure stops the
+    re-identification before a single raw value is shown."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        st = os.fstat(fd)
+        require_private(str(path), st.st_mode)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = b""
+        while chunk := os.read(fd, 1 << 20):
+            data += chunk
+        try:
+            prev = auditchain.verify(auditchain.parse_lines(data))
+        except auditchain.AuditChainError as e:
+            raise ConfigError(str(path), "", f"audit log is damaged ({e}); "
+                              "refusing to re-identify") from None
+        line = orjson.dumps(auditchain.link(prev, entry)) + b"\n"
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def cmd_reidentify(args: argparse.Namespace) -> int:
+    reason = args.reason.strip()
+    if len(reason) < MIN_REASON:
+        raise ValueError(f"--reason must say why in at least {MIN_REASON} characters")
+    key = read_key(args.key_file, args.epoch)
+    candidates: list[str] = []
+    if args.mode == "token":
+        if not args.candidates:
+            raise ValueError("--mode token needs --candidates FILE (tokens are one-way)")
+        candidates = [s.strip() for s in Path(args.candidates).read_text().splitlines()
+                      if s.strip()]
+    pol = _policy(args)
+    rev = Reidentifier(key, pol)
+    who = args.who or getpass.getuser()
+    entry = {
+        "ts": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "who": who, "uid": os.getuid(), "action": "reidentify", "reason": reason,
+        "key_id": key.key_id, "epoch": key.epoch, "mode": args.mode,
+        "pseudonyms": list(args.pseudonyms),
+    }
+    results = []
+    for ps in args.pseudonyms:
+        try:
+            if args.mode == "token":
+                results.append(rev.token(ps, candidates))
+            else:
+                results.append(rev.address(ps, args.mode))
+        except PseudonymError as e:
+            raise ValueError(f"{ps}: {e}") from None
+    _append_audit(Path(args.audit_log), entry)
+    status = 0
+    for ps, raw in zip(args.pseudonyms, results, strict=True):
+        if raw is None:
+            print(f"{ps}\t(no candidate matches)")
+            status = 1
+        else:
+            print(f"{ps}\t{raw}")
+    return status
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    data = Path(args.path).read_bytes()
+    try:
+        entries = auditchain.parse_lines(data)
+        last = auditchain.verify(entries)
+    except auditchain.AuditChainError as e:
+        print(f"{args.path}: BROKEN: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.path}: {len(entries)} entries, chain intact, head {last[:16]}")
+    return 0
+

@@ -1,0 +1,106 @@
+"""`privtel retention purge|check`: run the retention purge now, or validate a policy."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from collector.retention import JsonlAuditLog, RetentionService
+from collector.store import StoreError, StoreRetryableError, open_store
+from pipelines.retention import Policy, default_policy, parse_policy
+
+EX_TEMPFAIL = 75
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("retention", help="retention policy and purge")
+    sub = p.add_subparsers(dest="retention_command", required=True, metavar="ACTION")
+    purge = sub.add_parser("purge", help="delete expired records now (or count them with "
+                           "--dry-run); restricted records are kept")
+    src = purge.add_mutually_exclusive_group(required=True)
+    src.add_argument("--store", metavar="URL", help="sqlite:///PATH or postgresql://... "
+                     "(or set PRIVTEL_STORE and pass --store env)")
+    src.add_argument("--config", type=Path, metavar="FILE",
+                     help="collector config; its store, policy and audit log are used")
+    purge.add_argument("--policy", type=Path, metavar="FILE",
+                       help="retention policy TOML (default: the built-in policy)")
+    purge.add_argument("--dry-run", action="store_true", help="count per class, delete nothing")
+    purge.add_argument("--audit", type=Path, metavar="FILE",
+                       help="append the audit entry to this JSON-lines file")
+    purge.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    purge.set_defaults(func=purge_cmd)
+    check = sub.add_parser("check", help="validate a retention policy and list its gaps")
+    check.add_argument("--policy", type=Path, metavar="FILE", required=True)
+    check.set_defaults(func=check_cmd)
+
+
+def _policy(path: Path | None) -> Policy:
+    if path is None:
+        return default_policy()
+    return parse_policy(path.read_text("utf-8"), str(path))
+
+
+def _period(policy: Policy, klass: str) -> str:
+    c = policy.classes.get(klass)
+    if c is None:
+        return "(not in policy)"
+    return "contract end" if c.days is None else f"{c.days:g} days"
+
+
+def purge_cmd(args: argparse.Namespace) -> int:
+    url, policy_path, jurisdictions = args.store, args.policy, None
+    if args.config is not None:
+        from collector import config as collector_config
+
+        cfg = collector_config.load(args.config)
+        url, jurisdictions = cfg.store_url, cfg.jurisdictions
+        policy_path = policy_path or cfg.retention_policy
+    elif url == "env":
+        url = os.environ.get("PRIVTEL_STORE")
+        if not url:
+            print("privtel: error: --store env given but PRIVTEL_STORE is not set",
+                  file=sys.stderr)
+            return 2
+    policy = _policy(policy_path)
+    audit = JsonlAuditLog(args.audit) if args.audit else None
+    try:
+        store = open_store(url)
+        try:
+            store.migrate()
+            service = RetentionService(store, policy_path=policy_path,
+                                       jurisdictions=jurisdictions, audit=audit)
+            result = service.purge(dry_run=args.dry_run, trigger="on_demand")
+        finally:
+            store.close()
+    except StoreError as e:
+        print(f"privtel: error: {e}", file=sys.stderr)
+        return EX_TEMPFAIL if isinstance(e, StoreRetryableError) else 2
+    if args.json:
+        print(orjson.dumps({"dry_run": result.dry_run, "now": result.now,
+                            "deleted": result.deleted, "total": result.total}).decode())
+        return 0
+    when = datetime.fromtimestamp(result.now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f"retention purge{' (dry run)' if result.dry_run else ''} at {when}, "
+          f"store {store.backend}")
+    print(f"  {'class':<20} {'period':<16} {'records':>10}")
+    for klass in sorted(set(policy.classes) | set(result.deleted)):
+        print(f"  {klass:<20} {_period(policy, klass):<16} {result.deleted.get(klass, 0):>10}")
+    verb = "would be deleted" if result.dry_run else "deleted"
+    print(f"  {'total':<37} {result.total:>10} {verb}")
+    return 0
+
+
+def check_cmd(args: argparse.Namespace) -> int:
+    policy = _policy(args.policy)
+    print(f"{args.policy}: valid; {len(policy.classes)} classes, {len(policy.rules)} rule "
+          f"patterns, default class {policy.default.name!r}")
+    for c in policy.classes.values():
+        print(f"  {c.name:<20} {_period(policy, c.name):<16} {c.legal_basis}")
+    for gap in policy.gaps:
+        print(f"  gap: {gap}")
+    return 0

@@ -1,0 +1,1 @@
+"""`privtel demo`: embedded broker, simulated devices, agent and collector in one process."""

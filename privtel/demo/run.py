@@ -1,0 +1,230 @@
+"""The newcomer's first run: everything on 127.0.0.1, on embedded defaults.
+
+An embedded MQTT broker (unless --broker names one), snmpsim serving real
+device recordings, a collector storing into SQLite and an agent polling the
+simulated devices; progress every few seconds, a summary at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from agents import config as agent_config
+from agents.runtime import Agent
+from collector import config as collector_config
+from collector.runtime import Collector
+from privtel.demo.broker import EmbeddedBroker
+from privtel.demo.snmpsim import RECORDINGS, SnmpSim
+
+TENANT, AGENT_ID = "demo", "demo-agent"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
+def write_keys(key_dir: Path) -> dict[str, Path]:
+    from privtel.commands import keys as keys_cmd
+
+    files = keys_cmd.key_files(key_dir, AGENT_ID, TENANT)
+    if not all(p.exists() for p in files.values()):
+        keys_cmd.init_keys(argparse.Namespace(dir=key_dir, agent_id=AGENT_ID, tenant=TENANT,
+                                              suite="x25519", force=True))
+    return files
+
+
+def write_configs(data: Path, *, broker_url: str, protocol: str, snmp_port: int,
+                  interval_s: float, metrics_port: int) -> tuple[Path, Path]:
+    files = write_keys(data / "keys")
+    devices = "".join(f"""
+[[devices]]
+name = "sim-{name.split('-')[0].lower()}"
+address = "127.0.0.1"
+port = {snmp_port}
+protocol = "snmp"
+interval_s = {interval_s}
+[devices.snmp]
+version = "2c"
+community = "{name}"
+timeout_s = 2.0
+retries = 1
+""" for name in RECORDINGS)
+    agent = f"""# privtel demo agent (written by `privtel demo`)
+[agent]
+id = "{AGENT_ID}"
+tenant = "{TENANT}"
+site = "demo-site"
+state_dir = "agent-state"
+batch_max_records = 500
+batch_max_age_s = 1.0
+
+[keys]
+signing_key = "{files['agent_key']}"
+collector_public_key = "{files['collector_pub']}"
+tenant_key = "{files['tenant_key']}"
+
+[mqtt]
+url = "{broker_url}"
+protocol = "{protocol}"
+client_id = "privtel-demo-agent"
+{devices}"""
+    collector = f"""# privtel demo collector (written by `privtel demo`)
+[collector]
+store = "sqlite:///privtel.db"
+metrics_listen = "127.0.0.1:{metrics_port}"
+
+[mqtt]
+url = "{broker_url}"
+protocol = "{protocol}"
+client_id = "privtel-demo-collector"
+
+[keys]
+private_keys = ["{files['collector_key']}"]
+
+[[agents]]
+id = "{AGENT_ID}"
+tenant = "{TENANT}"
+public_key = "{files['agent_pub']}"
+"""
+    agent_path, collector_path = data / "agent.toml", data / "collector.toml"
+    _write_private(agent_path, agent)
+    _write_private(collector_path, collector)
+    return agent_path, collector_path
+
+
+@dataclass
+class Summary:
+    devices: int = 0
+    devices_up: int = 0
+    records_polled: int = 0
+    records_shipped: int = 0
+    batches_sealed: int = 0
+    records_stored: int = 0
+    batches_rejected: int = 0
+    metrics_url: str = ""
+    data_dir: str = ""
+
+    def lines(self) -> list[str]:
+        return [
+            f"devices polled: {self.devices} ({self.devices_up} answering)",
+            f"records polled: {self.records_polled}",
+            f"records shipped: {self.records_shipped}",
+            f"batches sealed: {self.batches_sealed}",
+            f"records stored: {self.records_stored}",
+            f"rejected batches: {self.batches_rejected}",
+            f"metrics: {self.metrics_url}",
+            f"data dir: {self.data_dir}",
+        ]
+
+
+def _sample(registry: object, name: str, **labels: str) -> float:
+    total = 0.0
+    for metric in registry.collect():  # type: ignore[attr-defined]
+        for s in metric.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+async def run_demo(*, duration: float | None, data_dir: Path | None, broker: str | None,
+                   interval_s: float, metrics_port: int, out: TextIO = sys.stdout) -> Summary:
+    keep = data_dir is not None
+    data = data_dir or Path(tempfile.mkdtemp(prefix="privtel-demo-"))
+    data.mkdir(parents=True, exist_ok=True)
+    summary = Summary(data_dir=str(data) if keep else "(temporary, removed)")
+
+    def say(msg: str) -> None:
+        print(msg, file=out, flush=True)
+
+    async with contextlib.AsyncExitStack() as stack:
+        if broker:
+            broker_url, protocol = broker, "5"
+            say(f"using broker {broker_url}")
+        else:
+            b = await stack.enter_async_context(EmbeddedBroker("127.0.0.1", free_port()))
+            broker_url, protocol = b.url, "3.1.1"
+            say(f"embedded MQTT broker on {b.url}")
+        snmp_port = free_port(socket.SOCK_DGRAM)
+        say(f"starting {len(RECORDINGS)} simulated SNMP devices (snmpsim recordings) "
+            f"on udp 127.0.0.1:{snmp_port}")
+        await stack.enter_async_context(SnmpSim(snmp_port))
+        agent_path, collector_path = write_configs(
+            data, broker_url=broker_url, protocol=protocol, snmp_port=snmp_port,
+            interval_s=interval_s, metrics_port=metrics_port)
+        acfg = agent_config.load(agent_path)
+        ccfg = collector_config.load(collector_path)
+        collector = Collector(ccfg)
+        agent = Agent(acfg)
+        cstop, astop = asyncio.Event(), asyncio.Event()
+        ctask = asyncio.create_task(collector.run(cstop), name="demo-collector")
+        await asyncio.wait_for(collector.ingest.subscribed.wait(), 15)
+        atask = asyncio.create_task(agent.run(astop), name="demo-agent")
+        summary.metrics_url = f"http://127.0.0.1:{collector.metrics_port}/metrics"
+        summary.devices = len(acfg.devices)
+        say(f"collector metrics at {summary.metrics_url}")
+        say("polling; Ctrl-C to stop" if duration is None else f"polling for {duration:.0f}s")
+        started = time.monotonic()
+        try:
+            while duration is None or time.monotonic() - started < duration:
+                await asyncio.sleep(min(5.0, max(0.1, (duration or 5) - (
+                    time.monotonic() - started))))
+                for t in (ctask, atask):
+                    if t.done():
+                        t.result()
+                stored = await asyncio.to_thread(collector.store.count_records)
+                say(f"[{time.monotonic() - started:5.0f}s] polled {agent.records_polled} "
+                    f"records, shipped {agent.records_shipped}, stored {stored}")
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            say("stopping")
+        astop.set()
+        await atask
+        await _settle(collector)
+        summary.records_stored = await asyncio.to_thread(collector.store.count_records)
+        cstop.set()
+        await ctask
+        summary.records_polled = agent.records_polled
+        summary.records_shipped = agent.records_shipped
+        summary.batches_sealed = int(_sample(agent.registry, "privtel_agent_batches_sealed_total"))
+        summary.batches_rejected = int(sum(
+            _sample(collector.registry, "privtel_batches_rejected_total", reason=r)
+            for r in _reasons(collector.registry) if r != "duplicate"))
+        summary.devices_up = len(agent.up_devices)
+    if not keep:
+        shutil.rmtree(data, ignore_errors=True)
+    return summary
+
+
+def _reasons(registry: object) -> set[str]:
+    return {s.labels["reason"] for m in registry.collect()  # type: ignore[attr-defined]
+            for s in m.samples if s.name == "privtel_batches_rejected_total"}
+
+
+async def _settle(collector: Collector, timeout: float = 10.0) -> None:
+    """Wait until the stored count stops growing: the last batches are in flight."""
+    last, deadline = -1, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = await asyncio.to_thread(collector.store.count_records)
+        if n == last:
+            return
+        last = n
+        await asyncio.sleep(0.5)

@@ -1,0 +1,103 @@
+"""Simulated SNMP devices: snmpsim serving the real-device recordings it ships.
+
+snmpsim refuses to run as root unless told to drop to another user, and after
+dropping it can no longer import modules from a root-only Python install; so
+the recordings are copied somewhere world-readable and the dbm module it
+imports lazily is imported before the drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+import snmpsim
+
+RECORDINGS = ("linux-full-walk", "winxp-full-walk", "eaton-9PX-partial-walk", "linksys-system",
+              "solaris-system")
+_LAUNCH = ("import dbm, dbm.dumb, sys; from snmpsim.commands.responder import main; "
+           "sys.argv[0] = 'snmpsim-command-responder'; sys.exit(main())")
+
+
+def recordings_dir() -> Path:
+    return Path(snmpsim.__file__).parent / "data" / "recorded"
+
+
+class SnmpSim:
+    """One snmpsim process on 127.0.0.1:port; each recording is a community name."""
+
+    def __init__(self, port: int, recordings: tuple[str, ...] = RECORDINGS) -> None:
+        self.port, self.recordings = port, recordings
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: str | None = None
+
+    async def __aenter__(self) -> SnmpSim:
+        self._tmp = tempfile.mkdtemp(prefix="privtel-snmpsim-")
+        data, cache = Path(self._tmp, "data"), Path(self._tmp, "cache")
+        data.mkdir()
+        cache.mkdir()
+        for name in self.recordings:
+            shutil.copy(recordings_dir() / f"{name}.snmprec", data)
+        for p in (Path(self._tmp), data, cache, *data.iterdir()):
+            p.chmod(0o777 if p == cache else 0o755 if p.is_dir() else 0o644)
+        args = [sys.executable, "-c", _LAUNCH, f"--data-dir={data}", f"--cache-dir={cache}",
+                f"--agent-udpv4-endpoint=127.0.0.1:{self.port}", "--log-level=error"]
+        if os.geteuid() == 0:
+            args += ["--process-user=nobody", "--process-group=nogroup"]
+        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      cwd=self._tmp)
+        await self._wait_ready()
+        return self
+
+    async def _wait_ready(self, timeout: float = 60.0) -> None:
+        """Ready when a GET for sysObjectID answers: indexing big recordings takes a moment."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise RuntimeError(f"snmpsim exited with {self._proc.returncode}: {err[-500:]}")
+            if await _answers(self.port, self.recordings[0]):
+                return
+        raise TimeoutError(f"snmpsim did not answer on 127.0.0.1:{self.port} in {timeout:.0f}s")
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+async def _answers(port: int, community: str) -> bool:
+    from pysnmp.hlapi.v3arch.asyncio import (
+        CommunityData,
+        ContextData,
+        ObjectIdentity,
+        ObjectType,
+        SnmpEngine,
+        UdpTransportTarget,
+        get_cmd,
+    )
+
+    engine = SnmpEngine()
+    try:
+        target = await UdpTransportTarget.create(("127.0.0.1", port), timeout=0.5, retries=0)
+        err, status, _, _ = await get_cmd(
+            engine, CommunityData(community), target, ContextData(),
+            ObjectType(ObjectIdentity("1.3.6.1.2.1.1.2.0")), lookupMib=False)
+        return err is None and not status
+    finally:
+        engine.close_dispatcher()

@@ -1,0 +1,48 @@
+"""Builders shared by the collector tests (imported by basename: tests have no packages)."""
+
+from __future__ import annotations
+
+from collector.store import BatchMeta, TaggedRecord
+from pipelines.record import Kind, Record
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def pg_schema_url(dsn: str, schema: str) -> str:
+    sep = "&" if "?" in dsn else "?"
+    return f"{dsn}{sep}schema={schema}"
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def rec(i: int = 0, *, kind: Kind = Kind.METRIC, tenant: str = "acme", device: str = "dev1",
+        name: str = "if", ts: float = 1_700_000_000.0, **fields: object) -> Record:
+    return Record(kind=kind, tenant=tenant, site="site1", device=device, name=name,
+                  fields=fields or {"in_octets": i, "if_name": f"eth{i}"}, ts=ts + i)
+
+
+def tagged(r: Record, klass: str = "metrics", expires_at: float | None = 1_800_000_000.0
+           ) -> TaggedRecord:
+    return TaggedRecord(r, klass, "legitimate interest", expires_at)
+
+
+def meta(batch_id: str = "b1", *, agent_id: str = "agent1", tenant: str = "acme",
+         seq: int = 1) -> BatchMeta:
+    return BatchMeta(agent_id=agent_id, batch_id=batch_id, seq=seq, tenant=tenant,
+                     created=1_700_000_000.0, received_at=1_700_000_001.0)
+
+
+def restrict(store: object, record_id: str) -> None:
+    """Mark a record restricted the way the DSR API will (plain UPDATE on the table)."""
+    backend = store.backend  # type: ignore[attr-defined]
+    if backend == "sqlite":
+        with store._tx() as cur:  # type: ignore[attr-defined]
+            cur.execute("UPDATE records SET restricted = 1 WHERE id = ?", (record_id,))
+    else:
+        with store._tx() as cur:  # type: ignore[attr-defined]
+            cur.execute("UPDATE records SET restricted = true WHERE id = %s", (record_id,))

@@ -1,0 +1,132 @@
+"""Every PromQL expression shipped in deploy/ names only metrics the collector exposes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from collector_kit import meta, rec
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from collector.ingest import IngestMetrics
+from collector.metrics import InstrumentedStore, NocMetrics, StoreMetrics
+from collector.retention import RetentionService
+from pipelines.record import Kind
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+POLICY = Path(__file__).parent / "testdata" / "retention_no_events.toml"
+DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+PROMETHEUS_OWN = {"up"}
+KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
+            "group_right", "bool", "offset", "inf", "nan"}
+
+
+def exposed_names(store) -> set[str]:
+    """Sample names of a collector with every component registered and fed once."""
+    reg = CollectorRegistry()
+    noc = NocMetrics(reg)
+    IngestMetrics(reg)
+    sm = StoreMetrics(reg, store.backend)
+    svc = RetentionService(store, registry=reg, policy_path=POLICY)
+    s = InstrumentedStore(store, sm)
+    now = 1_750_000_000.0
+    records = [
+        rec(0, kind=Kind.HEALTH, name="device.health", ts=now, up=0, reason="timeout",
+            protocol="snmp", poll_duration_s=1.0, uptime_s=5),
+        rec(0, name="if", ts=now, if_name="eth0", in_octets=1, out_octets=1, in_errors=0,
+            out_errors=0, in_discards=0, out_discards=0, oper_status=1, admin_status=1,
+            speed_bps=10),
+        rec(0, name="host.cpu", ts=now, cpu_util_pct=1.0),
+        rec(0, name="host.memory", ts=now, mem_used_bytes=1, mem_total_bytes=2),
+        rec(0, kind=Kind.LOG, name="syslog", ts=now - 400 * 86400, msg="x"),
+        rec(0, kind=Kind.EVENT, name="link.down", ts=now, state="down"),
+    ]
+    s.write_batch(meta("b1"), svc.tag(records, now=now))
+    s.quarantine("bad_signature", "t", None, None, 1, "00")
+    svc.purge(now=now)
+    sm.refresh(s)
+    noc.stale_after_s = 1e12
+    noc.observe(records[:4])
+    names = set()
+    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
+        names |= {smp.name for smp in fam.samples}
+    return names
+
+
+def strip_promql(expr: str) -> str:
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    return expr
+
+
+def metric_names(expr: str) -> set[str]:
+    names = set()
+    lv = re.fullmatch(r"\s*label_values\((.*),\s*\w+\s*\)\s*", expr)
+    if lv:
+        expr = lv.group(1)
+    for m in re.finditer(r"(?<![\w$.])([A-Za-z_:][A-Za-z0-9_:]*)\b(?!\s*\()", strip_promql(expr)):
+        word = m.group(1)
+        if word.lower() not in KEYWORDS:
+            names.add(word)
+    return names
+
+
+def dashboard_exprs(d: dict[str, Any]) -> list[str]:
+    out = []
+
+    def panels(ps: list[dict[str, Any]]) -> None:
+        for p in ps:
+            out.extend(t["expr"] for t in p.get("targets", []) if t.get("expr"))
+            panels(p.get("panels", []))
+
+    panels(d.get("panels", []))
+    for v in d.get("templating", {}).get("list", []):
+        q = v.get("query")
+        out.append(q["query"] if isinstance(q, dict) else q)
+    return out
+
+
+def test_metric_name_extraction():
+    assert metric_names('sum by (reason) (rate(privtel_x_total{reason!="duplicate"}[5m])) > 0') \
+        == {"privtel_x_total"}
+    assert metric_names('label_values(privtel_device_up{tenant=~"$tenant"}, site)') \
+        == {"privtel_device_up"}
+    assert metric_names("time() - max(a_b) and on (x) c") == {"a_b", "c"}
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
+def test_dashboard_uses_only_exposed_metrics(path, store):
+    d = json.loads(path.read_text())
+    exprs = dashboard_exprs(d)
+    assert len(exprs) >= 5
+    exposed = exposed_names(store) | PROMETHEUS_OWN
+    for expr in exprs:
+        unknown = metric_names(expr) - exposed
+        assert not unknown, f"{path.name}: {expr!r} uses {sorted(unknown)}"
+    for p in d["panels"]:
+        assert p["datasource"]["uid"] == "privtel-prometheus"
+
+
+def test_alert_rules_use_only_exposed_metrics(store):
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "privtel-alerts.yml").read_text())
+    exposed = exposed_names(store) | PROMETHEUS_OWN
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    assert exprs
+    for expr in exprs:
+        assert not metric_names(expr) - exposed, expr
+
+
+def test_dashboards_are_provisioned_with_unique_uids():
+    uids = [json.loads(p.read_text())["uid"] for p in DASHBOARDS]
+    assert len(uids) == len(set(uids)) == 3
+    ds = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert ds["datasources"][0]["uid"] == "privtel-prometheus"
+    prov = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/privtel.yml").read_text())
+    assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards/privtel"

@@ -1,0 +1,174 @@
+"""NOC exposition from stored records, read back through the Prometheus text parser."""
+
+from __future__ import annotations
+
+import pytest
+from collector_kit import meta, rec, tagged
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from collector.metrics import InstrumentedStore, NocMetrics, StoreMetrics
+from pipelines.record import Kind
+
+NOW = 1_750_000_000.0
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def samples(reg: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def dev(device: str = "tok1", **extra: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted({"tenant": "acme", "site": "site1", "device": device, **extra}.items()))
+
+
+def health(device: str = "tok1", ts: float = NOW, up: int = 1, reason: str | None = None,
+           **extra: object):
+    return rec(0, kind=Kind.HEALTH, name="device.health", device=device, ts=ts, up=up,
+               reason=reason, protocol="snmp", poll_duration_s=0.25, **extra)
+
+
+def iface(name: str, ts: float = NOW, device: str = "tok1", **values: object):
+    fields = {"if_index": 1, "if_name": name, "in_octets": 1000, "out_octets": 2000,
+              "in_errors": 3, "out_errors": 4, "in_discards": 5, "out_discards": 6,
+              "oper_status": 1, "admin_status": 1, "speed_bps": 1_000_000_000, **values}
+    return rec(0, name="if", device=device, ts=ts, **fields)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOW + 10)
+
+
+@pytest.fixture
+def reg() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def test_device_and_interface_series(reg, clock):
+    m = NocMetrics(reg, clock=clock)
+    m.observe([health(uptime_s=3600), iface("eth0"),
+               rec(0, name="host.cpu", device="tok1", ts=NOW, cpu_util_pct=42.5),
+               rec(0, name="host.memory", device="tok1", ts=NOW,
+                   mem_used_bytes=100, mem_total_bytes=400)])
+    s = samples(reg)
+    assert s[("privtel_device_up", dev())] == 1.0
+    assert s[("privtel_device_uptime_seconds", dev())] == 3600.0
+    assert s[("privtel_device_last_poll_age_seconds", dev())] == pytest.approx(10.0)
+    assert s[("privtel_device_poll_duration_seconds", dev())] == 0.25
+    assert s[("privtel_device_cpu_utilization_percent", dev())] == 42.5
+    assert s[("privtel_device_memory_used_bytes", dev())] == 100.0
+    assert s[("privtel_device_memory_total_bytes", dev())] == 400.0
+    assert s[("privtel_device_info", dev(protocol="snmp", profile=""))] == 1.0
+    i = dev(ifname="eth0")
+    assert s[("privtel_interface_in_octets_total", i)] == 1000.0
+    assert s[("privtel_interface_out_octets_total", i)] == 2000.0
+    assert s[("privtel_interface_in_errors_total", i)] == 3.0
+    assert s[("privtel_interface_out_errors_total", i)] == 4.0
+    assert s[("privtel_interface_in_discards_total", i)] == 5.0
+    assert s[("privtel_interface_out_discards_total", i)] == 6.0
+    assert s[("privtel_interface_oper_status", i)] == 1.0
+    assert s[("privtel_interface_speed_bits_per_second", i)] == 1e9
+
+
+def test_down_device_shows_reason(reg, clock):
+    m = NocMetrics(reg, clock=clock)
+    m.observe([health(up=0, reason="timeout")])
+    s = samples(reg)
+    assert s[("privtel_device_up", dev())] == 0.0
+    assert s[("privtel_device_poll_failures", dev(reason="timeout"))] == 1.0
+
+
+def test_unknown_reason_is_folded_to_error(reg, clock):
+    m = NocMetrics(reg, clock=clock)
+    m.observe([health(up=0, reason="user_said_something_unique")])
+    s = samples(reg)
+    assert s[("privtel_device_poll_failures", dev(reason="error"))] == 1.0
+
+
+def test_older_record_does_not_move_values_back(reg, clock):
+    m = NocMetrics(reg, clock=clock)
+    m.observe([iface("eth0", in_octets=5000), health(up=1)])
+    m.observe([iface("eth0", ts=NOW - 60, in_octets=10), health(ts=NOW - 60, up=0)])
+    s = samples(reg)
+    assert s[("privtel_interface_in_octets_total", dev(ifname="eth0"))] == 5000.0
+    assert s[("privtel_device_up", dev())] == 1.0
+
+
+def test_string_oper_status_maps_to_if_mib_code(reg, clock):
+    m = NocMetrics(reg, clock=clock)
+    m.observe([iface("eth0", oper_status="lowerLayerDown")])
+    assert samples(reg)[("privtel_interface_oper_status", dev(ifname="eth0"))] == 7.0
+
+
+def test_stale_device_and_interface_series_are_dropped(reg, clock):
+    m = NocMetrics(reg, stale_after_s=300, clock=clock)
+    m.observe([health("tok1"), iface("eth0"), iface("eth1"), health("tok2")])
+    clock.t = NOW + 200
+    m.observe([health("tok1", ts=NOW + 200), iface("eth0", ts=NOW + 200)])
+    clock.t = NOW + 400
+    s = samples(reg)
+    assert ("privtel_device_up", dev("tok1")) in s
+    assert ("privtel_device_up", dev("tok2")) not in s
+    assert ("privtel_interface_in_octets_total", dev(ifname="eth0")) in s
+    assert ("privtel_interface_in_octets_total", dev(ifname="eth1")) not in s
+    assert m.forget("acme", "tok1") is True
+    assert not any(k[0] == "privtel_device_up" for k in samples(reg))
+
+
+def test_cardinality_caps_count_dropped_records(reg, clock):
+    m = NocMetrics(reg, max_devices=2, max_interfaces=3, clock=clock)
+    m.observe([health(f"tok{i}") for i in range(5)])
+    m.observe([iface(f"eth{i}", device="tok0") for i in range(10)])
+    s = samples(reg)
+    assert sum(1 for k in s if k[0] == "privtel_device_up") == 2
+    assert sum(1 for k in s if k[0] == "privtel_interface_in_octets_total") == 3
+    assert s[("privtel_metrics_dropped_total", (("reason", "device_limit"),))] == 3.0
+    assert s[("privtel_metrics_dropped_total", (("reason", "interface_limit"),))] == 7.0
+
+
+def test_free_text_never_becomes_a_label(reg, clock):
+    m = NocMetrics(reg, clock=clock)
+    m.observe([iface("eth0", if_alias="customer Jane Doe uplink")])
+    assert "Jane" not in generate_latest(reg).decode()
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="stale_after_s must be positive"):
+        NocMetrics(None, stale_after_s=0)
+    with pytest.raises(ValueError, match="max_devices and max_interfaces"):
+        NocMetrics(None, max_interfaces=0)
+
+
+def test_store_self_metrics(reg, store):
+    sm = StoreMetrics(reg, store.backend)
+    s = InstrumentedStore(store, sm)
+    s.write_batch(meta("b1"), [tagged(rec(i)) for i in range(3)])
+    s.write_batch(meta("b1"), [tagged(rec(i)) for i in range(3)])
+    s.quarantine("bad_signature", "t", None, None, 1, "00")
+    sm.refresh(s)
+    got = samples(reg)
+    b = store.backend
+    assert got[("privtel_store_batches_total", (("backend", b), ("result", "stored")))] == 1
+    assert got[("privtel_store_batches_total", (("backend", b), ("result", "duplicate")))] == 1
+    assert got[("privtel_store_records_written_total",
+                (("backend", b), ("retention_class", "metrics")))] == 3
+    assert got[("privtel_store_quarantined_total",
+                (("backend", b), ("reason", "bad_signature")))] == 1
+    assert got[("privtel_store_records", (("backend", b), ("retention_class", "metrics")))] == 3
+    assert got[("privtel_store_size_bytes", (("backend", b),))] > 0
+    store.purge_expired(2e9)
+    sm.refresh(s)
+    assert ("privtel_store_records", (("backend", b), ("retention_class", "metrics"))) \
+        not in samples(reg)

@@ -1,0 +1,233 @@
+"""Failures become data: each fault gives one health record with its reason code,
+and no secret reaches a record or a log line (netmiko and paramiko at DEBUG included)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from ssh_kit import (
+    ENABLE,
+    by_name,
+    device,
+    free_port,
+    make_store,
+    running,
+    secrets_of,
+    trust,
+)
+
+from agents.credentials import Credential, CredentialStore
+from agents.ssh.poller import SshPoller
+from pipelines.record import Record, encode
+from privtel.sim import SshDeviceSim
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CredentialStore:
+    return make_store(tmp_path, admin=Credential(username="netops", password="Pw-7f3c1e9a-not-in-logs",
+                                                 enable_secret=ENABLE))
+
+
+@pytest.fixture
+async def poller(store: CredentialStore) -> AsyncIterator[SshPoller]:
+    p = SshPoller(credentials=store, max_concurrent=4)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(autouse=True)
+def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+def assert_clean(records: list[Record], caplog: pytest.LogCaptureFixture,
+                 store: CredentialStore) -> None:
+    secrets = secrets_of(store)
+    assert secrets and ENABLE in secrets
+    blob = encode(records).decode()
+    logs = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    for s in secrets:
+        assert s not in blob
+        assert s not in logs
+    assert "127.0.0.1" not in blob
+
+
+def only_health(records: list[Record]) -> dict:
+    assert len(records) == 1
+    (h,) = records
+    assert h.name == "device.health" and h.kind.value == "health"
+    assert h.fields["up"] == 0 and h.fields["protocol"] == "ssh"
+    return dict(h.fields)
+
+
+async def test_auth_failure(poller: SshPoller, store: CredentialStore, known_hosts: Path,
+                            caplog: pytest.LogCaptureFixture) -> None:
+    async with running("cisco_ios") as sim:
+        trust(known_hosts, sim)
+        records = await poller.poll(device("r1", sim.port, known_hosts, credential="wrong"))
+    assert only_health(records)["reason"] == "auth_failed"
+    assert sim.commands == []
+    assert_clean(records, caplog, store)
+
+
+async def test_success_with_enable_secret_leaks_nothing(
+        poller: SshPoller, store: CredentialStore, known_hosts: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with running("cisco_ios") as sim:
+        trust(known_hosts, sim)
+        records = await poller.poll(device("r1", sim.port, known_hosts, credential="admin"))
+    assert by_name(records, "device.health")[0].fields["up"] == 1
+    assert len(records) > 5
+    assert any("show version" in r.getMessage() or "write_channel" in r.getMessage()
+               for r in caplog.records), "expected netmiko debug logging to be captured"
+    assert_clean(records, caplog, store)
+
+
+async def test_host_key_mismatch(poller: SshPoller, store: CredentialStore, known_hosts: Path,
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    async with running("cisco_ios") as sim:
+        other = SshDeviceSim("cisco_ios")
+        known_hosts.write_text(f"[127.0.0.1]:{sim.port} {other.public_host_key}\n")
+        records = await poller.poll(device("r1", sim.port, known_hosts))
+    assert only_health(records)["reason"] == "host_key_mismatch"
+    assert sim.commands == []
+    assert_clean(records, caplog, store)
+
+
+async def test_unknown_host_key_refused_by_default(
+        poller: SshPoller, store: CredentialStore, known_hosts: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with running("cisco_ios") as sim:
+        records = await poller.poll(device("r1", sim.port, known_hosts))
+    assert only_health(records)["reason"] == "host_key_unknown"
+    assert sim.commands == []
+    assert known_hosts.read_text() == ""
+
+
+async def test_trust_on_first_use_then_mismatch(poller: SshPoller, store: CredentialStore,
+                                                known_hosts: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    async with running("cisco_ios") as sim:
+        port = sim.port
+        dev = device("r1", port, known_hosts, policy="tofu")
+        first = await poller.poll(dev)
+        second = await poller.poll(dev)
+    text = known_hosts.read_text()
+    assert by_name(first, "device.health")[0].fields["up"] == 1
+    assert by_name(second, "device.health")[0].fields["up"] == 1
+    assert len(text.splitlines()) == 1
+    assert text.startswith("|1|") and "127.0.0.1" not in text
+    assert sim.public_host_key.split()[1] in text
+
+    impostor = SshDeviceSim("cisco_ios", port, {"netops": "Pw-7f3c1e9a-not-in-logs"})
+    await impostor.start()
+    try:
+        third = await poller.poll(dev)
+    finally:
+        await impostor.stop()
+    assert only_health(third)["reason"] == "host_key_mismatch"
+    assert impostor.commands == []
+    assert_clean(first + second + third, caplog, store)
+
+
+async def test_refused(poller: SshPoller, known_hosts: Path) -> None:
+    records = await poller.poll(device("r1", free_port(), known_hosts))
+    assert only_health(records)["reason"] == "refused"
+
+
+async def test_timeout_when_no_ssh_banner(poller: SshPoller, known_hosts: Path) -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        records = await poller.poll(device("r1", port, known_hosts, connect_timeout_s=1.0))
+    finally:
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()
+    assert held, "the poller never connected"
+    assert only_health(records)["reason"] == "timeout"
+
+
+async def test_unexpected_prompt(poller: SshPoller, known_hosts: Path) -> None:
+    async with running("cisco_ios", fault="bad_prompt") as sim:
+        trust(known_hosts, sim)
+        records = await poller.poll(device("r1", sim.port, known_hosts, command_timeout_s=1.0))
+    assert only_health(records)["reason"] == "unexpected_prompt"
+    assert "show version" not in sim.commands
+
+
+async def test_device_that_stops_answering_times_out(poller: SshPoller,
+                                                     known_hosts: Path) -> None:
+    async with running("juniper_junos", fault="hang") as sim:
+        trust(known_hosts, sim)
+        records = await poller.poll(device("r1", sim.port, known_hosts,
+                                           device_type="juniper_junos",
+                                           command_timeout_s=30.0, poll_timeout_s=1.5))
+    assert only_health(records)["reason"] == "timeout"
+    assert sim.commands[-1] == "show version"
+
+
+async def test_garbage_output_is_a_parse_error_event_not_a_crash(
+        poller: SshPoller, store: CredentialStore, known_hosts: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with running("arista_eos", fault="garbage") as sim:
+        trust(known_hosts, sim)
+        records = await poller.poll(device("leaf", sim.port, known_hosts,
+                                           device_type="arista_eos"))
+    (health,) = by_name(records, "device.health")
+    assert health.fields["up"] == 1
+    assert health.fields["reason"] == "parse_error"
+    events = by_name(records, "ssh.parse_error")
+    assert {e.fields["command"] for e in events} == {
+        "show version", "show processes top once | include Cpu",
+        "show interfaces counters errors"}
+    assert all(e.kind.value == "event" and e.fields["reason"] == "parse_error" for e in events)
+    assert "DEADBEEF" not in encode(records).decode()
+    assert not by_name(records, "ssh.inventory") and not by_name(records, "if.errors")
+    assert_clean(records, caplog, store)
+
+
+async def test_missing_credential(poller: SshPoller, known_hosts: Path) -> None:
+    async with running("cisco_ios") as sim:
+        trust(known_hosts, sim)
+        records = await poller.poll(device("r1", sim.port, known_hosts, credential="nobody"))
+    assert only_health(records)["reason"] == "no_credential"
+    assert sim.connections == 0
+
+
+async def test_repeated_failures_back_off(poller: SshPoller, known_hosts: Path) -> None:
+    async with running("cisco_ios") as sim:
+        trust(known_hosts, sim)
+        dev = device("r1", sim.port, known_hosts, credential="wrong", interval_s=60)
+        reasons = [only_health(await poller.poll(dev)) for _ in range(3)]
+        attempts = sim.connections
+    assert [r["reason"] for r in reasons] == ["auth_failed"] * 3
+    assert attempts == 2
+    assert "retry_in_s" not in reasons[1]
+    assert 0 < reasons[2]["retry_in_s"] <= 120
+
+
+async def test_success_resets_backoff(store: CredentialStore, known_hosts: Path) -> None:
+    poller = SshPoller(credentials=store, backoff_max_s=0)
+    try:
+        async with running("cisco_ios") as sim:
+            trust(known_hosts, sim)
+            bad = device("r1", sim.port, known_hosts, credential="wrong")
+            good = device("r1", sim.port, known_hosts)
+            await poller.poll(bad)
+            await poller.poll(bad)
+            ok = await poller.poll(good)
+    finally:
+        await poller.close()
+    assert by_name(ok, "device.health")[0].fields["up"] == 1

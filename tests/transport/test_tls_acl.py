@@ -1,0 +1,111 @@
+"""TLS + client certificates + per-agent ACL, against Mosquitto started from deploy/mosquitto/."""
+
+from __future__ import annotations
+
+import getpass
+import ssl
+import threading
+from pathlib import Path
+
+import aiomqtt
+import paho.mqtt.client as paho
+import pytest
+from conftest import free_port
+from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client import CollectorRegistry
+from transport_helpers import Broker, Keys, SqliteSink, agent_config, records, uid, wait_for
+
+from agents.shipper import Shipper
+from collector.ingest import IngestWorker
+from pipelines.envelope import topic_for
+from privtel.cli import main as privtel
+
+DEPLOY = Path(__file__).parents[2] / "deploy" / "mosquitto" / "mosquitto.conf"
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> tuple[Broker, Path, str]:
+    tenant = f"t{uid()}"
+    certs = tmp_path / "certs"
+    assert privtel(["certs", "init", "--dir", str(certs), "--agent", f"{tenant}/agent-a",
+                    "--agent", f"{tenant}/agent-b"]) == 0
+    port = free_port()
+    conf = DEPLOY.read_text()
+    for old, new in (("/etc/mosquitto/privtel/", f"{certs}/"),
+                     ("/var/lib/mosquitto/", f"{tmp_path}/broker/"),
+                     ("listener 8883", f"listener {port} 127.0.0.1")):
+        assert old in conf, old
+        conf = conf.replace(old, new)
+    b = Broker(tmp_path / "broker", conf + f"\nuser {getpass.getuser()}\n", port)
+    b.start()
+    yield b, certs, tenant
+    b.stop()
+
+
+def _ctx(certs: Path, who: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    if who is not None:
+        ctx.load_cert_chain(certs / f"{who}.crt", certs / f"{who}.key")
+    return ctx
+
+
+def _paho_publish(port: int, ctx: ssl.SSLContext, topic: str) -> int:
+    """Publish once with MQTT 5 and return the PUBACK reason code (135 = not authorized)."""
+    done, codes = threading.Event(), []
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    c.tls_set_context(ctx)
+
+    def on_publish(client: paho.Client, ud: object, mid: int, rc: ReasonCode, p: object) -> None:
+        codes.append(rc.value)
+        done.set()
+
+    c.on_publish = on_publish
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        c.publish(topic, b"x", qos=1).wait_for_publish(10)
+        assert done.wait(10)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return codes[0]
+
+
+async def test_tls_acl(tls_broker: tuple[Broker, Path, str], tmp_path: Path) -> None:
+    broker, certs, tenant = tls_broker
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    k = Keys("agent-a")
+    store = SqliteSink(tmp_path / "store.db")
+    reg = CollectorRegistry()
+    mqtt = (f'ca_file = "{certs}/ca.crt"\ncert_file = "{certs}/agent-agent-a.crt"\n'
+            f'key_file = "{certs}/agent-agent-a.key"')
+    cfg = agent_config(tmp_path / "agent", k, tenant, url, mqtt=mqtt)
+    async with IngestWorker(broker_url=url, sink=store.sink, quarantine=store.quarantine,
+                            agent_keys=k.agent_keys, collector_keys=k.collector_keys,
+                            registry=reg, shared_group=f"g{uid()}", client_id=f"c{uid()}",
+                            ca_file=certs / "ca.crt", cert_file=certs / "collector.crt",
+                            key_file=certs / "collector.key") as w:
+        assert await wait_for(w.subscribed.is_set), "collector could not subscribe over TLS"
+        async with Shipper(cfg, registry=CollectorRegistry()) as s:
+            await s.submit(records(tenant, 5))
+            assert await s.flush(timeout=20)
+        assert await wait_for(lambda: store.count("SELECT count(*) FROM records") == 5)
+
+        own, other = topic_for(tenant, "agent-a"), topic_for(tenant, "agent-b")
+        assert _paho_publish(broker.port, _ctx(certs, "agent-agent-b"), other) == 0
+        assert _paho_publish(broker.port, _ctx(certs, "agent-agent-b"), own) == 135
+        assert _paho_publish(broker.port, _ctx(certs, "collector"), own) == 135
+
+        async with aiomqtt.Client("127.0.0.1", broker.port, tls_context=_ctx(
+                certs, "agent-agent-b"), protocol=aiomqtt.ProtocolVersion.V5, timeout=5) as c:
+            granted = await c.subscribe("privtel/v1/+/+/batches", qos=1)
+            assert [g.value for g in granted] == [135]  # type: ignore[union-attr]
+
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client("127.0.0.1", broker.port, tls_context=_ctx(certs, None),
+                                  timeout=5):
+            pass
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client("127.0.0.1", broker.port, timeout=5):
+            pass
+    assert store.count("SELECT count(*) FROM records") == 5
