@@ -92,7 +92,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
 
     m = root.section("mqtt")
     mqtt = MqttConfig(
-        url=m.str("url", MqttConfig.url),
+        url=m.str("url", "mqtt://127.0.0.1:1883"),
         protocol=m.str("protocol", "5", choices=("5", "3.1.1")),
         client_id=m.str("client_id", None),
         ca_file=_path(base, m.str("ca_file", None)),

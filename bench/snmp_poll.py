@@ -26,13 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from prometheus_client import CollectorRegistry  # noqa: E402
+from peers.snmpd import run_snmpd
+from prometheus_client import CollectorRegistry
 
-from agents.pollers import Device  # noqa: E402
-from agents.scheduler import Scheduler  # noqa: E402
-from agents.snmp.options import SnmpOptions  # noqa: E402
-from agents.snmp.poller import SnmpPoller  # noqa: E402
-from peers.snmpd import run_snmpd  # noqa: E402
+from agents.pollers import Device
+from agents.scheduler import Scheduler
+from agents.snmp.options import SnmpOptions
+from agents.snmp.poller import SnmpPoller
 
 IF_ROOTS = ("1.3.6.1.2.1.2.2", "1.3.6.1.2.1.31.1.1")
 
@@ -115,7 +115,7 @@ def main() -> None:
                    varbinds_per_s=round(n / wall), snmpbulkwalk_varbinds=n_c,
                    snmpbulkwalk_client_cpu_s_per_10k=round(cpu_c / n_c * 1e4, 4))
         if not a.skip_pysnmp:
-            n_p, cpu_p, wall_p = asyncio.run(our_walk(peer, "pysnmp", reps))
+            n_p, cpu_p, _ = asyncio.run(our_walk(peer, "pysnmp", reps))
             print(f"privtel via pysnmp: {n_p} varbinds, client cpu {cpu_p:.3f}s, "
                   f"{cpu_p / n_p * 1e4:.4f} cpu-s/10k")
             out["pysnmp_client_cpu_s_per_10k"] = round(cpu_p / n_p * 1e4, 4)

@@ -172,6 +172,12 @@ def _expect_int(b: bytes, pos: int, end: int) -> tuple[int, int]:
 def _oid(b: bytes, s: int, e: int) -> Oid:
     if s == e:
         raise SnmpDecodeError("empty OID")
+    sub = b[s:e]
+    if max(sub) < 0x80:  # every arc fits one byte: the common case in a walk
+        first = sub[0]
+        if first < 80:
+            return (first // 40, first % 40, *sub[1:])
+        return (2, first - 80, *sub[1:])
     arcs: list[int] = []
     acc = 0
     first = True

@@ -66,15 +66,21 @@ class _DeviceState:
 def _columns(vbs: list[VarBind], base: Oid, cols: dict[int, str],
              rows: dict[int, dict[str, Value]], tags: dict[tuple[int, str], int]) -> None:
     n = len(base)
+    want = n + 2
+    tagged = ("in_octets32", "out_octets32", "in_octets64", "out_octets64")
     for oid, tag, value in vbs:
-        if len(oid) != n + 2 or tag in EXCEPTIONS:
+        if len(oid) != want or tag in EXCEPTIONS:
             continue
         name = cols.get(oid[n])
         if name is None:
             continue
         idx = oid[n + 1]
-        rows.setdefault(idx, {})[name] = value
-        tags[idx, name] = tag
+        row = rows.get(idx)
+        if row is None:
+            row = rows[idx] = {}
+        row[name] = value
+        if name in tagged:
+            tags[idx, name] = tag
 
 
 def _int(v: Value) -> int | None:

@@ -199,9 +199,10 @@ class Pseudonymiser:
         self._ip_mode = self._modes[modes["ip"]]
         self._text_mode = self._modes[modes["text_ip"]]
         self._mac_mode = self._modes[modes["mac"]]
-        text_limit = max(16, self.policy.cache_size // 4)
-        self._texts = self._gen.space(values_are_lists=True, limit=text_limit)
+        self._memo = self._gen.space(values_are_lists=True) \
+            if self._text_mode.deterministic else None
         self._classes: dict[str, FieldClass | None] = {}
+        self._handlers: dict[str, Any] = {}
 
     def _token(self, value: str) -> str:
         digest = hmac.new(self._token_key, value.encode("utf-8", "surrogatepass"),
@@ -243,21 +244,10 @@ class Pseudonymiser:
 
     def text(self, s: str) -> str:
         """Free text with every IPv4, IPv6 and MAC address replaced in place."""
-        hit = self._texts.get(s)
-        if hit is not None:
-            return str(hit[0])
-        mode, mac_mode = self._text_mode, self._mac_mode
-        produced: list[str] = []
+        return rewrite(s, self._replace_found, self._memo)
 
-        def replace(f: Found) -> str:
-            out = (mac_mode if f.kind == "mac" else mode).found(f)
-            produced.append(out)
-            return out
-
-        out = rewrite(s, replace)
-        if mode.deterministic:
-            self._texts.put(s, (out, produced))
-        return out
+    def _replace_found(self, f: Found) -> str:
+        return (self._mac_mode if f.kind == "mac" else self._text_mode).found(f)
 
     def is_pseudonym(self, canon: str) -> bool:
         """Whether this pseudonymiser produced `canon` recently (see the module doc)."""
@@ -328,27 +318,52 @@ class Pseudonymiser:
             lat_f = None
         return coarsen_lon(f, grid, lat_f)
 
+    def _handler(self, name: str) -> Callable[[Scalar], Scalar] | bool | None:
+        """How a field is processed on the fast path: a function, None (unchanged),
+        or True (geo: needs the whole record, goes through `value`)."""
+        cls = classify(name, self.policy.fields)
+        if cls in (FieldClass.GEO_LAT, FieldClass.GEO_LON, FieldClass.GEO_PLACE):
+            return True
+        if cls is FieldClass.PUBLIC:
+            return None
+        text = self.text
+        if cls is None or cls is FieldClass.MEASUREMENT or (
+                cls is FieldClass.TEXT and self.policy.modes["text"] == "scrub"):
+            return lambda v: text(v) if type(v) is str else v
+        return lambda v: self.value(name, v)
+
     def record(self, r: Record) -> Record:
         """The record with every field under the policy, `device` tokenised and `pkid` set."""
+        handlers = self._handlers
         fields: dict[str, Scalar] = {}
-        lat = None
-        geo = place = False
+        geo: list[str] = []
         for k, v in r.fields.items():
-            cls = self.field_class(k, v)
-            if cls is FieldClass.GEO_LAT:
-                lat, geo = v, True
-            elif cls is FieldClass.GEO_LON:
-                geo = True
-            elif cls is FieldClass.GEO_PLACE:
-                place = True
-        for k, v in r.fields.items():
-            fields[k] = self.value(k, v, lat)
+            h = handlers.get(k, False)
+            if h is False:
+                h = handlers[k] = self._handler(k)
+            if h is None:
+                fields[k] = v
+            elif h is True:
+                geo.append(k)
+            else:
+                fields[k] = h(v)  # type: ignore[operator]
+        if geo:
+            self._geo(r, geo, fields)
         fields["pkid"] = self.key_id
-        if geo and self.policy.modes["geo"] == "generalise":
-            fields["geo_precision_km"] = self.policy.geo_grid_km
-        if place and self.policy.modes["geo"] == "generalise":
-            fields["geo_level"] = self.policy.place_level
         return r.with_fields(fields, device=self.token(r.device))
+
+    def _geo(self, r: Record, names: list[str], fields: dict[str, Scalar]) -> None:
+        lat = next((r.fields[k] for k in names
+                    if self.field_class(k, r.fields[k]) is FieldClass.GEO_LAT), None)
+        place = False
+        for k in names:
+            fields[k] = self.value(k, r.fields[k], lat)
+            place = place or self.field_class(k, r.fields[k]) is FieldClass.GEO_PLACE
+        if self.policy.modes["geo"] == "generalise":
+            if len(names) > int(place):
+                fields["geo_precision_km"] = self.policy.geo_grid_km
+            if place:
+                fields["geo_level"] = self.policy.place_level
 
     def records(self, rs: list[Record]) -> list[Record]:
         return [self.record(r) for r in rs]

@@ -17,6 +17,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 _HEX = "0-9A-Fa-f"
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
@@ -91,26 +92,59 @@ def _v6(text: str) -> ipaddress.IPv6Address | None:
 Replace = Callable[[Found], str]
 
 
-def rewrite(text: str, replace: Replace) -> str:
-    """`text` with every address found replaced by `replace(found)`."""
+class Memo(Protocol):
+    """A cache of candidate text -> (replacement, pseudonyms it contains)."""
+
+    def get(self, k: str) -> Any: ...
+
+    def put(self, k: str, v: Any) -> None: ...
+
+
+def rewrite(text: str, replace: Replace, memo: Memo | None = None) -> str:
+    """`text` with every address found replaced by `replace(found)`.
+
+    With a memo, a candidate seen before (the same address written the same
+    way) is answered from it without parsing: the warm path of log scrubbing.
+    """
     if not text:
         return text
 
-    def sub(m: re.Match[str]) -> str:
-        g = m.lastgroup
-        s = m.group()
+    def resolve(s: str, g: str | None, rep: Replace) -> str:
         if g == "v4":
             a = parse_v4(s)
-            return replace(Found("v4", a, s)) if a is not None else s
+            return rep(Found("v4", a, s)) if a is not None else s
         if g == "mac":
             mac = parse_mac(s)
-            return replace(Found("mac", mac[0], s, mac[1])) if mac else s
-        return _candidate(s, replace)
+            return rep(Found("mac", mac[0], s, mac[1])) if mac else s
+        return _candidate(s, rep)
+
+    if memo is None:
+        return _CANDIDATES.sub(lambda m: resolve(m.group(), m.lastgroup, replace), text)
+
+    def sub(m: re.Match[str]) -> str:
+        s = m.group()
+        hit = memo.get(s)
+        if hit is not None:
+            return str(hit[0])
+        made: list[str] = []
+
+        def rep(f: Found) -> str:
+            r = replace(f)
+            made.append(r)
+            return r
+
+        out = resolve(s, m.lastgroup, rep)
+        memo.put(s, (out, made))
+        return out
 
     return _CANDIDATES.sub(sub, text)
 
 
 def _candidate(s: str, replace: Replace) -> str:
+    colons = s.count(":")
+    dots = s.count(".")
+    if colons < 7 and dots < 3 and colons not in (5, 6) and "::" not in s:
+        return s  # a clock time, a ratio, a label: too few parts for any address
     addr_text, _, zone = s.partition("%")
     zone = "%" + zone if zone else ""
     core = addr_text
@@ -122,7 +156,7 @@ def _candidate(s: str, replace: Replace) -> str:
         head, _, last = core.rpartition(":")
         v4 = parse_v4(last)
         if v4 is not None and head:
-            a = _v6(head + ":" + str(v4)) if head else None
+            a = _v6(head + ":" + str(v4))
             if a is not None:
                 return replace(Found("v6", a, core)) + tail + zone
     else:
@@ -133,7 +167,7 @@ def _candidate(s: str, replace: Replace) -> str:
             mac = parse_mac(core)
             if mac:
                 return replace(Found("mac", mac[0], core, ":")) + tail + zone
-    if "." in s or "::" in s or s.count(":") >= 7:
+    if dots >= 3 or "::" in s or colons >= 7:
         return s[0] + rewrite(s[1:], replace)
     return s
 

@@ -58,7 +58,7 @@ def purge_cmd(args: argparse.Namespace) -> int:
         from collector import config as collector_config
 
         cfg = collector_config.load(args.config)
-        url, jurisdictions = cfg.store_url, cfg.jurisdictions
+        url, jurisdictions = cfg.store_url, getattr(cfg, "jurisdictions", None)
         policy_path = policy_path or cfg.retention_policy
     elif url == "env":
         url = os.environ.get("PRIVTEL_STORE")

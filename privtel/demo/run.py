@@ -43,36 +43,46 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def write_keys(key_dir: Path) -> dict[str, Path]:
+def write_keys(key_dir: Path, agent_id: str, tenant: str) -> dict[str, Path]:
     from privtel.commands import keys as keys_cmd
 
-    files = keys_cmd.key_files(key_dir, AGENT_ID, TENANT)
+    files = keys_cmd.key_files(key_dir, agent_id, tenant)
     if not all(p.exists() for p in files.values()):
-        keys_cmd.init_keys(argparse.Namespace(dir=key_dir, agent_id=AGENT_ID, tenant=TENANT,
+        keys_cmd.init_keys(argparse.Namespace(dir=key_dir, agent_id=agent_id, tenant=tenant,
                                               suite="x25519", force=True))
     return files
 
 
-def write_configs(data: Path, *, broker_url: str, protocol: str, snmp_port: int,
-                  interval_s: float, metrics_port: int) -> tuple[Path, Path]:
-    files = write_keys(data / "keys")
-    devices = "".join(f"""
+@dataclass(frozen=True)
+class SimDevice:
+    name: str
+    port: int
+    community: str
+    protocol: str = "snmp"
+
+
+def write_configs(data: Path, *, broker_url: str, protocol: str, devices: list[SimDevice],
+                  interval_s: float, metrics_port: int, tenant: str = TENANT,
+                  agent_id: str = AGENT_ID) -> tuple[Path, Path]:
+    """Agent and collector configs (mode 0600) for one agent on 127.0.0.1."""
+    files = write_keys(data / "keys", agent_id, tenant)
+    device_tables = "".join(f"""
 [[devices]]
-name = "sim-{name.split('-')[0].lower()}"
+name = "{d.name}"
 address = "127.0.0.1"
-port = {snmp_port}
-protocol = "snmp"
+port = {d.port}
+protocol = "{d.protocol}"
 interval_s = {interval_s}
 [devices.snmp]
 version = "2c"
-community = "{name}"
+community = "{d.community}"
 timeout_s = 2.0
 retries = 1
-""" for name in RECORDINGS)
-    agent = f"""# privtel demo agent (written by `privtel demo`)
+""" for d in devices)
+    agent = f"""# privtel agent (written by `privtel demo`)
 [agent]
-id = "{AGENT_ID}"
-tenant = "{TENANT}"
+id = "{agent_id}"
+tenant = "{tenant}"
 site = "demo-site"
 state_dir = "agent-state"
 batch_max_records = 500
@@ -86,9 +96,9 @@ tenant_key = "{files['tenant_key']}"
 [mqtt]
 url = "{broker_url}"
 protocol = "{protocol}"
-client_id = "privtel-demo-agent"
-{devices}"""
-    collector = f"""# privtel demo collector (written by `privtel demo`)
+client_id = "privtel-{agent_id}"
+{device_tables}"""
+    collector = f"""# privtel collector (written by `privtel demo`)
 [collector]
 store = "sqlite:///privtel.db"
 metrics_listen = "127.0.0.1:{metrics_port}"
@@ -96,14 +106,14 @@ metrics_listen = "127.0.0.1:{metrics_port}"
 [mqtt]
 url = "{broker_url}"
 protocol = "{protocol}"
-client_id = "privtel-demo-collector"
+client_id = "privtel-collector-{agent_id}"
 
 [keys]
 private_keys = ["{files['collector_key']}"]
 
 [[agents]]
-id = "{AGENT_ID}"
-tenant = "{TENANT}"
+id = "{agent_id}"
+tenant = "{tenant}"
 public_key = "{files['agent_pub']}"
 """
     agent_path, collector_path = data / "agent.toml", data / "collector.toml"
@@ -168,8 +178,10 @@ async def run_demo(*, duration: float | None, data_dir: Path | None, broker: str
         say(f"starting {len(RECORDINGS)} simulated SNMP devices (snmpsim recordings) "
             f"on udp 127.0.0.1:{snmp_port}")
         await stack.enter_async_context(SnmpSim(snmp_port))
+        devices = [SimDevice(f"sim-{name.split('-')[0].lower()}", snmp_port, name)
+                   for name in RECORDINGS]
         agent_path, collector_path = write_configs(
-            data, broker_url=broker_url, protocol=protocol, snmp_port=snmp_port,
+            data, broker_url=broker_url, protocol=protocol, devices=devices,
             interval_s=interval_s, metrics_port=metrics_port)
         acfg = agent_config.load(agent_path)
         ccfg = collector_config.load(collector_path)

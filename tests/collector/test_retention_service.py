@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -15,6 +16,7 @@ from collector_kit import BACKENDS, meta, rec
 from prometheus_client import CollectorRegistry
 
 from collector.retention import JsonlAuditLog, RetentionService
+from pipelines.config import ConfigError
 from pipelines.record import Kind
 from pipelines.retention import DAY
 
@@ -115,18 +117,47 @@ def test_service_refuses_bad_interval():
         RetentionService(None, interval_s=0)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "privtel", "retention", *args],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """The real argument parser and command, in process (a subprocess adds seconds)."""
+    from privtel.commands import retention
+
+    def run(*args: str) -> Run:
+        parser = argparse.ArgumentParser(prog="privtel")
+        retention.register(parser.add_subparsers(dest="command", required=True))
+        ns = parser.parse_args(["retention", *args])
+        try:
+            code = int(ns.func(ns))
+        except (ConfigError, ValueError) as e:
+            print(f"privtel: error: {e}", file=sys.stderr)
+            code = 2
+        out = capsys.readouterr()
+        return Run(code, out.out, out.err)
+
+    return run
+
+
+def test_cli_is_discovered_by_privtel():
+    from privtel.cli import build_parser
+
+    ns = build_parser().parse_args(["retention", "check", "--policy", str(EXAMPLE)])
+    assert ns.func(ns) == 0
 
 
 @pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
-def test_cli_purge_dry_run_then_purge(store, store_url, tmp_path):
+def test_cli_purge_dry_run_then_purge(cli, store, store_url, tmp_path):
     svc = RetentionService(store)
     old = [rec(i, kind=Kind.LOG, name="syslog", ts=1_600_000_000.0, msg="x") for i in range(4)]
     store.write_batch(meta("b1"), svc.tag(old))
     audit = tmp_path / "audit.jsonl"
-    dry = _cli("purge", "--dry-run", "--store", store_url, "--policy", str(EXAMPLE),
+    dry = cli("purge", "--dry-run", "--store", store_url, "--policy", str(EXAMPLE),
                "--audit", str(audit))
     assert dry.returncode == 0, dry.stderr
     assert "(dry run)" in dry.stdout
@@ -134,26 +165,26 @@ def test_cli_purge_dry_run_then_purge(store, store_url, tmp_path):
                for line in dry.stdout.splitlines())
     assert "4 would be deleted" in dry.stdout
     assert store.count_records() == 4
-    done = _cli("purge", "--json", "--store", store_url, "--policy", str(EXAMPLE))
+    done = cli("purge", "--json", "--store", store_url, "--policy", str(EXAMPLE))
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout.strip().splitlines()[-1])["deleted"] == {"logs": 4}
     assert store.count_records() == 0
     assert len(audit.read_bytes().splitlines()) == 1
 
 
-def test_cli_bad_store_url_is_a_clear_error():
-    r = _cli("purge", "--store", "mysql://u:pw@10.0.0.1/x")
+def test_cli_bad_store_url_is_a_clear_error(cli):
+    r = cli("purge", "--store", "mysql://u:pw@10.0.0.1/x")
     assert r.returncode == 2
     assert "unsupported store URL scheme 'mysql'" in r.stderr
     assert "10.0.0.1" not in r.stderr and "pw@" not in r.stderr
 
 
-def test_cli_check_reports_policy_and_refuses_bad_one(tmp_path):
-    ok = _cli("check", "--policy", str(EXAMPLE))
+def test_cli_check_reports_policy_and_refuses_bad_one(cli, tmp_path):
+    ok = cli("check", "--policy", str(EXAMPLE))
     assert ok.returncode == 0
     assert "6 classes" in ok.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text('[classes.a]\ndays = 1\nlegal_basis = "x"\n[[rules]]\nclass = "b"\n')
-    r = _cli("check", "--policy", str(bad))
+    r = cli("check", "--policy", str(bad))
     assert r.returncode == 2
     assert f"{bad}: rules[0].class: unknown class 'b'" in r.stderr

@@ -1,0 +1,270 @@
+"""Who may do what: API tokens, roles, tenant scope, TOTP, and the one matrix.
+
+A token is `ptk_<id>_<secret>`: the id (public, 16 hex) finds the row, the
+secret (32 random bytes) is checked against its SHA-256. Tokens are random,
+not passwords, so a fast hash is right: nobody can guess their way to a
+preimage, and the database never holds anything that authenticates.
+
+The TOTP secret, unlike the token, must be kept readable to check codes; it
+sits in the same database as the data it protects, so reading it needs the
+same access as reading the records themselves (see docs/api.md).
+
+Every request goes through `authorize(principal, action, tenants, totp)`,
+which reads `MATRIX`; nothing else in the API decides access.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyotp
+
+from collector.api.db import Db
+
+ROLES = ("noc", "security", "dpo", "admin")
+ALL_TENANTS = "*"
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.@\-]{0,62}$")
+_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+_TOKEN_RE = re.compile(r"^ptk_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
+TOTP_STEP = 30
+_TOTP_WINDOW = 1
+_TOTP_LOOKBACK = 20
+
+
+class Action(enum.StrEnum):
+    STATS = "stats"
+    SEARCH = "search"
+    SEARCH_INDICATOR = "search.indicator"
+    SEARCH_EXPORT = "search.export"
+    DSR_EXPORT = "dsr.export"
+    DSR_ERASE = "dsr.erase"
+    DSR_RESTRICT = "dsr.restrict"
+    DSR_CORRECT = "dsr.correct"
+    DSR_LIST = "dsr.list"
+    AUDIT_VERIFY = "audit.verify"
+
+
+A = Action
+# role -> actions it may take. Reading restricted records is implied by the DSR
+# actions only: search and search export never return them, whoever asks.
+MATRIX: dict[str, frozenset[Action]] = {
+    "noc": frozenset({A.STATS}),
+    "security": frozenset({A.STATS, A.SEARCH, A.SEARCH_INDICATOR, A.SEARCH_EXPORT}),
+    "dpo": frozenset({A.STATS, A.DSR_EXPORT, A.DSR_ERASE, A.DSR_RESTRICT, A.DSR_CORRECT,
+                      A.DSR_LIST, A.AUDIT_VERIFY}),
+    "admin": frozenset(Action),
+}
+# Actions that reveal a person's data or delete it: the token alone is not enough.
+NEEDS_TOTP: frozenset[Action] = frozenset({A.DSR_EXPORT, A.DSR_ERASE})
+
+
+class AuthError(Exception):
+    """Refused; `status` is the HTTP status the API answers with, `reason` the
+    sentence it shows. Never names another tenant or echoes a secret."""
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.code, self.reason = status, code, reason
+
+
+class UserError(ValueError):
+    """Bad input to user management (CLI); the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: str
+    tenants: tuple[str, ...]  # ("*",) for every tenant
+    token_id: str
+    has_totp: bool
+
+    def may_see(self, tenant: str) -> bool:
+        return ALL_TENANTS in self.tenants or tenant in self.tenants
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    name: str
+    role: str
+    tenants: tuple[str, ...]
+    token_id: str
+    mfa: bool
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def parse_tenants(text: str) -> tuple[str, ...]:
+    parts = tuple(sorted({p.strip() for p in text.split(",") if p.strip()}))
+    if not parts:
+        raise UserError("tenant scope must name at least one tenant, or '*' for all")
+    if ALL_TENANTS in parts:
+        if len(parts) > 1:
+            raise UserError("tenant scope '*' cannot be combined with named tenants")
+        return parts
+    for p in parts:
+        if not _TENANT_RE.match(p):
+            raise UserError("tenant names are lowercase letters, digits, '-' or '_' "
+                            "(at most 63 characters)")
+    return parts
+
+
+class Users:
+    """User and token management over the `api_users` table."""
+
+    def __init__(self, db: Db) -> None:
+        self.db = db
+
+    def add(self, name: str, role: str, tenants: str, *, expires_in_s: float | None = None,
+            now: float | None = None) -> str:
+        """Create a user; returns the token, which is shown once and stored only hashed."""
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise UserError("user name must be 1-63 of a-z 0-9 _ . @ - (starting alnum)")
+        if role not in ROLES:
+            raise UserError(f"role must be one of {', '.join(ROLES)}")
+        scope = parse_tenants(tenants)
+        if expires_in_s is not None and expires_in_s <= 0:
+            raise UserError("expiry must be in the future")
+        now = time.time() if now is None else now
+        token_id = os.urandom(8).hex()
+        secret = _b64(os.urandom(32))
+        with self.db.tx(write=True) as cur:
+            if cur.execute("SELECT 1 FROM api_users WHERE name = ?", (name,)).fetchone():
+                raise UserError(f"user {name!r} already exists (revoked users keep their name "
+                                "for the audit trail; pick another)")
+            cur.execute("INSERT INTO api_users (name, role, tenants, token_id, token_hash, "
+                        "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (name, role, ",".join(scope), token_id, _hash(secret), now,
+                         None if expires_in_s is None else now + expires_in_s))
+        return f"ptk_{token_id}_{secret}"
+
+    def list(self) -> list[UserInfo]:
+        with self.db.tx() as cur:
+            rows = cur.execute("SELECT name, role, tenants, token_id, totp_secret, created_at, "
+                               "expires_at, revoked_at FROM api_users ORDER BY name").fetchall()
+        return [UserInfo(r[0], r[1], tuple(r[2].split(",")), r[3], r[4] is not None,
+                         float(r[5]), r[6], r[7]) for r in rows]
+
+    def revoke(self, name: str, now: float | None = None) -> None:
+        with self.db.tx(write=True) as cur:
+            cur.execute("UPDATE api_users SET revoked_at = ? WHERE name = ? AND revoked_at "
+                        "IS NULL", (time.time() if now is None else now, name))
+            if cur.rowcount == 0:
+                raise UserError(f"no active user {name!r}")
+
+    def enrol_totp(self, name: str) -> str:
+        """A fresh TOTP secret for the user (replacing any old one); shown once as an
+        otpauth:// URI for an authenticator app."""
+        secret = pyotp.random_base32()
+        with self.db.tx(write=True) as cur:
+            cur.execute("UPDATE api_users SET totp_secret = ?, totp_last_step = 0 WHERE name = ?"
+                        " AND revoked_at IS NULL", (secret, name))
+            if cur.rowcount == 0:
+                raise UserError(f"no active user {name!r}")
+        return pyotp.TOTP(secret, interval=TOTP_STEP).provisioning_uri(
+            name=name, issuer_name="privtel")
+
+    def authenticate(self, header: str | None, now: float | None = None) -> Principal:
+        """The principal for an `Authorization: Bearer ...` header, or AuthError(401)."""
+        if not header:
+            raise AuthError(401, "unauthenticated", "missing Authorization: Bearer token")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError(401, "unauthenticated", "Authorization must be 'Bearer <token>'")
+        m = _TOKEN_RE.match(token.strip())
+        if not m:
+            raise AuthError(401, "bad_token", "token is malformed")
+        token_id, secret = m.groups()
+        with self.db.tx() as cur:
+            row = cur.execute("SELECT name, role, tenants, token_hash, totp_secret, expires_at, "
+                              "revoked_at FROM api_users WHERE token_id = ?", (token_id,)
+                              ).fetchone()
+        # Compare even when the id is unknown, so timing does not tell ids apart.
+        stored = row[3] if row else "0" * 64
+        ok = hmac.compare_digest(stored, _hash(secret))
+        if row is None or not ok:
+            raise AuthError(401, "bad_token", "token is not valid")
+        now = time.time() if now is None else now
+        if row[6] is not None:
+            raise AuthError(401, "bad_token", "token has been revoked")
+        if row[5] is not None and now >= row[5]:
+            raise AuthError(401, "bad_token", "token has expired")
+        return Principal(row[0], row[1], tuple(row[2].split(",")), token_id, row[4] is not None)
+
+    def check_totp(self, principal: Principal, code: str | None, now: float | None = None
+                   ) -> None:
+        """A code for the current step (one step of clock drift either way), each code
+        usable once. A code for an older step is 'expired', so a user whose app or
+        clock lags knows what to fix."""
+        if not principal.has_totp:
+            raise AuthError(403, "mfa_not_enrolled", "this action needs a second factor; "
+                            "enrol with `privtel users mfa-enrol`")
+        if not code:
+            raise AuthError(401, "mfa_required", "this action needs a TOTP code in the "
+                            "X-TOTP header")
+        if not re.fullmatch(r"\d{6}", code):
+            raise AuthError(401, "mfa_failed", "TOTP code must be 6 digits")
+        now = time.time() if now is None else now
+        with self.db.tx(write=True) as cur:
+            row = cur.execute("SELECT totp_secret, totp_last_step FROM api_users WHERE name = ?",
+                              (principal.name,)).fetchone()
+            if row is None or row[0] is None:
+                raise AuthError(403, "mfa_not_enrolled", "this action needs a second factor")
+            totp = pyotp.TOTP(row[0], interval=TOTP_STEP)
+            step = int(now // TOTP_STEP)
+            matched = None
+            for s in range(step + _TOTP_WINDOW, step - _TOTP_LOOKBACK - 1, -1):
+                if hmac.compare_digest(totp.at(s * TOTP_STEP), code):
+                    matched = s
+                    break
+            if matched is None:
+                raise AuthError(401, "mfa_failed", "TOTP code is wrong")
+            if matched < step - _TOTP_WINDOW:
+                raise AuthError(401, "mfa_expired", "TOTP code has expired; use the current "
+                                "code (check the device clock)")
+            if matched <= int(row[1]):
+                raise AuthError(401, "mfa_replayed", "TOTP code was already used; wait for "
+                                "the next one")
+            cur.execute("UPDATE api_users SET totp_last_step = ? WHERE name = ?",
+                        (matched, principal.name))
+
+
+def authorize(principal: Principal, action: Action, tenants: tuple[str, ...]) -> None:
+    """The single access decision: role may take the action, and every tenant the
+    request touches is in the token's scope. A tenant outside the scope is
+    refused with the same words whether it exists or not."""
+    if action not in MATRIX.get(principal.role, frozenset()):
+        raise AuthError(403, "forbidden", f"role {principal.role} may not {action.value}")
+    for t in tenants:
+        if not principal.may_see(t):
+            raise AuthError(403, "forbidden", "tenant is outside this token's scope")
+
+
+def allowed(role: str, action: Action) -> bool:
+    return action in MATRIX.get(role, frozenset())
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def totp_now(secret_uri_or_b32: str, at: float | None = None) -> str:
+    """The current code for a secret or otpauth URI (tests, and the CLI's self-check)."""
+    s: Any = secret_uri_or_b32
+    if s.startswith("otpauth://"):
+        s = pyotp.parse_uri(s).secret
+    return str(pyotp.TOTP(s, interval=TOTP_STEP).at(time.time() if at is None else at))

@@ -1,0 +1,56 @@
+"""One bad config file per validation rule, each with the message an operator sees."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agents import config as agent_config
+from collector import config as collector_config
+from pipelines.config import ConfigError
+
+DATA = Path(__file__).with_name("testdata")
+BAD = sorted(DATA.glob("*_bad_*.toml"))
+LOADERS = {"agent": agent_config.load, "collector": collector_config.load}
+
+
+def _copy(src: Path, tmp: Path, mode: int = 0o600) -> Path:
+    dst = tmp / src.name
+    shutil.copy(src, dst)
+    dst.chmod(mode)
+    return dst
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_config_is_refused_with_its_message(path: Path, tmp_path: Path) -> None:
+    expect = path.read_text().splitlines()[0].removeprefix("# expect: ")
+    loader = LOADERS[path.name.split("_")[0]]
+    with pytest.raises(ConfigError) as e:
+        loader(_copy(path, tmp_path))
+    assert expect in str(e.value)
+    assert str(e.value).startswith(str(tmp_path / path.name))
+
+
+@pytest.mark.parametrize("kind", ["agent", "collector"])
+def test_good_config_loads(kind: str, tmp_path: Path) -> None:
+    cfg = LOADERS[kind](_copy(DATA / f"{kind}_ok.toml", tmp_path))
+    assert cfg.file == str(tmp_path / f"{kind}_ok.toml")
+
+
+@pytest.mark.parametrize("kind", ["agent", "collector"])
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_config_readable_by_others_is_refused(kind: str, mode: int, tmp_path: Path) -> None:
+    path = _copy(DATA / f"{kind}_ok.toml", tmp_path, mode)
+    with pytest.raises(ConfigError, match=f"holds secrets but has mode {mode:04o}"):
+        LOADERS[kind](path)
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    cfg = agent_config.load(_copy(DATA / "agent_ok.toml", tmp_path))
+    assert cfg.keys.signing_key == tmp_path / "k" / "agent.key"
+    assert cfg.state_dir == tmp_path / "state"
+    assert cfg.devices[0].port == 161 and cfg.devices[0].tenant == "acme"
+    ccfg = collector_config.load(_copy(DATA / "collector_ok.toml", tmp_path))
+    assert ccfg.store_url == f"sqlite:///{tmp_path / 'privtel.db'}"

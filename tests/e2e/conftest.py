@@ -1,0 +1,1 @@
+from peers.snmpd import snmpd  # noqa: F401  (fixture)
