@@ -9,7 +9,9 @@ from typing import Any
 
 from agents.pollers import REGISTRY, Device
 from agents.protocols import load_builtin
-from pipelines.config import ConfigError, listen_address, parse_toml, require_private
+from agents.spool import SpoolConfig
+from pipelines.config import ConfigError, Section, listen_address, parse_toml, require_private
+from pipelines.pseudonym import PrivacyPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,9 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         if name in root:
             extra[name] = root.raw(name)
     root.done()
+    # parsed here only to fail at load time; their owners parse them again when they start
+    SpoolConfig.parse(Section(extra.get("spool", {}), file, "spool"), base=base)
+    PrivacyPolicy.from_section(Section(extra.get("privacy", {}), file, "privacy"))
     return AgentConfig(
         file=file, agent_id=agent_id, tenant=tenant, site=site,
         state_dir=state_dir,  # type: ignore[arg-type]

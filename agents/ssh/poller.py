@@ -295,7 +295,7 @@ class SshPoller:
             read_timeout_override=opts.command_timeout_s, auto_connect=False,
             fast_cli=True, session_log=None, encoding="utf-8")
         policy = _TrustOnFirstUse() if opts.host_key_policy == "tofu" else None
-        conn._build_ssh_client = lambda: _ssh_client(known_hosts, policy)
+        conn._build_ssh_client = lambda: _ssh_client(known_hosts, policy)  # type: ignore[method-assign]
         phase = "connect"
         try:
             conn._modify_connection_params()
@@ -388,8 +388,8 @@ class SshPoller:
                         for k, v in row_fields(e, rows[0], line).items():
                             if v is not None or k not in target:
                                 target[k] = v
-                except ParseError as pe:
-                    errors.append(pe)
+                except ParseError as bad:
+                    errors.append(bad)
         for name, fields in merged.items():
             if name == "ssh.inventory":
                 fields = {"device_type": opts.device_type, **fields}

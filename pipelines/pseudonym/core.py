@@ -201,6 +201,8 @@ class Pseudonymiser:
         self._mac_mode = self._modes[modes["mac"]]
         self._memo = self._gen.space(values_are_lists=True) \
             if self._text_mode.deterministic else None
+        self._field_memo = self._gen.space(values_are_lists=True,
+                                           limit=self.policy.cache_size)
         self._classes: dict[str, FieldClass | None] = {}
         self._handlers: dict[str, Any] = {}
 
@@ -245,6 +247,28 @@ class Pseudonymiser:
     def text(self, s: str) -> str:
         """Free text with every IPv4, IPv6 and MAC address replaced in place."""
         return rewrite(s, self._replace_found, self._memo)
+
+    def field_text(self, s: str) -> str:
+        """`text` for record fields: whole values repeat every poll (interface
+        descriptions, aliases), so the whole value is cached too."""
+        memo = self._field_memo
+        hit = memo.hot.get(s)
+        if hit is None:
+            hit = memo.get(s)
+        if hit is not None:
+            return hit[0]  # type: ignore[no-any-return]
+        if not self._text_mode.deterministic:
+            return self.text(s)
+        made: list[str] = []
+
+        def rep(f: Found) -> str:
+            r = self._replace_found(f)
+            made.append(r)
+            return r
+
+        out = rewrite(s, rep)
+        memo.put(s, (out, made))
+        return out
 
     def _replace_found(self, f: Found) -> str:
         return (self._mac_mode if f.kind == "mac" else self._text_mode).found(f)
@@ -326,7 +350,7 @@ class Pseudonymiser:
             return True
         if cls is FieldClass.PUBLIC:
             return None
-        text = self.text
+        text = self.field_text
         if cls is None or cls is FieldClass.MEASUREMENT or (
                 cls is FieldClass.TEXT and self.policy.modes["text"] == "scrub"):
             return lambda v: text(v) if type(v) is str else v

@@ -22,8 +22,9 @@ from typing import Any, Protocol
 _HEX = "0-9A-Fa-f"
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 _CANDIDATES = re.compile(
-    rf"(?<![\w.])(?:"
-    rf"(?P<v6>[{_HEX}]{{0,4}}:[{_HEX}:.]{{1,50}}(?:%[\w.\-]+)?)"
+    rf"(?=[{_HEX}:])(?<![\w.])(?:"
+    rf"(?P<v6>(?=[{_HEX}:.]*::|(?:[{_HEX}]{{0,4}}:){{5}})"
+    rf"[{_HEX}]{{0,4}}:[{_HEX}:.]{{1,50}}(?:%[\w.\-]+)?)"
     rf"|(?P<v4>{_V4})(?!\w|\.\d)"
     rf"|(?P<mac>[{_HEX}]{{2}}(?:-[{_HEX}]{{2}}){{5}}|[{_HEX}]{{4}}\.[{_HEX}]{{4}}\.[{_HEX}]{{4}})"
     rf"(?![\w\-])"
@@ -95,6 +96,8 @@ Replace = Callable[[Found], str]
 class Memo(Protocol):
     """A cache of candidate text -> (replacement, pseudonyms it contains)."""
 
+    hot: dict[str, Any]
+
     def get(self, k: str) -> Any: ...
 
     def put(self, k: str, v: Any) -> None: ...
@@ -123,9 +126,11 @@ def rewrite(text: str, replace: Replace, memo: Memo | None = None) -> str:
 
     def sub(m: re.Match[str]) -> str:
         s = m.group()
-        hit = memo.get(s)
+        hit = memo.hot.get(s)  # the hot generation inline: this is the warm path
+        if hit is None:
+            hit = memo.get(s)
         if hit is not None:
-            return str(hit[0])
+            return hit[0]  # type: ignore[no-any-return]
         made: list[str] = []
 
         def rep(f: Found) -> str:

@@ -54,3 +54,11 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     assert cfg.devices[0].port == 161 and cfg.devices[0].tenant == "acme"
     ccfg = collector_config.load(_copy(DATA / "collector_ok.toml", tmp_path))
     assert ccfg.store_url == f"sqlite:///{tmp_path / 'privtel.db'}"
+
+
+@pytest.mark.parametrize("kind", ["agent", "collector"])
+def test_deploy_examples_are_valid(kind: str, tmp_path: Path) -> None:
+    """The examples an operator copies must pass the same strict validation."""
+    example = Path(__file__).parents[2] / "deploy" / "examples" / f"{kind}.toml"
+    cfg = LOADERS[kind](_copy(example, tmp_path))
+    assert cfg.mqtt_url if kind == "collector" else cfg.devices  # type: ignore[union-attr]

@@ -23,7 +23,8 @@ from agents.credentials import (
 )
 
 SECRET = "Pw-91a0c2-store-test"
-PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n"
+PEM = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
+       "-----END OPENSSH PRIVATE KEY-----\n")
 
 
 def test_round_trip_and_ciphertext_hides_secrets(tmp_path: Path) -> None:

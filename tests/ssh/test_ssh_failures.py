@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from ssh_kit import (
     ENABLE,
+    PASSWORD,
+    USER,
     by_name,
     device,
     free_port,
@@ -28,7 +30,7 @@ from privtel.sim import SshDeviceSim
 
 @pytest.fixture
 def store(tmp_path: Path) -> CredentialStore:
-    return make_store(tmp_path, admin=Credential(username="netops", password="Pw-7f3c1e9a-not-in-logs",
+    return make_store(tmp_path, admin=Credential(username=USER, password=PASSWORD,
                                                  enable_secret=ENABLE))
 
 
@@ -124,7 +126,7 @@ async def test_trust_on_first_use_then_mismatch(poller: SshPoller, store: Creden
     assert text.startswith("|1|") and "127.0.0.1" not in text
     assert sim.public_host_key.split()[1] in text
 
-    impostor = SshDeviceSim("cisco_ios", port, {"netops": "Pw-7f3c1e9a-not-in-logs"})
+    impostor = SshDeviceSim("cisco_ios", port, {USER: PASSWORD})
     await impostor.start()
     try:
         third = await poller.poll(dev)

@@ -1,0 +1,524 @@
+"""Search over pseudonymised records: filters, address and prefix search,
+forward-pseudonymised indicators, cursor pages, NDJSON export.
+
+Address search needs an index the records table does not have: addresses sit
+inside the `fields` JSON (IP-classed fields, and free text such as log lines).
+`AddressIndex` extracts every address of every record once into
+`record_addresses(record_id, tenant, ts, family, addr)`, `addr` as fixed-width
+hex, so any prefix is one range scan (`addr BETWEEN lo AND hi`), which works
+on pseudonyms because they preserve prefixes. It is a derived table: a DSR
+erasure deletes from it too, and `prune()` drops rows of purged records.
+
+Indicators (raw addresses from a threat feed) are pseudonymised forward with
+the tenant's key by `TenantKeys`, which holds the keys for this process and
+has no method that returns one or reverses a pseudonym.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import ipaddress
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.api.db import Db
+from pipelines.config import ConfigError, require_private
+from pipelines.pseudonym import (
+    FieldClass,
+    PrivacyPolicy,
+    PseudonymError,
+    Pseudonymiser,
+    TenantKey,
+    classify,
+)
+from pipelines.pseudonym.scan import find, parse_v4
+from pipelines.record import Kind
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+MAX_INDICATORS = 100
+MAX_TEXT = 256
+_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+_KEY_FILE = re.compile(r"^tenant-([a-z0-9][a-z0-9_\-]{0,62}?)(?:\.(\d{1,6}))?\.key$")
+_QUERY_KEYS = ("tenant", "since", "until", "site", "device", "kind", "name", "text", "ip",
+               "indicators", "limit", "cursor")
+_RECORD_COLS = ("id", "tenant", "site", "device", "kind", "name", "ts", "fields",
+                "retention_class", "expires_at", "restricted")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class QueryError(ValueError):
+    """A query the API refuses (400). The text never repeats an address or text
+    the caller sent: it names the parameter and what is expected."""
+
+
+class NoKeyError(QueryError):
+    """The server holds no key for the tenant, so it cannot pseudonymise indicators."""
+
+
+# --- keys ---------------------------------------------------------------------
+
+
+class TenantKeys:
+    """The tenant keys this API process holds, used forward only.
+
+    Holding keys on the query side is the price of indicator search: a raw
+    address can only be matched by computing its pseudonym. Whoever takes over
+    this process can re-identify that tenant's pseudonyms, so keys are loaded
+    only for tenants listed, read from owner-only files, kept out of every
+    repr, log and response, and each use is audited (see docs/api.md).
+    """
+
+    def __init__(self, keys: Mapping[str, list[TenantKey]] | None = None,
+                 policy: PrivacyPolicy | None = None) -> None:
+        self.policy = policy or PrivacyPolicy()
+        self._lock = threading.Lock()
+        self._p: dict[str, list[Pseudonymiser]] = {}
+        for tenant, ks in (keys or {}).items():
+            if not _TENANT_RE.match(tenant):
+                raise ConfigError("tenant keys", tenant, "is not a valid tenant name")
+            self._p[tenant] = [Pseudonymiser(k, self.policy)
+                               for k in sorted(ks, key=lambda k: -k.epoch)]
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, policy: PrivacyPolicy | None = None
+                 ) -> TenantKeys:
+        """`tenant-<name>.key` (epoch 1) and `tenant-<name>.<epoch>.key` files, as
+        written by `privtel keys init`; each must be mode 0600."""
+        d = Path(directory)
+        if not d.is_dir():
+            raise ConfigError(str(d), "", "tenant key directory does not exist")
+        keys: dict[str, list[TenantKey]] = {}
+        for p in sorted(d.iterdir()):
+            m = _KEY_FILE.match(p.name)
+            if not m:
+                continue
+            require_private(str(p), p.stat().st_mode)
+            epoch = int(m.group(2) or 1)
+            try:
+                k = TenantKey.from_hex(p.read_text("ascii", errors="replace"), epoch)
+            except PseudonymError as e:
+                raise ConfigError(str(p), "", str(e)) from None
+            keys.setdefault(m.group(1), []).append(k)
+        return cls(keys, policy)
+
+    @property
+    def tenants(self) -> list[str]:
+        return sorted(self._p)
+
+    def has(self, tenant: str) -> bool:
+        return tenant in self._p
+
+    def _get(self, tenant: str) -> list[Pseudonymiser]:
+        try:
+            return self._p[tenant]
+        except KeyError:
+            raise NoKeyError("the server holds no pseudonymisation key for this tenant, "
+                             "so raw indicators cannot be searched") from None
+
+    def networks(self, tenant: str, raw: Network) -> list[Network]:
+        """The pseudonymous ranges a raw address or prefix maps to, one per key epoch.
+        A prefix longer than the policy preserves has no pseudonymous range."""
+        keep = self.policy.preserve_prefix_v4 if raw.version == 4 \
+            else self.policy.preserve_prefix_v6
+        if raw.prefixlen != raw.max_prefixlen and raw.prefixlen > keep:
+            raise QueryError(f"indicator prefixes must be at most /{keep} for IPv{raw.version}"
+                             " (pseudonyms keep no structure below that)")
+        out = []
+        with self._lock:
+            for p in self._get(tenant):
+                pseudo = ipaddress.ip_address(p.ip(raw.network_address))
+                out.append(ipaddress.ip_network(f"{pseudo}/{raw.prefixlen}", strict=False))
+        return out
+
+    def ips(self, tenant: str, raw: str) -> list[str]:
+        with self._lock:
+            return [p.ip(raw) for p in self._get(tenant)]
+
+    def text(self, tenant: str, s: str) -> str:
+        """Free text with every address pseudonymised under the current key."""
+        with self._lock:
+            return self._get(tenant)[0].text(s)
+
+    def __repr__(self) -> str:
+        return f"TenantKeys(tenants={self.tenants})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("TenantKeys is not picklable")
+
+
+# --- address index ------------------------------------------------------------
+
+
+def _hex(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[int, str]:
+    if a.version == 6 and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    return (4, f"{int(a):08x}") if a.version == 4 else (6, f"{int(a):032x}")
+
+
+def net_range(n: Network) -> tuple[int, str, str]:
+    """(family, lo, hi) in the index's hex form."""
+    fam, lo = _hex(n.network_address)
+    _, hi = _hex(n.broadcast_address)
+    return fam, lo, hi
+
+
+def addresses_of(fields: Mapping[str, Any]) -> set[tuple[int, str]]:
+    """Every address a record's fields hold: in any string, and integer IP fields."""
+    out: set[tuple[int, str]] = set()
+    for k, v in fields.items():
+        if isinstance(v, str):
+            for f in find(v):
+                if f.kind in ("v4", "v6"):
+                    out.add(_hex(f.value))  # type: ignore[arg-type]
+        elif isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 \
+                and classify(k) is FieldClass.IP:
+            out.add((4, f"{v:08x}"))
+    return out
+
+
+class AddressIndex:
+    def __init__(self, db: Db, *, batch: int = 2000, min_interval_s: float = 2.0) -> None:
+        self.db, self.batch, self.min_interval_s = db, batch, min_interval_s
+        self._last = -math.inf
+        self._lock = threading.Lock()
+
+    def refresh(self, force: bool = False) -> int:
+        """Index records not indexed yet; returns how many. Without `force`, at most
+        once per `min_interval_s`, so a busy search API does not scan on every page."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last < self.min_interval_s:
+                return 0
+            self._last = now
+            total = 0
+            while True:
+                n = self._step()
+                total += n
+                if n < self.batch:
+                    return total
+
+    def _step(self) -> int:
+        with self.db.tx(write=True) as cur:
+            if self.db.dialect == "postgres":
+                cur.execute("SELECT pg_advisory_xact_lock(?)", (0x7072697A,))
+            rows = cur.execute(
+                "SELECT r.id, r.tenant, r.ts, r.fields FROM records r WHERE NOT EXISTS "
+                "(SELECT 1 FROM indexed_records i WHERE i.record_id = r.id) LIMIT ?",
+                (self.batch,)).fetchall()
+            if not rows:
+                return 0
+            addrs = []
+            for rid, tenant, ts, fields in rows:
+                for fam, addr in addresses_of(self.db.json(fields)):
+                    addrs.append((rid, tenant, float(ts), fam, addr))
+            cur.executemany("INSERT INTO indexed_records (record_id) VALUES (?) "
+                            "ON CONFLICT DO NOTHING", [(r[0],) for r in rows])
+            if addrs:
+                cur.executemany("INSERT INTO record_addresses (record_id, tenant, ts, family, "
+                                "addr) VALUES (?, ?, ?, ?, ?)", addrs)
+            return len(rows)
+
+    def prune(self) -> int:
+        """Drop index rows whose record is gone (retention purge, erasure)."""
+        with self.db.tx(write=True) as cur:
+            cur.execute("DELETE FROM record_addresses WHERE NOT EXISTS (SELECT 1 FROM records r"
+                        " WHERE r.id = record_addresses.record_id)")
+            n = cur.rowcount
+            cur.execute("DELETE FROM indexed_records WHERE NOT EXISTS (SELECT 1 FROM records r"
+                        " WHERE r.id = indexed_records.record_id)")
+            return n
+
+
+# --- queries ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    tenant: str
+    since: float | None = None
+    until: float | None = None
+    site: str | None = None
+    device: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    text: str | None = None
+    ip: Network | None = None
+    indicators: tuple[Network, ...] = ()
+    limit: int = DEFAULT_LIMIT
+    cursor: tuple[float, str] | None = None
+
+    def audit_detail(self) -> dict[str, Any]:
+        """What the audit trail keeps of the query: filters, the pseudonymous ip, the
+        text with any address masked, the number of indicators (never their values)."""
+        d: dict[str, Any] = {}
+        for k in ("since", "until", "site", "device", "kind", "name"):
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = v
+        if self.text is not None:
+            d["text"] = mask_addresses(self.text)
+        if self.ip is not None:
+            d["ip"] = str(self.ip)
+        if self.indicators:
+            d["indicators"] = len(self.indicators)
+        d["limit"] = self.limit
+        return d
+
+
+def mask_addresses(s: str) -> str:
+    out = s
+    for f in sorted(find(s), key=lambda f: -len(f.text)):
+        out = out.replace(f.text, "<address>")
+    return out
+
+
+def _time(name: str, v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        raise QueryError(f"{name} must be unix seconds or an ISO 8601 time")
+    if isinstance(v, int | float):
+        f = float(v)
+    elif isinstance(v, str) and len(v) <= 40:
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise QueryError(f"{name} must be unix seconds or an ISO 8601 time "
+                             "like 2026-01-31T12:00:00Z") from None
+        if dt.tzinfo is None:
+            raise QueryError(f"{name} needs a time zone (e.g. a trailing Z for UTC)")
+        f = dt.timestamp()
+    else:
+        raise QueryError(f"{name} must be unix seconds or an ISO 8601 time")
+    if not 0 <= f < 4102444800:
+        raise QueryError(f"{name} must be between 1970 and 2100")
+    return f
+
+
+def _str(body: Mapping[str, Any], name: str, maxlen: int = 128) -> str | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if not isinstance(v, str) or not 0 < len(v) <= maxlen:
+        raise QueryError(f"{name} must be a non-empty string of at most {maxlen} characters")
+    if "\x00" in v:
+        raise QueryError(f"{name} must not contain NUL characters")
+    return v
+
+
+def parse_network(name: str, v: Any) -> Network:
+    if not isinstance(v, str) or not 0 < len(v) <= 64:
+        raise QueryError(f"{name} must be an IPv4/IPv6 address or CIDR prefix")
+    s = v.strip()
+    try:
+        if "/" not in s:
+            a4 = parse_v4(s)
+            a = a4 if a4 is not None else ipaddress.ip_address(s)
+            return ipaddress.ip_network(a)
+        return ipaddress.ip_network(s, strict=False)
+    except ValueError:
+        raise QueryError(f"{name} must be an IPv4/IPv6 address or CIDR prefix") from None
+
+
+def decode_cursor(v: Any) -> tuple[float, str]:
+    bad = QueryError("cursor is not one this API issued; start again without a cursor")
+    if not isinstance(v, str) or not 0 < len(v) <= 200:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(v + "=" * (-len(v) % 4))
+        ts, rid = orjson.loads(raw)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise bad from None
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not isinstance(rid, str) \
+            or not re.fullmatch(r"[0-9a-f]{32}", rid):
+        raise bad
+    return float(ts), rid
+
+
+def encode_cursor(ts: float, rid: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([ts, rid])).rstrip(b"=").decode()
+
+
+def parse_query(body: Any) -> SearchQuery:
+    """A search body from the API (or the CLI) into a query; QueryError for anything off."""
+    if not isinstance(body, Mapping):
+        raise QueryError("the request body must be a JSON object")
+    unknown = sorted(set(body) - set(_QUERY_KEYS))
+    if unknown:
+        names = ", ".join(repr(str(u)[:40]) for u in unknown[:5])
+        raise QueryError(f"unknown field(s) {names}; known: {', '.join(_QUERY_KEYS)}")
+    tenant = body.get("tenant")
+    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
+        raise QueryError("tenant is required: lowercase letters, digits, '-' or '_'")
+    kind = _str(body, "kind", 16)
+    if kind is not None and kind not in {k.value for k in Kind}:
+        raise QueryError(f"kind must be one of {', '.join(k.value for k in Kind)}")
+    limit = body.get("limit", DEFAULT_LIMIT)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise QueryError("limit must be a positive integer")
+    if limit > MAX_LIMIT:
+        raise QueryError(f"limit must be at most {MAX_LIMIT}; page with the cursor instead")
+    since, until = _time("since", body.get("since")), _time("until", body.get("until"))
+    if since is not None and until is not None and since >= until:
+        raise QueryError("since must be before until")
+    inds = body.get("indicators")
+    indicators: tuple[Network, ...] = ()
+    if inds is not None:
+        if not isinstance(inds, list) or not 0 < len(inds) <= MAX_INDICATORS:
+            raise QueryError(f"indicators must be a list of 1 to {MAX_INDICATORS} addresses "
+                             "or CIDR prefixes")
+        indicators = tuple(parse_network(f"indicators[{i}]", v) for i, v in enumerate(inds))
+    ip = body.get("ip")
+    cursor = body.get("cursor")
+    return SearchQuery(
+        tenant=tenant, since=since, until=until, site=_str(body, "site"),
+        device=_str(body, "device"), kind=kind, name=_str(body, "name", 64),
+        text=_str(body, "text", MAX_TEXT),
+        ip=None if ip is None else parse_network("ip", ip), indicators=indicators,
+        limit=limit, cursor=None if cursor is None else decode_cursor(cursor))
+
+
+@dataclass
+class Page:
+    records: list[dict[str, Any]]
+    next_cursor: str | None
+    pseudonymous_ranges: list[str] = field(default_factory=list)
+
+
+class Searcher:
+    """Runs queries; `include_restricted` is for the DSR code only."""
+
+    def __init__(self, db: Db, keys: TenantKeys | None = None,
+                 index: AddressIndex | None = None) -> None:
+        self.db = db
+        self.keys = keys or TenantKeys()
+        self.index = index or AddressIndex(db)
+
+    def ranges(self, q: SearchQuery) -> list[Network]:
+        nets: list[Network] = [] if q.ip is None else [q.ip]
+        for n in q.indicators:
+            nets.extend(self.keys.networks(q.tenant, n))
+        return nets
+
+    def _sql(self, q: SearchQuery, nets: list[Network], include_restricted: bool,
+             limit: int | None) -> tuple[str, list[Any]]:
+        pg = self.db.dialect == "postgres"
+        where, args = ["tenant = ?"], [q.tenant]
+        if not include_restricted:
+            where.append("NOT restricted" if pg else "restricted = 0")
+        for col in ("site", "device", "kind", "name"):
+            v = getattr(q, col)
+            if v is not None:
+                where.append(f"{col} = ?")
+                args.append(v)
+        if q.since is not None:
+            where.append("ts >= ?")
+            args.append(q.since)
+        if q.until is not None:
+            where.append("ts < ?")
+            args.append(q.until)
+        if q.text is not None:
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", q.text) + "%"
+            where.append("fields::text ILIKE ? ESCAPE '\\'" if pg
+                         else "fields LIKE ? ESCAPE '\\'")
+            args.append(pattern)
+        if q.ip is not None or q.indicators:
+            parts = []
+            sub_args: list[Any] = [q.tenant]
+            for n in nets:
+                fam, lo, hi = net_range(n)
+                parts.append("(family = ? AND addr BETWEEN ? AND ?)")
+                sub_args += [fam, lo, hi]
+            where.append("id IN (SELECT record_id FROM record_addresses WHERE tenant = ? AND ("
+                         + " OR ".join(parts) + "))")
+            args += sub_args
+        if q.cursor is not None:
+            where.append("(ts > ? OR (ts = ? AND id > ?))")
+            args += [q.cursor[0], q.cursor[0], q.cursor[1]]
+        sql = (f"SELECT {', '.join(_RECORD_COLS)} FROM records WHERE " + " AND ".join(where)
+               + " ORDER BY ts, id")
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return sql, args
+
+    def _row(self, r: Any) -> dict[str, Any]:
+        return {"id": r[0], "tenant": r[1], "site": r[2], "device": r[3], "kind": r[4],
+                "name": r[5], "ts": float(r[6]), "fields": self.db.json(r[7]),
+                "retention_class": r[8], "expires_at": r[9], "restricted": bool(r[10])}
+
+    def search(self, q: SearchQuery, *, include_restricted: bool = False,
+               fresh: bool = False) -> Page:
+        nets = self.ranges(q)
+        if nets or fresh:
+            self.index.refresh(force=fresh)
+        sql, args = self._sql(q, nets, include_restricted, q.limit + 1)
+        with self.db.tx() as cur:
+            rows = cur.execute(sql, args).fetchall()
+        more = len(rows) > q.limit
+        out = [self._row(r) for r in rows[:q.limit]]
+        self.annotate(out)
+        nxt = encode_cursor(out[-1]["ts"], out[-1]["id"]) if more and out else None
+        return Page(out, nxt, [str(n) for n in nets if q.indicators])
+
+    def iterate(self, q: SearchQuery, *, include_restricted: bool = False,
+                page: int = 500) -> Iterator[dict[str, Any]]:
+        """Every match in time order, page by page (NDJSON export), from `q.cursor` on."""
+        cursor = q.cursor
+        nets = self.ranges(q)
+        if nets:
+            self.index.refresh()
+        while True:
+            qq = dataclasses.replace(q, cursor=cursor, limit=page)
+            sql, args = self._sql(qq, nets, include_restricted, page)
+            with self.db.tx() as cur:
+                rows = [self._row(r) for r in cur.execute(sql, args).fetchall()]
+            self.annotate(rows)
+            yield from rows
+            if len(rows) < page:
+                return
+            cursor = (rows[-1]["ts"], rows[-1]["id"])
+
+    def annotate(self, rows: list[dict[str, Any]]) -> None:
+        """Attach DSR corrections (annotations) to the records they correct."""
+        if not rows:
+            return
+        by_id = {r["id"]: r for r in rows}
+        marks = ", ".join("?" for _ in by_id)
+        with self.db.tx() as cur:
+            notes = cur.execute(f"SELECT record_id, id, ts, note, request_id FROM annotations "
+                                f"WHERE record_id IN ({marks}) ORDER BY ts", list(by_id)
+                                ).fetchall()
+        for r in rows:
+            r["annotations"] = []
+        for rid, nid, ts, note, req in notes:
+            by_id[rid]["annotations"].append({"id": nid, "ts": float(ts), "note": note,
+                                              "request_id": req})
+
+    def stats(self, tenant: str) -> dict[str, int]:
+        """Unrestricted record counts by kind: what the NOC role may see."""
+        pg = self.db.dialect == "postgres"
+        with self.db.tx() as cur:
+            rows = cur.execute("SELECT kind, COUNT(*) FROM records WHERE tenant = ? AND "
+                               + ("NOT restricted" if pg else "restricted = 0")
+                               + " GROUP BY kind", (tenant,)).fetchall()
+        return {str(k): int(n) for k, n in rows}
+
+
+def ndjson(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    for r in rows:
+        yield orjson.dumps(r) + b"\n"

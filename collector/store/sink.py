@@ -1,0 +1,50 @@
+"""The glue between `collector.ingest.IngestWorker` and a `Store`.
+
+`IngestWorker` wants two coroutines: `sink(header, records) -> bool` and
+`quarantine(reason, topic, header, payload)`. `StoreSink` provides them: it
+stamps retention, runs the blocking store call in a worker thread, and feeds
+the NOC metrics only after the commit, so /metrics never shows a value the
+store does not hold. Only a digest and size of a rejected payload are kept:
+a batch that failed verification is not trusted enough to store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+
+from collector.store.base import BatchMeta, Store, TaggedRecord
+from pipelines.envelope import Header
+from pipelines.record import Record
+
+Tagger = Callable[[Sequence[Record]], list[TaggedRecord]]
+Observer = Callable[[Sequence[Record]], None]
+
+
+class StoreSink:
+    def __init__(self, store: Store, tag: Tagger, observe: Observer | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store, self._tag, self._observe, self._clock = store, tag, observe, clock
+
+    def write(self, header: Header, records: Sequence[Record]) -> bool:
+        """The blocking half, for callers already on a worker thread."""
+        meta = BatchMeta(agent_id=header.agent_id, batch_id=header.batch_id, seq=header.seq,
+                         tenant=header.tenant, created=float(header.created),
+                         received_at=self._clock())
+        stored = self.store.write_batch(meta, self._tag(records))
+        if stored and self._observe is not None:
+            self._observe(records)
+        return stored
+
+    async def sink(self, header: Header, records: list[Record]) -> bool:
+        return await asyncio.to_thread(self.write, header, records)
+
+    async def quarantine(self, reason: str, topic: str, header: Header | None,
+                         payload: bytes) -> None:
+        digest = hashlib.sha256(payload).hexdigest()
+        await asyncio.to_thread(
+            self.store.quarantine, reason, topic[:256],
+            header.agent_id if header is not None else None,
+            header.batch_id if header is not None else None, len(payload), digest)
