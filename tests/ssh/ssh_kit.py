@@ -74,3 +74,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class SimFarm:
+    """Many simulators on their own event loop in a background thread, so the loop
+    under test carries only the pollers, as on a real agent whose devices are remote."""
+
+    def __init__(self, vendors: list[str]) -> None:
+        import asyncio
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sim-farm",
+                                        daemon=True)
+        self.sims = [SshDeviceSim(v, 0, {USER: PASSWORD}) for v in vendors]
+
+    def __enter__(self) -> SimFarm:
+        import asyncio
+
+        self._thread.start()
+
+        async def start() -> None:
+            await asyncio.gather(*(s.start() for s in self.sims))
+
+        asyncio.run_coroutine_threadsafe(start(), self._loop).result(timeout=60)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import asyncio
+
+        async def stop() -> None:
+            await asyncio.gather(*(s.stop() for s in self.sims))
+
+        try:
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=60)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()

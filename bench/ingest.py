@@ -1,0 +1,248 @@
+"""Ingest throughput: sealed batches through the real broker into the store.
+
+For each backend (SQLite, PostgreSQL) this measures, in one run:
+
+* raw insert: the same rows, already tagged, written with `store.write_batch`
+  by W processes; no broker, no verification, no decryption. The ceiling.
+* verified ingest: the batches sealed beforehand (sealing is the agent's cost),
+  published to Mosquitto at QoS 1, taken by W `IngestWorker` processes on one
+  MQTT 5 shared subscription, verified, decrypted, tagged and stored; timed
+  from the first publish until the store holds every record.
+
+    python bench/ingest.py [--records 200000] [--batch 500] [--workers 2]
+
+Prints a table and, last, one JSON line with sqlite_records_per_s,
+sqlite_raw_insert_per_s, postgres_records_per_s, postgres_raw_insert_per_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.store import BatchMeta, open_store
+from pipelines.record import Kind, Record
+
+PG_DSN = os.environ.get("PRIVTEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+AGENTS = 4
+
+
+def make_records(tenant: str, n: int, offset: int, now: float) -> list[Record]:
+    return [Record(kind=Kind.METRIC, tenant=tenant, site=f"site{i % 7}",
+                   device=f"dev{(offset + i) % 97:04x}", name="if",
+                   fields={"if_index": i % 48, "if_name": f"ge-0/0/{i % 48}", "if_descr": "eth",
+                           "if_alias": "", "in_octets": 10_000_000 + offset + i,
+                           "out_octets": 20_000_000 + offset + i, "in_errors": i % 3,
+                           "out_errors": 0, "in_discards": 0, "out_discards": i % 2,
+                           "oper_status": 1, "admin_status": 1, "speed_bps": 1_000_000_000},
+                   ts=now) for i in range(n)]
+
+
+def raw_worker(url: str, tenant: str, batches: list[tuple[int, int]], now: float,
+               start: Any, done: Any) -> None:
+    from collector.retention import RetentionService
+
+    store = open_store(url)
+    tagger = RetentionService(None)
+    work = []
+    for n, size in batches:
+        recs = make_records(tenant, size, n * size, now)
+        meta = BatchMeta(agent_id=f"raw{n % AGENTS}", batch_id=os.urandom(16).hex(), seq=n,
+                         tenant=tenant, created=now, received_at=now)
+        work.append((meta, tagger.tag(recs, now=now)))
+    done.put("ready")
+    start.wait()
+    for meta, tagged in work:
+        store.write_batch(meta, tagged)
+    store.close()
+    done.put("done")
+
+
+def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
+                  collector_pem: bytes, agent_raw: dict[str, bytes], stop: Any, out: Any) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from prometheus_client import CollectorRegistry
+
+    from collector.ingest import IngestWorker
+    from collector.metrics import NocMetrics
+    from collector.retention import RetentionService
+    from collector.store.sink import StoreSink
+    from pipelines.keys import load_collector_private_key
+
+    async def main() -> None:
+        ck = load_collector_private_key(collector_pem)
+        agents = {a: ed25519.Ed25519PublicKey.from_public_bytes(k) for a, k in agent_raw.items()}
+        store = open_store(url)
+        reg = CollectorRegistry()
+        sink = StoreSink(store, RetentionService(None).tag, NocMetrics(reg).observe)
+        w = IngestWorker(broker_url=broker, sink=sink.sink, quarantine=sink.quarantine,
+                         agent_keys=agents, collector_keys={ck.key_id: ck}, registry=reg,
+                         shared_group=group, topic_filter=f"privtel/v1/{tenant}/+/batches",
+                         client_id=f"{group}-w{index}", session_expiry_s=0)
+        async with w:
+            await asyncio.wait_for(w.subscribed.wait(), 30)
+            out.put(("ready", index))
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+        out.put(("received", index, reg.get_sample_value("privtel_batches_received_total"),
+                 reg.get_sample_value("privtel_batches_accepted_total")))
+        store.close()
+
+    asyncio.run(main())
+
+
+def wait_count(url: str, tenant: str, expected: int, timeout: float) -> float:
+    store = open_store(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if store.count_records(tenant=tenant) >= expected:
+                return time.perf_counter()
+            time.sleep(0.02)
+    finally:
+        store.close()
+    raise SystemExit(f"timed out: the store did not reach {expected} records in {timeout} s")
+
+
+def run_raw(ctx: Any, url: str, tenant: str, n_batches: int, size: int, workers: int,
+            now: float) -> float:
+    start, done = ctx.Event(), ctx.Queue()
+    plan = [[(n, size) for n in range(i, n_batches, workers)] for i in range(workers)]
+    procs = [ctx.Process(target=raw_worker, args=(url, tenant, p, now, start, done))
+             for p in plan]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        assert done.get(timeout=300) == "ready"
+    t0 = time.perf_counter()
+    start.set()
+    for _ in procs:
+        assert done.get(timeout=600) == "done"
+    t1 = time.perf_counter()
+    for p in procs:
+        p.join(30)
+    return n_batches * size / (t1 - t0)
+
+
+def run_verified(ctx: Any, url: str, broker: str, tenant: str, n_batches: int, size: int,
+                 workers: int, now: float) -> tuple[float, list[float]]:
+    import aiomqtt
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from pipelines import keys
+    from pipelines.envelope import Header, seal, topic_for
+
+    collector = keys.generate_collector_key()
+    signers = {f"agent{i}": ed25519.Ed25519PrivateKey.generate() for i in range(AGENTS)}
+    messages = []
+    for n in range(n_batches):
+        agent = f"agent{n % AGENTS}"
+        h = Header(tenant=tenant, agent_id=agent, batch_id=os.urandom(16).hex(),
+                   seq=n // AGENTS, created=now)
+        messages.append((topic_for(tenant, agent),
+                         seal(h, make_records(tenant, size, n * size, now), collector.public,
+                              signers[agent])))
+    agent_raw = {a: k.public_key().public_bytes_raw() for a, k in signers.items()}
+    group = f"bench{os.urandom(3).hex()}"
+    stop, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=ingest_worker, args=(url, broker, group, tenant, i,
+                                                     collector.pem, agent_raw, stop, out))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        assert out.get(timeout=60)[0] == "ready"
+    host, port = broker.removeprefix("mqtt://").split(":")
+
+    async def publish() -> None:
+        async with aiomqtt.Client(host, int(port), timeout=30, max_inflight_messages=100,
+                                  identifier=f"{group}-pub") as c:
+            sem = asyncio.Semaphore(64)
+
+            async def one(topic: str, payload: bytes) -> None:
+                async with sem:
+                    await c.publish(topic, payload, qos=1, timeout=30)
+
+            await asyncio.gather(*(one(t, p) for t, p in messages))
+
+    t0 = time.perf_counter()
+    asyncio.run(publish())
+    t1 = wait_count(url, tenant, n_batches * size, 600)
+    stop.set()
+    shares = []
+    for _ in procs:
+        msg = out.get(timeout=60)
+        shares.append(msg[2] or 0.0)
+    for p in procs:
+        p.join(30)
+    return n_batches * size / (t1 - t0), shares
+
+
+def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    now = time.time()
+    n_batches = max(1, args.records // args.batch)
+    suffix = os.urandom(4).hex()
+    if backend == "sqlite":
+        raw_url = f"sqlite:///{tmp}/raw-{suffix}.db"
+        ing_url = f"sqlite:///{tmp}/ingest-{suffix}.db"
+        cleanup: list[str] = []
+    else:
+        raw_url = f"{args.pg}?schema=privtel_bench_raw_{suffix}"
+        ing_url = f"{args.pg}?schema=privtel_bench_ing_{suffix}"
+        cleanup = [f"privtel_bench_raw_{suffix}", f"privtel_bench_ing_{suffix}"]
+    try:
+        for url in (raw_url, ing_url):
+            s = open_store(url)
+            s.migrate()
+            s.close()
+        raw = run_raw(ctx, raw_url, "bench", n_batches, args.batch, args.workers, now)
+        verified, shares = run_verified(ctx, ing_url, args.broker, f"b{suffix}", n_batches,
+                                        args.batch, args.workers, now)
+    finally:
+        if cleanup:
+            import psycopg
+
+            with psycopg.connect(args.pg, autocommit=True) as conn:
+                for schema in cleanup:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return {"raw": raw, "verified": verified, "shares": shares}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument("--pg", default=PG_DSN)
+    ap.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    args = ap.parse_args()
+    ctx = mp.get_context("spawn")
+    result: dict[str, Any] = {"records": args.records, "batch_records": args.batch,
+                              "workers": args.workers}
+    print(f"ingest bench: {args.records} records in batches of {args.batch}, "
+          f"{args.workers} workers, cpus {os.cpu_count()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends.split(","):
+            r = bench_backend(ctx, backend, args, Path(tmp))
+            ratio = r["verified"] / r["raw"]
+            print(f"  {backend:<9} raw insert {r['raw']:>10,.0f} rec/s   verified ingest "
+                  f"{r['verified']:>10,.0f} rec/s   ratio {ratio:.2f}   batches per worker "
+                  f"{[int(s) for s in r['shares']]}")
+            result[f"{backend}_records_per_s"] = round(r["verified"])
+            result[f"{backend}_raw_insert_per_s"] = round(r["raw"])
+            result[f"{backend}_ratio"] = round(ratio, 3)
+            result[f"{backend}_batches_per_worker"] = [int(s) for s in r["shares"]]
+    print(orjson.dumps(result).decode())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Data-subject requests: export, erase, restrict, correct.
+
+A subject is identified by raw addresses (and optionally a time range). The
+records hold only pseudonyms, so each address is pseudonymised forward with
+each tenant's key(s) and looked up in the address index; nothing raw is ever
+stored: the request row keeps the subject as pseudonymous ranges per tenant.
+
+Erasure deletes the records and every derived copy (address index, indexing
+marks, correction annotations) in one transaction, then searches again and
+records whether the subject is gone (`verified`). Restriction sets the
+store's `restricted` flag: search and export skip such rows for every role,
+the purge keeps them, and only these DSR calls still see them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from collector.api.db import Db
+from collector.search import (
+    MAX_INDICATORS,
+    Network,
+    QueryError,
+    Searcher,
+    SearchQuery,
+    _time,
+    parse_network,
+)
+
+KINDS = ("export", "erase", "restrict", "correct")
+MAX_NOTE = 2000
+_KEYS = {"tenants", "addresses", "since", "until", "reason", "note", "record_ids", "format"}
+_TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+@dataclass(frozen=True, slots=True)
+class DsrRequest:
+    kind: str
+    tenants: tuple[str, ...]
+    addresses: tuple[Network, ...] = field(repr=False)  # raw: never stored or logged
+    since: float | None = None
+    until: float | None = None
+    reason: str = ""
+    note: str | None = field(default=None, repr=False)
+    record_ids: tuple[str, ...] | None = None
+    ndjson: bool = False
+
+
+@dataclass
+class DsrResult:
+    request_id: str
+    kind: str
+    status: str
+    count: int
+    per_tenant: dict[str, int]
+    verified: bool | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"request_id": self.request_id, "kind": self.kind,
+                               "status": self.status, "count": self.count,
+                               "per_tenant": self.per_tenant}
+        if self.verified is not None:
+            out["verified"] = self.verified
+        return out
+
+
+def parse_request(kind: str, body: Any) -> DsrRequest:
+    if kind not in KINDS:
+        raise QueryError(f"request kind must be one of {', '.join(KINDS)}")
+    if not isinstance(body, Mapping):
+        raise QueryError("the request body must be a JSON object")
+    unknown = sorted(set(body) - _KEYS)
+    if unknown:
+        names = ", ".join(repr(str(u)[:40]) for u in unknown[:5])
+        raise QueryError(f"unknown field(s) {names}; known: {', '.join(sorted(_KEYS))}")
+    tenants = body.get("tenants")
+    if not isinstance(tenants, list) or not 0 < len(tenants) <= 100 or not all(
+            isinstance(t, str) and 0 < len(t) <= 63 and set(t) <= _TENANT_CHARS
+            and t[0] not in "-_" for t in tenants):
+        raise QueryError("tenants must be a list of 1 to 100 tenant names")
+    addrs = body.get("addresses")
+    if not isinstance(addrs, list) or not 0 < len(addrs) <= MAX_INDICATORS:
+        raise QueryError(f"addresses must be a list of 1 to {MAX_INDICATORS} IP addresses "
+                         "(or CIDR prefixes) identifying the subject")
+    nets = tuple(parse_network(f"addresses[{i}]", a) for i, a in enumerate(addrs))
+    since, until = _time("since", body.get("since")), _time("until", body.get("until"))
+    if since is not None and until is not None and since >= until:
+        raise QueryError("since must be before until")
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 200:
+        raise QueryError("reason must be a string of at most 200 characters")
+    note = body.get("note")
+    if kind == "correct":
+        if not isinstance(note, str) or not 0 < len(note) <= MAX_NOTE:
+            raise QueryError(f"note is required for a correction (1 to {MAX_NOTE} characters)")
+    elif note is not None:
+        raise QueryError("note is only for correct requests")
+    ids = body.get("record_ids")
+    if ids is not None and (not isinstance(ids, list) or not 0 < len(ids) <= 1000 or not all(
+            isinstance(i, str) and len(i) == 32 and set(i) <= set("0123456789abcdef")
+            for i in ids)):
+        raise QueryError("record_ids must be a list of 1 to 1000 record ids (32 hex)")
+    fmt = body.get("format", "json")
+    if fmt not in ("json", "ndjson") or (fmt == "ndjson" and kind != "export"):
+        raise QueryError("format must be json, or ndjson for export")
+    return DsrRequest(kind, tuple(dict.fromkeys(tenants)), nets, since, until, reason, note,
+                      None if ids is None else tuple(ids), fmt == "ndjson")
+
+
+class DsrService:
+    def __init__(self, db: Db, searcher: Searcher) -> None:
+        self.db, self.searcher = db, searcher
+
+    def _query(self, tenant: str, req: DsrRequest) -> SearchQuery:
+        return SearchQuery(tenant=tenant, since=req.since, until=req.until,
+                           indicators=req.addresses, limit=1000)
+
+    def subject(self, req: DsrRequest) -> dict[str, list[str]]:
+        """The subject as pseudonymous ranges per tenant: what the request row keeps."""
+        return {t: sorted({str(n) for a in req.addresses
+                           for n in self.searcher.keys.networks(t, a)}) for t in req.tenants}
+
+    def find(self, req: DsrRequest) -> Iterator[dict[str, Any]]:
+        """Every record of the subject, restricted ones included, tenant by tenant."""
+        for t in req.tenants:
+            for r in self.searcher.iterate(self._query(t, req), include_restricted=True):
+                if req.record_ids is None or r["id"] in req.record_ids:
+                    yield r
+
+    def count(self, req: DsrRequest) -> dict[str, int]:
+        self.searcher.index.refresh(force=True)
+        out = dict.fromkeys(req.tenants, 0)
+        for r in self.find(req):
+            out[r["tenant"]] += 1
+        return out
+
+    def _ids(self, req: DsrRequest) -> dict[str, list[str]]:
+        self.searcher.index.refresh(force=True)
+        out: dict[str, list[str]] = {t: [] for t in req.tenants}
+        for r in self.find(req):
+            out[r["tenant"]].append(r["id"])
+        return out
+
+    def run(self, req: DsrRequest, *, actor: str, request_id: str,
+            now: float | None = None) -> DsrResult:
+        """Carry out a request (an export collects its records) and record it."""
+        for t in req.tenants:
+            self.searcher.keys.networks(t, req.addresses[0])  # NoKeyError before any change
+        subject = self.subject(req)
+        result = DsrResult(request_id, req.kind, "failed", 0, {})
+        try:
+            if req.kind == "export":
+                self.searcher.index.refresh(force=True)
+                result.records = list(self.find(req))
+                result.per_tenant = dict.fromkeys(req.tenants, 0)
+                for r in result.records:
+                    result.per_tenant[r["tenant"]] += 1
+            else:
+                ids = self._ids(req)
+                result.per_tenant = {t: len(v) for t, v in ids.items()}
+                if req.kind == "erase":
+                    self._erase(ids)
+                    left = self.count(req)
+                    result.verified = sum(left.values()) == 0 and self._gone(ids)
+                elif req.kind == "restrict":
+                    self._restrict(ids)
+                else:
+                    assert req.note is not None
+                    self._correct(ids, req.note, actor, request_id, now)
+            result.count = sum(result.per_tenant.values())
+            result.status = "failed" if result.verified is False else "done"
+            return result
+        finally:
+            self._record(req, result, actor, subject, now)
+
+    def export_stream(self, req: DsrRequest, *, actor: str, request_id: str,
+                      now: float | None = None) -> tuple[DsrResult, Iterator[bytes]]:
+        """An export as NDJSON: a header line with the count (for progress bars), then
+        one record per line. Counted first, recorded before the first byte is sent."""
+        for t in req.tenants:
+            self.searcher.keys.networks(t, req.addresses[0])
+        per = self.count(req)
+        result = DsrResult(request_id, "export", "done", sum(per.values()), per)
+        self._record(req, result, actor, self.subject(req), now)
+
+        def lines() -> Iterator[bytes]:
+            yield orjson.dumps({"request_id": request_id, "count": result.count,
+                                "per_tenant": per}) + b"\n"
+            for r in self.find(req):
+                yield orjson.dumps(r) + b"\n"
+
+        return result, lines()
+
+    def _chunks(self, ids: dict[str, list[str]]) -> Iterator[tuple[str, list[str]]]:
+        for t, v in ids.items():
+            for i in range(0, len(v), 500):
+                yield t, v[i:i + 500]
+
+    def _erase(self, ids: dict[str, list[str]]) -> None:
+        with self.db.tx(write=True) as cur:
+            for t, chunk in self._chunks(ids):
+                marks = ", ".join("?" for _ in chunk)
+                cur.execute(f"DELETE FROM records WHERE tenant = ? AND id IN ({marks})",
+                            [t, *chunk])
+                cur.execute(f"DELETE FROM record_addresses WHERE tenant = ? AND record_id IN "
+                            f"({marks})", [t, *chunk])
+                cur.execute(f"DELETE FROM annotations WHERE tenant = ? AND record_id IN "
+                            f"({marks})", [t, *chunk])
+                cur.execute(f"DELETE FROM indexed_records WHERE record_id IN ({marks})", chunk)
+
+    def _gone(self, ids: dict[str, list[str]]) -> bool:
+        with self.db.tx() as cur:
+            for _t, chunk in self._chunks(ids):
+                marks = ", ".join("?" for _ in chunk)
+                for table, col in (("records", "id"), ("record_addresses", "record_id"),
+                                   ("annotations", "record_id")):
+                    n = cur.execute(f"SELECT COUNT(*) FROM {table} WHERE {col} IN ({marks})",
+                                    chunk).fetchone()[0]
+                    if n:
+                        return False
+        return True
+
+    def _restrict(self, ids: dict[str, list[str]]) -> None:
+        flag = "true" if self.db.dialect == "postgres" else "1"
+        with self.db.tx(write=True) as cur:
+            for t, chunk in self._chunks(ids):
+                marks = ", ".join("?" for _ in chunk)
+                cur.execute(f"UPDATE records SET restricted = {flag} WHERE tenant = ? AND id IN"
+                            f" ({marks})", [t, *chunk])
+
+    def _correct(self, ids: dict[str, list[str]], note: str, actor: str, request_id: str,
+                 now: float | None) -> None:
+        ts = time.time() if now is None else now
+        rows = []
+        for t, v in ids.items():
+            text = self.searcher.keys.text(t, note)  # a raw address in the note never lands
+            rows += [(os.urandom(16).hex(), rid, t, ts, actor, request_id, text) for rid in v]
+        if rows:
+            with self.db.tx(write=True) as cur:
+                cur.executemany("INSERT INTO annotations (id, record_id, tenant, ts, author, "
+                                "request_id, note) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _record(self, req: DsrRequest, result: DsrResult, actor: str,
+                subject: dict[str, list[str]], now: float | None) -> None:
+        detail = {"per_tenant": result.per_tenant, "reason": req.reason}
+        if result.verified is not None:
+            detail["verified"] = result.verified
+        with self.db.tx(write=True) as cur:
+            cur.execute("INSERT INTO dsr_requests (id, ts, actor, kind, tenants, subject, since,"
+                        " until, status, record_count, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                        "?, ?, ?)",
+                        (result.request_id, time.time() if now is None else now, actor,
+                         req.kind, ",".join(req.tenants),
+                         orjson.dumps(subject, option=orjson.OPT_SORT_KEYS).decode(),
+                         req.since, req.until, result.status, result.count,
+                         orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode()))
+
+    def requests(self, visible: Any, limit: int = 100) -> list[dict[str, Any]]:
+        """Recorded requests whose tenants all pass `visible(tenant)`, newest first."""
+        with self.db.tx() as cur:
+            rows = cur.execute("SELECT id, ts, actor, kind, tenants, subject, since, until, "
+                               "status, record_count, detail FROM dsr_requests ORDER BY ts DESC"
+                               " LIMIT ?", (limit * 10,)).fetchall()
+        out = []
+        for r in rows:
+            tenants = r[4].split(",")
+            if not all(visible(t) for t in tenants):
+                continue
+            out.append({"id": r[0], "ts": float(r[1]), "actor": r[2], "kind": r[3],
+                        "tenants": tenants, "subject": orjson.loads(r[5]), "since": r[6],
+                        "until": r[7], "status": r[8], "count": int(r[9]),
+                        "detail": orjson.loads(r[10])})
+            if len(out) >= limit:
+                break
+        return out
