@@ -282,7 +282,7 @@ class Shipper:
     def _client(self) -> aiomqtt.Client:
         mq: MqttConfig = self.config.mqtt
         v5 = mq.protocol == "5"
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self._host, self._port,
             identifier=mq.client_id or f"privtel-agent-{self.config.agent_id}",
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
@@ -291,6 +291,8 @@ class Shipper:
             max_inflight_messages=self.spool_config.inflight,
             logger=logging.getLogger("privtel.mqtt.agent"),
         )
+        client.pending_calls_threshold = self.spool_config.inflight + 1
+        return client
 
     async def _publisher(self) -> None:
         lo, hi = self._backoff
@@ -335,8 +337,7 @@ class Shipper:
                 *(client.publish(self.topic, b.data, qos=1, timeout=self.config.mqtt.timeout_s)
                   for b in batches), return_exceptions=True)
             acked = [b.seq for b, r in zip(batches, results, strict=True) if r is None]
-            for seq in acked:
-                await self._run(self.spool.delete, seq)
+            await self._run(self.spool.delete, acked)
             self.metrics.published.inc(len(acked))
             await self._refresh_gauges()
             errors = [r for r in results if isinstance(r, BaseException)]

@@ -118,6 +118,7 @@ class Spool:
         self.path, self.max_bytes, self.max_age_s = path, max_bytes, max_age_s
         self._on_drop = on_drop
         self._lock = threading.Lock()
+        self._cache: dict[int, Record] = {}
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
@@ -141,15 +142,18 @@ class Spool:
         if not records:
             return
         now = time.time()
-        rows = [(now, orjson.dumps(r.to_dict())) for r in records]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT INTO pending (added, record) VALUES (?, ?)", rows)
+                ids = [int(self._db.execute(  # type: ignore[arg-type]
+                    "INSERT INTO pending (added, record) VALUES (?, ?)",
+                    (now, orjson.dumps(r.to_dict()))).lastrowid) for r in records]
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            # Records sealed in this process skip re-parsing (and re-validating) their rows.
+            self._cache.update(zip(ids, records, strict=True))
 
     def pending_count(self) -> int:
         with self._lock:
@@ -178,7 +182,7 @@ class Spool:
                     return 0
                 seq = int(self._db.execute(
                     "SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
-                records = [from_dict(orjson.loads(r[1])) for r in rows]
+                records = [self._cache.get(r[0]) or from_dict(orjson.loads(r[1])) for r in rows]
                 batch_id, created, data = seal(seq, records)
                 self._db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
                                  (seq, batch_id, created, len(records), len(data), data))
@@ -189,13 +193,18 @@ class Spool:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            for r in rows:
+                self._cache.pop(r[0], None)
         return len(records)
 
     def drop_pending(self, n: int) -> None:
         """Discard the `n` oldest pending records (one that can never fit in a batch)."""
         with self._lock:
-            self._db.execute("DELETE FROM pending WHERE id IN (SELECT id FROM pending "
-                             "ORDER BY id LIMIT ?)", (n,))
+            ids = [r[0] for r in self._db.execute("SELECT id FROM pending ORDER BY id LIMIT ?",
+                                                   (n,))]
+            self._db.executemany("DELETE FROM pending WHERE id=?", [(i,) for i in ids])
+            for i in ids:
+                self._cache.pop(i, None)
 
     def peek(self, limit: int, exclude: frozenset[int] = frozenset()) -> list[SpooledBatch]:
         """The oldest batches not in `exclude` (those already in flight)."""
@@ -207,10 +216,18 @@ class Spool:
                for r in rows if r[0] not in exclude]
         return out[:limit]
 
-    def delete(self, seq: int) -> None:
-        """Forget a batch the broker acknowledged."""
+    def delete(self, seqs: Sequence[int]) -> None:
+        """Forget batches the broker acknowledged, in one transaction."""
+        if not seqs:
+            return
         with self._lock:
-            self._db.execute("DELETE FROM batches WHERE seq=?", (seq,))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def enforce_bounds(self, now: float | None = None) -> None:
         with self._lock:

@@ -249,7 +249,7 @@ class DsrService:
 
     def _record(self, req: DsrRequest, result: DsrResult, actor: str,
                 subject: dict[str, list[str]], now: float | None) -> None:
-        detail = {"per_tenant": result.per_tenant, "reason": req.reason}
+        detail: dict[str, Any] = {"per_tenant": result.per_tenant, "reason": req.reason}
         if result.verified is not None:
             detail["verified"] = result.verified
         with self.db.tx(write=True) as cur:

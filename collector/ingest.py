@@ -115,6 +115,8 @@ def _tls_context(ca_file: Path | None, cert_file: Path | None,
 class IngestWorker:
     """Subscribes, checks, commits through `sink`, quarantines rejections; async context manager.
 
+    `agent_tenants` (agent id -> tenant), when given, binds each agent to its
+    tenant: a correctly signed batch claiming another tenant is `unknown_agent`.
     `sink(header, records)` returns True when stored, False when the batch was
     already stored (a duplicate). `quarantine(reason, topic, header, payload)`
     keeps a rejected batch; `header` is None when none could be parsed, and is
@@ -126,6 +128,7 @@ class IngestWorker:
     def __init__(self, *, broker_url: str, sink: Sink, quarantine: Quarantine,
                  agent_keys: AgentKeys, collector_keys: Mapping[str, CollectorPrivateKey],
                  registry: CollectorRegistry | None = None, metrics: IngestMetrics | None = None,
+                 agent_tenants: Mapping[str, str] | None = None,
                  protocol: str = "5", shared_group: str | None = None,
                  topic_filter: str = DEFAULT_TOPIC, client_id: str | None = None,
                  ca_file: Path | None = None, cert_file: Path | None = None,
@@ -158,6 +161,7 @@ class IngestWorker:
         self._tls_ctx = _tls_context(ca_file, cert_file, key_file) if self._tls else None
         self._sink, self._quarantine = sink, quarantine
         self._agent_keys, self._collector_keys = agent_keys, collector_keys
+        self._agent_tenants = agent_tenants
         self.metrics = metrics or IngestMetrics(registry)  # type: ignore[arg-type]
         self._protocol = protocol
         self.subscription = (f"$share/{shared_group}/{topic_filter}" if shared_group
@@ -172,8 +176,11 @@ class IngestWorker:
         self.subscribed = asyncio.Event()
 
     def update_keys(self, *, agent_keys: AgentKeys | None = None,
-                    collector_keys: Mapping[str, CollectorPrivateKey] | None = None) -> None:
+                    collector_keys: Mapping[str, CollectorPrivateKey] | None = None,
+                    agent_tenants: Mapping[str, str] | None = None) -> None:
         """Swap key registries (agent added, collector key rotated) without reconnecting."""
+        if agent_tenants is not None:
+            self._agent_tenants = agent_tenants
         if agent_keys is not None:
             self._agent_keys = agent_keys
         if collector_keys is not None:
@@ -257,6 +264,10 @@ class IngestWorker:
             header, records = envelope.open_sealed(
                 payload, self._agent_keys, self._collector_keys, max_size=self._max_batch,
                 max_body=self._max_body)
+            if (self._agent_tenants is not None
+                    and self._agent_tenants.get(header.agent_id) != header.tenant):
+                raise EnvelopeError("unknown_agent", f"agent {header.agent_id!r} is not "
+                                    f"registered for tenant {header.tenant!r}")
             envelope.check_fresh(header, max_age_s=self._replay_window, max_skew_s=self._skew)
             self._check_sequence(header)
         except EnvelopeError as e:

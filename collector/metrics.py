@@ -228,7 +228,7 @@ class NocMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
-        fams = {m.name: m for m in self.describe()}
+        fams: dict[str, Any] = {m.name: m for m in self.describe()}
         with self._lock:
             self._expire(now)
             for d in self._devices.values():
@@ -340,6 +340,33 @@ class InstrumentedStore:
                    size: int, digest: str) -> None:
         self.inner.quarantine(reason, topic, agent_id, batch_id, size, digest)
         self.metrics.quarantined.labels(self.backend, reason).inc()
+
+    def migrate(self) -> int:
+        return self.inner.migrate()
+
+    def count_records(self, **filters: Any) -> int:
+        return self.inner.count_records(**filters)
+
+    def count_batches(self, **filters: Any) -> int:
+        return self.inner.count_batches(**filters)
+
+    def count_quarantined(self, reason: str | None = None) -> int:
+        return self.inner.count_quarantined(reason)
+
+    def purge_expired(self, now: float, dry_run: bool = False) -> dict[str, int]:
+        return self.inner.purge_expired(now, dry_run)
+
+    def counts_by_class(self) -> dict[str, int]:
+        return self.inner.counts_by_class()
+
+    def size_bytes(self) -> int:
+        return self.inner.size_bytes()
+
+    def ping(self) -> None:
+        self.inner.ping()
+
+    def close(self) -> None:
+        self.inner.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -191,9 +191,12 @@ def addresses_of(fields: Mapping[str, Any]) -> set[tuple[int, str]]:
 
 
 class AddressIndex:
-    def __init__(self, db: Db, *, batch: int = 2000, min_interval_s: float = 2.0) -> None:
+    def __init__(self, db: Db, *, batch: int = 2000, min_interval_s: float = 2.0,
+                 prune_interval_s: float = 600.0) -> None:
         self.db, self.batch, self.min_interval_s = db, batch, min_interval_s
+        self.prune_interval_s = prune_interval_s
         self._last = -math.inf
+        self._last_prune = time.monotonic()
         self._lock = threading.Lock()
 
     def refresh(self, force: bool = False) -> int:
@@ -204,6 +207,9 @@ class AddressIndex:
             if not force and now - self._last < self.min_interval_s:
                 return 0
             self._last = now
+            if now - self._last_prune >= self.prune_interval_s:
+                self._last_prune = now
+                self.prune()
             total = 0
             while True:
                 n = self._step()
@@ -417,7 +423,8 @@ class Searcher:
     def _sql(self, q: SearchQuery, nets: list[Network], include_restricted: bool,
              limit: int | None) -> tuple[str, list[Any]]:
         pg = self.db.dialect == "postgres"
-        where, args = ["tenant = ?"], [q.tenant]
+        where: list[str] = ["tenant = ?"]
+        args: list[Any] = [q.tenant]
         if not include_restricted:
             where.append("NOT restricted" if pg else "restricted = 0")
         for col in ("site", "device", "kind", "name"):

@@ -118,8 +118,9 @@ class Policy:
         agent with a fast clock cannot stretch retention."""
         jur = jurisdiction if jurisdiction is not None else self.tenants.get(record.tenant)
         key = (record.kind.value, record.tenant, jur)
-        hit = self._cache.get(key, False)
-        if hit is False:
+        if key in self._cache:
+            hit = self._cache[key]
+        else:
             rule = self.resolve(*key)
             hit = None if rule is None else (self.classes[rule.klass], rule.legal_basis)
             if len(self._cache) >= _CACHE_MAX:

@@ -6,6 +6,7 @@ import os
 import socket
 
 import pytest
+from peers.ports import free_port  # noqa: F401  (re-exported for older imports)
 
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
 PG_DSN = os.environ.get("PRIVTEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -35,8 +36,3 @@ def pg_dsn() -> str:
                     "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
     return PG_DSN
 
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -12,6 +12,7 @@ another exception, never a loop that does not advance).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -57,7 +58,7 @@ class Pdu:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    version: int  # 0 = v1, 1 = v2c
+    version: int  # always 1 (v2c): v1 and v3 are pysnmp's
     community: bytes
     pdu: Pdu
 
@@ -169,36 +170,40 @@ def _expect_int(b: bytes, pos: int, end: int) -> tuple[int, int]:
     return _int(b, s, e), e
 
 
+_HIGH = re.compile(rb"[\x80-\xff]")
+
+
 def _oid(b: bytes, s: int, e: int) -> Oid:
     if s == e:
         raise SnmpDecodeError("empty OID")
     sub = b[s:e]
-    if max(sub) < 0x80:  # every arc fits one byte: the common case in a walk
+    if sub[-1] & 0x80:
+        raise SnmpDecodeError("OID ends mid-arc")
+    m = _HIGH.search(sub)
+    if m is None or m.start() > 0:
+        # one-byte arcs up to the first multi-byte one (table indices, mostly) go in bulk
         first = sub[0]
-        if first < 80:
-            return (first // 40, first % 40, *sub[1:])
-        return (2, first - 80, *sub[1:])
-    arcs: list[int] = []
+        head = (first // 40, first % 40) if first < 80 else (2, first - 80)
+        if m is None:
+            return head + tuple(sub[1:])
+        k = m.start()
+        arcs = list(head)
+        arcs.extend(sub[1:k])
+    else:
+        k = 0
+        arcs = []
     acc = 0
-    first = True
-    for i in range(s, e):
-        c = b[i]
+    for c in sub[k:]:
         if acc == 0 and c == 0x80:
             raise SnmpDecodeError("non-minimal OID arc")
         acc = (acc << 7) | (c & 0x7F)
         if c & 0x80:
             continue
-        if first:
-            if acc < 80:
-                arcs += (acc // 40, acc % 40)
-            else:
-                arcs += (2, acc - 80)
-            first = False
+        if not arcs:
+            arcs += (acc // 40, acc % 40) if acc < 80 else (2, acc - 80)
         else:
             arcs.append(acc)
         acc = 0
-    if b[e - 1] & 0x80:
-        raise SnmpDecodeError("OID ends mid-arc")
     return tuple(arcs)
 
 
@@ -228,24 +233,66 @@ def decode_value(b: bytes, tag: int, s: int, e: int) -> object:
     raise SnmpDecodeError(f"unknown value tag 0x{tag:02x}")
 
 
+_INTLIKE = {INTEGER: _INT32, COUNTER32: (0, 2**32 - 1), GAUGE32: (0, 2**32 - 1),
+            TIMETICKS: (0, 2**32 - 1), COUNTER64: (0, 2**64 - 1)}
+
+
 def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
+    """The hot loop: short-form lengths and one-byte OID arcs take a straight path,
+    everything else goes through the general `_hdr`/`_oid`/`decode_value`."""
     tag, pos, lend = _hdr(b, pos, end)
     if tag != _SEQ:
         raise SnmpDecodeError("expected varbind list")
     out: list[VarBind] = []
     append = out.append
+    from_bytes = int.from_bytes
+    intlike = _INTLIKE
     while pos < lend:
-        tag, s, vend = _hdr(b, pos, lend)
-        if tag != _SEQ:
+        if b[pos] != _SEQ:
             raise SnmpDecodeError("expected varbind")
-        tag, os_, oe = _hdr(b, s, vend)
-        if tag != OBJECT_ID:
+        n = b[pos + 1]
+        if n < 0x80:
+            s = pos + 2
+            vend = s + n
+            if vend > lend:
+                raise SnmpDecodeError("length runs past the end")
+        else:
+            _, s, vend = _hdr(b, pos, lend)
+        if b[s] != OBJECT_ID:
             raise SnmpDecodeError("expected OID")
-        oid = _oid(b, os_, oe)
-        vtag, vs, ve = _hdr(b, oe, vend)
+        n = b[s + 1]
+        if n < 0x80 and n:
+            os_ = s + 2
+            oe = os_ + n
+            if oe > vend:
+                raise SnmpDecodeError("length runs past the end")
+            oid: Oid = _oid(b, os_, oe)
+        else:
+            _, os_, oe = _hdr(b, s, vend)
+            oid = _oid(b, os_, oe)
+        if oe + 2 > vend:
+            raise SnmpDecodeError("truncated value")
+        vtag = b[oe]
+        n = b[oe + 1]
+        if n < 0x80:
+            vs = oe + 2
+            ve = vs + n
+        else:
+            vtag, vs, ve = _hdr(b, oe, vend)
         if ve != vend:
             raise SnmpDecodeError("trailing bytes in varbind")
-        append((oid, vtag, decode_value(b, vtag, vs, ve)))  # type: ignore[arg-type]
+        rng = intlike.get(vtag)
+        if rng is not None:
+            if vs == ve:
+                raise SnmpDecodeError("empty integer")
+            v: object = from_bytes(b[vs:ve], "big", signed=True)
+            if not rng[0] <= v <= rng[1]:  # type: ignore[operator]
+                raise SnmpDecodeError("integer value out of range for its type")
+        elif vtag == OCTET_STRING:
+            v = b[vs:ve]
+        else:
+            v = decode_value(b, vtag, vs, ve)
+        append((oid, vtag, v))  # type: ignore[arg-type]
         pos = vend
     return out, lend
 
@@ -257,6 +304,10 @@ def decode_pdu(b: bytes, pos: int, end: int) -> tuple[Pdu, int]:
     rid, pos = _expect_int(b, pos, pend)
     est, pos = _expect_int(b, pos, pend)
     eix, pos = _expect_int(b, pos, pend)
+    if not _INT32[0] <= rid <= _INT32[1]:
+        raise SnmpDecodeError("request-id out of range")
+    if not 0 <= eix <= _INT32[1] or (ptype == GETBULK and not 0 <= est <= _INT32[1]):
+        raise SnmpDecodeError("error-index out of range")
     vbs, pos = decode_varbinds(b, pos, pend)
     if pos != pend:
         raise SnmpDecodeError("trailing bytes in PDU")
@@ -264,15 +315,15 @@ def decode_pdu(b: bytes, pos: int, end: int) -> tuple[Pdu, int]:
 
 
 def decode_v2c(data: bytes) -> Message:
-    """A v1/v2c message; anything else (including v3) raises SnmpDecodeError."""
+    """A v2c message; anything else (v1, v3, garbage) raises SnmpDecodeError."""
     try:
         b = bytes(data)
         tag, pos, end = _hdr(b, 0, len(b))
         if tag != _SEQ or end != len(b):
             raise SnmpDecodeError("not an SNMP message")
         version, pos = _expect_int(b, pos, end)
-        if version not in (0, 1):
-            raise SnmpDecodeError(f"not a v1/v2c message (version {version})")
+        if version != 1:
+            raise SnmpDecodeError(f"not a v2c message (version {version})")
         tag, cs, ce = _hdr(b, pos, end)
         if tag != OCTET_STRING:
             raise SnmpDecodeError("expected community")

@@ -58,15 +58,22 @@ async def walk(client: SnmpClient, root: Oid, max_repetitions: int, *,
         if not vbs:
             res.error = E.SnmpError(E.PARTIAL if out else E.MALFORMED, "empty response")
             return res
-        for oid, tag, value in vbs:
-            if tag == END_OF_MIB_VIEW or not is_prefix(root, oid):
-                return res
-            if oid <= cur:
-                res.error = E.SnmpError(E.PARTIAL, "agent returned a non-increasing OID")
-                return res
-            if tag not in EXCEPTIONS:
-                out.append((oid, tag, value))
-            cur = oid
+        last = vbs[-1][0]
+        if last > cur and last[: len(root)] == root and EXCEPTIONS.isdisjoint(
+                [vb[1] for vb in vbs]) and vbs[0][0] > cur:
+            # the common case: a whole batch inside the subtree, ordered ends, no exceptions
+            out.extend(vbs)
+            cur = last
+        else:
+            for oid, tag, value in vbs:
+                if tag == END_OF_MIB_VIEW or not is_prefix(root, oid):
+                    return res
+                if oid <= cur:
+                    res.error = E.SnmpError(E.PARTIAL, "agent returned a non-increasing OID")
+                    return res
+                if tag not in EXCEPTIONS:
+                    out.append((oid, tag, value))
+                cur = oid
         if len(out) > MAX_VARBINDS:
             res.error = E.SnmpError(E.PARTIAL, f"walk exceeded {MAX_VARBINDS} varbinds")
             return res

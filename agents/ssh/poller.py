@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 KNOWN_HOSTS_ENV = "PRIVTEL_SSH_KNOWN_HOSTS"
 HOST_KEY_POLICIES = ("strict", "tofu")
 PARSE_ERROR_NAME = "ssh.parse_error"
+ENABLE_TYPES = ("cisco_ios", "cisco_nxos", "arista_eos")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +121,49 @@ class _Output:
 
 @dataclass(slots=True)
 class _DeviceState:
-    failures: int = 0
-    reason: str | None = None
-    retry_at: float = 0.0
     logs: dict[int, LogCursor] = field(default_factory=dict)
+
+
+class _Abort:
+    """Lets the event loop cut a session short from outside the worker thread."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._conn: Any = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def attach(self, conn: Any) -> None:
+        """Hooks `conn.read_channel`, which every netmiko wait loop calls, so an
+        abort ends the loop instead of sleeping out the read timeout."""
+        read = conn.read_channel
+
+        def read_or_abort() -> str:
+            if self._event.is_set():
+                raise SshFailure("timeout")
+            return str(read())
+
+        conn.read_channel = read_or_abort
+        with self._lock:
+            self._conn = conn
+        if self._event.is_set():
+            self._close()
+
+    def set(self) -> None:
+        self._event.set()
+        self._close()
+
+    def _close(self) -> None:
+        with self._lock:
+            conn = self._conn
+        client = getattr(conn, "remote_conn_pre", None)
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                log.debug("ssh: closing an aborted session failed")
 
 
 class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
@@ -161,7 +201,8 @@ def _load_pkey(text: str, passphrase: str | None) -> Any:
 
 def classify(exc: BaseException, phase: str) -> str:
     """The reason code for a netmiko/paramiko failure in a given phase
-    ("connect", "prompt" or "command")."""
+    ("connect", "prompt", "enable" or "command"). A refused enable secret is
+    `auth_failed`: the login worked but the credential is still wrong."""
     chain: list[BaseException] = []
     e: BaseException | None = exc
     while e is not None and e not in chain:
@@ -184,10 +225,12 @@ def classify(exc: BaseException, phase: str) -> str:
             return "host_key_unknown"
         if isinstance(e, TimeoutError | socket.timeout):
             return "timeout"
+    if isinstance(exc, ReadTimeout) and phase != "prompt":
+        return "timeout"
     if phase == "prompt":
         return "unexpected_prompt"
-    if isinstance(exc, ReadTimeout):
-        return "timeout"
+    if phase == "enable":
+        return "auth_failed"
     text = str(exc).lower()
     if "banner" in text or "timed out" in text or "timeout" in text:
         return "timeout"
@@ -196,15 +239,15 @@ def classify(exc: BaseException, phase: str) -> str:
 
 class SshPoller:
     """Polls devices over SSH. `credentials` defaults to the store named by
-    $PRIVTEL_CREDENTIALS; `max_concurrent` bounds the threads in use."""
+    $PRIVTEL_CREDENTIALS; `max_concurrent` bounds the threads in use. Retry
+    backoff for a failing device is the scheduler's (agents/scheduler.py): a
+    second backoff here would make the two disagree about when to try again."""
 
     def __init__(self, *, credentials: CredentialStore | None = None,
                  max_concurrent: int = 16, profiles: dict[str, Profile] | None = None,
-                 known_hosts: Path | None = None, backoff_max_s: float = 900.0) -> None:
+                 known_hosts: Path | None = None) -> None:
         if not isinstance(max_concurrent, int) or max_concurrent < 1:
             raise ValueError(f"max_concurrent must be a positive integer, not {max_concurrent!r}")
-        if backoff_max_s < 0:
-            raise ValueError("backoff_max_s must not be negative")
         self._credentials = credentials
         self._profiles = profiles or builtin_profiles()
         env_kh = os.environ.get(KNOWN_HOSTS_ENV)
@@ -215,13 +258,15 @@ class SshPoller:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._state: dict[str, _DeviceState] = {}
         self._kh_lock = threading.Lock()
-        self._backoff_max_s = backoff_max_s
         self._closed = False
+        self._inflight: set[_Abort] = set()
         self.max_concurrent = max_concurrent
 
     async def close(self) -> None:
-        """Stop taking polls; threads still running finish on their own timeouts."""
+        """Stop taking polls and cut the sessions still running short."""
         self._closed = True
+        for abort in list(self._inflight):
+            abort.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def poll(self, device: Device) -> list[Record]:
@@ -230,15 +275,12 @@ class SshPoller:
         state = self._state.setdefault(device.name, _DeviceState())
         if self._closed:
             return [health_record(device, up=False, reason="error", started=started)]
-        if state.failures and time.monotonic() < state.retry_at:
-            return [health_record(device, up=False, reason=state.reason, started=started,
-                                  retry_in_s=round(state.retry_at - time.monotonic(), 3))]
         try:
             cred = await self._credential(opts.credential)
             out = await self._run(device, opts, cred)
         except SshFailure as f:
-            return [self._failed(device, state, f.reason, started)]
-        state.failures, state.reason = 0, None
+            log.info("ssh: poll of %s failed: %s", device.name, f.reason)
+            return [health_record(device, up=False, reason=f.reason, started=started)]
         return self._records(device, opts, state, out, started)
 
     async def _credential(self, name: str) -> Credential:
@@ -253,36 +295,36 @@ class SshPoller:
         redacting_filter(cred.secrets())
         return cred
 
-    def _failed(self, device: Device, state: _DeviceState, reason: str,
-                started: float) -> Record:
-        state.failures += 1
-        state.reason = reason
-        delay = min(device.interval_s * 2 ** (state.failures - 1), self._backoff_max_s)
-        state.retry_at = time.monotonic() + delay if state.failures > 1 else 0.0
-        log.info("ssh: poll of %s failed: %s (failure %d)", device.name, reason,
-                 state.failures)
-        return health_record(device, up=False, reason=reason, started=started)
-
     async def _run(self, device: Device, opts: SshOptions, cred: Credential) -> _Output:
         await self._slots.acquire()
-        cancel = threading.Event()
+        cancel = _Abort()
+        self._inflight.add(cancel)
         loop = asyncio.get_running_loop()
         try:
             fut = loop.run_in_executor(self._executor, self._collect, device, opts, cred,
                                        cancel, time.monotonic() + opts.poll_timeout_s)
         except RuntimeError:
             self._slots.release()
+            self._inflight.discard(cancel)
             raise SshFailure("error") from None
-        fut.add_done_callback(lambda _: self._slots.release())
+        def done(_: asyncio.Future[_Output]) -> None:
+            self._slots.release()
+            self._inflight.discard(cancel)
+
+        fut.add_done_callback(done)
         try:
             return await asyncio.wait_for(asyncio.shield(fut), opts.poll_timeout_s)
         except TimeoutError:
             cancel.set()
             fut.add_done_callback(_swallow)
             raise SshFailure("timeout") from None
+        except asyncio.CancelledError:
+            cancel.set()
+            fut.add_done_callback(_swallow)
+            raise
 
     def _collect(self, device: Device, opts: SshOptions, cred: Credential,
-                 cancel: threading.Event, deadline: float) -> _Output:
+                 cancel: _Abort, deadline: float) -> _Output:
         profile = self._profiles[opts.device_type]
         known_hosts = opts.known_hosts or self._known_hosts
         pkey = _load_pkey(cred.private_key, cred.passphrase) if cred.private_key else None
@@ -294,18 +336,21 @@ class SshPoller:
             banner_timeout=opts.connect_timeout_s, blocking_timeout=opts.command_timeout_s,
             read_timeout_override=opts.command_timeout_s, auto_connect=False,
             fast_cli=True, session_log=None, encoding="utf-8")
+        cancel.attach(conn)
         policy = _TrustOnFirstUse() if opts.host_key_policy == "tofu" else None
         conn._build_ssh_client = lambda: _ssh_client(known_hosts, policy)  # type: ignore[method-assign]
         phase = "connect"
         try:
             conn._modify_connection_params()
             conn.establish_connection()
+            if cancel.is_set():
+                raise SshFailure("timeout")
             if policy is not None and policy.learned is not None:
                 self._remember_host_key(device, known_hosts, *policy.learned)
             phase = "prompt"
             conn._try_session_preparation()
-            if cred.enable_secret and opts.device_type in ("cisco_ios", "cisco_nxos",
-                                                           "arista_eos"):
+            if cred.enable_secret and opts.device_type in ENABLE_TYPES:
+                phase = "enable"
                 conn.enable()
             phase = "command"
             return self._run_commands(conn, device, opts, profile, cancel, deadline)
@@ -320,7 +365,7 @@ class SshPoller:
                 log.debug("ssh: disconnect from %s failed", device.name)
 
     def _run_commands(self, conn: Any, device: Device, opts: SshOptions, profile: Profile,
-                      cancel: threading.Event, deadline: float) -> _Output:
+                      cancel: _Abort, deadline: float) -> _Output:
         out = _Output()
         values = {"log_file": shlex.quote(opts.log_file), "max_log_lines": opts.max_log_lines}
         for i, cmd in enumerate(profile.commands):

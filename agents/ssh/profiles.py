@@ -77,6 +77,7 @@ CONVERTERS: dict[str, Callable[[Any], Scalar]] = {
     "float": lambda v: float(_num(v)),
     "first": lambda v: (v[0] if v else None) if isinstance(v, list) else v,
     "join": lambda v: " ".join(v) if isinstance(v, list) else v,
+    "word": lambda v: v.split()[0],
     "uptime": parse_uptime,
     "seconds": lambda v: int(float(_num(v))),
     "kib": lambda v: int(_num(v)) * 1024,

@@ -64,7 +64,7 @@ _COMMON = [
         request_id TEXT NOT NULL,
         note       TEXT NOT NULL
     )""",
-    "CREATE INDEX IF NOT EXISTS annotations_record ON annotations (record_id)",
+    "CREATE INDEX IF NOT EXISTS api_annotations_record ON annotations (record_id)",
     """CREATE TABLE IF NOT EXISTS record_addresses (
         record_id TEXT NOT NULL,
         tenant    TEXT NOT NULL,
@@ -72,11 +72,11 @@ _COMMON = [
         family    INTEGER NOT NULL,
         addr      TEXT {collate} NOT NULL
     )""",
-    "CREATE INDEX IF NOT EXISTS record_addresses_lookup ON record_addresses "
+    "CREATE INDEX IF NOT EXISTS api_record_addresses_lookup ON record_addresses "
     "(tenant, family, addr)",
-    "CREATE INDEX IF NOT EXISTS record_addresses_record ON record_addresses (record_id)",
+    "CREATE INDEX IF NOT EXISTS api_record_addresses_record ON record_addresses (record_id)",
     "CREATE TABLE IF NOT EXISTS indexed_records (record_id TEXT PRIMARY KEY)",
-    "CREATE INDEX IF NOT EXISTS records_tenant_ts ON records (tenant, ts, id)",
+    "CREATE INDEX IF NOT EXISTS api_records_tenant_ts ON records (tenant, ts, id)",
 ]
 
 
@@ -95,3 +95,23 @@ def ensure_schema(db: Db) -> None:
 
 TABLES = ("api_users", "audit_log", "dsr_requests", "annotations", "record_addresses",
           "indexed_records")
+
+
+def open_api_db(url: str, *, migrate: bool = True) -> Db:
+    """A `Db` on the store at `url` with the store's schema and ours in place:
+    what the CLI commands (users, audit) start from."""
+    from collector.store import open_store
+
+    if migrate:
+        store = open_store(url)
+        try:
+            store.migrate()
+        finally:
+            store.close()
+    db = Db(url)
+    try:
+        ensure_schema(db)
+    except BaseException:
+        db.close()
+        raise
+    return db

@@ -102,6 +102,10 @@ class Store(Protocol):
 
     def size_bytes(self) -> int: ...
 
+    def ping(self) -> None:
+        """A cheap round trip for readiness probes; raises `StoreError` when down."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -191,6 +191,10 @@ class SqliteStore:
         return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal")
                    if os.path.exists(p))
 
+    def ping(self) -> None:
+        with self._tx() as cur:
+            cur.execute("SELECT 1").fetchone()
+
     def close(self) -> None:
         with self._lock:
             if not self._closed:

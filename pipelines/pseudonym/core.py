@@ -31,19 +31,25 @@ from pipelines.record import Record, Scalar
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 TOKEN_PREFIX = "tk-"
+_KEEP, _TEXT, _GEO, _VALUE = 0, 1, 2, 3
+
+
+def _masks() -> frozenset[int]:
+    nets = {((1 << n) - 1) << (32 - n) for n in range(33)}
+    return frozenset(nets | {~m & 0xFFFFFFFF for m in nets})
+
+
+_MASKS_V4 = _masks()
 
 
 def non_identifying(addr: IPAddress) -> bool:
-    """Addresses that name no host and always pass unchanged: IPv4 0.0.0.0/8 ("this
-    network", so also wildcard masks like 0.0.0.255), IPv4 netmasks (255.x.x.x
-    with contiguous ones, reserved space), and the IPv6 unspecified address ::."""
-    v = int(addr)
+    """Values that name no host and always pass unchanged: the 33 IPv4 netmasks
+    (0.0.0.0 ... 255.255.255.255), the 33 wildcard masks (0.0.0.255 ...), and the
+    IPv6 unspecified address ::. A small set on purpose: a pseudonym lands in it
+    with negligible probability, and if it does, cycle-walking moves it out."""
     if addr.version == 6:
-        return v == 0
-    if v >> 24 == 0:
-        return True
-    inv = ~v & 0xFFFFFFFF
-    return v >> 24 == 0xFF and inv & (inv + 1) == 0
+        return int(addr) == 0
+    return int(addr) in _MASKS_V4
 
 
 def canonical(found: Found) -> str:
@@ -139,24 +145,33 @@ class _AddressMode:
 
     def address(self, a: IPAddress) -> str:
         if a.version == 6 and a.ipv4_mapped is not None:
-            return "::ffff:" + self.address(a.ipv4_mapped)
+            if self.mode == "prefix":
+                return "::ffff:" + self.address(a.ipv4_mapped)
+            a = a.ipv4_mapped
         if self.kept(a):
             return str(a)
         m = self.mode
-        if m == "prefix":
-            if a.version == 4:
-                return str(ipaddress.IPv4Address(self.v4.encrypt(int(a))))
-            return str(ipaddress.IPv6Address(self.v6.encrypt(int(a))))
         if m == "token":
             return self.token(str(a))
+        if m == "ipcrypt-ndx":
+            assert self.ndx is not None
+            return self.ndx.encrypt(a).hex()
+        out = self.encrypt(a)
+        while self.kept(out):  # cycle-walk: a pseudonym never looks like a kept address
+            out = self.encrypt(out)
+        return str(out)
+
+    def encrypt(self, a: IPAddress) -> IPAddress:
+        m = self.mode
+        if m == "prefix":
+            if a.version == 4:
+                return ipaddress.IPv4Address(self.v4.encrypt(int(a)))
+            return ipaddress.IPv6Address(self.v6.encrypt(int(a)))
         if m == "ipcrypt":
             assert self.det is not None
-            return str(self.det.encrypt(a))
-        if m == "ipcrypt-pfx":
-            assert self.pfx is not None
-            return str(self.pfx.encrypt(a))
-        assert self.ndx is not None
-        return self.ndx.encrypt(a).hex()
+            return self.det.encrypt(a)
+        assert self.pfx is not None
+        return self.pfx.encrypt(a)
 
     def mac(self, value: int) -> str:
         if self.mode == "token":
@@ -204,7 +219,7 @@ class Pseudonymiser:
         self._field_memo = self._gen.space(values_are_lists=True,
                                            limit=self.policy.cache_size)
         self._classes: dict[str, FieldClass | None] = {}
-        self._handlers: dict[str, Any] = {}
+        self._plans: dict[str, int] = {}
 
     def _token(self, value: str) -> str:
         digest = hmac.new(self._token_key, value.encode("utf-8", "surrogatepass"),
@@ -342,35 +357,43 @@ class Pseudonymiser:
             lat_f = None
         return coarsen_lon(f, grid, lat_f)
 
-    def _handler(self, name: str) -> Callable[[Scalar], Scalar] | bool | None:
-        """How a field is processed on the fast path: a function, None (unchanged),
-        or True (geo: needs the whole record, goes through `value`)."""
+    def _plan(self, name: str) -> int:
+        """How a field is processed on the fast path: _KEEP, _TEXT (scrub if a
+        string), _GEO (needs the whole record) or _VALUE (through `value`)."""
         cls = classify(name, self.policy.fields)
         if cls in (FieldClass.GEO_LAT, FieldClass.GEO_LON, FieldClass.GEO_PLACE):
-            return True
+            return _GEO
         if cls is FieldClass.PUBLIC:
-            return None
-        text = self.field_text
+            return _KEEP
         if cls is None or cls is FieldClass.MEASUREMENT or (
                 cls is FieldClass.TEXT and self.policy.modes["text"] == "scrub"):
-            return lambda v: text(v) if type(v) is str else v
-        return lambda v: self.value(name, v)
+            return _TEXT
+        return _VALUE
 
     def record(self, r: Record) -> Record:
         """The record with every field under the policy, `device` tokenised and `pkid` set."""
-        handlers = self._handlers
+        plans = self._plans
         fields: dict[str, Scalar] = {}
         geo: list[str] = []
+        memo = self._field_memo
+        hot = memo.hot
         for k, v in r.fields.items():
-            h = handlers.get(k, False)
-            if h is False:
-                h = handlers[k] = self._handler(k)
+            h = plans.get(k)
             if h is None:
+                h = plans[k] = self._plan(k)
+            if h == _TEXT:
+                if type(v) is str:
+                    hit = hot.get(v)
+                    fields[k] = hit[0] if hit is not None else self.field_text(v)
+                    hot = memo.hot  # a miss may have rotated the generations
+                else:
+                    fields[k] = v
+            elif h == _KEEP:
                 fields[k] = v
-            elif h is True:
+            elif h == _GEO:
                 geo.append(k)
             else:
-                fields[k] = h(v)  # type: ignore[operator]
+                fields[k] = self.value(k, v)
         if geo:
             self._geo(r, geo, fields)
         fields["pkid"] = self.key_id

@@ -23,10 +23,10 @@ really hold), an address is a leak exactly when it is in that set.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 
 from pipelines.pseudonym.core import Pseudonymiser, canonical, non_identifying
-from pipelines.pseudonym.scan import Found, find, parse_mac, parse_v4
+from pipelines.pseudonym.scan import CANDIDATES, Found, find, parse_mac, parse_v4
 from pipelines.record import Record
 
 Leak = tuple[str, str]
@@ -55,21 +55,45 @@ def _strings(r: Record) -> Iterable[tuple[str, str]]:
             yield k, v
 
 
-def _is_leak(f: Found, pseudonymiser: Pseudonymiser | None,
+Fact = tuple[str, bool, Found]  # canonical form, non-identifying, the address
+_FACTS: dict[str, tuple[Fact, ...]] = {}
+_FACTS_MAX = 200_000
+
+
+def _facts(text: str) -> Iterator[Fact]:
+    """The addresses in `text`, each candidate parsed once per process: what a
+    candidate string contains does not depend on any key, so it is cached."""
+    for m in CANDIDATES.finditer(text):
+        s = m.group()
+        facts = _FACTS.get(s)
+        if facts is None:
+            facts = tuple((canonical(f), _nonident(f), f) for f in find(s))
+            if len(_FACTS) >= _FACTS_MAX:
+                _FACTS.clear()
+            _FACTS[s] = facts
+        yield from facts
+
+
+def _nonident(f: Found) -> bool:
+    if f.kind == "mac":
+        return False
+    assert not isinstance(f.value, int)
+    a = f.value.ipv4_mapped if f.value.version == 6 and f.value.ipv4_mapped else f.value
+    return non_identifying(a)
+
+
+def _is_leak(fact: Fact, pseudonymiser: Pseudonymiser | None,
              raw: Collection[str] | None) -> bool:
-    c = canonical(f)
+    canon, nonident, found = fact
     if raw is not None:
-        return c in raw
-    if f.kind != "mac":
-        assert not isinstance(f.value, int)
-        a = f.value.ipv4_mapped if f.value.version == 6 and f.value.ipv4_mapped else f.value
-        if non_identifying(a):
-            return False
+        return canon in raw
+    if nonident:
+        return False
     if pseudonymiser is None:
         return True
-    if pseudonymiser.is_pseudonym(c):
+    if pseudonymiser.is_pseudonym(canon):
         return False
-    return not pseudonymiser.is_kept(f)
+    return not pseudonymiser.is_kept(found)
 
 
 def find_leaks(records: Iterable[Record], pseudonymiser: Pseudonymiser | None = None, *,
@@ -84,8 +108,8 @@ def find_leaks(records: Iterable[Record], pseudonymiser: Pseudonymiser | None = 
     leaks: list[Leak] = []
     for r in records:
         for name, value in _strings(r):
-            for f in find(value):
-                if _is_leak(f, pseudonymiser, raw):
+            for fact in _facts(value):
+                if _is_leak(fact, pseudonymiser, raw):
                     leaks.append((r.id, name))
                     break
     return leaks
@@ -95,7 +119,7 @@ def count_leaks(texts: Iterable[str], *, raw: Collection[str] | None = None) -> 
     """How many addresses in `texts` are raw: in `raw` if given, else any identifying one."""
     n = 0
     for t in texts:
-        for f in find(t):
-            if _is_leak(f, None, raw):
+        for fact in _facts(t):
+            if _is_leak(fact, None, raw):
                 n += 1
     return n

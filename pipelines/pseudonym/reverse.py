@@ -37,6 +37,7 @@ class Reidentifier:
         self._pfx = Pfx(key.derive("ipcrypt-pfx"))
         self._ndx = Ndx(key.derive("ipcrypt-ndx"))
         self._token_key = key.derive("token")
+        self._passthrough = pol.passthrough
 
     def _parse(self, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         s = text.strip()
@@ -49,6 +50,10 @@ class Reidentifier:
             raise PseudonymError("not an address pseudonym (expected IPv4 or IPv6)") from None
 
     def address(self, text: str, mode: str = "prefix") -> str:
+        if mode == "ipcrypt-ndx" and ("." in text or ":" in text):
+            a = self._parse(text)
+            if self._kept(a):
+                return str(a)
         if mode == "ipcrypt-ndx":
             try:
                 data = bytes.fromhex(text.strip())
@@ -65,15 +70,26 @@ class Reidentifier:
         a = self._parse(text)
         if a.version == 6 and a.ipv4_mapped is not None and mode == "prefix":
             return "::ffff:" + self.address(str(a.ipv4_mapped), mode)
-        if mode == "ipcrypt":
-            return str(self._det.decrypt(a))
-        if mode == "ipcrypt-pfx":
-            return str(self._pfx.decrypt(a))
-        if non_identifying(a):
+        if self._kept(a):
             return str(a)
+        x = self._decrypt(a, mode)
+        while self._kept(x):  # undo the forward cycle-walk
+            x = self._decrypt(x, mode)
+        return str(x)
+
+    def _kept(self, a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return non_identifying(a) or any(
+            a.version == n.version and a in n for n in self._passthrough)
+
+    def _decrypt(self, a: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                 mode: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        if mode == "ipcrypt":
+            return self._det.decrypt(a)
+        if mode == "ipcrypt-pfx":
+            return self._pfx.decrypt(a)
         if a.version == 4:
-            return str(ipaddress.IPv4Address(self._v4.decrypt(int(a))))
-        return str(ipaddress.IPv6Address(self._v6.decrypt(int(a))))
+            return ipaddress.IPv4Address(self._v4.decrypt(int(a)))
+        return ipaddress.IPv6Address(self._v6.decrypt(int(a)))
 
     def mac(self, text: str) -> str:
         m = parse_mac(text.strip())

@@ -21,15 +21,18 @@ from typing import Any, Protocol
 
 _HEX = "0-9A-Fa-f"
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
-_CANDIDATES = re.compile(
-    rf"(?=[{_HEX}:])(?<![\w.])(?:"
+CANDIDATES = re.compile(
+    rf"(?=[{_HEX}:])(?<![0-9A-Za-z.])(?:"
     rf"(?P<v6>(?=[{_HEX}:.]*::|(?:[{_HEX}]{{0,4}}:){{5}})"
     rf"[{_HEX}]{{0,4}}:[{_HEX}:.]{{1,50}}(?:%[\w.\-]+)?)"
-    rf"|(?P<v4>{_V4})(?!\w|\.\d)"
+    # an IPv4 may be followed by a tcpdump-style ".port", but not by more
+    # dotted numbers (an SNMP OID such as 1.3.6.1.4.1.9 is not an address)
+    rf"|(?P<v4>{_V4})(?!\w|\.\d+\.\d|\.\d+[A-Za-z_])"
     rf"|(?P<mac>[{_HEX}]{{2}}(?:-[{_HEX}]{{2}}){{5}}|[{_HEX}]{{4}}\.[{_HEX}]{{4}}\.[{_HEX}]{{4}})"
     rf"(?![\w\-])"
     rf")"
 )
+_DOT_PORT = re.compile(r"^(.+)\.(\d{1,5})$")
 _MAC_COLON = re.compile(rf"^[{_HEX}]{{2}}(?::[{_HEX}]{{2}}){{5}}$")
 
 
@@ -122,7 +125,7 @@ def rewrite(text: str, replace: Replace, memo: Memo | None = None) -> str:
         return _candidate(s, rep)
 
     if memo is None:
-        return _CANDIDATES.sub(lambda m: resolve(m.group(), m.lastgroup, replace), text)
+        return CANDIDATES.sub(lambda m: resolve(m.group(), m.lastgroup, replace), text)
 
     def sub(m: re.Match[str]) -> str:
         s = m.group()
@@ -142,7 +145,7 @@ def rewrite(text: str, replace: Replace, memo: Memo | None = None) -> str:
         memo.put(s, (out, made))
         return out
 
-    return _CANDIDATES.sub(sub, text)
+    return CANDIDATES.sub(sub, text)
 
 
 def _candidate(s: str, replace: Replace) -> str:
@@ -164,6 +167,11 @@ def _candidate(s: str, replace: Replace) -> str:
             a = _v6(head + ":" + str(v4))
             if a is not None:
                 return replace(Found("v6", a, core)) + tail + zone
+        dp = _DOT_PORT.match(core)  # tcpdump writes "2001:db8::1.443"
+        if dp is not None:
+            a = _v6(dp.group(1))
+            if a is not None:
+                return replace(Found("v6", a, dp.group(1))) + "." + dp.group(2) + tail + zone
     else:
         a = _v6(core)
         if a is not None:

@@ -83,7 +83,7 @@ class SshDeviceSim:
                  host_key: asyncssh.SSHKey | None = None, *, hostname: str | None = None,
                  authorized_keys: Mapping[str, list[asyncssh.SSHKey]] | None = None,
                  fault: str | None = None, host: str = "127.0.0.1",
-                 recordings: Path | None = None) -> None:
+                 recordings: Path | None = None, enable_secret: str | None = None) -> None:
         if vendor not in VENDORS:
             raise ValueError(f"vendor must be one of {', '.join(sorted(VENDORS))}, "
                              f"not {vendor!r}")
@@ -99,6 +99,7 @@ class SshDeviceSim:
         self.authorized_keys = {u: list(k) for u, k in (authorized_keys or {}).items()}
         self.host_key = host_key or asyncssh.generate_private_key("ssh-ed25519")
         self.fault = fault
+        self.enable_secret = enable_secret
         self.overrides: dict[str, str] = {}
         self.commands: list[str] = []
         self.connections = 0
@@ -142,10 +143,11 @@ class SshDeviceSim:
         """Append a line to the device's log buffer, as if it just happened."""
         self._log.append(line.replace("{{hostname}}", self.hostname))
 
-    def prompt(self, user: str) -> str:
+    def prompt(self, user: str, enabled: bool = True) -> str:
         if self.fault == "bad_prompt":
             return "Press any key to continue "
-        return self.spec.prompt.format(hostname=self.hostname, user=user)
+        p = self.spec.prompt.format(hostname=self.hostname, user=user)
+        return p[:-1] + ">" if not enabled and p.endswith("#") else p
 
     def answer(self, command: str) -> str | None:
         """What the device prints for one command line; None means hang."""
@@ -219,6 +221,8 @@ class _Session(asyncssh.SSHServerSession[str]):
         self._line = ""
         self._last_cr = False
         self._hung = False
+        self._enabled = sim.enable_secret is None
+        self._want_secret = False
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:  # type: ignore[override]
         self._chan = chan
@@ -231,7 +235,10 @@ class _Session(asyncssh.SSHServerSession[str]):
         return True
 
     def session_started(self) -> None:
-        self._write(self.sim.spec.banner + "\r\n" + self.sim.prompt(self.user))
+        self._write(self.sim.spec.banner + "\r\n" + self._prompt())
+
+    def _prompt(self) -> str:
+        return self.sim.prompt(self.user, self._enabled)
 
     def data_received(self, data: str, datatype: asyncssh.DataType) -> None:
         for ch in data:
@@ -246,17 +253,35 @@ class _Session(asyncssh.SSHServerSession[str]):
             else:
                 self._last_cr = False
                 self._line += ch
-                self._write(ch)
+                if not self._want_secret:
+                    self._write(ch)
 
     def _command(self, line: str) -> None:
         if self._hung:
+            return
+        if self._want_secret:
+            self._want_secret = False
+            self._enabled = line == self.sim.enable_secret
+            self._write(("" if self._enabled else "% Access denied\r\n") + self._prompt())
+            return
+        if line.strip() == "enable" and self.sim.enable_secret is not None:
+            self.sim.commands.append("enable")
+            if self._enabled:
+                self._write(self._prompt())
+            else:
+                self._want_secret = True
+                self._write("Password: ")
+            return
+        if line.strip() in ("exit", "logout", "quit"):
+            if self._chan is not None:
+                self._chan.exit(0)
             return
         out = self.sim.answer(line)
         if out is None:
             self._hung = True
             return
         body = out + "\r\n" if out else ""
-        self._write(body + self.sim.prompt(self.user))
+        self._write(body + self._prompt())
 
     def _write(self, text: str) -> None:
         if self._chan is not None and not self._chan.is_closing():

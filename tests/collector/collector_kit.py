@@ -46,3 +46,18 @@ def restrict(store: object, record_id: str) -> None:
     else:
         with store._tx() as cur:  # type: ignore[attr-defined]
             cur.execute("UPDATE records SET restricted = true WHERE id = %s", (record_id,))
+
+
+def fetch(store: object, record_id: str) -> dict[str, object]:
+    """One stored row read back with plain SQL, fields decoded, as the query API will."""
+    import orjson
+
+    ph = "?" if store.backend == "sqlite" else "%s"  # type: ignore[attr-defined]
+    with store._tx() as cur:  # type: ignore[attr-defined]
+        cur.execute("SELECT site, device, fields, retention_class, legal_basis, expires_at, "
+                    f"restricted FROM records WHERE id = {ph}", (record_id,))
+        site, device, fields, klass, basis, expires, restricted = cur.fetchone()
+    if isinstance(fields, str):
+        fields = orjson.loads(fields)
+    return {"site": site, "device": device, "fields": fields, "retention_class": klass,
+            "legal_basis": basis, "expires_at": expires, "restricted": bool(restricted)}

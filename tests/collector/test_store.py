@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from collector_kit import BACKENDS, meta, rec, restrict, tagged
+from collector_kit import BACKENDS, fetch, meta, rec, restrict, tagged
 
-from collector.store import BatchMeta, StorePermanentError, open_store
+from collector.store import BatchMeta, StorePermanentError, TaggedRecord, open_store
 
 pytestmark = pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
 
@@ -126,3 +126,42 @@ def test_purge_keeps_restricted_records(store):
     assert store.purge_expired(now) == {"logs": 1}
     assert store.count_records(restricted=True) == 1
     assert store.count_records() == 1
+
+
+def test_awkward_strings_round_trip(store):
+    from pipelines.record import Kind, Record
+
+    r = Record(kind=Kind.LOG, tenant="acme", site="site\t1\\x", device="dev\nA",
+               name="syslog", fields={"msg": 'a\tb\\c\nd\r"e" é ☃', "n": 2**63, "f": 1.5,
+                                      "none": None, "ok": True},
+               ts=1_700_000_000.25)
+    t = TaggedRecord(r, "logs", "basis with\ttab and \\ backslash", None)
+    assert store.write_batch(meta("b1"), [t])
+    got = fetch(store, r.id)
+    assert got == {"site": "site\t1\\x", "device": "dev\nA", "fields": dict(r.fields),
+                   "retention_class": "logs", "legal_basis": "basis with\ttab and \\ backslash",
+                   "expires_at": None, "restricted": False}
+
+
+def test_nul_in_strings_is_stored(store):
+    from pipelines.record import Kind, Record
+
+    r = Record(kind=Kind.LOG, tenant="acme", site="s", device="d", name="syslog",
+               fields={"msg": "a\x00b"})
+    assert store.write_batch(meta("b1"), [tagged(r)])
+    msg = fetch(store, r.id)["fields"]["msg"]
+    assert msg in ("a\x00b", "a\ufffdb")
+
+
+def test_empty_batch_is_recorded_for_dedupe(store):
+    assert store.write_batch(meta("b1"), []) is True
+    assert store.write_batch(meta("b1"), []) is False
+    assert store.count_batches() == 1
+    assert store.count_records() == 0
+
+
+def test_ping_answers_until_closed(store):
+    store.ping()
+    store.close()
+    with pytest.raises(StorePermanentError, match="closed"):
+        store.ping()

@@ -108,3 +108,44 @@ def test_connection_failure_is_retryable_and_names_no_address():
 def test_bad_postgres_url_options(query, why):
     with pytest.raises(StorePermanentError, match=why):
         open_store(f"postgresql://postgres@127.0.0.1:5432/test?{query}")
+
+
+@on_postgres
+def test_purge_while_another_worker_writes(store_url):
+    """Partition drops and row deletes run beside a writer without losing live rows."""
+    import threading
+
+    writer, purger = open_store(store_url), open_store(store_url)
+    writer.migrate()
+    now = T0 + 20 * DAY
+    errors: list[BaseException] = []
+    live = 0
+
+    def write() -> None:
+        nonlocal live
+        try:
+            for b in range(30):
+                batch = [tagged(rec(i), "logs", T0 + (b % 10) * DAY) for i in range(5)]
+                batch += [tagged(rec(i), "metrics", now + 30 * DAY) for i in range(5)]
+                writer.write_batch(meta(f"b{b}"), batch)
+                live += 5
+        except BaseException as e:  # collected for the assertion below
+            errors.append(e)
+
+    t = threading.Thread(target=write)
+    t.start()
+    purged = 0
+    try:
+        while t.is_alive():
+            purged += sum(purger.purge_expired(now).values())
+        t.join(60)
+        purged += sum(purger.purge_expired(now).values())
+    finally:
+        writer.close()
+    try:
+        assert errors == []
+        assert purged == 150
+        assert purger.count_records() == live == 150
+        assert purger.count_records(retention_class="logs") == 0
+    finally:
+        purger.close()

@@ -76,3 +76,13 @@ def test_batch_meta_validation(field, value, why):
             "received_at": 1.0, field: value}
     with pytest.raises(StorePermanentError, match=why):
         BatchMeta(**args)
+
+
+def test_sqlite_relative_path_follows_sqlalchemy_convention(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = open_store("sqlite:///rel.db")
+    try:
+        s.migrate()
+    finally:
+        s.close()
+    assert (tmp_path / "rel.db").exists()

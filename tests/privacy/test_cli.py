@@ -140,7 +140,8 @@ def test_reidentify_reverses_and_audits(key_file: Path, tmp_path: Path,
     text = log.read_text()
     entries = [orjson.loads(line) for line in text.splitlines()]
     assert len(entries) == 3 and entries[0]["who"] == "alice"
-    assert entries[0]["reason"] == "INC-4711 abuse report" and entries[0]["pseudonyms"] == [pv4, pv6]
+    assert entries[0]["reason"] == "INC-4711 abuse report"
+    assert entries[0]["pseudonyms"] == [pv4, pv6]
     assert "192.0.2.10" not in text and "2001:db8::42" not in text and HEX not in text
     assert os.stat(log).st_mode & 0o077 == 0
     assert main(["audit-verify", str(log)]) == 0

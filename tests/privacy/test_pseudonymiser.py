@@ -225,3 +225,25 @@ def test_cache_rotation_keeps_guard_consistent() -> None:
     again = p.record(rec(mgmt_addr="192.0.2.1", note="x 192.0.2.1"))
     assert again.fields["mgmt_addr"] == first.fields["mgmt_addr"]
     assert find_leaks([again], p) == []
+
+
+def test_rotation_changes_every_pseudonym_and_pkid_says_which_key() -> None:
+    ring = KeyRing([TenantKey.from_hex(HEX, epoch=1)])
+    old = Pseudonymiser(ring.current)
+    new = Pseudonymiser(ring.rotate())
+    r = rec(mgmt_addr="192.0.2.10", sys_name="core-rtr-1", note="from 2001:db8::7")
+    a, b = old.record(r), new.record(r)
+    assert a.fields["pkid"] == old.key_id != b.fields["pkid"] == new.key_id
+    for k in ("mgmt_addr", "sys_name", "note"):
+        assert a.fields[k] != b.fields[k]
+    assert a.device != b.device
+    # the old epoch's pseudonymiser did not make the new pseudonyms: its guard flags them
+    assert {name for _, name in find_leaks([b], old)} == {"mgmt_addr", "note"}
+
+
+def test_ndx_for_structured_ip_fields_is_hex_and_not_an_address() -> None:
+    p = Pseudonymiser(TenantKey.from_hex(HEX), PrivacyPolicy(modes={"ip": "ipcrypt-ndx"}))
+    a = p.record(rec(mgmt_addr="192.0.2.1")).fields["mgmt_addr"]
+    b = p.record(rec(mgmt_addr="192.0.2.1")).fields["mgmt_addr"]
+    assert isinstance(a, str) and len(a) == 64 and a != b
+    assert normalise(a) is None

@@ -14,7 +14,7 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.pseudonym import Pseudonymiser, TenantKey
+from pipelines.pseudonym import Pseudonymiser, TenantKey, non_identifying
 from pipelines.pseudonym.leakguard import count_leaks, normalise
 from pipelines.pseudonym.scan import format_mac
 
@@ -24,10 +24,12 @@ FILLER_WORDS = st.sampled_from([
     "link", "down", "up", "session", "from", "to", "user", "port", "vlan", "ok",
     "12:30:45", "std::vector", "1.3.6.1.4.1.9.1.1", "v2.1", "ERROR:", "x=y", "Gi0/1",
     "2026-11-25T12:30:45Z", "pid[123]", "100%", "a-b", "https://example.net/path",
+    "12:30:45.123456", "C++::scope", "dead:beef", "3.14", "v1.2.3.4",
 ])
 SEPARATORS = st.sampled_from([" ", ", ", "; ", " (", ") ", "\t", "\n", " = ", ". ", " | "])
 
-v4_int = st.integers(min_value=1 << 24, max_value=0xFEFFFFFF)
+v4_int = st.integers(min_value=1, max_value=0xFEFFFFFF).filter(
+    lambda v: not non_identifying(ipaddress.IPv4Address(v)))  # masks stay as they are
 v6_int = st.integers(min_value=1, max_value=(1 << 128) - 1)
 mac_int = st.integers(min_value=0, max_value=(1 << 48) - 1)
 
@@ -39,6 +41,7 @@ def v4_piece(draw: st.DrawFn) -> tuple[str, str, str]:
     pre, post = draw(st.sampled_from([
         ("", ""), ("", ":8080"), ("", "/24"), ("http://", ":443/index.html"),
         ("src=", ""), ("user@", ""), ("[", "]"), ("'", "'"), ('"', '"'),
+        ("IP ", ".443 >"), ("peer_", ""),
     ]))
     return pre + text + post, pre + P.ip(str(a)) + post, str(a)
 
@@ -57,9 +60,10 @@ def v6_piece(draw: st.DrawFn) -> tuple[str, str, str]:
     text = draw(st.sampled_from(forms))
     pre, post = draw(st.sampled_from([
         ("", ""), ("[", "]:443"), ("", "%eth0"), ("", "/64"), ("http://[", "]:8080/x"),
-        ("addr=", ""), ("from ", ""), ("<", ">"),
+        ("addr=", ""), ("from ", ""), ("<", ">"), ("IP6 ", ".53 >"),
     ]))
-    return pre + text + post, pre + P.ip(str(a)) + post, normalise(str(a)) or ""
+    kept = non_identifying(a.ipv4_mapped or a)  # e.g. a mapped netmask stays as it is
+    return pre + text + post, pre + P.ip(str(a)) + post, "" if kept else normalise(str(a)) or ""
 
 
 @st.composite

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.pseudonym.cryptopan import CryptoPAn, LimitedPrefix
 from pipelines.pseudonym.errors import KeyMaterialError
@@ -186,3 +188,23 @@ def test_ipcrypt_pfx_vectors(key: str, ip: str, expected: str) -> None:
 def test_ipcrypt_two_key_modes_refuse_equal_halves(cls: type) -> None:
     with pytest.raises(KeyMaterialError, match="two different halves"):
         cls(bytes(16) * 2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+def test_cryptopan_v4_is_a_prefix_preserving_bijection(a: int, b: int) -> None:
+    c = CryptoPAn(CPAN_KEY)
+    x, y = c.encrypt(a, 32), c.encrypt(b, 32)
+    assert 32 - (x ^ y).bit_length() == 32 - (a ^ b).bit_length()
+    assert c.decrypt(x, 32) == a
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**128 - 1), st.integers(0, 128))
+def test_cryptopan_v6_shares_exactly_the_common_prefix(a: int, flip: int) -> None:
+    c = CryptoPAn(CPAN_KEY)
+    b = a ^ (1 << (128 - flip)) if flip else a ^ (1 << 127)
+    b &= (1 << 128) - 1
+    x, y = c.encrypt(a, 128), c.encrypt(b, 128)
+    assert (x ^ y).bit_length() == (a ^ b).bit_length()
+    assert c.decrypt(x, 128) == a

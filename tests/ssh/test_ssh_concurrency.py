@@ -24,7 +24,7 @@ VENDORS = ["cisco_ios", "arista_eos", "juniper_junos"]
 async def test_fifty_ssh_devices_do_not_block_snmp(store: CredentialStore,
                                                    known_hosts: Path) -> None:
     vendors = [VENDORS[i % 3] for i in range(50)]
-    snmp_opts = SnmpOptions(timeout_s=2.0, retries=0)
+    snmp_opts = SnmpOptions(timeout_s=3.0, retries=0)
     with SimFarm(vendors) as farm, run_snmpd(interfaces=24) as snmpd:
         known_hosts.write_text("".join(f"[127.0.0.1]:{s.port} {s.public_host_key}\n"
                                        for s in farm.sims))

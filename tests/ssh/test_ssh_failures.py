@@ -77,17 +77,24 @@ async def test_auth_failure(poller: SshPoller, store: CredentialStore, known_hos
     assert_clean(records, caplog, store)
 
 
-async def test_success_with_enable_secret_leaks_nothing(
+async def test_enable_secret_sent_by_netmiko_leaks_nothing(
         poller: SshPoller, store: CredentialStore, known_hosts: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    async with running("cisco_ios") as sim:
+    async with running("cisco_ios", enable_secret=ENABLE) as sim:
         trust(known_hosts, sim)
         records = await poller.poll(device("r1", sim.port, known_hosts, credential="admin"))
+        async with running("cisco_ios", enable_secret="other-secret") as locked:
+            trust(known_hosts, locked)
+            denied = await poller.poll(device("r2", locked.port, known_hosts,
+                                              credential="admin"))
     assert by_name(records, "device.health")[0].fields["up"] == 1
-    assert len(records) > 5
-    assert any("show version" in r.getMessage() or "write_channel" in r.getMessage()
-               for r in caplog.records), "expected netmiko debug logging to be captured"
-    assert_clean(records, caplog, store)
+    assert "enable" in sim.commands and "show version" in sim.commands
+    assert len(by_name(records, "if.errors")) == 2
+    assert only_health(denied)["reason"] == "auth_failed"
+    assert "enable" in locked.commands and "show version" not in locked.commands
+    assert any("write_channel" in r.getMessage() for r in caplog.records), \
+        "netmiko debug logging should be captured"
+    assert_clean(records + denied, caplog, store)
 
 
 async def test_host_key_mismatch(poller: SshPoller, store: CredentialStore, known_hosts: Path,
@@ -208,28 +215,13 @@ async def test_missing_credential(poller: SshPoller, known_hosts: Path) -> None:
     assert sim.connections == 0
 
 
-async def test_repeated_failures_back_off(poller: SshPoller, known_hosts: Path) -> None:
+async def test_every_failed_poll_is_reported_and_success_recovers(
+        poller: SshPoller, known_hosts: Path) -> None:
     async with running("cisco_ios") as sim:
         trust(known_hosts, sim)
-        dev = device("r1", sim.port, known_hosts, credential="wrong", interval_s=60)
-        reasons = [only_health(await poller.poll(dev)) for _ in range(3)]
-        attempts = sim.connections
-    assert [r["reason"] for r in reasons] == ["auth_failed"] * 3
-    assert attempts == 2
-    assert "retry_in_s" not in reasons[1]
-    assert 0 < reasons[2]["retry_in_s"] <= 120
-
-
-async def test_success_resets_backoff(store: CredentialStore, known_hosts: Path) -> None:
-    poller = SshPoller(credentials=store, backoff_max_s=0)
-    try:
-        async with running("cisco_ios") as sim:
-            trust(known_hosts, sim)
-            bad = device("r1", sim.port, known_hosts, credential="wrong")
-            good = device("r1", sim.port, known_hosts)
-            await poller.poll(bad)
-            await poller.poll(bad)
-            ok = await poller.poll(good)
-    finally:
-        await poller.close()
+        bad = device("r1", sim.port, known_hosts, credential="wrong")
+        reasons = [only_health(await poller.poll(bad))["reason"] for _ in range(2)]
+        ok = await poller.poll(device("r1", sim.port, known_hosts))
+    assert reasons == ["auth_failed", "auth_failed"]
+    assert sim.connections == 3
     assert by_name(ok, "device.health")[0].fields["up"] == 1

@@ -32,6 +32,16 @@ EXPECTED = {
         "mem": (8099756 * 1024, (8099756 - 5641212) * 1024),
         "logs": 3,
     },
+    "cisco_nxos": {
+        "inventory": {"hostname": "nx-core-1", "model": "C93180YC-FX", "serial": "FDO24150XYZ",
+                      "sw_version": "10.3(4a)"},
+        "uptime_s": 41 * 86400 + 6 * 3600 + 12 * 60 + 9,
+        "if_errors": {"Ethernet1/1": (9, 2), "Ethernet1/2": (0, 0)},
+        "crc": {"Ethernet1/1": 7},
+        "cpu": 5.52,
+        "mem": (24569356 * 1024, 9274564 * 1024),
+        "logs": 3,
+    },
     "juniper_junos": {
         "inventory": {"hostname": "mx-junos-1", "model": "mx204", "serial": "JN12AB34CDEF",
                       "sw_version": "21.4R3-S4.9"},

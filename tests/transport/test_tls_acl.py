@@ -11,8 +11,8 @@ from pathlib import Path
 import aiomqtt
 import paho.mqtt.client as paho
 import pytest
-from conftest import free_port
 from paho.mqtt.reasoncodes import ReasonCode
+from peers.ports import free_port
 from prometheus_client import CollectorRegistry
 from transport_helpers import Broker, Keys, SqliteSink, agent_config, records, uid, wait_for
 

@@ -7,12 +7,14 @@ import getpass
 import os
 import socket
 import sqlite3
+import struct
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import zstandard
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agents.config import AgentConfig
@@ -196,3 +198,22 @@ user {getpass.getuser()}
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+
+
+def raw_seal(hdr: dict[str, object], body: bytes, k: Keys) -> bytes:
+    """An encoder written from docs/wire-format.md, free to put anything in the body."""
+    hjson = orjson.dumps(hdr, option=orjson.OPT_SORT_KEYS)
+    frame = zstandard.ZstdCompressor().compress(body)
+    ct = keys.suite(str(hdr["suite"])).encrypt(frame, k.collector.public.key,
+                                               info=b"privtel/v1 batch\x00" + hjson)
+    signed = b"PTB1" + struct.pack(">H", len(hjson)) + hjson + struct.pack(">I", len(ct)) + ct
+    return signed + k.signing.sign(b"privtel/v1 batch signature\x00" + signed)
+
+
+def raw_header(k: Keys, tenant: str, n: int, **over: object) -> dict[str, object]:
+    h: dict[str, object] = {
+        "v": 1, "tenant": tenant, "agent": k.agent, "batch": os.urandom(16).hex(), "seq": 1,
+        "created": time.time(), "suite": k.collector.suite, "ckid": k.collector.key_id,
+        "skid": keys.signing_key_id(k.signing), "pkids": [], "n": n, "comp": "zstd"}
+    h.update(over)
+    return h

@@ -1,0 +1,223 @@
+"""Transport benchmark: sealed batches through the real broker vs raw payloads of the same size.
+
+Runs against Mosquitto on 127.0.0.1:1883 (or --broker). In one run it measures
+
+- seal and open alone (CPU only, batches/s);
+- the agent-to-collector path: Shipper (spool with fsync, seal, QoS 1 publish,
+  delete on PUBACK) -> broker -> IngestWorker (verify, decrypt, decode, ack
+  after a no-op sink), timed from the first submit to the last batch accepted;
+- the agent side alone: the same Shipper to a plain subscriber (no opening);
+- raw QoS 1 publishes of random payloads of the sealed batches' mean size with
+  the same in-flight window, timed to the last message received.
+
+Prints the figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiomqtt
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from prometheus_client import CollectorRegistry
+
+from agents.config import AgentConfig, KeysConfig, MqttConfig
+from agents.shipper import Shipper
+from collector.ingest import IngestWorker
+from pipelines import keys
+from pipelines.envelope import Header, open_sealed, seal
+from pipelines.record import Kind, Record, new_id
+
+
+def make_records(tenant: str, n: int, start: int) -> list[Record]:
+    return [Record(kind=Kind.METRIC, tenant=tenant, site="site-1", device=f"dev-{i % 50:03d}",
+                   name="if", fields={"if_index": i % 48, "if_descr": f"GigabitEthernet0/{i % 48}",
+                                      "in_octets": 10_000_000 + i * 1500,
+                                      "out_octets": 9_000_000 + i * 1400, "in_errors": i % 3,
+                                      "oper_status": 1, "speed_bps": 1_000_000_000})
+            for i in range(start, start + n)]
+
+
+def cpu_rates(batches: list[list[Record]], tenant: str, agent: str, suite: str,
+              ) -> tuple[float, float, float]:
+    ck = keys.generate_collector_key(suite)
+    sk = ed25519.Ed25519PrivateKey.generate()
+    t0 = time.perf_counter()
+    sealed = [seal(Header(tenant, agent, new_id(), i, time.time()), b, ck.public, sk)
+              for i, b in enumerate(batches)]
+    t1 = time.perf_counter()
+    for data in sealed:
+        open_sealed(data, {agent: sk.public_key()}, {ck.key_id: ck})
+    t2 = time.perf_counter()
+    mean = sum(map(len, sealed)) / len(sealed)
+    return len(batches) / (t1 - t0), len(batches) / (t2 - t1), mean
+
+
+async def sealed_path(url: str, tmp: Path, batches: list[list[Record]], tenant: str, agent: str,
+                      suite: str, inflight: int) -> tuple[float, int]:
+    ck = keys.generate_collector_key(suite)
+    sk = ed25519.Ed25519PrivateKey.generate()
+    total = len(batches)
+    got = asyncio.Event()
+    count = 0
+
+    async def sink(h: Header, recs: list[Record]) -> bool:
+        nonlocal count
+        count += 1
+        if count >= total:
+            got.set()
+        return True
+
+    async def quarantine(reason: str, topic: str, h: Header | None, payload: bytes) -> None:
+        raise RuntimeError(f"benchmark batch rejected: {reason}")
+
+    cfg = AgentConfig(
+        file=str(tmp / "agent.toml"), agent_id=agent, tenant=tenant, site="site-1",
+        state_dir=tmp / "state",
+        keys=KeysConfig(signing_key=tmp / "none", collector_public_key=tmp / "none",
+                        tenant_key=tmp / "none"),
+        mqtt=MqttConfig(url=url), devices=(), batch_max_records=len(batches[0]),
+        batch_max_age_s=0.05, suite=suite, extra={"spool": {"inflight": inflight}})
+    async with IngestWorker(broker_url=url, sink=sink, quarantine=quarantine,
+                            agent_keys={agent: sk.public_key()}, collector_keys={ck.key_id: ck},
+                            registry=CollectorRegistry(), client_id=f"bench-{agent}",
+                            topic_filter=f"privtel/v1/{tenant}/+/batches") as w:
+        await asyncio.wait_for(w.subscribed.wait(), 10)
+        async with Shipper(cfg, registry=CollectorRegistry(), signing_key=sk,
+                           collector_public_key=ck.public) as s:
+            t0 = time.perf_counter()
+            for b in batches:
+                await s.submit(b)
+            await asyncio.wait_for(got.wait(), 600)
+            elapsed = time.perf_counter() - t0
+            st = await asyncio.to_thread(s.spool.stats)
+            assert st.pending_records == 0
+    return elapsed, len(batches)
+
+
+async def agent_path(url: str, tmp: Path, batches: list[list[Record]], tenant: str, agent: str,
+                     suite: str, inflight: int) -> float:
+    """Shipper (spool, seal, QoS 1, delete on PUBACK) to a plain subscriber: no opening."""
+    ck = keys.generate_collector_key(suite)
+    sk = ed25519.Ed25519PrivateKey.generate()
+    u = urlsplit(url)
+    done = asyncio.Event()
+    cfg = AgentConfig(
+        file=str(tmp / "agent.toml"), agent_id=agent, tenant=tenant, site="site-1",
+        state_dir=tmp / "state-agent",
+        keys=KeysConfig(signing_key=tmp / "none", collector_public_key=tmp / "none",
+                        tenant_key=tmp / "none"),
+        mqtt=MqttConfig(url=url), devices=(), batch_max_records=len(batches[0]),
+        batch_max_age_s=0.05, suite=suite, extra={"spool": {"inflight": inflight}})
+    async with aiomqtt.Client(u.hostname or "127.0.0.1", u.port or 1883, timeout=10,
+                              protocol=aiomqtt.ProtocolVersion.V5) as sub:
+        await sub.subscribe(f"privtel/v1/{tenant}/{agent}/batches", qos=1)
+
+        async def consume() -> None:
+            seen = 0
+            async for _ in sub.messages:
+                seen += 1
+                if seen >= len(batches):
+                    done.set()
+                    return
+
+        consumer = asyncio.create_task(consume())
+        async with Shipper(cfg, registry=CollectorRegistry(), signing_key=sk,
+                           collector_public_key=ck.public) as s:
+            t0 = time.perf_counter()
+            for b in batches:
+                await s.submit(b)
+            await asyncio.wait_for(done.wait(), 600)
+            elapsed = time.perf_counter() - t0
+        consumer.cancel()
+    return elapsed
+
+
+async def raw_path(url: str, payload_size: int, n: int, inflight: int) -> float:
+    u = urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", u.port or 1883
+    topic = f"privtel-bench/raw/{os.urandom(4).hex()}"
+    payloads = [os.urandom(payload_size) for _ in range(min(n, 32))]
+    done = asyncio.Event()
+    async with aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V5,
+                              timeout=10) as sub:
+        await sub.subscribe(topic, qos=1)
+
+        async def consume() -> None:
+            seen = 0
+            async for _ in sub.messages:
+                seen += 1
+                if seen >= n:
+                    done.set()
+                    return
+
+        consumer = asyncio.create_task(consume())
+        async with aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V5, timeout=10,
+                                  max_inflight_messages=inflight) as pub:
+            pub.pending_calls_threshold = inflight + 1
+            t0 = time.perf_counter()
+            for i in range(0, n, inflight):
+                await asyncio.gather(*(pub.publish(topic, payloads[j % len(payloads)], qos=1)
+                                       for j in range(i, min(n, i + inflight))))
+            await asyncio.wait_for(done.wait(), 600)
+            elapsed = time.perf_counter() - t0
+        consumer.cancel()
+    return elapsed
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    ap.add_argument("--batches", type=int, default=200)
+    ap.add_argument("--records", type=int, default=200, help="records per batch")
+    ap.add_argument("--suite", default="x25519", choices=keys.SUITES)
+    ap.add_argument("--inflight", type=int, default=16)
+    a = ap.parse_args()
+    tenant, agent = "bench", f"bench-{os.urandom(3).hex()}"
+    batches = [make_records(tenant, a.records, i * a.records) for i in range(a.batches)]
+    plain_bytes = sum(len(json.dumps([r.to_dict() for r in b])) for b in batches[:5]) / 5
+    seal_rate, open_rate, mean_size = cpu_rates(batches, tenant, agent, a.suite)
+    with tempfile.TemporaryDirectory() as tmp:
+        sealed_s, _ = await sealed_path(a.broker, Path(tmp), batches, tenant, agent, a.suite,
+                                        a.inflight)
+        agent_s = await agent_path(a.broker, Path(tmp), batches, tenant, agent + "x", a.suite,
+                                   a.inflight)
+    raw_s = await raw_path(a.broker, int(mean_size), a.batches, a.inflight)
+    mb = mean_size * a.batches / 1e6
+    out = {
+        "batches": a.batches, "records_per_batch": a.records, "suite": a.suite,
+        "plain_batch_bytes": round(plain_bytes), "sealed_batch_bytes": round(mean_size),
+        "seal_batches_per_s": round(seal_rate, 1), "open_batches_per_s": round(open_rate, 1),
+        "sealed_batches_per_s": round(a.batches / sealed_s, 1),
+        "sealed_records_per_s": round(a.batches * a.records / sealed_s),
+        "sealed_mb_per_s": round(mb / sealed_s, 3),
+        "agent_batches_per_s": round(a.batches / agent_s, 1),
+        "agent_mb_per_s": round(mb / agent_s, 3),
+        "raw_batches_per_s": round(a.batches / raw_s, 1),
+        "raw_mb_per_s": round(mb / raw_s, 3),
+        "sealed_vs_raw": round(raw_s / sealed_s, 3),
+    }
+    print(f"batch: {a.records} records, {out['plain_batch_bytes']} B as JSON, "
+          f"{out['sealed_batch_bytes']} B sealed ({a.suite})")
+    print(f"seal alone: {out['seal_batches_per_s']} batches/s; open alone: "
+          f"{out['open_batches_per_s']} batches/s")
+    print(f"sealed end to end (spool+seal+QoS1+verify+decrypt): {out['sealed_batches_per_s']} "
+          f"batches/s, {out['sealed_records_per_s']} records/s, {out['sealed_mb_per_s']} MB/s")
+    print(f"agent side only (spool+seal+QoS1, plain subscriber): {out['agent_batches_per_s']} "
+          f"batches/s, {out['agent_mb_per_s']} MB/s")
+    print(f"raw QoS1 payloads of the same size: {out['raw_batches_per_s']} msgs/s, "
+          f"{out['raw_mb_per_s']} MB/s")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,323 @@
+"""The Starlette application: authentication, the access decision, parsing,
+the work, and an audit entry, in that order, for every `/v1` call.
+
+Handlers never build their own access rules: `_guard` authenticates,
+`collector.auth.authorize` decides from the matrix, and only then does the
+handler touch data. Refusals (bad token, wrong role, other tenant, missing or
+expired TOTP) are audited too, with the reason code and never the secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from collector.api.openapi import document
+from collector.api.schema import open_api_db
+from collector.audit import AuditChainError, AuditLog
+from collector.auth import NEEDS_TOTP, Action, AuthError, Principal, Users, authorize
+from collector.dsr import DsrService, parse_request
+from collector.search import AddressIndex, QueryError, Searcher, TenantKeys, ndjson, parse_query
+from collector.store import StoreError, StoreRetryableError
+
+log = logging.getLogger("privtel.api")
+MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """What the API process needs. `keys` may be empty: indicator search and DSR
+    then answer 400 for lack of a key instead of pseudonymising."""
+
+    store_url: str
+    keys: TenantKeys
+    audit_key: bytes | None = None
+    index_interval_s: float = 2.0
+    migrate: bool = True
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.code, self.reason = status, code, reason
+
+
+def _json(data: Any, status: int = 200, rid: str | None = None) -> Response:
+    headers = {"X-Request-Id": rid} if rid else None
+    return Response(orjson.dumps(data), status, headers=headers, media_type="application/json")
+
+
+def _error(status: int, code: str, reason: str, rid: str) -> Response:
+    return _json({"error": code, "reason": reason, "request_id": rid}, status, rid)
+
+
+class Api:
+    def __init__(self, cfg: ApiConfig) -> None:
+        self.cfg = cfg
+        self.db = open_api_db(cfg.store_url, migrate=cfg.migrate)
+        self.users = Users(self.db)
+        self.audit = AuditLog(self.db, cfg.audit_key)
+        self.searcher = Searcher(self.db, cfg.keys,
+                                 AddressIndex(self.db, min_interval_s=cfg.index_interval_s))
+        self.dsr = DsrService(self.db, self.searcher)
+
+    # --- plumbing -------------------------------------------------------------
+
+    async def _audit(self, p: Principal | None, action: str, tenants: tuple[str, ...],
+                     rid: str, outcome: str, count: int = 0,
+                     detail: dict[str, Any] | None = None) -> None:
+        await run_in_threadpool(
+            self.audit.append, actor=p.name if p else "-", role=p.role if p else "-",
+            action=action, tenants=tenants, request_id=rid, outcome=outcome, count=count,
+            detail=detail or {})
+
+    async def _principal(self, request: Request, rid: str) -> Principal:
+        try:
+            return await run_in_threadpool(self.users.authenticate,
+                                           request.headers.get("authorization"))
+        except AuthError as e:
+            detail = {"reason": e.code, "path": request.url.path}
+            await self._audit(None, "login.failure", (), rid, "denied", 0, detail)
+            raise _Refused(e.status, e.code, e.reason) from None
+
+    async def _allow(self, p: Principal, request: Request, rid: str, actions: list[Action],
+                     tenants: tuple[str, ...]) -> None:
+        try:
+            for a in actions:
+                authorize(p, a, tenants)
+            if any(a in NEEDS_TOTP for a in actions):
+                await run_in_threadpool(self.users.check_totp, p,
+                                        request.headers.get("x-totp"))
+        except AuthError as e:
+            name = "mfa.failure" if e.code.startswith("mfa") else "access.denied"
+            await self._audit(p, name, tenants, rid, "denied", 0,
+                              {"reason": e.code, "action": actions[-1].value})
+            raise _Refused(e.status, e.code, e.reason) from None
+
+    async def _body(self, request: Request) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            raise _Refused(413, "too_large", f"request body must be at most {MAX_BODY} bytes")
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_BODY:
+                raise _Refused(413, "too_large",
+                               f"request body must be at most {MAX_BODY} bytes")
+        if not data:
+            raise _Refused(400, "bad_request", "request body must be a JSON object")
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise _Refused(400, "bad_request", "request body is not valid JSON") from None
+
+    def _query_params(self, request: Request, known: tuple[str, ...]) -> dict[str, str]:
+        params = request.query_params
+        unknown = sorted(set(params.keys()) - set(known))
+        if unknown:
+            raise _Refused(400, "bad_request", f"unknown query parameter(s) "
+                           f"{', '.join(repr(u[:40]) for u in unknown[:5])}; known: "
+                           f"{', '.join(known) or 'none'}")
+        for k in known:
+            if len(params.getlist(k)) > 1:
+                raise _Refused(400, "bad_request", f"{k} given more than once")
+        return {k: params[k] for k in known if k in params}
+
+    def route(self, fn: Callable[[Request, str], Awaitable[Response]]
+              ) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            rid = os.urandom(8).hex()
+            try:
+                return await fn(request, rid)
+            except _Refused as e:
+                return _error(e.status, e.code, e.reason, rid)
+            except QueryError as e:
+                return _error(400, "bad_request", str(e), rid)
+            except StoreRetryableError:
+                log.warning("request %s: database unavailable", rid)
+                return _error(503, "unavailable", "database unavailable; retry later", rid)
+            except StoreError as e:
+                log.error("request %s: store error (%s)", rid, type(e).__name__)
+                return _error(500, "internal", "internal error; quote the request id", rid)
+            except Exception as e:
+                log.error("request %s: unexpected %s", rid, type(e).__name__)
+                return _error(500, "internal", "internal error; quote the request id", rid)
+
+        return handler
+
+    # --- endpoints ------------------------------------------------------------
+
+    async def healthz(self, request: Request, rid: str) -> Response:
+        return _json({"status": "ok"}, rid=rid)
+
+    async def readyz(self, request: Request, rid: str) -> Response:
+        try:
+            await run_in_threadpool(self.db.ping)
+        except StoreError:
+            return _error(503, "unavailable", "database unavailable", rid)
+        return _json({"status": "ready"}, rid=rid)
+
+    async def openapi(self, request: Request, rid: str) -> Response:
+        return _json(document())
+
+    async def whoami(self, request: Request, rid: str) -> Response:
+        self._query_params(request, ())
+        p = await self._principal(request, rid)
+        from collector.auth import MATRIX
+
+        return _json({"name": p.name, "role": p.role, "tenants": list(p.tenants),
+                      "mfa_enrolled": p.has_totp,
+                      "actions": sorted(a.value for a in MATRIX[p.role])}, rid=rid)
+
+    async def stats(self, request: Request, rid: str) -> Response:
+        p = await self._principal(request, rid)
+        params = self._query_params(request, ("tenant",))
+        q = parse_query({"tenant": params.get("tenant")})
+        await self._allow(p, request, rid, [Action.STATS], (q.tenant,))
+        counts = await run_in_threadpool(self.searcher.stats, q.tenant)
+        await self._audit(p, "stats", (q.tenant,), rid, "ok", sum(counts.values()))
+        return _json({"tenant": q.tenant, "records_by_kind": counts, "request_id": rid},
+                     rid=rid)
+
+    async def search(self, request: Request, rid: str) -> Response:
+        p = await self._principal(request, rid)
+        q = parse_query(await self._body(request))
+        actions = [Action.SEARCH] + ([Action.SEARCH_INDICATOR] if q.indicators else [])
+        await self._allow(p, request, rid, actions, (q.tenant,))
+        page = await run_in_threadpool(self.searcher.search, q)
+        await self._audit(p, actions[-1].value, (q.tenant,), rid, "ok", len(page.records),
+                          q.audit_detail())
+        out: dict[str, Any] = {"records": page.records, "next_cursor": page.next_cursor,
+                               "request_id": rid}
+        if q.indicators:
+            out["indicator_ranges"] = page.pseudonymous_ranges
+        return _json(out, rid=rid)
+
+    async def export(self, request: Request, rid: str) -> Response:
+        p = await self._principal(request, rid)
+        q = parse_query(await self._body(request))
+        actions = [Action.SEARCH_EXPORT] + ([Action.SEARCH_INDICATOR] if q.indicators else [])
+        await self._allow(p, request, rid, actions, (q.tenant,))
+        await run_in_threadpool(self.searcher.ranges, q)  # NoKeyError before streaming
+
+        def lines() -> Iterator[bytes]:
+            n = 0
+            outcome = "error"
+            try:
+                for line in ndjson(self.searcher.iterate(q)):
+                    n += 1
+                    yield line
+                outcome = "ok"
+            finally:
+                self.audit.append(actor=p.name, role=p.role, action="search.export",
+                                  tenants=(q.tenant,), request_id=rid, outcome=outcome,
+                                  count=n, detail=q.audit_detail())
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson",
+                                 headers={"X-Request-Id": rid})
+
+    def dsr_endpoint(self, kind: str) -> Callable[[Request, str], Awaitable[Response]]:
+        action = Action(f"dsr.{kind}")
+
+        async def run(request: Request, rid: str) -> Response:
+            p = await self._principal(request, rid)
+            self._query_params(request, ())
+            req = parse_request(kind, await self._body(request))
+            await self._allow(p, request, rid, [action], req.tenants)
+            if req.ndjson:
+                result, lines = await run_in_threadpool(
+                    lambda: self.dsr.export_stream(req, actor=p.name, request_id=rid))
+                await self._audit(p, action.value, req.tenants, rid, result.status,
+                                  result.count, {"per_tenant": result.per_tenant,
+                                                 "format": "ndjson"})
+                return StreamingResponse(lines, media_type="application/x-ndjson",
+                                         headers={"X-Request-Id": rid,
+                                                  "X-Record-Count": str(result.count)})
+            try:
+                result = await run_in_threadpool(
+                    lambda: self.dsr.run(req, actor=p.name, request_id=rid))
+            except QueryError:
+                raise
+            except Exception:
+                await self._audit(p, action.value, req.tenants, rid, "error")
+                raise
+            detail: dict[str, Any] = {"per_tenant": result.per_tenant}
+            if result.verified is not None:
+                detail["verified"] = result.verified
+            await self._audit(p, action.value, req.tenants, rid, result.status, result.count,
+                              detail)
+            out = result.summary()
+            if kind == "export":
+                out["records"] = result.records
+            return _json(out, rid=rid)
+
+        return run
+
+    async def dsr_requests(self, request: Request, rid: str) -> Response:
+        p = await self._principal(request, rid)
+        params = self._query_params(request, ("limit",))
+        raw = params.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise _Refused(400, "bad_request", "limit must be an integer from 1 to 1000")
+        await self._allow(p, request, rid, [Action.DSR_LIST], ())
+        rows = await run_in_threadpool(self.dsr.requests, p.may_see, int(raw))
+        await self._audit(p, "dsr.list", p.tenants, rid, "ok", len(rows))
+        return _json({"requests": rows, "request_id": rid}, rid=rid)
+
+    async def audit_verify(self, request: Request, rid: str) -> Response:
+        p = await self._principal(request, rid)
+        self._query_params(request, ())
+        await self._allow(p, request, rid, [Action.AUDIT_VERIFY], ())
+        try:
+            v = await run_in_threadpool(self.audit.verify)
+        except AuditChainError as e:
+            await self._audit(p, "audit.verify", (), rid, "broken", 0, {"index": e.index})
+            return _error(409, "audit_chain_broken", str(e), rid)
+        await self._audit(p, "audit.verify", (), rid, "ok", v.entries)
+        return _json({"entries": v.entries, "head": v.head, "request_id": rid}, rid=rid)
+
+    def routes(self) -> list[Route]:
+        r = self.route
+        return [
+            Route("/healthz", r(self.healthz), methods=["GET"]),
+            Route("/readyz", r(self.readyz), methods=["GET"]),
+            Route("/openapi.json", r(self.openapi), methods=["GET"]),
+            Route("/v1/whoami", r(self.whoami), methods=["GET"]),
+            Route("/v1/stats", r(self.stats), methods=["GET"]),
+            Route("/v1/search", r(self.search), methods=["POST"]),
+            Route("/v1/search/export", r(self.export), methods=["POST"]),
+            Route("/v1/dsr/requests", r(self.dsr_requests), methods=["GET"]),
+            *[Route(f"/v1/dsr/{k}", r(self.dsr_endpoint(k)), methods=["POST"])
+              for k in ("export", "erase", "restrict", "correct")],
+            Route("/v1/audit/verify", r(self.audit_verify), methods=["GET"]),
+        ]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _not_found(request: Request, exc: Exception) -> Response:
+    code = getattr(exc, "status_code", 404)
+    reason = "no such endpoint; see /openapi.json" if code == 404 else \
+        "method not allowed for this endpoint; see /openapi.json"
+    return _json({"error": "not_found" if code == 404 else "method_not_allowed",
+                  "reason": reason}, code)
+
+
+def create_app(cfg: ApiConfig) -> Starlette:
+    """The ASGI app; `app.state.api` is the `Api` (tests reach the db through it)."""
+    api = Api(cfg)
+    app = Starlette(routes=api.routes(), exception_handlers={404: _not_found,
+                                                             405: _not_found})
+    app.state.api = api
+    return app

@@ -1,0 +1,152 @@
+"""The OpenAPI 3.0 document, written by hand so every limit the handlers
+enforce is stated where clients (and the schemathesis fuzz test) read it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collector.search import DEFAULT_LIMIT, MAX_INDICATORS, MAX_LIMIT, MAX_TEXT
+
+_TENANT = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}
+_TIME = {"oneOf": [{"type": "number", "minimum": 0, "maximum": 4102444799},
+                   {"type": "string", "format": "date-time"}],
+         "description": "unix seconds or RFC 3339 with a zone"}
+_NET = {"type": "string", "maxLength": 64, "description": "IPv4/IPv6 address or CIDR prefix"}
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _err(desc: str) -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": _ERROR}}}
+
+
+_ERRORS = {"400": _err("malformed request; `reason` says which field and why"),
+           "401": _err("missing, wrong, revoked or expired token, or a missing/expired TOTP"),
+           "403": _err("role may not take this action, or tenant outside the token's scope"),
+           "413": _err("request body too large")}
+_TOTP = {"name": "X-TOTP", "in": "header", "required": False,
+         "schema": {"type": "string", "pattern": "^[0-9]{6}$"},
+         "description": "current TOTP code; required for dsr export and erase"}
+
+SEARCH_BODY: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["tenant"],
+    "properties": {
+        "tenant": _TENANT, "since": _TIME, "until": _TIME,
+        "site": {"type": "string", "minLength": 1, "maxLength": 128},
+        "device": {"type": "string", "minLength": 1, "maxLength": 128,
+                   "description": "pseudonymous device id"},
+        "kind": {"type": "string", "enum": ["metric", "health", "event", "log", "inventory"]},
+        "name": {"type": "string", "minLength": 1, "maxLength": 64},
+        "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT,
+                 "description": "case-insensitive substring of the record's fields"},
+        "ip": {**_NET, "description": "pseudonymous address or prefix, as stored"},
+        "indicators": {"type": "array", "minItems": 1, "maxItems": MAX_INDICATORS,
+                       "items": _NET,
+                       "description": "raw addresses or prefixes; the server pseudonymises "
+                       "them with the tenant key and never returns or logs them"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                  "default": DEFAULT_LIMIT},
+        "cursor": {"type": "string", "maxLength": 200},
+    }}
+
+DSR_BODY: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["tenants", "addresses"],
+    "properties": {
+        "tenants": {"type": "array", "minItems": 1, "maxItems": 100, "items": _TENANT},
+        "addresses": {"type": "array", "minItems": 1, "maxItems": MAX_INDICATORS,
+                      "items": _NET, "description": "the subject's raw addresses"},
+        "since": _TIME, "until": _TIME,
+        "reason": {"type": "string", "maxLength": 200,
+                   "description": "ticket reference, kept with the request"},
+        "note": {"type": "string", "minLength": 1, "maxLength": 2000,
+                 "description": "correct only: the correction, linked to each record"},
+        "record_ids": {"type": "array", "minItems": 1, "maxItems": 1000,
+                       "items": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
+        "format": {"type": "string", "enum": ["json", "ndjson"],
+                   "description": "export only: ndjson streams a header line then records"},
+    }}
+
+_RECORD = {"type": "object", "properties": {
+    "id": {"type": "string"}, "tenant": {"type": "string"}, "site": {"type": "string"},
+    "device": {"type": "string"}, "kind": {"type": "string"}, "name": {"type": "string"},
+    "ts": {"type": "number"}, "fields": {"type": "object"},
+    "retention_class": {"type": "string"}, "expires_at": {"type": "number", "nullable": True},
+    "restricted": {"type": "boolean"}, "annotations": {"type": "array"}}}
+
+
+def _json(schema: dict[str, Any], desc: str = "ok") -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": schema}}}
+
+
+def document() -> dict[str, Any]:
+    obj = {"type": "object"}
+    sec: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "privtel query and data-subject-request API", "version": "1",
+                 "description": "Search pseudonymised records (security), answer data-subject "
+                 "requests (dpo). Every call is checked against the role x action matrix and "
+                 "written to the hash-chained audit log."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "ptk_... token from "
+                                           "`privtel users add`"}},
+            "schemas": {"Error": {"type": "object", "required": ["error", "reason"],
+                                  "properties": {"error": {"type": "string"},
+                                                 "reason": {"type": "string"},
+                                                 "request_id": {"type": "string"}}},
+                        "Record": _RECORD},
+        },
+        "paths": {
+            "/healthz": {"get": {"summary": "process is up", "security": [],
+                                 "responses": {"200": _json(obj)}}},
+            "/readyz": {"get": {"summary": "database reachable", "security": [],
+                                "responses": {"200": _json(obj),
+                                              "503": _err("database unavailable")}}},
+            "/v1/whoami": {"get": {"summary": "the token's user, role, scope and actions",
+                                   "security": sec,
+                                   "responses": {"200": _json(obj), **_ERRORS}}},
+            "/v1/stats": {"get": {
+                "summary": "record counts by kind (restricted records excluded)",
+                "security": sec,
+                "parameters": [{"name": "tenant", "in": "query", "required": True,
+                                "schema": _TENANT}],
+                "responses": {"200": _json(obj), **_ERRORS}}},
+            "/v1/search": {"post": {
+                "summary": "one page of matching records, oldest first",
+                "security": sec,
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": SEARCH_BODY}}},
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "records": {"type": "array",
+                                "items": {"$ref": "#/components/schemas/Record"}},
+                    "next_cursor": {"type": "string", "nullable": True},
+                    "request_id": {"type": "string"}}}), **_ERRORS}}},
+            "/v1/search/export": {"post": {
+                "summary": "every matching record as NDJSON, oldest first",
+                "security": sec,
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": SEARCH_BODY}}},
+                "responses": {"200": {"description": "one record per line",
+                                      "content": {"application/x-ndjson": {"schema": obj}}},
+                              **_ERRORS}}},
+            **{f"/v1/dsr/{kind}": {"post": {
+                "summary": f"data-subject request: {kind}",
+                "security": sec,
+                "parameters": [_TOTP],
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": DSR_BODY}}},
+                "responses": {"200": _json(obj), **_ERRORS}}}
+                for kind in ("export", "erase", "restrict", "correct")},
+            "/v1/dsr/requests": {"get": {
+                "summary": "recorded data-subject requests, newest first",
+                "security": sec,
+                "parameters": [{"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                "responses": {"200": _json(obj), **_ERRORS}}},
+            "/v1/audit/verify": {"get": {
+                "summary": "check the audit hash chain; entry count and head hash",
+                "security": sec,
+                "responses": {"200": _json(obj), "409": _err("the chain is broken"),
+                              **_ERRORS}}},
+        },
+    }

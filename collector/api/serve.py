@@ -1,0 +1,26 @@
+"""uvicorn, bound to loopback unless told otherwise, TLS when given a cert."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import uvicorn
+
+
+def server(app: Any, *, host: str = "127.0.0.1", port: int = 8443,
+           ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+           ssl_ca_certs: str | None = None, log_level: str = "info") -> uvicorn.Server:
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise ValueError("TLS needs both a certificate and its key")
+    cfg = uvicorn.Config(app, host=host, port=port, ssl_certfile=ssl_certfile,
+                         ssl_keyfile=ssl_keyfile, ssl_ca_certs=ssl_ca_certs,
+                         ssl_cert_reqs=ssl.CERT_REQUIRED if ssl_ca_certs else ssl.CERT_NONE,
+                         log_level=log_level, server_header=False, proxy_headers=False,
+                         timeout_keep_alive=5, limit_concurrency=256, lifespan="off")
+    return uvicorn.Server(cfg)
+
+
+def serve(app: Any, **options: Any) -> None:
+    """Run until SIGINT/SIGTERM (uvicorn installs the handlers)."""
+    server(app, **options).run()

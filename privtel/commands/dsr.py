@@ -1,0 +1,142 @@
+"""`privtel dsr export|erase|restrict|correct`: data-subject requests via the API.
+
+The subject's addresses come from `--addresses-file` (or stdin), never from
+the command line, so they stay out of shell history and `ps`. Export and
+erase need the current TOTP code (`--totp`, or prompted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from typing import Any, TextIO
+
+import orjson
+
+from collector.api.client import ApiClientError
+from privtel.commands.query import client_args, make_client, read_lines
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("dsr", help="data-subject requests (dpo)")
+    sub = p.add_subparsers(dest="dsr_command", required=True, metavar="ACTION")
+    helps = {"export": "write every record of the subject to a JSON file (access, portability)",
+             "erase": "delete the subject's records and their derived copies, then verify",
+             "restrict": "keep the subject's records but hide them from every search",
+             "correct": "attach a correction note to each of the subject's records"}
+    for kind, text in helps.items():
+        s = sub.add_parser(kind, help=text)
+        client_args(s)
+        s.add_argument("--tenant", action="append", required=True, metavar="TENANT",
+                       help="tenant to search (repeat for several)")
+        s.add_argument("--addresses-file", required=True, metavar="FILE",
+                       help="the subject's addresses, one per line ('-' for stdin)")
+        s.add_argument("--since")
+        s.add_argument("--until")
+        s.add_argument("--reason", default="", help="ticket reference, kept with the request")
+        if kind in ("export", "erase"):
+            s.add_argument("--totp", help="current TOTP code (prompted if omitted)")
+        if kind == "export":
+            s.add_argument("--out", required=True, help="output JSON file (mode 0600)")
+            s.add_argument("--progress", action="store_true",
+                           help="draw the progress bar even when stderr is not a terminal")
+        if kind == "erase":
+            s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        if kind == "correct":
+            s.add_argument("--note", required=True, help="the correction")
+        s.set_defaults(func=cmd_dsr, kind=kind)
+
+
+class Progress:
+    """A one-line bar on stderr: `export [#####.....]  512/1024  50%`."""
+
+    def __init__(self, total: int, stream: TextIO, enabled: bool, width: int = 30) -> None:
+        self.total, self.stream, self.enabled, self.width = total, stream, enabled, width
+        self.done = 0
+        self._last = -1
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        pct = 100 if self.total == 0 else min(100, self.done * 100 // self.total)
+        if self.enabled and (pct != self._last or self.done == self.total):
+            self._last = pct
+            fill = pct * self.width // 100
+            self.stream.write(f"\rexport [{'#' * fill}{'.' * (self.width - fill)}] "
+                              f"{self.done:>7}/{self.total:<7} {pct:3d}%")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            if self.done == 0:
+                self.step(0)
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"tenants": args.tenant,
+                            "addresses": read_lines(args.addresses_file)}
+    for name in ("since", "until"):
+        v = getattr(args, name)
+        if v is not None:
+            body[name] = float(v) if v.replace(".", "", 1).isdigit() else v
+    if args.reason:
+        body["reason"] = args.reason
+    if args.kind == "correct":
+        body["note"] = args.note
+    return body
+
+
+def cmd_dsr(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    body = _body(args)
+    headers = {}
+    if args.kind in ("export", "erase"):
+        code = args.totp or getpass.getpass("TOTP code: ")
+        headers["X-TOTP"] = code.strip()
+    if args.kind == "erase" and not args.yes:
+        answer = input(f"erase every record of this subject in {', '.join(args.tenant)}? "
+                       "type 'erase' to confirm: ")
+        if answer.strip() != "erase":
+            print("not erased", file=sys.stderr)
+            return 1
+    try:
+        if args.kind == "export":
+            return _export(args, client, body, headers)
+        result = client.post(f"/v1/dsr/{args.kind}", body, headers)
+    except ApiClientError as e:
+        print(f"privtel: error: {e}", file=sys.stderr)
+        return 1 if e.status in (401, 403) else 2
+    print(orjson.dumps(result).decode())
+    if args.kind == "erase" and not result.get("verified"):
+        print("privtel: error: erasure could not be verified", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export(args: argparse.Namespace, client: Any, body: dict[str, Any],
+            headers: dict[str, str]) -> int:
+    body["format"] = "ndjson"
+    lines = client.stream("/v1/dsr/export", body, headers)
+    header = next(lines)
+    total = int(header.get("count", 0))
+    bar = Progress(total, sys.stderr, args.progress or sys.stderr.isatty())
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(b'{"request_id":' + orjson.dumps(header.get("request_id")) + b',"count":'
+                + str(total).encode() + b',"per_tenant":' + orjson.dumps(header.get(
+                    "per_tenant", {})) + b',"records":[\n')
+        for i, rec in enumerate(lines):
+            f.write((b",\n" if i else b"") + orjson.dumps(rec))
+            bar.step()
+        f.write(b"\n]}\n")
+    bar.close()
+    if bar.done != total:
+        print(f"privtel: error: export ended after {bar.done} of {total} records",
+              file=sys.stderr)
+        return 1
+    print(f"exported {total} record(s) to {args.out} (request {header.get('request_id')})",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,92 @@
+"""The audit chain under concurrent writers, the retention adapter, and the
+derived address index (extraction, pruning after a retention purge)."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from pathlib import Path
+
+import pytest
+from api_kit import T0, seed
+
+from collector.api.db import Db
+from collector.api.schema import open_api_db
+from collector.audit import AuditChainError, AuditLog
+from collector.search import AddressIndex, addresses_of
+from collector.store import BatchMeta, TaggedRecord, open_store
+from pipelines.record import Kind, Record
+
+
+def test_two_connections_appending_at_once_keep_one_chain(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    dbs = [open_api_db(url), Db(url)]
+    logs = [AuditLog(d) for d in dbs]
+
+    def work(i: int) -> None:
+        for n in range(40):
+            logs[i].append(actor=f"w{i}", role="system", action="test", tenants=("acme",),
+                           request_id=f"{i}-{n}", outcome="ok", count=n)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    v = logs[0].verify()
+    assert v.entries == 80 and len(v.head) == 64
+    for d in dbs:
+        d.close()
+
+
+def test_keyed_chain_needs_the_key_and_retention_adapter(tmp_path: Path) -> None:
+    db = open_api_db(f"sqlite:///{tmp_path / 's.db'}")
+    key = b"k" * 32
+    log = AuditLog(db, key)
+    log.record("retention.purge", dry_run=False, deleted={"logs": 3}, total=3)
+    log.append(actor="a", role="admin", action="x", tenants=("*",), request_id="r",
+               outcome="ok")
+    assert log.verify().entries == 2
+    entry = next(log.entries())
+    assert entry["action"] == "retention.purge" and entry["count"] == 3
+    assert entry["detail"]["deleted"] == {"logs": 3}
+    with pytest.raises(AuditChainError, match="audit entry 0"):
+        AuditLog(db, b"x" * 32).verify()
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        AuditLog(db, b"short")
+    db.close()
+
+
+def test_addresses_of_finds_text_fields_ints_and_v6() -> None:
+    got = addresses_of({"message": "from 10.1.2.3 to [2001:db8::1]:443", "src_ip": 167772161,
+                        "in_octets": 167772161, "ok": True})
+    assert (4, "0a010203") in got and (4, "0a000001") in got
+    assert (6, f"{int(ipaddress.IPv6Address('2001:db8::1')):032x}") in got
+    assert len(got) == 3  # in_octets is a number, not an address
+
+
+def test_index_is_pruned_after_retention_purge(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    seed(url, ("acme",))
+    db = open_api_db(url)
+    index = AddressIndex(db, min_interval_s=0.0)
+    assert index.refresh() == 10
+    assert index.refresh() == 0
+    store = open_store(url)
+    r = Record(kind=Kind.LOG, tenant="acme", site="hq", device="d", name="syslog",
+               fields={"message": "peer 10.9.9.9 down"}, ts=T0)
+    store.write_batch(BatchMeta(agent_id="a", batch_id="old", seq=1, tenant="acme",
+                                created=T0, received_at=T0),
+                      [TaggedRecord(r, "logs", "legitimate interest", T0 + 10)])
+    assert index.refresh() == 1
+    with db.tx() as cur:
+        before = cur.execute("SELECT COUNT(*) FROM record_addresses").fetchone()[0]
+    assert store.purge_expired(T0 + 20) == {"logs": 1}
+    assert index.prune() == 1
+    with db.tx() as cur:
+        after = cur.execute("SELECT COUNT(*) FROM record_addresses").fetchone()[0]
+        gone = cur.execute("SELECT COUNT(*) FROM indexed_records WHERE record_id = ?",
+                           (r.id,)).fetchone()[0]
+    assert after == before - 1 and gone == 0
+    store.close()
+    db.close()

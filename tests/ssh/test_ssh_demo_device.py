@@ -1,0 +1,57 @@
+"""The demo's SSH device: the config table it hands out parses, and polling it
+through the agent's own config path and registry works without any secret in view."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from ssh_kit import by_name
+
+from agents import config as agent_config
+from agents.credentials import CredentialStore
+from agents.pollers import REGISTRY
+from agents.ssh.poller import SshPoller
+from pipelines.record import encode
+from privtel.sim.demo import start_demo_ssh
+
+AGENT = """
+[agent]
+id = "demo"
+tenant = "acme"
+site = "hq"
+state_dir = "state"
+[keys]
+signing_key = "k"
+collector_public_key = "c"
+tenant_key = "t"
+"""
+
+
+async def test_demo_device_polls_through_config_and_registry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = await start_demo_ssh(tmp_path / "demo")
+    try:
+        cfg = agent_config.parse(AGENT + demo.device_toml(), str(tmp_path / "agent.toml"))
+        for k, v in demo.environ().items():
+            monkeypatch.setenv(k, v)
+        poller = REGISTRY["ssh"].make()
+        assert isinstance(poller, SshPoller)
+        try:
+            records = await poller.poll(cfg.devices[0])
+        finally:
+            await poller.close()
+    finally:
+        await demo.stop()
+    (health,) = by_name(records, "device.health")
+    assert health.fields["up"] == 1, health.fields
+    assert by_name(records, "ssh.inventory")[0].fields["serial"] == "FDO2307A1BC"
+    store = CredentialStore.from_env(demo.environ())
+    assert store is not None
+    password = store.get("demo-ssh").password
+    assert password and password not in encode(records).decode()
+    assert password.encode() not in demo.credentials_file.read_bytes()
+    assert "127.0.0.1" not in demo.known_hosts.read_text()
+    for p in (demo.key_file, demo.credentials_file, demo.known_hosts):
+        assert os.stat(p).st_mode & 0o077 == 0
