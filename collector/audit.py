@@ -84,7 +84,8 @@ class AuditLog:
         except (KeyError, OSError):
             actor = "system"
         self.append(actor=actor, role="system", action=action, tenants=("*",),
-                    request_id=str(details.pop("request_id", "")) or _rid(), outcome="ok",
+                    request_id=str(details.pop("request_id", "")) or _rid(),
+                    outcome=str(details.get("result", "ok")),
                     count=int(details.get("total", 0) or 0), detail=details)
 
     def entries(self, after: int = 0, batch: int = 1000) -> Iterator[dict[str, Any]]:

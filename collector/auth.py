@@ -218,8 +218,9 @@ class Users:
             raise AuthError(401, "mfa_failed", "TOTP code must be 6 digits")
         now = time.time() if now is None else now
         with self.db.tx(write=True) as cur:
-            row = cur.execute("SELECT totp_secret, totp_last_step FROM api_users WHERE name = ?",
-                              (principal.name,)).fetchone()
+            lock = " FOR UPDATE" if self.db.dialect == "postgres" else ""  # one use per code
+            row = cur.execute("SELECT totp_secret, totp_last_step FROM api_users WHERE name = ?"
+                              + lock, (principal.name,)).fetchone()
             if row is None or row[0] is None:
                 raise AuthError(403, "mfa_not_enrolled", "this action needs a second factor")
             totp = pyotp.TOTP(row[0], interval=TOTP_STEP)

@@ -30,6 +30,7 @@ from collector.search import (
     Searcher,
     SearchQuery,
     _time,
+    mask_addresses,
     parse_network,
 )
 
@@ -78,7 +79,7 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
         raise QueryError("the request body must be a JSON object")
     unknown = sorted(set(body) - _KEYS)
     if unknown:
-        names = ", ".join(repr(str(u)[:40]) for u in unknown[:5])
+        names = ", ".join(repr(mask_addresses(str(u)[:40])) for u in unknown[:5])
         raise QueryError(f"unknown field(s) {names}; known: {', '.join(sorted(_KEYS))}")
     tenants = body.get("tenants")
     if not isinstance(tenants, list) or not 0 < len(tenants) <= 100 or not all(

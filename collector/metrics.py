@@ -14,24 +14,31 @@ Series per device: 11 device series + 9 per interface. `max_devices` and
 defaults (10,000 devices, 256 interfaces each) the worst case is stated in
 docs/store.md; a typical site (20 devices x 48 ports) is about 9,000 series.
 
-`StoreMetrics` and `InstrumentedStore` give the store's self-metrics.
+`StoreMetrics` and `InstrumentedStore` give the store's self-metrics; `serve` exposes
+the registry with `/healthz` and `/readyz` beside `/metrics`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from collector.store.base import BatchMeta, Store, TaggedRecord
 from pipelines.record import Record
 
+log = logging.getLogger(__name__)
 DEVICE_LABELS = ("tenant", "site", "device")
 IF_LABELS = (*DEVICE_LABELS, "ifname")
 REASONS = frozenset({"timeout", "auth_failed", "unknown_user", "wrong_engine_time",
@@ -69,9 +76,8 @@ INTERFACE_SERIES: dict[str, tuple[str, str, str]] = {
 }
 
 
-def exposed_names(family: str, kind: str) -> list[str]:
-    """The sample names Prometheus will see for a family (counters gain `_total`)."""
-    return [f"{family}_total"] if kind == "counter" else [family]
+_IF_STATUS = tuple(fld for _, _, fld in INTERFACE_SERIES.values() if fld.endswith("_status"))
+_IF_NUMBERS = tuple(fld for _, _, fld in INTERFACE_SERIES.values() if fld not in _IF_STATUS)
 
 
 @dataclass
@@ -198,10 +204,15 @@ class NocMetrics(Collector):
         if cur is not None and cur.ts > ts:
             return
         values: dict[str, float] = {}
-        for _, (_, _, fld) in INTERFACE_SERIES.items():
-            v = _status(f.get(fld)) if fld.endswith("_status") else _num(f.get(fld))
-            if v is not None:
-                values[fld] = v
+        for fld in _IF_NUMBERS:
+            v = f.get(fld)
+            t = type(v)
+            if t is int or t is float:
+                values[fld] = float(v)
+        for fld in _IF_STATUS:
+            sv = _status(f.get(fld))
+            if sv is not None:
+                values[fld] = sv
         d.ifaces[ifname] = _Iface(ts, values)
 
     def _expire(self, now: float) -> None:
@@ -308,6 +319,16 @@ class StoreMetrics:
             for klass, n in per.items():
                 self.records.labels(self.backend, klass).inc(n)
 
+    async def run(self, store: Store, stop: asyncio.Event, every_s: float = 60.0) -> None:
+        """Refresh size and counts every `every_s` until `stop`, off the event loop."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.refresh, store)
+            except Exception as e:
+                log.warning("store metrics refresh failed: %s", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every_s)
+
     def refresh(self, store: Store) -> None:
         self.size.set(store.size_bytes())
         counts = store.counts_by_class()
@@ -370,3 +391,48 @@ class InstrumentedStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes and probes every few seconds would drown the collector's own log."""
+
+
+def _probe(check: Callable[[], bool]) -> bool:
+    try:
+        return bool(check())
+    except Exception:
+        return False
+
+
+def http_app(registry: CollectorRegistry, *, live: Callable[[], bool] = lambda: True,
+             ready: Callable[[], bool] = lambda: True) -> Callable[..., Any]:
+    """WSGI app: `/metrics` (and every other path) from the registry, `/healthz` from
+    `live`, `/readyz` from `ready`; a check that raises counts as failing."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in ("/healthz", "/readyz"):
+            ok = _probe(live if path == "/healthz" else ready)
+            body = b"ok\n" if ok else b"unavailable\n"
+            start_response("200 OK" if ok else "503 Service Unavailable",
+                           [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
+            return [body]
+        return list(metrics(environ, start_response))
+
+    return app
+
+
+def serve(registry: CollectorRegistry, host: str, port: int, *,
+          live: Callable[[], bool] = lambda: True, ready: Callable[[], bool] = lambda: True
+          ) -> tuple[ThreadingWSGIServer, threading.Thread]:
+    """Start `http_app` in a daemon thread; `server.server_port` is the bound port
+    (pass port 0 for any free one); stop with `server.shutdown()`."""
+    server = make_server(host, port, http_app(registry, live=live, ready=ready),
+                         ThreadingWSGIServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="privtel-metrics-http",
+                              daemon=True)
+    thread.start()
+    return server, thread

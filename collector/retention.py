@@ -219,14 +219,20 @@ class RetentionService:
                  result.total, "would go" if dry_run else "deleted")
         return result
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Scheduled purges until `stop` is set; a failed run is logged and retried
-        at the next tick rather than ending the loop."""
+    async def run(self, stop: asyncio.Event, *, reload_check_s: float = 30.0) -> None:
+        """Scheduled purges until `stop` is set, with the policy file checked for
+        changes every `reload_check_s`; a failed purge is logged and retried at the
+        next tick rather than ending the loop."""
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time()
         while not stop.is_set():
             self.reload_if_changed()
-            try:
-                await asyncio.to_thread(self.purge, trigger="scheduled")
-            except Exception as e:
-                log.error("scheduled retention purge failed: %s", e)
+            if loop.time() >= next_purge:
+                try:
+                    await asyncio.to_thread(self.purge, trigger="scheduled")
+                except Exception as e:
+                    log.error("scheduled retention purge failed: %s", e)
+                next_purge = loop.time() + self.interval_s
+            wait = max(0.0, min(reload_check_s, next_purge - loop.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+                await asyncio.wait_for(stop.wait(), timeout=wait)

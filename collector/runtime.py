@@ -55,22 +55,18 @@ class Collector:
         self.retention = RetentionService(
             self.store, policy_path=cfg.retention_policy, registry=self.registry,
             interval_s=cfg.purge_interval_s)
-        self.agent_tenants = {a.agent_id: a.tenant for a in cfg.agents}
         agent_keys, collector_keys = load_keys(cfg)
         extra = {"topic_filter": topic_filter} if topic_filter else {}
         self.ingest = IngestWorker(
             broker_url=cfg.mqtt_url, sink=self._sink, quarantine=self._quarantine,
             agent_keys=agent_keys, collector_keys=collector_keys, registry=self.registry,
+            agent_tenants={a.agent_id: a.tenant for a in cfg.agents},
             protocol=cfg.mqtt_protocol, shared_group=cfg.shared_group, client_id=cfg.client_id,
             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file,
             max_batch_bytes=cfg.max_batch_bytes, replay_window_s=cfg.replay_window_s, **extra)
         self.metrics_port: int | None = None
 
     async def _sink(self, header: Header, records: list[Record]) -> bool:
-        if self.agent_tenants.get(header.agent_id) != header.tenant or any(
-                r.tenant != header.tenant for r in records):
-            await self._quarantine("wrong_tenant", header.topic, header, b"")
-            return True
         meta = BatchMeta(agent_id=header.agent_id, batch_id=header.batch_id, seq=header.seq,
                          tenant=header.tenant, created=header.created, received_at=time.time())
         tagged = self.retention.tag(records)

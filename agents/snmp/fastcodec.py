@@ -335,3 +335,154 @@ def decode_v2c(data: bytes) -> Message:
         raise
     except (IndexError, ValueError, TypeError) as e:
         raise SnmpDecodeError(f"undecodable ({type(e).__name__})") from None
+
+
+# -- SNMPv3 (RFC 3412 message, RFC 3414 USM parameters) -------------------
+
+FLAG_AUTH = 0x01
+FLAG_PRIV = 0x02
+FLAG_REPORTABLE = 0x04
+USM = 3
+MAX_SIZE = 65507
+
+
+@dataclass(frozen=True, slots=True)
+class V3Message:
+    """A v3 message as it came off the wire; `data` is the scoped PDU or its ciphertext."""
+
+    msg_id: int
+    max_size: int
+    flags: int
+    engine_id: bytes
+    boots: int
+    time: int
+    user: bytes
+    auth_params: bytes
+    auth_span: tuple[int, int]  # where authParameters sit in the raw message
+    priv_params: bytes
+    data: bytes
+    encrypted: bool
+
+
+def encode_v3(msg_id: int, flags: int, engine_id: bytes, boots: int, etime: int, user: bytes,
+              auth_len: int, priv_params: bytes, data: bytes,
+              encrypted: bool) -> tuple[bytes, int]:
+    """The message with a zeroed MAC, and the offset of the MAC for the caller to fill."""
+    head = enc_int(3) + tlv(_SEQ, enc_int(msg_id) + enc_int(MAX_SIZE) + tlv(
+        OCTET_STRING, bytes((flags,))) + enc_int(USM))
+    pre_auth = (tlv(OCTET_STRING, engine_id) + enc_int(boots) + enc_int(etime)
+                + tlv(OCTET_STRING, user))
+    auth_tlv = tlv(OCTET_STRING, b"\x00" * auth_len)
+    usm = tlv(_SEQ, pre_auth + auth_tlv + tlv(OCTET_STRING, priv_params))
+    sec = tlv(OCTET_STRING, usm)
+    body = head + sec + (tlv(OCTET_STRING, data) if encrypted else data)
+    msg = tlv(_SEQ, body)
+    outer_hdr = len(msg) - len(body)
+    sec_hdr = len(sec) - len(usm)
+    usm_hdr = len(usm) - len(pre_auth) - len(auth_tlv) - len(tlv(OCTET_STRING, priv_params))
+    auth_hdr = len(auth_tlv) - auth_len
+    offset = outer_hdr + len(head) + sec_hdr + usm_hdr + len(pre_auth) + auth_hdr
+    return msg, offset
+
+
+def encode_scoped_pdu(context_engine_id: bytes, context_name: bytes, pdu: bytes) -> bytes:
+    return tlv(_SEQ, tlv(OCTET_STRING, context_engine_id) + tlv(OCTET_STRING, context_name)
+               + pdu)
+
+
+def peek_version_and_id(data: bytes) -> tuple[int, int]:
+    """(version, id to match on) without decoding the rest: request-id for v2c, msgID
+    for v3. Raises SnmpDecodeError for anything that is not an SNMP message."""
+    try:
+        b = bytes(data)
+        tag, pos, end = _hdr(b, 0, len(b))
+        if tag != _SEQ:
+            raise SnmpDecodeError("not an SNMP message")
+        version, pos = _expect_int(b, pos, end)
+        if version == 3:
+            tag, pos, gend = _hdr(b, pos, end)
+            if tag != _SEQ:
+                raise SnmpDecodeError("expected msgGlobalData")
+            msg_id, _ = _expect_int(b, pos, gend)
+            return 3, msg_id
+        return version, -1
+    except SnmpDecodeError:
+        raise
+    except (IndexError, ValueError, TypeError) as e:
+        raise SnmpDecodeError(f"undecodable ({type(e).__name__})") from None
+
+
+def _octets(b: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    tag, s, e = _hdr(b, pos, end)
+    if tag != OCTET_STRING:
+        raise SnmpDecodeError(f"expected {what}")
+    return s, e
+
+
+def decode_v3(data: bytes) -> V3Message:
+    try:
+        b = bytes(data)
+        tag, pos, end = _hdr(b, 0, len(b))
+        if tag != _SEQ or end != len(b):
+            raise SnmpDecodeError("not an SNMP message")
+        version, pos = _expect_int(b, pos, end)
+        if version != 3:
+            raise SnmpDecodeError("not a v3 message")
+        tag, g, gend = _hdr(b, pos, end)
+        if tag != _SEQ:
+            raise SnmpDecodeError("expected msgGlobalData")
+        msg_id, g = _expect_int(b, g, gend)
+        max_size, g = _expect_int(b, g, gend)
+        fs, fe = _octets(b, g, gend, "msgFlags")
+        if fe - fs != 1:
+            raise SnmpDecodeError("msgFlags must be one byte")
+        model, g = _expect_int(b, fe, gend)
+        if g != gend or model != USM:
+            raise SnmpDecodeError("not a USM message")
+        ss, se = _octets(b, gend, end, "msgSecurityParameters")
+        tag, u, uend = _hdr(b, ss, se)
+        if tag != _SEQ or uend != se:
+            raise SnmpDecodeError("bad UsmSecurityParameters")
+        es, ee = _octets(b, u, uend, "engine id")
+        boots, u = _expect_int(b, ee, uend)
+        etime, u = _expect_int(b, u, uend)
+        us, ue = _octets(b, u, uend, "user name")
+        as_, ae = _octets(b, ue, uend, "authParameters")
+        ps, pe = _octets(b, ae, uend, "privParameters")
+        if pe != uend:
+            raise SnmpDecodeError("trailing bytes in USM parameters")
+        if not (0 <= boots <= _INT32[1] and 0 <= etime <= _INT32[1]
+                and 0 <= msg_id <= _INT32[1]):
+            raise SnmpDecodeError("USM counters out of range")
+        flags = b[fs]
+        tag, ds, de = _hdr(b, se, end)
+        if de != end:
+            raise SnmpDecodeError("trailing bytes")
+        encrypted = tag == OCTET_STRING
+        if not encrypted and tag != _SEQ:
+            raise SnmpDecodeError("expected a scoped PDU")
+        return V3Message(msg_id, max_size, flags, b[es:ee], boots, etime, b[us:ue], b[as_:ae],
+                         (as_, ae), b[ps:pe], b[ds:de] if encrypted else b[se:de], encrypted)
+    except SnmpDecodeError:
+        raise
+    except (IndexError, ValueError, TypeError) as e:
+        raise SnmpDecodeError(f"undecodable ({type(e).__name__})") from None
+
+
+def decode_scoped_pdu(data: bytes) -> tuple[bytes, bytes, Pdu]:
+    """A (decrypted) scoped PDU; trailing bytes after it are DES padding and ignored."""
+    try:
+        b = bytes(data)
+        tag, pos, end = _hdr(b, 0, len(b))
+        if tag != _SEQ:
+            raise SnmpDecodeError("expected a scoped PDU (wrong privacy key?)")
+        es, ee = _octets(b, pos, end, "contextEngineID")
+        ns, ne = _octets(b, ee, end, "contextName")
+        pdu, pos = decode_pdu(b, ne, end)
+        if pos != end:
+            raise SnmpDecodeError("trailing bytes in scoped PDU")
+        return b[es:ee], b[ns:ne], pdu
+    except SnmpDecodeError:
+        raise
+    except (IndexError, ValueError, TypeError) as e:
+        raise SnmpDecodeError(f"undecodable ({type(e).__name__})") from None

@@ -13,7 +13,7 @@
     timeout_s = 2.0                # per request attempt
     retries = 1
     profiles = []                  # empty: choose by sysObjectID
-    engine = "auto"                # auto (fast path for v2c), pysnmp, fast
+    engine = "auto"                # auto (fast path where it applies), pysnmp, fast
 
 The agent config holding these is refused unless mode 0600, so keys are read
 inline; they never appear in errors or logs (ConfigError names the key only).
@@ -106,7 +106,9 @@ def parse_options(s: Section) -> SnmpOptions:
                 raise s.error(name, f"is for version 3 only, not version {version}")
         if not opts.community:
             raise s.error("community", "must not be empty")
-    if opts.engine == "fast" and version != "2c":
-        raise s.error("engine", "the fast path speaks v2c only; use auto or pysnmp")
+    if opts.engine == "fast" and (version == "1" or opts.priv_protocol in ("3des", "aes192c",
+                                                                           "aes256c")):
+        raise s.error("engine", "the fast path speaks v2c and v3 with des/aes/aes192/aes256 "
+                      "only; use auto or pysnmp")
     s.done()
     return opts

@@ -18,7 +18,7 @@ from typing import Any
 from agents.pollers import Device, PollerSpec, health_record, register
 from agents.snmp import errors as E
 from agents.snmp.client import EnginePool, PysnmpClient, SnmpClient
-from agents.snmp.fastclient import FastClient, FastTransport
+from agents.snmp.fastclient import FastClient, FastTransport, fast_path_supports
 from agents.snmp.options import SnmpOptions, parse_options
 from agents.snmp.values import (
     COUNTER32,
@@ -120,8 +120,8 @@ def interface_fields(rows: dict[int, dict[str, Value]],
 
 
 def uses_fast_path(opts: SnmpOptions) -> bool:
-    """v2c goes through the lean codec unless pysnmp is asked for; v1 and v3 use pysnmp."""
-    return opts.version == "2c" and opts.engine != "pysnmp"
+    """The lean codec for v2c and the common v3 protocols unless pysnmp is asked for."""
+    return opts.engine != "pysnmp" and fast_path_supports(opts)
 
 
 class SnmpPoller:

@@ -2,8 +2,8 @@
 
 netmiko is blocking, so each device is polled in a thread of a private pool
 whose size is the concurrency limit; a device that overstays its deadline is
-reported as `timeout` at once while its thread is left to finish on netmiko's
-own socket timeouts (the pool slot stays taken until then, so the limit holds).
+reported as `timeout` at once and its session is aborted from the loop (the
+pool slot stays taken until the thread has really let go, so the limit holds).
 
 netmiko and paramiko errors are translated here and nowhere else, into the
 reason codes of the `device.health` contract. Their messages carry the
@@ -59,6 +59,12 @@ KNOWN_HOSTS_ENV = "PRIVTEL_SSH_KNOWN_HOSTS"
 HOST_KEY_POLICIES = ("strict", "tofu")
 PARSE_ERROR_NAME = "ssh.parse_error"
 ENABLE_TYPES = ("cisco_ios", "cisco_nxos", "arista_eos")
+_HINTS = {
+    "host_key_mismatch": "the device's host key differs from the one in {known_hosts}; "
+                         "if the device was really replaced, remove its entry there",
+    "host_key_unknown": "no host key for it in {known_hosts}; add one (ssh-keyscan) or set "
+                        "host_key_policy = \"tofu\" to trust it on first use",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +285,12 @@ class SshPoller:
             cred = await self._credential(opts.credential)
             out = await self._run(device, opts, cred)
         except SshFailure as f:
-            log.info("ssh: poll of %s failed: %s", device.name, f.reason)
+            hint = _HINTS.get(f.reason)
+            if hint:
+                log.warning("ssh: %s: %s; %s", device.name, f.reason,
+                            hint.format(known_hosts=opts.known_hosts or self._known_hosts))
+            else:
+                log.info("ssh: poll of %s failed: %s", device.name, f.reason)
             return [health_record(device, up=False, reason=f.reason, started=started)]
         return self._records(device, opts, state, out, started)
 
@@ -289,8 +300,8 @@ class SshPoller:
             if store is None:
                 raise CredentialError("no credentials file configured")
             cred = await asyncio.to_thread(store.get, name)
-        except CredentialError:
-            log.warning("ssh: credential %r cannot be loaded", name)
+        except CredentialError as e:  # its text names files and credentials, never secrets
+            log.warning("ssh: credential %r cannot be loaded: %s", name, e)
             raise SshFailure("no_credential") from None
         redacting_filter(cred.secrets())
         return cred
@@ -307,6 +318,7 @@ class SshPoller:
             self._slots.release()
             self._inflight.discard(cancel)
             raise SshFailure("error") from None
+
         def done(_: asyncio.Future[_Output]) -> None:
             self._slots.release()
             self._inflight.discard(cancel)
@@ -324,6 +336,16 @@ class SshPoller:
             raise
 
     def _collect(self, device: Device, opts: SshOptions, cred: Credential,
+                 cancel: _Abort, deadline: float) -> _Output:
+        try:
+            return self._session(device, opts, cred, cancel, deadline)
+        except SshFailure:
+            raise
+        except Exception as e:  # e.g. netmiko refusing its arguments: still data, not a crash
+            log.warning("ssh: session setup for %s failed: %s", device.name, type(e).__name__)
+            raise SshFailure("error") from None
+
+    def _session(self, device: Device, opts: SshOptions, cred: Credential,
                  cancel: _Abort, deadline: float) -> _Output:
         profile = self._profiles[opts.device_type]
         known_hosts = opts.known_hosts or self._known_hosts
@@ -360,6 +382,7 @@ class SshPoller:
             raise SshFailure(classify(e, phase)) from None
         finally:
             try:
+                conn.read_timeout_override = min(1.0, opts.command_timeout_s)
                 conn.disconnect()
             except Exception:
                 log.debug("ssh: disconnect from %s failed", device.name)
@@ -372,6 +395,8 @@ class SshPoller:
             if cancel.is_set() or time.monotonic() > deadline:
                 raise SshFailure("timeout")
             line = cmd.render(values)
+            conn.read_timeout_override = max(
+                0.5, min(opts.command_timeout_s, deadline - time.monotonic()))
             text = conn.send_command(line, strip_prompt=True, strip_command=True)
             out.commands[i] = line
             try:

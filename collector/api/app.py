@@ -27,7 +27,15 @@ from collector.api.schema import open_api_db
 from collector.audit import AuditChainError, AuditLog
 from collector.auth import NEEDS_TOTP, Action, AuthError, Principal, Users, authorize
 from collector.dsr import DsrService, parse_request
-from collector.search import AddressIndex, QueryError, Searcher, TenantKeys, ndjson, parse_query
+from collector.search import (
+    AddressIndex,
+    QueryError,
+    Searcher,
+    TenantKeys,
+    mask_addresses,
+    ndjson,
+    parse_query,
+)
 from collector.store import StoreError, StoreRetryableError
 
 log = logging.getLogger("privtel.api")
@@ -125,8 +133,8 @@ class Api:
         params = request.query_params
         unknown = sorted(set(params.keys()) - set(known))
         if unknown:
-            raise _Refused(400, "bad_request", f"unknown query parameter(s) "
-                           f"{', '.join(repr(u[:40]) for u in unknown[:5])}; known: "
+            names = ", ".join(repr(mask_addresses(u[:40])) for u in unknown[:5])
+            raise _Refused(400, "bad_request", f"unknown query parameter(s) {names}; known: "
                            f"{', '.join(known) or 'none'}")
         for k in known:
             if len(params.getlist(k)) > 1:

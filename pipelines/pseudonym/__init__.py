@@ -12,6 +12,7 @@ Public surface:
 from pipelines.pseudonym.core import Pseudonymiser, non_identifying
 from pipelines.pseudonym.errors import KeyMaterialError, PolicyError, PseudonymError
 from pipelines.pseudonym.keys import KeyRing, TenantKey, rotation_due
+from pipelines.pseudonym.leakguard import find_leaks
 from pipelines.pseudonym.policy import FieldClass, PrivacyPolicy, classify
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Pseudonymiser",
     "TenantKey",
     "classify",
+    "find_leaks",
     "non_identifying",
     "rotation_due",
 ]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipelines.pseudonym.cryptopan import CryptoPAn, LimitedPrefix
-from pipelines.pseudonym.errors import PolicyError, PseudonymError
+from pipelines.pseudonym.errors import PseudonymError
 from pipelines.pseudonym.geo import coarsen_lat, coarsen_lon, cut_place
 from pipelines.pseudonym.ipcrypt import Deterministic, Ndx, Pfx
 from pipelines.pseudonym.keys import TenantKey
@@ -402,21 +402,18 @@ class Pseudonymiser:
     def _geo(self, r: Record, names: list[str], fields: dict[str, Scalar]) -> None:
         lat = next((r.fields[k] for k in names
                     if self.field_class(k, r.fields[k]) is FieldClass.GEO_LAT), None)
-        place = False
+        place = coords = False
         for k in names:
             fields[k] = self.value(k, r.fields[k], lat)
-            place = place or self.field_class(k, r.fields[k]) is FieldClass.GEO_PLACE
+            if self.field_class(k, r.fields[k]) is FieldClass.GEO_PLACE:
+                place = True
+            else:
+                coords = True
         if self.policy.modes["geo"] == "generalise":
-            if len(names) > int(place):
+            if coords:
                 fields["geo_precision_km"] = self.policy.geo_grid_km
             if place:
                 fields["geo_level"] = self.policy.place_level
 
     def records(self, rs: list[Record]) -> list[Record]:
         return [self.record(r) for r in rs]
-
-    def mode_of(self, field_class: str) -> str:
-        try:
-            return self.policy.modes[field_class]
-        except KeyError:
-            raise PolicyError(f"no mode for field class {field_class!r}") from None

@@ -26,24 +26,17 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator
 
 from pipelines.pseudonym.core import Pseudonymiser, canonical, non_identifying
-from pipelines.pseudonym.scan import CANDIDATES, Found, find, parse_mac, parse_v4
+from pipelines.pseudonym.scan import CANDIDATES, Found, find
 from pipelines.record import Record
 
 Leak = tuple[str, str]
 
 
 def normalise(text: str) -> str | None:
-    """An address (IPv4, IPv6, MAC) in the canonical form the guard compares, or None."""
-    s = text.strip()
-    for f in find(s):
-        if f.text == s or s.startswith(f.text):
-            return canonical(f)
-    v4 = parse_v4(s)
-    if v4 is not None:
-        return str(v4)
-    mac = parse_mac(s)
-    if mac is not None:
-        return canonical(Found("mac", mac[0], s))
+    """The first address (IPv4, IPv6, MAC) in `text`, in the canonical form the
+    guard compares (`10.0.0.1`, `2001:db8::1`, `::ffff:10.0.0.1`, `00:1a:..`), or None."""
+    for f in find(text.strip()):
+        return canonical(f)
     return None
 
 

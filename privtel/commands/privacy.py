@@ -28,7 +28,7 @@ from pipelines.pseudonym import PrivacyPolicy, PseudonymError, Pseudonymiser, Te
 from pipelines.pseudonym.core import canonical, non_identifying
 from pipelines.pseudonym.leakguard import normalise
 from pipelines.pseudonym.reverse import Reidentifier
-from pipelines.pseudonym.scan import find
+from pipelines.pseudonym.scan import find, parse_mac
 
 CHUNK = 8 << 20
 OVERLAP = 128
@@ -42,10 +42,16 @@ def register(sub: Any) -> None:
                        "--addresses every identifying address counts, which suits data that "
                        "should hold none; with it, only the listed ones (e.g. what the "
                        "devices really hold) count, so pseudonyms do not.")
-    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("paths", nargs="+", metavar="PATH",
+                   help="file, directory, or postgresql:// URL of a store")
     s.add_argument("--addresses", metavar="FILE",
                    help="file of raw addresses to look for, one per line (# comments)")
     s.add_argument("--json", action="store_true", help="one JSON report on stdout")
+    s.add_argument("--pg-schema", default="public", metavar="NAME",
+                   help="for a postgresql:// PATH: the schema whose tables are read")
+    s.add_argument("--headers", action="store_true",
+                   help="in captures, also count the link and IP header addresses (the "
+                   "capture's own endpoints); by default only payloads are checked")
     s.set_defaults(func=cmd_scan_leaks)
 
     p = sub.add_parser("pseudonymise", help="pseudonymise every address in stdin to stdout",
@@ -102,9 +108,11 @@ def _policy(args: argparse.Namespace, **modes: str) -> PrivacyPolicy:
 def cmd_pseudonymise(args: argparse.Namespace) -> int:
     key = read_key(args.key_file, args.epoch)
     p = Pseudonymiser(key, _policy(args, text_ip=args.mode, mac=args.mode))
-    out = sys.stdout
-    for line in sys.stdin:
-        out.write(p.text(line))
+    out = sys.stdout.buffer
+    for raw in sys.stdin.buffer:
+        # bytes that are not UTF-8 pass through as they are; addresses are ASCII
+        line = raw.decode("utf-8", "surrogateescape")
+        out.write(p.text(line).encode("utf-8", "surrogateescape"))
     out.flush()
     return 0
 
@@ -165,30 +173,38 @@ _PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">",
                b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}
 
 
-def _ip_addresses(frame: bytes, linktype: int) -> Iterator[str]:
+def _dissect(frame: bytes, linktype: int) -> tuple[list[str], bytes]:
+    """(link and IP header addresses, transport payload) of one captured frame.
+    Unknown link types give no header addresses and the whole frame as payload."""
+    heads: list[str] = []
     if linktype == 1:  # Ethernet
-        off, etype = 14, int.from_bytes(frame[12:14], "big") if len(frame) >= 14 else 0
+        if len(frame) < 14:
+            return heads, frame
+        for mac in (frame[0:6], frame[6:12]):
+            if int.from_bytes(mac, "big") not in (0, (1 << 48) - 1):
+                heads.append(":".join(f"{b:02x}" for b in mac))
+        off, etype = 14, int.from_bytes(frame[12:14], "big")
         while etype in (0x8100, 0x88A8) and len(frame) >= off + 4:
             etype = int.from_bytes(frame[off + 2:off + 4], "big")
             off += 4
-        if len(frame) >= 12:
-            for mac in (frame[0:6], frame[6:12]):
-                v = int.from_bytes(mac, "big")
-                if v not in (0, (1 << 48) - 1):
-                    yield ":".join(f"{b:02x}" for b in mac)
-    elif linktype in (101, 228, 229, 12):  # raw IP
-        off = 0
-        etype = 0x0800 if frame[:1] and frame[0] >> 4 == 4 else 0x86DD
+    elif linktype in (101, 228, 229, 12) and frame:  # raw IP
+        off, etype = 0, 0x0800 if frame[0] >> 4 == 4 else 0x86DD
     else:
-        return
+        return heads, frame
     pkt = frame[off:]
     if etype == 0x0800 and len(pkt) >= 20:
-        for raw in (pkt[12:16], pkt[16:20]):
-            a = ipaddress.IPv4Address(raw)
-            yield str(a)
+        heads += [str(ipaddress.IPv4Address(pkt[12:16])), str(ipaddress.IPv4Address(pkt[16:20]))]
+        proto, l4 = pkt[9], pkt[(pkt[0] & 0x0F) * 4:]
     elif etype == 0x86DD and len(pkt) >= 40:
-        for raw in (pkt[8:24], pkt[24:40]):
-            yield str(ipaddress.IPv6Address(raw))
+        heads += [str(ipaddress.IPv6Address(pkt[8:24])), str(ipaddress.IPv6Address(pkt[24:40]))]
+        proto, l4 = pkt[6], pkt[40:]
+    else:
+        return heads, pkt
+    if proto == 6 and len(l4) >= 20:
+        return heads, l4[(l4[12] >> 4) * 4:]
+    if proto == 17 and len(l4) >= 8:
+        return heads, l4[8:]
+    return heads, l4
 
 
 def _pcap_frames(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -235,16 +251,32 @@ def _is_capture(path: Path) -> bool:
     return head in _PCAP_MAGIC or head == b"\x0a\x0d\x0d\x0a"
 
 
-def _scan_capture(path: Path, counts: Counter[str]) -> None:
+def _scan_capture(path: Path, counts: Counter[str], wanted: set[str] | None,
+                  headers: bool) -> None:
+    """Payloads always: textual addresses, and with a list of wanted addresses
+    also their binary form (4 or 16 bytes, as SNMP or raw protocols carry them).
+    Header addresses (the capture's own endpoints) only with `headers`."""
+    binary = {}
+    for c in wanted or ():
+        if parse_mac(c) is not None:
+            continue  # MACs in payloads are looked for as text only
+        addr = ipaddress.ip_address(c.removeprefix("::ffff:") if "." in c else c)
+        binary[addr.packed] = c
     for linktype, frame in _pcap_frames(path):
-        for a in _ip_addresses(frame, linktype):
-            c = normalise(a)
-            if c and _canon_keep(c):
-                counts[c] += 1
-        for f in find(frame.decode("latin-1")):
-            c = _canon(f)
-            if c:
-                counts[c] += 1
+        heads, payload = _dissect(frame, linktype)
+        if headers:
+            for a in heads:
+                h = normalise(a)
+                if h and _canon_keep(h):
+                    counts[h] += 1
+        for f in find(payload.decode("latin-1")):
+            t = _canon(f)
+            if t:
+                counts[t] += 1
+        for packed, c in binary.items():
+            n = payload.count(packed)
+            if n:
+                counts[c] += n
 
 
 def _canon_keep(c: str) -> bool:
@@ -255,32 +287,87 @@ def _canon_keep(c: str) -> bool:
     return not non_identifying(a)
 
 
-def scan_paths(paths: Iterable[str], wanted: set[str] | None) -> list[dict[str, Any]]:
-    reports = []
-    for name in paths:
+def _safe_url(url: str) -> str:
+    """The URL without credentials or parameters, fit for a report line."""
+    rest = url.split("://", 1)[-1].split("?", 1)[0]
+    return "postgresql://" + rest.rsplit("@", 1)[-1]
+
+
+def _scan_postgres(url: str, schema: str, counts: Counter[str]) -> None:
+    """Every table of one schema (partitions included), streamed as COPY text."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn, conn.cursor() as cur:
+            cur.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' "
+                        "ORDER BY 1", (schema,))
+            tables = [r[0] for r in cur.fetchall()]
+            for t in tables:
+                q = sql.SQL("COPY {}.{} TO STDOUT").format(sql.Identifier(schema),
+                                                           sql.Identifier(t))
+                with cur.copy(q) as copy:
+                    for block in copy:
+                        for f in find(bytes(block).decode("utf-8", "replace")):
+                            c = _canon(f)
+                            if c:
+                                counts[c] += 1
+    except psycopg.Error as e:
+        raise ConfigError(_safe_url(url), "", f"cannot read the store: "
+                          f"{type(e).__name__}") from None
+
+
+def _expand(names: Iterable[str]) -> Iterator[Path]:
+    """Files as given; a directory stands for every file below it (a spool, a store dir)."""
+    for name in names:
+        if name.startswith(("postgresql://", "postgres://")):
+            continue
         path = Path(name)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file()
+                              and not p.name.endswith(("-wal", "-journal", "-shm")))
+        elif not path.exists():
+            raise FileNotFoundError(f"{name}: no such file or directory")
+        else:
+            yield path
+
+
+def scan_paths(paths: Iterable[str], wanted: set[str] | None, headers: bool = False,
+               pg_schema: str = "public") -> list[dict[str, Any]]:
+    reports = []
+    paths = list(paths)
+    for url in (p for p in paths if p.startswith(("postgresql://", "postgres://"))):
+        counts: Counter[str] = Counter()
+        _scan_postgres(url, pg_schema, counts)
+        if wanted is not None:
+            counts = Counter({k: v for k, v in counts.items() if k in wanted})
+        reports.append({"path": _safe_url(url),
+                        "kind": "postgresql", "raw_addresses": sum(counts.values()),
+                        "distinct": len(counts)})
+    for path in _expand(paths):
         files = [path]
         for extra in ("-wal", "-journal"):
             side = Path(str(path) + extra)
             if side.exists():
                 files.append(side)
-        counts: Counter[str] = Counter()
+        counts = Counter()
         kind = "capture" if _is_capture(path) else "file"
         for f in files:
             if kind == "capture":
-                _scan_capture(f, counts)
+                _scan_capture(f, counts, wanted, headers)
             else:
                 _scan_text_file(f, counts)
         if wanted is not None:
             counts = Counter({k: v for k, v in counts.items() if k in wanted})
-        reports.append({"path": name, "kind": kind, "raw_addresses": sum(counts.values()),
+        reports.append({"path": str(path), "kind": kind, "raw_addresses": sum(counts.values()),
                         "distinct": len(counts)})
     return reports
 
 
 def cmd_scan_leaks(args: argparse.Namespace) -> int:
     wanted = _load_addresses(args.addresses) if args.addresses else None
-    reports = scan_paths(args.paths, wanted)
+    reports = scan_paths(args.paths, wanted, args.headers, args.pg_schema)
     total = sum(r["raw_addresses"] for r in reports)
     if args.json:
         sys.stdout.write(orjson.dumps({"files": reports, "raw_addresses": total,

@@ -222,6 +222,7 @@ class _Session(asyncssh.SSHServerSession[str]):
         self._last_cr = False
         self._hung = False
         self._enabled = sim.enable_secret is None
+        self._out: list[str] = []
         self._want_secret = False
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:  # type: ignore[override]
@@ -236,11 +237,18 @@ class _Session(asyncssh.SSHServerSession[str]):
 
     def session_started(self) -> None:
         self._write(self.sim.spec.banner + "\r\n" + self._prompt())
+        self._flush()
 
     def _prompt(self) -> str:
         return self.sim.prompt(self.user, self._enabled)
 
     def data_received(self, data: str, datatype: asyncssh.DataType) -> None:
+        try:
+            self._feed(data)
+        finally:
+            self._flush()
+
+    def _feed(self, data: str) -> None:
         for ch in data:
             if ch in "\r\n":
                 if ch == "\n" and self._last_cr:
@@ -273,8 +281,9 @@ class _Session(asyncssh.SSHServerSession[str]):
                 self._write("Password: ")
             return
         if line.strip() in ("exit", "logout", "quit"):
+            self._flush()
             if self._chan is not None:
-                self._chan.exit(0)
+                self._chan.close()
             return
         out = self.sim.answer(line)
         if out is None:
@@ -284,7 +293,13 @@ class _Session(asyncssh.SSHServerSession[str]):
         self._write(body + self._prompt())
 
     def _write(self, text: str) -> None:
-        if self._chan is not None and not self._chan.is_closing():
+        self._out.append(text)
+
+    def _flush(self) -> None:
+        """One channel write per burst of input: a client that hangs up right after
+        typing `exit` then costs one failed send, not one per echoed character."""
+        text, self._out = "".join(self._out), []
+        if text and self._chan is not None and not self._chan.is_closing():
             self._chan.write(text)
 
     def eof_received(self) -> bool:

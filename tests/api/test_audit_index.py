@@ -90,3 +90,20 @@ def test_index_is_pruned_after_retention_purge(tmp_path: Path) -> None:
     assert after == before - 1 and gone == 0
     store.close()
     db.close()
+
+
+def test_retention_service_can_write_to_the_chained_log(tmp_path: Path) -> None:
+    from collector.retention import RetentionService
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    seed(url, ("acme",))
+    db = open_api_db(url)
+    store = open_store(url)
+    log = AuditLog(db)
+    RetentionService(store, audit=log, clock=lambda: T0).purge(dry_run=True)
+    entries = list(log.entries())
+    assert [e["action"] for e in entries] == ["retention.purge"]
+    assert entries[0]["outcome"] == "ok" and entries[0]["detail"]["dry_run"] is True
+    assert log.verify().entries == 1
+    store.close()
+    db.close()

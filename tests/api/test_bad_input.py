@@ -160,3 +160,12 @@ def test_indicator_prefix_longer_than_the_policy_keeps_is_refused() -> None:
     with pytest.raises(QueryError, match="at most /24") as e:
         keys.networks("acme", ipaddress.ip_network("192.0.2.0/28"))
     assert "192.0.2" not in str(e.value)
+
+
+def test_unknown_names_that_look_like_addresses_are_masked(benv: Env) -> None:
+    r = post(benv, {"tenant": "acme", "192.0.2.55": 1})
+    assert r.status_code == 400 and "<address>" in r.json()["reason"]
+    assert "192.0.2.55" not in r.text
+    r = benv.client.get("/v1/stats", params={"tenant": "acme", "10.9.8.7": "x"},
+                        headers=benv.h("ann"))
+    assert r.status_code == 400 and "10.9.8.7" not in r.text

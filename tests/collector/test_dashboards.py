@@ -130,3 +130,19 @@ def test_dashboards_are_provisioned_with_unique_uids():
     assert ds["datasources"][0]["uid"] == "privtel-prometheus"
     prov = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/privtel.yml").read_text())
     assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards/privtel"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
+def test_dashboard_layout_is_sound(path):
+    d = json.loads(path.read_text())
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in d["panels"]:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+        assert p["title"] and p["targets"]
+    names = [v["name"] for v in d["templating"]["list"]]
+    for p in d["panels"]:
+        for t in p["targets"]:
+            for var in re.findall(r"\$(\w+)", t["expr"]):
+                assert var in names, f"{p['title']}: ${var} is not a dashboard variable"

@@ -172,3 +172,60 @@ def test_store_self_metrics(reg, store):
     sm.refresh(s)
     assert ("privtel_store_records", (("backend", b), ("retention_class", "metrics"))) \
         not in samples(reg)
+
+
+def test_http_serves_metrics_and_probes(reg, clock):
+    import urllib.error
+    import urllib.request
+
+    from collector.metrics import serve
+
+    NocMetrics(reg, clock=clock).observe([health()])
+    state = {"ready": False}
+
+    def ready() -> bool:
+        if state["ready"] is None:
+            raise RuntimeError("store down")
+        return bool(state["ready"])
+
+    server, thread = serve(reg, "127.0.0.1", 0, ready=ready)
+    base = f"http://127.0.0.1:{server.server_port}"
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    try:
+        status, body = get("/metrics")
+        assert status == 200
+        assert 'privtel_device_up{device="tok1",site="site1",tenant="acme"} 1.0' in body
+        assert get("/healthz") == (200, "ok\n")
+        assert get("/readyz") == (503, "unavailable\n")
+        state["ready"] = True
+        assert get("/readyz") == (200, "ok\n")
+        state["ready"] = None
+        assert get("/readyz")[0] == 503
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+async def test_store_metrics_refresh_loop(reg, store):
+    import asyncio
+
+    sm = StoreMetrics(reg, store.backend)
+    store.write_batch(meta("b1"), [tagged(rec(0))])
+    stop = asyncio.Event()
+    task = asyncio.create_task(sm.run(store, stop, every_s=0.01))
+    for _ in range(200):
+        if reg.get_sample_value("privtel_store_records", {"backend": store.backend,
+                                                          "retention_class": "metrics"}):
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert reg.get_sample_value("privtel_store_records",
+                                {"backend": store.backend, "retention_class": "metrics"}) == 1

@@ -188,3 +188,45 @@ def test_cli_check_reports_policy_and_refuses_bad_one(cli, tmp_path):
     r = cli("check", "--policy", str(bad))
     assert r.returncode == 2
     assert f"{bad}: rules[0].class: unknown class 'b'" in r.stderr
+
+
+async def test_running_service_picks_up_policy_edits(tmp_path, store):
+    policy = tmp_path / "p.toml"
+    shutil.copy(EXAMPLE, policy)
+    svc = RetentionService(store, policy_path=policy, interval_s=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(svc.run(stop, reload_check_s=0.02))
+    policy.write_text(EXAMPLE.read_text().replace("days = 395", "days = 400"))
+    os.utime(policy, (NOW, NOW))
+    for _ in range(250):
+        if svc.policy.classes["metrics"].days == 400:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert svc.policy.classes["metrics"].days == 400
+
+
+def test_cli_purge_with_collector_config_and_env_store(cli, store, store_url, tmp_path,
+                                                       monkeypatch):
+    store.write_batch(meta("b1"), RetentionService(store).tag(
+        [rec(0, kind=Kind.LOG, name="syslog", ts=1_600_000_000.0, msg="x")]))
+    cfg = tmp_path / "collector.toml"
+    cfg.write_text(f'[collector]\nstore = "{store_url}"\nretention_policy = "{EXAMPLE}"\n'
+                   '[keys]\nprivate_keys = ["collector.key"]\n'
+                   '[[agents]]\nid = "agent1"\ntenant = "acme"\npublic_key = "agent1.pub"\n')
+    cfg.chmod(0o644)
+    refused = cli("purge", "--dry-run", "--config", str(cfg))
+    assert refused.returncode == 2
+    assert "chmod 600" in refused.stderr
+    cfg.chmod(0o600)
+    dry = cli("purge", "--dry-run", "--json", "--config", str(cfg))
+    assert dry.returncode == 0, dry.stderr
+    assert orjson.loads(dry.stdout)["deleted"] == {"logs": 1}
+    monkeypatch.setenv("PRIVTEL_STORE", store_url)
+    done = cli("purge", "--json", "--store", "env")
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["deleted"] == {"logs": 1}
+    assert store.count_records() == 0
+    monkeypatch.delenv("PRIVTEL_STORE")
+    assert cli("purge", "--store", "env").returncode == 2

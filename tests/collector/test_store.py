@@ -165,3 +165,27 @@ def test_ping_answers_until_closed(store):
     store.close()
     with pytest.raises(StorePermanentError, match="closed"):
         store.ping()
+
+
+def test_upgrade_from_first_schema_keeps_data(store_url, monkeypatch):
+    import importlib
+
+    from collector.store.base import migrations
+
+    module = importlib.import_module(
+        "collector.store.sqlite" if store_url.startswith("sqlite") else "collector.store.postgres")
+    backend = "sqlite" if store_url.startswith("sqlite") else "postgres"
+    monkeypatch.setattr(module, "migrations", lambda b: migrations(b)[:1])
+    s = open_store(store_url)
+    try:
+        assert s.migrate() == 1
+        r = tagged(rec(0))
+        assert s.write_batch(meta("b1"), [r])
+        monkeypatch.setattr(module, "migrations", migrations)
+        assert s.migrate() == len(migrations(backend)) >= 3
+        assert s.schema_version() == len(migrations(backend))
+        assert fetch(s, r.record.id)["fields"] == dict(r.record.fields)
+        assert s.write_batch(meta("b2"), [tagged(rec(1))])
+        assert s.count_records() == 2
+    finally:
+        s.close()

@@ -112,7 +112,9 @@ def test_bad_postgres_url_options(query, why):
 
 @on_postgres
 def test_purge_while_another_worker_writes(store_url):
-    """Partition drops and row deletes run beside a writer without losing live rows."""
+    """Partition drops and row deletes run beside a writer: no deadlock, no live row lost,
+    nothing expired left. Rows that arrive already expired while a partition is being
+    dropped go with it uncounted, so the purged total is at most what was written."""
     import threading
 
     writer, purger = open_store(store_url), open_store(store_url)
@@ -144,7 +146,7 @@ def test_purge_while_another_worker_writes(store_url):
         writer.close()
     try:
         assert errors == []
-        assert purged == 150
+        assert 0 < purged <= 150
         assert purger.count_records() == live == 150
         assert purger.count_records(retention_class="logs") == 0
     finally:

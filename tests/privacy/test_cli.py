@@ -96,28 +96,48 @@ def test_scan_leaks_on_sqlite_store(tmp_path: Path, addresses: Path, key_file: P
     assert "dirty.db: 6 raw" in capsys.readouterr().out
 
 
-def _eth_ipv4(src: bytes, dst: bytes) -> bytes:
-    ip = bytes([0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0]) + src + dst
-    return bytes(6) + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x00" + ip
+def _eth_udp(src: bytes, dst: bytes, payload: bytes) -> bytes:
+    ip = bytes([0x45, 0, 0, 20 + 8 + len(payload), 0, 0, 0, 0, 64, 17, 0, 0]) + src + dst
+    udp = struct.pack(">HHHH", 161, 40000, 8 + len(payload), 0)
+    return bytes(6) + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x00" + ip + udp + payload
 
 
-def test_scan_leaks_on_pcap_and_pcapng(tmp_path: Path, addresses: Path) -> None:
-    frame = _eth_ipv4(bytes([192, 0, 2, 10]), bytes([203, 0, 113, 5]))
-    pcap = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-    pcap += struct.pack("<IIII", 0, 0, len(frame), len(frame)) + frame
-    (tmp_path / "a.pcap").write_bytes(pcap)
-    shb = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
-    idb = struct.pack("<IIHHI", 1, 20, 1, 0, 65535) + struct.pack("<I", 20)
-    padded = frame + bytes((-len(frame)) % 4)
-    epb_len = 32 + len(padded)
-    epb = struct.pack("<IIIIIII", 6, epb_len, 0, 0, 0, len(frame), len(frame)) + padded
-    epb += struct.pack("<I", epb_len)
-    (tmp_path / "a.pcapng").write_bytes(shb + idb + epb)
-    for name in ("a.pcap", "a.pcapng"):
-        assert main(["scan-leaks", "--addresses", str(addresses), str(tmp_path / name)]) == 1
-    other = tmp_path / "other.txt"
-    other.write_text("203.0.113.99\n")
-    assert main(["scan-leaks", "--addresses", str(other), str(tmp_path / "a.pcap")]) == 0
+def _pcap(frames: list[bytes]) -> bytes:
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    for f in frames:
+        out += struct.pack("<IIII", 0, 0, len(f), len(f)) + f
+    return out
+
+
+def _pcapng(frames: list[bytes]) -> bytes:
+    out = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
+    out += struct.pack("<IIHHI", 1, 20, 1, 0, 65535) + struct.pack("<I", 20)
+    for frame in frames:
+        padded = frame + bytes((-len(frame)) % 4)
+        n = 32 + len(padded)
+        out += struct.pack("<IIIIIII", 6, n, 0, 0, 0, len(frame), len(frame)) + padded
+        out += struct.pack("<I", n)
+    return out
+
+
+@pytest.mark.parametrize("fmt", [_pcap, _pcapng])
+def test_scan_leaks_on_captures(fmt: object, tmp_path: Path, addresses: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    build = fmt  # type: ignore[assignment]
+    endpoints = (bytes([192, 0, 2, 10]), bytes([203, 0, 113, 5]))
+    clean = build([_eth_udp(*endpoints, b"sealed batch, no address inside")])  # type: ignore[operator]
+    text = build([_eth_udp(*endpoints, b"log: peer 198.51.100.77 down")])  # type: ignore[operator]
+    binary = build([_eth_udp(*endpoints, b"\x40\x04" + bytes([198, 51, 100, 77]))])  # type: ignore[operator]
+    for name, data in (("clean", clean), ("text", text), ("binary", binary)):
+        (tmp_path / name).write_bytes(data)
+    a = str(addresses)
+    assert main(["scan-leaks", "--addresses", a, str(tmp_path / "clean")]) == 0
+    assert main(["scan-leaks", "--addresses", a, "--headers", str(tmp_path / "clean")]) == 1
+    assert main(["scan-leaks", "--addresses", a, str(tmp_path / "text")]) == 1
+    assert main(["scan-leaks", "--addresses", a, str(tmp_path / "binary")]) == 1
+    assert main(["scan-leaks", str(tmp_path / "binary")]) == 0  # binary needs the list
+    out = capsys.readouterr().out
+    assert "(capture)" in out and "198.51.100.77" not in out and "192.0.2.10" not in out
 
 
 def test_reidentify_reverses_and_audits(key_file: Path, tmp_path: Path,
@@ -162,3 +182,48 @@ def test_reidentify_refuses_without_reason_or_with_damaged_log(
     assert main([*base, "--reason", "ticket INC-3 check", "192.0.2.3"]) == 2
     assert "damaged" in capsys.readouterr().err
     assert "INC-3" not in log.read_text()
+
+
+def test_scan_leaks_walks_directories_and_reports_missing_paths(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "spool"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.ndjson").write_text('{"x": "pseudonyms only: tk-abcdef-0123"}\n')
+    (d / "sub" / "b.log").write_text("peer 203.0.113.7 up\n")
+    assert main(["scan-leaks", str(d)]) == 1
+    out = capsys.readouterr().out
+    assert "b.log: 1 raw" in out and "a.ndjson: 0 raw" in out and "203.0.113.7" not in out
+    assert main(["scan-leaks", str(tmp_path / "missing.db")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_pseudonymise_passes_non_utf8_bytes_through(key_file: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "privtel", "pseudonymise", "--key-file",
+                        str(key_file)], input=b"\xff\xfe from 192.0.2.10 \xc3(\n",
+                       capture_output=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(b"\xff\xfe from ") and r.stdout.endswith(b" \xc3(\n")
+    assert b"192.0.2.10" not in r.stdout
+
+
+def test_scan_leaks_on_postgresql(pg_dsn: str, addresses: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import psycopg
+
+    schema = f"privtel_scan_{os.getpid()}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.records (id text, body jsonb)")
+        conn.execute(f"INSERT INTO {schema}.records VALUES ('a', %s)",
+                     (orjson.dumps({"msg": "pseudonym 100.15.198.226 only"}).decode(),))
+        try:
+            args = ["scan-leaks", "--addresses", str(addresses), "--pg-schema", schema, pg_dsn]
+            assert main(args) == 0
+            conn.execute(f"INSERT INTO {schema}.records VALUES ('b', %s)",
+                         (orjson.dumps({"msg": "peer 2001:db8::42 down"}).decode(),))
+            assert main(args) == 1
+            out = capsys.readouterr().out
+            assert "(postgresql)" in out and "2001:db8::42" not in out
+        finally:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

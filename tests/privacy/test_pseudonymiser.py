@@ -247,3 +247,21 @@ def test_ndx_for_structured_ip_fields_is_hex_and_not_an_address() -> None:
     b = p.record(rec(mgmt_addr="192.0.2.1")).fields["mgmt_addr"]
     assert isinstance(a, str) and len(a) == 64 and a != b
     assert normalise(a) is None
+
+
+def test_geo_precision_is_stated_only_for_what_is_present() -> None:
+    p = Pseudonymiser(TenantKey.from_hex(HEX))
+    only_place = p.record(rec(sys_location="Hall 2, Lyon, France")).fields
+    assert "geo_precision_km" not in only_place and only_place["geo_level"] == "region"
+    drop = Pseudonymiser(TenantKey.from_hex(HEX), PrivacyPolicy(modes={"geo": "drop"}))
+    f = drop.record(rec(lat=1.0, lon=2.0, sys_location="x, y")).fields
+    assert f["lat"] is None and f["lon"] is None and f["sys_location"] is None
+    assert "geo_precision_km" not in f and "geo_level" not in f
+
+
+def test_normalise_reads_the_forms_an_operator_writes() -> None:
+    assert normalise("[2001:DB8::0001]:443") == "2001:db8::1"
+    assert normalise("010.000.000.001") == "10.0.0.1"
+    assert normalise("0000:0000:0000:0000:0000:ffff:0a00:0001") == "::ffff:10.0.0.1"
+    assert normalise("001A.2B3C.4D5E") == "00:1a:2b:3c:4d:5e"
+    assert normalise("no address") is None

@@ -18,10 +18,14 @@ from agents.snmp.fastcodec import (
     GET,
     GETBULK,
     RESPONSE,
+    decode_scoped_pdu,
     decode_v2c,
+    decode_v3,
     enc_oid,
     enc_pdu,
+    encode_scoped_pdu,
     encode_v2c,
+    encode_v3,
 )
 from agents.snmp.values import (
     COUNTER32,
@@ -101,7 +105,7 @@ def fast_decode(data: bytes):
             m.pdu.varbinds)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(community=st.binary(min_size=1, max_size=40), rid=st.integers(0, 2**31 - 1),
        est=st.integers(0, 18), eix=st.integers(0, 50),
        vbs=st.lists(st.tuples(oids, values), max_size=30))
@@ -122,7 +126,7 @@ def test_our_requests_decode_in_pysnmp(oid_list, rid, rep) -> None:
     assert [tuple(o) for o, _ in P.apiPDU.get_varbinds(pdu)] == oid_list
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(vbs=st.lists(st.tuples(oids, values), min_size=1, max_size=8), data=st.data())
 def test_malformed_input_is_a_decode_error(vbs, data) -> None:
     good = pysnmp_encode(b"public", 7, 0, 0, vbs)
@@ -187,3 +191,105 @@ def test_captured_snmpd_responses_agree(snmpd: SnmpPeer) -> None:
     # the capture exercised the interesting types, including noSuchObject and endOfMibView
     assert {OCTET_STRING, TIMETICKS, COUNTER32, COUNTER64, GAUGE32, INTEGER,
             END_OF_MIB_VIEW} <= tags
+
+
+# -- v3 ---------------------------------------------------------------------
+
+def pysnmp_v3_encode(msg_id, flags, engine_id, boots, etime, user, auth, priv, vbs) -> bytes:
+    from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message
+    from pysnmp.proto.secmod.rfc3414.service import UsmSecurityParameters
+
+    sp = UsmSecurityParameters()
+    for k, v in (("msgAuthoritativeEngineId", engine_id), ("msgAuthoritativeEngineBoots", boots),
+                 ("msgAuthoritativeEngineTime", etime), ("msgUserName", user),
+                 ("msgAuthenticationParameters", auth), ("msgPrivacyParameters", priv)):
+        sp[k] = v
+    msg = SNMPv3Message()
+    msg["msgVersion"] = 3
+    hd = msg["msgGlobalData"]
+    hd["msgID"], hd["msgMaxSize"], hd["msgFlags"], hd["msgSecurityModel"] = (
+        msg_id, 65507, bytes([flags]), 3)
+    msg["msgSecurityParameters"] = encoder.encode(sp)
+    pdu = P.ResponsePDU()
+    P.apiPDU.set_defaults(pdu)
+    P.apiPDU.set_request_id(pdu, msg_id)
+    P.apiPDU.set_varbinds(pdu, [(o, _EXC[t] if t in _EXC else _CLS[t](v)) for o, (t, v) in vbs])
+    scoped = msg["msgData"]["plaintext"]
+    scoped["contextEngineId"] = engine_id
+    scoped["contextName"] = b"ctx"
+    scoped["data"]["response"] = pdu
+    return encoder.encode(msg)
+
+
+def pysnmp_v3_decode(data: bytes):
+    from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message
+    from pysnmp.proto.secmod.rfc3414.service import UsmSecurityParameters
+
+    msg, rest = decoder.decode(data, asn1Spec=SNMPv3Message())
+    assert not rest
+    sp, rest = decoder.decode(bytes(msg["msgSecurityParameters"]),
+                              asn1Spec=UsmSecurityParameters())
+    assert not rest
+    scoped = msg["msgData"]["plaintext"]
+    pdu = scoped["data"].getComponent()
+    return (int(msg["msgGlobalData"]["msgID"]), bytes(msg["msgGlobalData"]["msgFlags"])[0],
+            bytes(sp["msgAuthoritativeEngineId"]), int(sp["msgAuthoritativeEngineBoots"]),
+            int(sp["msgAuthoritativeEngineTime"]), bytes(sp["msgUserName"]),
+            bytes(sp["msgAuthenticationParameters"]), bytes(sp["msgPrivacyParameters"]),
+            bytes(scoped["contextEngineId"]), bytes(scoped["contextName"]),
+            int(pdu.getComponentByPosition(0)),
+            [to_varbind(o, v) for o, v in P.apiPDU.get_varbinds(pdu)])
+
+
+def fast_v3_decode(data: bytes):
+    m = decode_v3(data)
+    ceid, cname, pdu = decode_scoped_pdu(m.data)
+    assert data[m.auth_span[0]:m.auth_span[1]] == m.auth_params
+    return (m.msg_id, m.flags, m.engine_id, m.boots, m.time, m.user, m.auth_params,
+            m.priv_params, ceid, cname, pdu.request_id, pdu.varbinds)
+
+
+v3_args = {
+    "msg_id": st.integers(0, 2**31 - 1), "flags": st.sampled_from([0, 1, 3, 4, 5, 7]),
+    "engine_id": st.binary(min_size=5, max_size=32), "boots": st.integers(0, 2**31 - 1),
+    "etime": st.integers(0, 2**31 - 1), "user": st.binary(max_size=32),
+    "auth": st.sampled_from([b"", b"\x00" * 12, b"\x11" * 24, b"\x22" * 48]),
+    "priv": st.sampled_from([b"", b"saltsalt"]),
+    "vbs": st.lists(st.tuples(oids, values), max_size=10),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(**v3_args)
+def test_v3_same_values_as_pysnmp(msg_id, flags, engine_id, boots, etime, user, auth, priv,
+                                  vbs) -> None:
+    data = pysnmp_v3_encode(msg_id, flags, engine_id, boots, etime, user, auth, priv, vbs)
+    assert fast_v3_decode(data) == pysnmp_v3_decode(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), **v3_args)
+def test_v3_malformed_is_a_decode_error(data, msg_id, flags, engine_id, boots, etime, user,
+                                        auth, priv, vbs) -> None:
+    good = pysnmp_v3_encode(msg_id, flags, engine_id, boots, etime, user, auth, priv, vbs)
+    if data.draw(st.booleans()):
+        bad = good[: data.draw(st.integers(0, len(good) - 1))]
+    else:
+        i = data.draw(st.integers(0, len(good) - 1))
+        bad = good[:i] + bytes([good[i] ^ data.draw(st.integers(1, 255))]) + good[i + 1:]
+    try:
+        fast_v3_decode(bad)
+    except SnmpDecodeError:
+        return
+
+
+def test_v3_encoder_output_decodes_in_pysnmp() -> None:
+    scoped = encode_scoped_pdu(b"\x80\x00\x1f\x88\x04", b"ctx", enc_pdu(GETBULK, 9, [(1, 3, 6)],
+                                                                          max_repetitions=7))
+    msg, off = encode_v3(9, 7, b"\x80\x00\x1f\x88\x04", 5, 600, b"noc", 24, b"", scoped, False)
+    assert msg[off:off + 24] == b"\x00" * 24
+    from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message
+    m, rest = decoder.decode(msg, asn1Spec=SNMPv3Message())
+    assert not rest and int(m["msgGlobalData"]["msgID"]) == 9
+    pdu = m["msgData"]["plaintext"]["data"].getComponent()
+    assert int(pdu["max-repetitions"]) == 7

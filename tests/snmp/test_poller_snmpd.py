@@ -77,9 +77,10 @@ async def test_wrong_community_times_out(snmpd: SnmpPeer, poller: SnmpPoller, en
     assert recs[-1].fields["reason"] == "timeout"
 
 
+@pytest.mark.parametrize("engine", ["pysnmp", "fast"])
 @pytest.mark.parametrize("user", DEFAULT_USERS, ids=lambda u: u.name)
-async def test_v3_matches_snmpget(snmpd: SnmpPeer, poller: SnmpPoller, user) -> None:
-    recs = await poller.poll(device(snmpd, options=v3_options(user)))
+async def test_v3_matches_snmpget(snmpd: SnmpPeer, poller: SnmpPoller, user, engine) -> None:
+    recs = await poller.poll(device(snmpd, options=v3_options(user, engine=engine)))
     want = snmpd.snmpget("1.3.6.1.2.1.1.5.0", "1.3.6.1.2.1.31.1.1.1.10.3", user=user)
     (system,) = by_name(recs, "snmp.system")
     assert system.fields["sys_name"] == want["1.3.6.1.2.1.1.5.0"]
@@ -88,16 +89,21 @@ async def test_v3_matches_snmpget(snmpd: SnmpPeer, poller: SnmpPoller, user) -> 
     assert by_name(recs, "device.health")[0].fields["reason"] is None
 
 
-async def test_v3_wrong_password(snmpd: SnmpPeer, poller: SnmpPoller) -> None:
-    u = dataclasses.replace(DEFAULT_USERS[0], auth_key="not-the-password")
-    recs = await poller.poll(device(snmpd, options=v3_options(u, timeout_s=0.5, retries=0)))
+@pytest.mark.parametrize("engine", ["pysnmp", "fast"])
+@pytest.mark.parametrize("user", [DEFAULT_USERS[0], DEFAULT_USERS[2]], ids=lambda u: u.name)
+async def test_v3_wrong_password(snmpd: SnmpPeer, poller: SnmpPoller, engine, user) -> None:
+    u = dataclasses.replace(user, auth_key="not-the-password")
+    recs = await poller.poll(device(snmpd, options=v3_options(u, timeout_s=3, retries=0,
+                                                               engine=engine)))
     assert [r.name for r in recs] == ["device.health"]
     assert recs[0].fields["reason"] == "auth_failed"
 
 
-async def test_v3_unknown_user(snmpd: SnmpPeer, poller: SnmpPoller) -> None:
+@pytest.mark.parametrize("engine", ["pysnmp", "fast"])
+async def test_v3_unknown_user(snmpd: SnmpPeer, poller: SnmpPoller, engine: str) -> None:
     u = dataclasses.replace(DEFAULT_USERS[0], name="nobody-here")
-    recs = await poller.poll(device(snmpd, options=v3_options(u, timeout_s=0.5, retries=0)))
+    recs = await poller.poll(device(snmpd, options=v3_options(u, timeout_s=3, retries=0,
+                                                               engine=engine)))
     assert recs[0].fields["reason"] == "unknown_user"
 
 

@@ -57,6 +57,8 @@ def assert_clean(records: list[Record], caplog: pytest.LogCaptureFixture,
         assert s not in blob
         assert s not in logs
     assert "127.0.0.1" not in blob
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("agents")]
+    assert not [m for m in ours if "127.0.0.1" in m]
 
 
 def only_health(records: list[Record]) -> dict:
@@ -105,6 +107,9 @@ async def test_host_key_mismatch(poller: SshPoller, store: CredentialStore, know
         records = await poller.poll(device("r1", sim.port, known_hosts))
     assert only_health(records)["reason"] == "host_key_mismatch"
     assert sim.commands == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+                and r.name == "agents.ssh.poller"]
+    assert any("r1: host_key_mismatch" in w and "remove its entry" in w for w in warnings)
     assert_clean(records, caplog, store)
 
 
@@ -225,3 +230,36 @@ async def test_every_failed_poll_is_reported_and_success_recovers(
     assert reasons == ["auth_failed", "auth_failed"]
     assert sim.connections == 3
     assert by_name(ok, "device.health")[0].fields["up"] == 1
+
+
+async def test_unusable_private_key_is_auth_failed(tmp_path: Path, known_hosts: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    bad = ("-----BEGIN OPENSSH PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA-x9\n"
+           "-----END OPENSSH PRIVATE KEY-----\n")
+    store = make_store(tmp_path, broken=Credential(username=USER, private_key=bad))
+    poller = SshPoller(credentials=store)
+    try:
+        async with running("cisco_ios") as sim:
+            trust(known_hosts, sim)
+            records = await poller.poll(device("r1", sim.port, known_hosts, credential="broken"))
+    finally:
+        await poller.close()
+    assert only_health(records)["reason"] == "auth_failed"
+    assert "bm90IGEga2V5IGF0IGFsbA-x9" not in caplog.text
+
+
+async def test_close_aborts_a_session_in_flight(store: CredentialStore,
+                                                known_hosts: Path) -> None:
+    poller = SshPoller(credentials=store)
+    async with running("cisco_ios", fault="hang") as sim:
+        trust(known_hosts, sim)
+        task = asyncio.create_task(poller.poll(device("r1", sim.port, known_hosts,
+                                                      command_timeout_s=60,
+                                                      poll_timeout_s=120)))
+        while "show version" not in sim.commands:
+            await asyncio.sleep(0.05)
+        await poller.close()
+        records = await asyncio.wait_for(task, 30)
+    assert only_health(records)["reason"] == "timeout"
+    after = await poller.poll(device("r1", sim.port, known_hosts))
+    assert only_health(after)["reason"] == "error"

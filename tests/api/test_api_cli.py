@@ -150,3 +150,63 @@ def test_query_and_dsr_over_tls(live: dict[str, object],
     assert result["verified"] is True and result["count"] == 6
     assert main(["audit", "verify", "--store", str(url)]) == 0
     assert "audit log OK" in _out(capsys)[0]
+
+
+def test_api_serve_command_serves_openapi_and_readyz(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from api_kit import KEYS
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for t, hexkey in KEYS.items():
+        (keys / f"tenant-{t}.key").write_text(hexkey + "\n")
+        (keys / f"tenant-{t}.key").chmod(0o600)
+    privacy = tmp_path / "privacy.toml"
+    privacy.write_text("[privacy]\npreserve_prefix_v4 = 24\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "privtel", "api", "serve", "--store", url,
+                             "--listen", f"127.0.0.1:{port}", "--tenant-keys", str(keys),
+                             "--privacy", str(privacy), "--log-level", "warning"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    assert json.loads(r.read())["status"] == "ready"
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "api serve did not come up"
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=5) as r:
+            assert "/v1/dsr/erase" in json.loads(r.read())["paths"]
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert "tenant keys for 3 tenant(s)" in err
+    assert not any(k in err for k in KEYS.values())
+
+
+def test_tenant_key_files_must_be_private(tmp_path: Path) -> None:
+    from api_kit import KEYS
+
+    from collector.search import TenantKeys
+    from pipelines.config import ConfigError
+
+    (tmp_path / "tenant-acme.key").write_text(KEYS["acme"])
+    (tmp_path / "tenant-acme.key").chmod(0o600)
+    (tmp_path / "tenant-acme.2.key").write_text(KEYS["globex"])
+    (tmp_path / "tenant-acme.2.key").chmod(0o600)
+    keys = TenantKeys.from_dir(tmp_path)
+    assert keys.tenants == ["acme"] and len(keys.ips("acme", SUBJECT)) == 2
+    (tmp_path / "tenant-globex.key").write_text(KEYS["globex"])
+    (tmp_path / "tenant-globex.key").chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        TenantKeys.from_dir(tmp_path)

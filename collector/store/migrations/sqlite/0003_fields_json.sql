@@ -1,0 +1,2 @@
+-- Nothing to do: SQLite keeps fields as JSON text already (PostgreSQL 0003 moved
+-- from jsonb to json). Kept so both backends share version numbers.
