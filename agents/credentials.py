@@ -232,18 +232,27 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._secrets: set[str] = set()
+        self._secrets: tuple[str, ...] = ()
 
     def add(self, secrets: Iterable[str]) -> None:
-        self._secrets.update(s for s in secrets if s)
-        for s in list(self._secrets):
-            self._secrets.update(line for line in s.splitlines() if len(line) >= 8)
+        new = set(self._secrets)
+        for s in secrets:
+            if s:
+                new.add(s)
+                new.update(line for line in s.splitlines() if len(line) >= 8)
+        if len(new) != len(self._secrets):
+            # replaced, never mutated: worker threads may be filtering meanwhile
+            self._secrets = tuple(sorted(new, key=len, reverse=True))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
+        secrets = self._secrets
+        if not secrets:
             return True
-        msg = record.getMessage()
-        clean = redact(msg, sorted(self._secrets, key=len, reverse=True))
+        try:
+            msg = record.getMessage()
+        except Exception:  # a malformed call is the handler's to report, not ours
+            return True
+        clean = redact(msg, secrets)
         if clean != msg:
             record.msg, record.args = clean, None
         return True

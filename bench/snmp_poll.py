@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from peers.snmpd import run_snmpd
+from peers.snmpd import V3User, run_snmpd
 from prometheus_client import CollectorRegistry
 
 from agents.pollers import Device
@@ -52,10 +52,21 @@ def bulkwalk(peer, reps: int) -> tuple[int, float, float]:
     return n, child_cpu() - cpu0, time.perf_counter() - t0
 
 
-async def our_walk(peer, engine: str, reps: int) -> tuple[int, float, float]:
+PROFILES = ("system", "if-mib")  # the walk being compared; other profiles add other tables
+V3_USER = V3User("bench", "SHA-256", "bench-auth-pass", "AES", "bench-priv-pass")
+
+
+async def our_walk(peer, engine: str, reps: int, v3: bool = False) -> tuple[int, float, float]:
     poller = SnmpPoller()
-    d = Device("bench", peer.host, peer.port, "snmp", 60, "bench", "lab",
-               SnmpOptions(engine=engine, max_repetitions=reps, timeout_s=5, retries=1))
+    if v3:
+        opts = SnmpOptions(version="3", community="", user=V3_USER.name, auth_protocol="sha256",
+                           auth_key=V3_USER.auth_key, priv_protocol="aes",
+                           priv_key=V3_USER.priv_key, engine=engine, max_repetitions=reps,
+                           timeout_s=5, retries=1, profiles=PROFILES)
+    else:
+        opts = SnmpOptions(engine=engine, max_repetitions=reps, timeout_s=5, retries=1,
+                           profiles=PROFILES)
+    d = Device("bench", peer.host, peer.port, "snmp", 60, "bench", "lab", opts)
     await poller.poll(d)  # warm-up: socket, caches
     gc.collect()
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -72,7 +83,8 @@ async def our_walk(peer, engine: str, reps: int) -> tuple[int, float, float]:
 
 async def scale(peer, n_devices: int, reps: int) -> dict[str, float]:
     devices = [Device(f"dev{i:05d}", peer.host, peer.port, "snmp", 60, "bench", "lab",
-                      SnmpOptions(max_repetitions=reps, timeout_s=10, retries=2))
+                      SnmpOptions(max_repetitions=reps, timeout_s=10, retries=2,
+                                  profiles=PROFILES))
                for i in range(n_devices)]
     poller = SnmpPoller()
     sched = Scheduler(devices, _sink, registry=CollectorRegistry(), max_concurrent=64,
@@ -104,7 +116,7 @@ def main() -> None:
     a = ap.parse_args()
     reps = a.max_repetitions
     out: dict[str, float | int | str] = {}
-    with run_snmpd(interfaces=a.interfaces) as peer:
+    with run_snmpd(interfaces=a.interfaces, users=[V3_USER]) as peer:
         n_c, cpu_c, wall_c = bulkwalk(peer, reps)
         print(f"snmpbulkwalk: {n_c} varbinds, client cpu {cpu_c:.3f}s, wall {wall_c:.2f}s, "
               f"{cpu_c / n_c * 1e4:.4f} cpu-s/10k")
@@ -114,6 +126,10 @@ def main() -> None:
         out.update(varbinds=n, client_cpu_s_per_10k=round(cpu / n * 1e4, 4),
                    varbinds_per_s=round(n / wall), snmpbulkwalk_varbinds=n_c,
                    snmpbulkwalk_client_cpu_s_per_10k=round(cpu_c / n_c * 1e4, 4))
+        n3, cpu3, wall3 = asyncio.run(our_walk(peer, "fast", reps, v3=True))
+        print(f"privtel fast v3 authPriv (SHA-256/AES): {n3} varbinds, client cpu {cpu3:.3f}s, "
+              f"{cpu3 / n3 * 1e4:.4f} cpu-s/10k, {n3 / wall3:.0f} varbinds/s")
+        out["v3_client_cpu_s_per_10k"] = round(cpu3 / n3 * 1e4, 4)
         if not a.skip_pysnmp:
             n_p, cpu_p, _ = asyncio.run(our_walk(peer, "pysnmp", reps))
             print(f"privtel via pysnmp: {n_p} varbinds, client cpu {cpu_p:.3f}s, "

@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,6 +36,13 @@ from collector.ingest import IngestWorker
 from pipelines import keys
 from pipelines.envelope import Header, open_sealed, seal
 from pipelines.record import Kind, Record, new_id
+
+
+async def _wait(ev: asyncio.Event, timeout: float, what: Callable[[], str]) -> None:
+    try:
+        await asyncio.wait_for(ev.wait(), timeout)
+    except TimeoutError:
+        raise SystemExit(f"bench: timed out after {timeout:.0f} s: {what()}") from None
 
 
 def make_records(tenant: str, n: int, start: int) -> list[Record]:
@@ -96,7 +104,7 @@ async def sealed_path(url: str, tmp: Path, batches: list[list[Record]], tenant: 
             t0 = time.perf_counter()
             for b in batches:
                 await s.submit(b)
-            await asyncio.wait_for(got.wait(), 600)
+            await _wait(got, 120, lambda: f"ingest accepted {count} of {total} batches")
             elapsed = time.perf_counter() - t0
             st = await asyncio.to_thread(s.spool.stats)
             assert st.pending_records == 0
@@ -135,7 +143,7 @@ async def agent_path(url: str, tmp: Path, batches: list[list[Record]], tenant: s
             t0 = time.perf_counter()
             for b in batches:
                 await s.submit(b)
-            await asyncio.wait_for(done.wait(), 600)
+            await _wait(done, 120, lambda: "the subscriber did not receive every batch")
             elapsed = time.perf_counter() - t0
         consumer.cancel()
     return elapsed
@@ -167,7 +175,7 @@ async def raw_path(url: str, payload_size: int, n: int, inflight: int) -> float:
             for i in range(0, n, inflight):
                 await asyncio.gather(*(pub.publish(topic, payloads[j % len(payloads)], qos=1)
                                        for j in range(i, min(n, i + inflight))))
-            await asyncio.wait_for(done.wait(), 600)
+            await _wait(done, 120, lambda: "the subscriber did not receive every batch")
             elapsed = time.perf_counter() - t0
         consumer.cancel()
     return elapsed

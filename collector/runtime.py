@@ -1,30 +1,28 @@
 """The collector process: ingest -> retention tag -> store -> metrics, until SIGTERM.
 
-The store call runs in a worker thread so a slow disk never stalls the MQTT
-keepalive; the ingest worker acknowledges a batch only after this sink returns.
+The store call runs in a worker thread (`StoreSink`) so a slow disk never stalls
+the MQTT keepalive; the ingest worker acknowledges a batch only after it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import time
+import signal
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from collector.config import CollectorConfig
 from collector.ingest import IngestWorker
-from collector.metrics import InstrumentedStore, NocMetrics, StoreMetrics
+from collector.metrics import InstrumentedStore, NocMetrics, StoreMetrics, serve
 from collector.retention import RetentionService
-from collector.store.base import BatchMeta, Store, open_store
+from collector.store.base import Store, open_store
+from collector.store.sink import StoreSink
 from pipelines import keys
 from pipelines.config import require_private
-from pipelines.envelope import Header
-from pipelines.record import Record
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +48,16 @@ class Collector:
         raw_store = open_store(cfg.store_url)
         raw_store.migrate()
         self.store_metrics = StoreMetrics(self.registry, raw_store.backend)
-        self.store: Store = InstrumentedStore(raw_store, self.store_metrics)  # type: ignore[assignment]
+        self.store: Store = InstrumentedStore(raw_store, self.store_metrics)
         self.noc = NocMetrics(self.registry)
         self.retention = RetentionService(
             self.store, policy_path=cfg.retention_policy, registry=self.registry,
             interval_s=cfg.purge_interval_s)
+        self.sink = StoreSink(self.store, self.retention.tag, self.noc.observe)
         agent_keys, collector_keys = load_keys(cfg)
         extra = {"topic_filter": topic_filter} if topic_filter else {}
         self.ingest = IngestWorker(
-            broker_url=cfg.mqtt_url, sink=self._sink, quarantine=self._quarantine,
+            broker_url=cfg.mqtt_url, sink=self.sink.sink, quarantine=self.sink.quarantine,
             agent_keys=agent_keys, collector_keys=collector_keys, registry=self.registry,
             agent_tenants={a.agent_id: a.tenant for a in cfg.agents},
             protocol=cfg.mqtt_protocol, shared_group=cfg.shared_group, client_id=cfg.client_id,
@@ -66,34 +65,31 @@ class Collector:
             max_batch_bytes=cfg.max_batch_bytes, replay_window_s=cfg.replay_window_s, **extra)
         self.metrics_port: int | None = None
 
-    async def _sink(self, header: Header, records: list[Record]) -> bool:
-        meta = BatchMeta(agent_id=header.agent_id, batch_id=header.batch_id, seq=header.seq,
-                         tenant=header.tenant, created=header.created, received_at=time.time())
-        tagged = self.retention.tag(records)
-        stored = await asyncio.to_thread(self.store.write_batch, meta, tagged)
-        if stored:
-            self.noc.observe(records)
-        return stored
-
-    async def _quarantine(self, reason: str, topic: str, header: Header | None,
-                          payload: bytes) -> None:
-        await asyncio.to_thread(
-            self.store.quarantine, reason, topic,
-            header.agent_id if header else None, header.batch_id if header else None,
-            len(payload), hashlib.sha256(payload).hexdigest())
+    def _ready(self) -> bool:
+        try:
+            self.store.ping()
+        except Exception:
+            return False
+        return self.ingest.subscribed.is_set()
 
     async def run(self, stop: asyncio.Event) -> None:
         host, port = self.cfg.metrics_listen
-        server, _ = start_http_server(port, host, registry=self.registry)
+        server, _ = serve(self.registry, host, port, ready=self._ready)
         self.metrics_port = server.server_port
-        log.info("collector metrics on /metrics", extra={"port": self.metrics_port})
-        purge = asyncio.create_task(self.retention.run(stop), name="privtel-retention")
+        log.info("collector serving /metrics, /healthz, /readyz", extra={"port": self.metrics_port})
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.retention.reload)
+        tasks = [asyncio.create_task(self.retention.run(stop), name="privtel-retention"),
+                 asyncio.create_task(self.store_metrics.run(self.store, stop),
+                                     name="privtel-store-metrics")]
         try:
             async with self.ingest:
                 await stop.wait()
         finally:
-            purge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purge
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
             server.shutdown()
             self.store.close()

@@ -191,32 +191,42 @@ def addresses_of(fields: Mapping[str, Any]) -> set[tuple[int, str]]:
 
 
 class AddressIndex:
-    def __init__(self, db: Db, *, batch: int = 2000, min_interval_s: float = 2.0,
-                 prune_interval_s: float = 600.0) -> None:
-        self.db, self.batch, self.min_interval_s = db, batch, min_interval_s
-        self.prune_interval_s = prune_interval_s
+    """Follows the `batches` table: each refresh indexes the records of batches
+    received since the last one (minus `margin_s` for commits that land out of
+    order), so its cost grows with what arrived, not with the store. A full
+    sweep (every record not yet indexed) runs with the prune, every
+    `prune_interval_s`, as a safety net for anything the window missed."""
+
+    def __init__(self, db: Db, *, batches_per_step: int = 200, min_interval_s: float = 2.0,
+                 prune_interval_s: float = 600.0, margin_s: float = 300.0) -> None:
+        self.db, self.batches_per_step = db, batches_per_step
+        self.min_interval_s, self.prune_interval_s = min_interval_s, prune_interval_s
+        self.margin_s = margin_s
         self.analyze_after = 1000
+        self._watermark = -math.inf
         self._last = -math.inf
-        self._last_prune = time.monotonic()
+        self._last_sweep = time.monotonic()
         self._lock = threading.Lock()
 
     def refresh(self, force: bool = False) -> int:
-        """Index records not indexed yet; returns how many. Without `force`, at most
-        once per `min_interval_s`, so a busy search API does not scan on every page."""
+        """Index what arrived since the last refresh; returns how many records. Without
+        `force`, at most once per `min_interval_s`, so paging does not re-check; with
+        it (DSRs, which must miss nothing), also the full sweep and the prune."""
         with self._lock:
             now = time.monotonic()
             if not force and now - self._last < self.min_interval_s:
                 return 0
             self._last = now
-            if now - self._last_prune >= self.prune_interval_s:
-                self._last_prune = now
-                self.prune()
             total = 0
             while True:
-                n = self._step()
-                total += n
-                if n < self.batch:
+                n_batches, n_records = self._step()
+                total += n_records
+                if n_batches < self.batches_per_step:
                     break
+            if force or now - self._last_sweep >= self.prune_interval_s:
+                self._last_sweep = now
+                self.prune()
+                total += self.sweep()
             if total >= self.analyze_after and self.db.dialect == "postgres":
                 # Fresh bulk rows leave the planner guessing "1 row" until autovacuum
                 # gets round to it, and that guess turns an indicator search into
@@ -226,35 +236,74 @@ class AddressIndex:
                     cur.execute("ANALYZE indexed_records")
             return total
 
-    def _step(self) -> int:
-        with self.db.tx(write=True) as cur:
-            if self.db.dialect == "postgres":
-                cur.execute("SELECT pg_advisory_xact_lock(?)", (0x7072697A,))
-            rows = cur.execute(
-                "SELECT r.id, r.tenant, r.ts, r.fields FROM records r WHERE NOT EXISTS "
-                "(SELECT 1 FROM indexed_records i WHERE i.record_id = r.id) LIMIT ?",
-                (self.batch,)).fetchall()
-            if not rows:
-                return 0
-            addrs = []
-            for rid, tenant, ts, fields in rows:
-                for fam, addr in addresses_of(self.db.json(fields)):
-                    addrs.append((rid, tenant, float(ts), fam, addr))
+    def _lock_pg(self, cur: Any) -> None:
+        if self.db.dialect == "postgres":
+            cur.execute("SELECT pg_advisory_xact_lock(?)", (0x7072697A,))
+
+    def _index(self, cur: Any, rows: list[Any]) -> None:
+        addrs = []
+        for rid, tenant, ts, fields in rows:
+            for fam, addr in addresses_of(self.db.json(fields)):
+                addrs.append((rid, tenant, float(ts), fam, addr))
+        if rows:
             cur.executemany("INSERT INTO indexed_records (record_id) VALUES (?) "
                             "ON CONFLICT DO NOTHING", [(r[0],) for r in rows])
-            if addrs:
-                cur.executemany("INSERT INTO record_addresses (record_id, tenant, ts, family, "
-                                "addr) VALUES (?, ?, ?, ?, ?)", addrs)
-            return len(rows)
+        if addrs:
+            cur.executemany("INSERT INTO record_addresses (record_id, tenant, ts, family, "
+                            "addr) VALUES (?, ?, ?, ?, ?)", addrs)
+
+    def _step(self) -> tuple[int, int]:
+        since = self._watermark - self.margin_s
+        with self.db.tx(write=True) as cur:
+            self._lock_pg(cur)
+            batches = cur.execute(
+                "SELECT b.agent_id, b.batch_id, b.received_at FROM batches b WHERE "
+                "b.received_at >= ? AND NOT EXISTS (SELECT 1 FROM indexed_batches i WHERE "
+                "i.agent_id = b.agent_id AND i.batch_id = b.batch_id) "
+                "ORDER BY b.received_at LIMIT ?",
+                (since if since > -math.inf else -1e300, self.batches_per_step)).fetchall()
+            if not batches:
+                return 0, 0
+            n = 0
+            for agent_id, batch_id, _ in batches:
+                rows = cur.execute(
+                    "SELECT r.id, r.tenant, r.ts, r.fields FROM records r WHERE r.agent_id = ? "
+                    "AND r.batch_id = ? AND NOT EXISTS (SELECT 1 FROM indexed_records i "
+                    "WHERE i.record_id = r.id)", (agent_id, batch_id)).fetchall()
+                self._index(cur, rows)
+                n += len(rows)
+            cur.executemany("INSERT INTO indexed_batches (agent_id, batch_id, received_at) "
+                            "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                            [(a, b, float(t)) for a, b, t in batches])
+        self._watermark = max(self._watermark, max(float(t) for _, _, t in batches))
+        return len(batches), n
+
+    def sweep(self, limit: int = 5000) -> int:
+        """Index every record not indexed yet, whatever its batch: a full scan, so rare."""
+        total = 0
+        while True:
+            with self.db.tx(write=True) as cur:
+                self._lock_pg(cur)
+                rows = cur.execute(
+                    "SELECT r.id, r.tenant, r.ts, r.fields FROM records r WHERE NOT EXISTS "
+                    "(SELECT 1 FROM indexed_records i WHERE i.record_id = r.id) LIMIT ?",
+                    (limit,)).fetchall()
+                self._index(cur, rows)
+            total += len(rows)
+            if len(rows) < limit:
+                return total
 
     def prune(self) -> int:
-        """Drop index rows whose record is gone (retention purge, erasure)."""
+        """Drop index rows whose record (or batch) is gone: retention purge, erasure."""
         with self.db.tx(write=True) as cur:
             cur.execute("DELETE FROM record_addresses WHERE NOT EXISTS (SELECT 1 FROM records r"
                         " WHERE r.id = record_addresses.record_id)")
             n = cur.rowcount
             cur.execute("DELETE FROM indexed_records WHERE NOT EXISTS (SELECT 1 FROM records r"
                         " WHERE r.id = indexed_records.record_id)")
+            cur.execute("DELETE FROM indexed_batches WHERE NOT EXISTS (SELECT 1 FROM batches b"
+                        " WHERE b.agent_id = indexed_batches.agent_id AND b.batch_id = "
+                        "indexed_batches.batch_id)")
             return n
 
 

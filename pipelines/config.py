@@ -6,6 +6,7 @@ through `Section`, so every error has the same shape: file, dotted key, why.
 
 from __future__ import annotations
 
+import builtins
 import tomllib
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
@@ -53,45 +54,46 @@ class Section:
             raise self.error(name, f"must be {what}, not {type(v).__name__}")
         return v
 
-    def str(self, name: str, default: Any = _REQUIRED, *, choices: tuple[str, ...] = ()) -> Any:
-        v = self._get(name, default, (str,), "a string")
+    def str(self, name: builtins.str, default: Any = _REQUIRED, *,
+            choices: tuple[builtins.str, ...] = ()) -> Any:
+        v = self._get(name, default, (builtins.str,), "a string")
         if choices and v is not None and v not in choices:
             raise self.error(name, f"must be one of {', '.join(choices)}, not {v!r}")
         return v
 
-    def int(self, name: str, default: Any = _REQUIRED, *, lo: int | None = None,
-            hi: int | None = None) -> Any:
+    def int(self, name: builtins.str, default: Any = _REQUIRED, *, lo: builtins.int | None = None,
+            hi: builtins.int | None = None) -> Any:
         v = self._get(name, default, (int,), "an integer")
         self._range(name, v, lo, hi)
         return v
 
-    def float(self, name: str, default: Any = _REQUIRED, *, lo: float | None = None,
-              hi: float | None = None) -> Any:
+    def float(self, name: builtins.str, default: Any = _REQUIRED, *,
+              lo: builtins.float | None = None, hi: builtins.float | None = None) -> Any:
         v = self._get(name, default, (int, float), "a number")
         self._range(name, v, lo, hi)
         return float(v) if v is not None else v
 
-    def bool(self, name: str, default: Any = _REQUIRED) -> Any:
+    def bool(self, name: builtins.str, default: Any = _REQUIRED) -> Any:
         return self._get(name, default, (bool,), "true or false")
 
-    def str_list(self, name: str, default: Any = _REQUIRED) -> Any:
+    def str_list(self, name: builtins.str, default: Any = _REQUIRED) -> Any:
         v = self._get(name, default, (list,), "a list of strings")
-        if v is not None and not all(isinstance(x, str) for x in v):
+        if v is not None and not all(isinstance(x, builtins.str) for x in v):
             raise self.error(name, "must be a list of strings")
         return v
 
-    def section(self, name: str, *, required: bool = False) -> Section:
+    def section(self, name: builtins.str, *, required: builtins.bool = False) -> Section:
         v = self._get(name, _REQUIRED if required else {}, (dict,), "a table")
         return Section(v, self.file, self.key(name))
 
-    def sections(self, name: str) -> Iterator[Section]:
+    def sections(self, name: builtins.str) -> Iterator[Section]:
         v = self._get(name, [], (list,), "an array of tables")
         for i, item in enumerate(v):
             if not isinstance(item, dict):
                 raise self.error(f"{name}[{i}]", "must be a table")
             yield Section(item, self.file, f"{self.key(name)}[{i}]")
 
-    def raw(self, name: str, default: Any = _REQUIRED) -> Any:
+    def raw(self, name: builtins.str, default: Any = _REQUIRED) -> Any:
         """The value as parsed, for sub-parsers that validate it themselves."""
         return self._get(name, default, (object,), "a value")
 
@@ -101,7 +103,7 @@ class Section:
             raise self.error(unknown[0], "unknown key" + (
                 f" (also {', '.join(unknown[1:])})" if len(unknown) > 1 else ""))
 
-    def _range(self, name: str, v: Any, lo: Any, hi: Any) -> None:
+    def _range(self, name: builtins.str, v: Any, lo: Any, hi: Any) -> None:
         if v is None:
             return
         if lo is not None and v < lo:
@@ -121,7 +123,7 @@ def listen_address(s: Section, name: str, default: str | None) -> tuple[str, int
     return host.strip("[]"), int(port)
 
 
-def require_private(file: str, mode: int) -> None:
+def require_private(file: builtins.str, mode: builtins.int) -> None:
     """Refuse a secret-bearing file that group or others can read or write."""
     if mode & 0o077:
         raise ConfigError(file, "", f"holds secrets but has mode {mode & 0o777:04o}; "

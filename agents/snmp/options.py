@@ -106,6 +106,14 @@ def parse_options(s: Section) -> SnmpOptions:
                 raise s.error(name, f"is for version 3 only, not version {version}")
         if not opts.community:
             raise s.error("community", "must not be empty")
+    if opts.profiles:
+        from agents.snmp.profiles import default_profiles
+
+        known = default_profiles()
+        for name in opts.profiles:
+            if name not in known:
+                raise s.error("profiles", f"unknown profile {name!r} (known: "
+                                          f"{', '.join(sorted(known))})")
     if opts.engine == "fast" and (version == "1" or opts.priv_protocol in ("3des", "aes192c",
                                                                            "aes256c")):
         raise s.error("engine", "the fast path speaks v2c and v3 with des/aes/aes192/aes256 "

@@ -1,8 +1,11 @@
 """The "snmp" poller: one poll of one device -> records, never an exception.
 
-A poll GETs the system group, then walks the tables its profiles name
-(IF-MIB by default) and emits `snmp.system`, one `if` record per interface
-and any profile metrics, then exactly one `device.health`. A device that
+A poll GETs the system group, then runs the device's profiles (those it
+names, else every profile whose `match` fits its sysObjectID; see
+`profiles.py`): the built-in IF-MIB walk with counters and rates, and the
+declarative scalar GETs and table walks. It emits `snmp.system`, one `if`
+record per interface, the profiles' records, then exactly one
+`device.health`. A device that
 times out, rejects our credentials or answers garbage yields only the health
 record with a reason code; a walk that breaks half way yields what arrived
 plus `reason="partial_walk"`.
@@ -17,9 +20,10 @@ from typing import Any
 
 from agents.pollers import Device, PollerSpec, health_record, register
 from agents.snmp import errors as E
-from agents.snmp.client import EnginePool, PysnmpClient, SnmpClient
+from agents.snmp.client import EnginePool, PduError, PysnmpClient, SnmpClient
 from agents.snmp.fastclient import FastClient, FastTransport, fast_path_supports
 from agents.snmp.options import SnmpOptions, parse_options
+from agents.snmp.profiles import Profile, default_profiles, scalar_fields, select, table_rows
 from agents.snmp.values import (
     COUNTER32,
     COUNTER64,
@@ -42,6 +46,7 @@ SYS_NAME = (1, 3, 6, 1, 2, 1, 1, 5, 0)
 SYSTEM_OIDS = (SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_NAME)
 IF_TABLE = (1, 3, 6, 1, 2, 1, 2, 2, 1)
 IF_X_TABLE = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
+SCALARS_PER_GET = 16
 OCTET_FIELDS = ("in_octets", "out_octets")
 ERROR_FIELDS = ("in_errors", "out_errors", "in_discards", "out_discards")  # always Counter32
 
@@ -61,6 +66,7 @@ class _DeviceState:
     previous: dict[int, dict[str, Any]] = field(default_factory=dict)
     previous_ts: float = 0.0
     previous_uptime_s: float | None = None
+    use_bulk: bool = True
 
 
 def _columns(vbs: list[VarBind], base: Oid, cols: dict[int, str],
@@ -127,7 +133,8 @@ def uses_fast_path(opts: SnmpOptions) -> bool:
 class SnmpPoller:
     """Polls any number of devices; shares pysnmp engines, keeps per-device state."""
 
-    def __init__(self) -> None:
+    def __init__(self, profiles: dict[str, Profile] | None = None) -> None:
+        self._profiles = default_profiles() if profiles is None else profiles
         self._engines = EnginePool()
         self._fast = FastTransport()
         self._devices: dict[str, _DeviceState] = {}
@@ -174,11 +181,28 @@ class SnmpPoller:
             "sys_name": as_text(got.get(SYS_NAME, (0, None))[1]),
             "uptime_s": uptime_s,
         })]
+        sys_oid = got.get(SYS_OBJECT_ID, (0, None))[1]
+        profiles = select(self._profiles, opts.profiles,
+                          sys_oid if isinstance(sys_oid, tuple) else None)
+        reason: str | None = None
+        if any(p.handler == "if-mib" for p in profiles):
+            reason = await self._interfaces(st, client, now, uptime_s, records, rec)
+        r2 = await self._profile_records(st, client, profiles, records, rec)
+        reason = reason or r2
+        extra: dict[str, Any] = {}
+        if uptime_s is not None:
+            extra["uptime_s"] = uptime_s
+        records.append(health_record(device, up=True, reason=reason, started=started, **extra))
+        return records
+
+    async def _interfaces(self, st: _DeviceState, client: SnmpClient, now: float,
+                          uptime_s: float | None, records: list[Record], rec: Any) -> str | None:
         rows: dict[int, dict[str, Value]] = {}
         tags: dict[tuple[int, str], int] = {}
         reason: str | None = None
         for base, cols in ((IF_TABLE, _IF_COLS), (IF_X_TABLE, _IFX_COLS)):
-            res = await walk(client, base, opts.max_repetitions)
+            res = await walk(client, base, st.options.max_repetitions, use_bulk=st.use_bulk)
+            st.use_bulk = st.use_bulk and not res.bulk_refused
             _columns(res.varbinds, base, cols, rows, tags)
             if res.error is not None and reason is None:
                 # the device answered the system GET, so a broken walk is partial data
@@ -197,11 +221,47 @@ class SnmpPoller:
             records.append(rec(Kind.METRIC, "if", fields))
         st.previous = {i: f for i, f in current.items() if f["counter_bits"]}
         st.previous_ts, st.previous_uptime_s = now, uptime_s
-        extra: dict[str, Any] = {}
-        if uptime_s is not None:
-            extra["uptime_s"] = uptime_s
-        records.append(health_record(device, up=True, reason=reason, started=started, **extra))
-        return records
+        return reason
+
+    async def _profile_records(self, st: _DeviceState, client: SnmpClient,
+                               profiles: list[Profile], records: list[Record],
+                               rec: Any) -> str | None:
+        reason: str | None = None
+        oids = [o for p in profiles for o in p.scalar_oids()]
+        got: dict[Oid, tuple[int, Value]] = {}
+        for i in range(0, len(oids), SCALARS_PER_GET):
+            chunk = oids[i:i + SCALARS_PER_GET]
+            try:
+                vbs = await client.get(chunk)
+            except PduError as e:
+                if e.status != 2:  # v1 answers noSuchName for the whole PDU: ask one by one
+                    reason = reason or E.PARTIAL
+                    continue
+                vbs = []
+                for o in chunk:
+                    try:
+                        vbs += await client.get([o])
+                    except PduError:
+                        continue
+            except E.SnmpError:
+                reason = reason or E.PARTIAL
+                continue
+            got.update((o, (t, v)) for o, t, v in vbs)
+        for p in profiles:
+            for g in p.groups:
+                if g.is_table:
+                    res = await walk(client, g.entry, st.options.max_repetitions,
+                                     use_bulk=st.use_bulk)
+                    st.use_bulk = st.use_bulk and not res.bulk_refused
+                    if res.error is not None:
+                        reason = reason or E.PARTIAL
+                    for fields in table_rows(g, res.varbinds):
+                        records.append(rec(g.kind, g.record, fields))
+                else:
+                    fields = scalar_fields(g, got)
+                    if fields is not None:
+                        records.append(rec(g.kind, g.record, fields))
+        return reason
 
     async def close(self) -> None:
         for st in self._devices.values():

@@ -28,7 +28,7 @@ when a device names it in `profiles = [...]`.
 Types: gauge, counter, integer, string, oid, ip, mac, timeticks (seconds) and
 enum (with `values = { "1" = "up" }`). A field of type ip must be named
 `*_ip` so the pseudonymiser classifies it as an address: a profile cannot
-smuggle an address out under a neutral name. `compute` takes + - * / over
+smuggle an address out under a neutral name. `compute` takes + - * / ** over
 field names and numbers; a missing input makes the result None.
 
 Profiles with `handler = "system"` or `"if-mib"` name built-in collectors whose
@@ -38,6 +38,7 @@ logic (64/32-bit counter choice, rates) does not fit a table of OIDs.
 from __future__ import annotations
 
 import ast
+import functools
 import ipaddress
 import os
 import re
@@ -124,7 +125,9 @@ class Profile:
 
 # -- loading and validation -------------------------------------------------
 
-_ALLOWED = (ast.BinOp, ast.UnaryOp, ast.USub, ast.Add, ast.Sub, ast.Mult, ast.Div)
+_ALLOWED = (ast.BinOp, ast.UnaryOp, ast.USub, ast.Load, ast.Add, ast.Sub, ast.Mult, ast.Div,
+            ast.Pow)
+MAX_EXPONENT = 64
 
 
 def _table(s: Section, name: str) -> dict[str, Any]:
@@ -152,7 +155,7 @@ def _check_expr(text: str, known: set[str], s: Section, key: str) -> ast.expr:
             if isinstance(node.value, bool) or not isinstance(node.value, int | float):
                 raise s.error(key, "may only use numbers and field names")
         elif not isinstance(node, _ALLOWED):
-            raise s.error(key, f"may only use + - * / on fields and numbers, not "
+            raise s.error(key, f"may only use + - * / ** on fields and numbers, not "
                                f"{type(node).__name__}")
     return tree
 
@@ -276,6 +279,12 @@ def load_profiles(dirs: Sequence[str | Path] | None = None) -> dict[str, Profile
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def default_profiles() -> dict[str, Profile]:
+    """The built-in profiles plus `PRIVTEL_SNMP_PROFILE_DIR`, loaded once per process."""
+    return load_profiles()
+
+
 def select(profiles: Mapping[str, Profile], names: Sequence[str],
            sys_object_id: Oid | None) -> list[Profile]:
     """The device's profiles: those it names, else those whose match fits its sysObjectID."""
@@ -347,6 +356,8 @@ def _eval(node: ast.expr, env: Mapping[str, Any]) -> Any:
             return a - b
         if isinstance(node.op, ast.Mult):
             return a * b
+        if isinstance(node.op, ast.Pow):  # device-supplied exponents stay small
+            return a ** b if abs(b) <= MAX_EXPONENT and (a or b >= 0) else None
         return a / b if b else None
     return None
 

@@ -52,10 +52,14 @@ def is_prefix(prefix: Oid, oid: Oid) -> bool:
     return oid[: len(prefix)] == prefix
 
 
+MAX_TEXT = 4096
+
+
 def as_text(v: Value) -> str:
-    """An OCTET STRING as text for display fields (sysDescr, ifDescr); bytes kept lossless-ish."""
+    """An OCTET STRING as text for display fields (sysDescr, ifDescr), capped in length
+    so one odd agent cannot produce a record the schema refuses."""
     if isinstance(v, bytes):
-        return v.decode("utf-8", errors="replace").rstrip("\x00")
+        return v[:MAX_TEXT].decode("utf-8", errors="replace").rstrip("\x00")
     if isinstance(v, tuple):
         return oid_str(v)
     return "" if v is None else str(v)

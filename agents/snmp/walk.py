@@ -1,8 +1,9 @@
 """Table walks over any `SnmpClient`: the awkward agents are handled once, here.
 
 GETBULK with configurable max-repetitions; on tooBig the repetitions are
-halved and the request retried; v1 (or an agent that never answers GETBULK)
-walks with GETNEXT; endOfMibView, leaving the subtree and v1's noSuchName end
+halved and the request retried; v1 walks with GETNEXT, and so does an agent
+whose first GETBULK goes unanswered but whose GETNEXT is (the caller keeps
+that in mind for the device); endOfMibView, leaving the subtree and v1's noSuchName end
 the walk; an OID that does not increase stops it as a partial walk rather than
 looping forever. A failure after some rows arrived is returned as data (the
 rows so far plus the error), because a partial table is still worth shipping.
@@ -24,6 +25,7 @@ class WalkResult:
     varbinds: list[VarBind]
     error: E.SnmpError | None = None
     requests: int = 0
+    bulk_refused: bool = False  # GETBULK went unanswered but GETNEXT worked: remember it
 
 
 async def walk(client: SnmpClient, root: Oid, max_repetitions: int, *,
@@ -48,6 +50,14 @@ async def walk(client: SnmpClient, root: Oid, max_repetitions: int, *,
             if e.status == 2 and not bulk:
                 return res
             res.error = E.SnmpError(E.PARTIAL, e.detail) if out else e
+            return res
+        except E.SnmpTimeout as e:
+            if bulk and not out and not res.bulk_refused:
+                # some agents silently drop GETBULK; the caller knows the device is alive
+                bulk = False
+                res.bulk_refused = True
+                continue
+            res.error = E.SnmpError(E.PARTIAL, "walk stopped: timeout") if out else e
             return res
         except E.SnmpError as e:
             if out:

@@ -76,7 +76,16 @@ _COMMON = [
     "(tenant, family, addr)",
     "CREATE INDEX IF NOT EXISTS api_record_addresses_record ON record_addresses (record_id)",
     "CREATE TABLE IF NOT EXISTS indexed_records (record_id TEXT PRIMARY KEY)",
+    """CREATE TABLE IF NOT EXISTS indexed_batches (
+        agent_id    TEXT NOT NULL,
+        batch_id    TEXT NOT NULL,
+        received_at {real} NOT NULL,
+        PRIMARY KEY (agent_id, batch_id)
+    )""",
+    # On the store's tables: search order, and the index following new batches.
     "CREATE INDEX IF NOT EXISTS api_records_tenant_ts ON records (tenant, ts, id)",
+    "CREATE INDEX IF NOT EXISTS api_records_batch ON records (agent_id, batch_id)",
+    "CREATE INDEX IF NOT EXISTS api_batches_received ON batches (received_at)",
 ]
 
 
@@ -94,7 +103,7 @@ def ensure_schema(db: Db) -> None:
 
 
 TABLES = ("api_users", "audit_log", "dsr_requests", "annotations", "record_addresses",
-          "indexed_records")
+          "indexed_records", "indexed_batches")
 
 
 def open_api_db(url: str, *, migrate: bool = True) -> Db:

@@ -1,4 +1,8 @@
-"""uvicorn, bound to loopback unless told otherwise, TLS when given a cert."""
+"""uvicorn, bound to loopback unless told otherwise, TLS when given a cert.
+
+uvicorn's access log is off: it prints each client's address, and the audit
+log already records every call by user name and request id.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ def server(app: Any, *, host: str = "127.0.0.1", port: int = 8443,
     cfg = uvicorn.Config(app, host=host, port=port, ssl_certfile=ssl_certfile,
                          ssl_keyfile=ssl_keyfile, ssl_ca_certs=ssl_ca_certs,
                          ssl_cert_reqs=ssl.CERT_REQUIRED if ssl_ca_certs else ssl.CERT_NONE,
-                         log_level=log_level, server_header=False, proxy_headers=False,
+                         log_level=log_level, access_log=False, server_header=False,
+                         proxy_headers=False,
                          timeout_keep_alive=5, limit_concurrency=256, lifespan="off")
     return uvicorn.Server(cfg)
 

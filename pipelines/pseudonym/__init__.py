@@ -1,12 +1,15 @@
-"""Pseudonymisation on the agent: no raw identifier leaves the site.
+"""Pseudonymisation on the agent: no raw identifier leaves the site (docs/privacy.md).
 
 Public surface:
-    TenantKey(secret, epoch) / TenantKey.from_hex(hex64, epoch=1) / KeyRing
-    Pseudonymiser(key, policy=None): .record(r) .ip(a) .token(v) .text(s) .mac(m)
-    PrivacyPolicy(...) / PrivacyPolicy.from_section(section)
+    TenantKey(secret, epoch) / TenantKey.from_hex(hex64, epoch=1) / .key_id / KeyRing
+    Pseudonymiser(key, policy=None): .record(r) .records(rs) .ip(a) .mac(m) .token(v) .text(s)
+    PrivacyPolicy(...) / PrivacyPolicy.from_section(section)   the `[privacy]` table
     FieldClass, classify(name)
-    find_leaks(records, pseudonymiser=None, *, raw=None)   (pipelines.pseudonym.leakguard)
-    reidentify: Reidentifier(key).address(text, mode) / .token(token, candidates)
+    find_leaks(records, pseudonymiser=None, *, raw=None) -> [(record id, field)]
+    pipelines.pseudonym.reverse.Reidentifier(key, policy): .address(text, mode) .mac(text)
+        .token(token, candidates)   for the privileged key holder only
+Modules: keys, cryptopan, ipcrypt, scan (finding addresses in text), geo, policy,
+core (the pseudonymiser), leakguard, reverse.
 """
 
 from pipelines.pseudonym.core import Pseudonymiser, non_identifying

@@ -373,7 +373,7 @@ class Pseudonymiser:
     def record(self, r: Record) -> Record:
         """The record with every field under the policy, `device` tokenised and `pkid` set."""
         plans = self._plans
-        fields: dict[str, Scalar] = {}
+        fields: dict[str, Scalar] = dict(r.fields)  # numbers and public values stay as is
         geo: list[str] = []
         memo = self._field_memo
         hot = memo.hot
@@ -386,13 +386,9 @@ class Pseudonymiser:
                     hit = hot.get(v)
                     fields[k] = hit[0] if hit is not None else self.field_text(v)
                     hot = memo.hot  # a miss may have rotated the generations
-                else:
-                    fields[k] = v
-            elif h == _KEEP:
-                fields[k] = v
             elif h == _GEO:
                 geo.append(k)
-            else:
+            elif h == _VALUE:
                 fields[k] = self.value(k, v)
         if geo:
             self._geo(r, geo, fields)

@@ -82,7 +82,8 @@ def register(sub: Any) -> None:
     r.add_argument("--preserve-prefix-v6", type=int, default=128, metavar="BITS")
     r.set_defaults(func=cmd_reidentify)
 
-    v = sub.add_parser("audit-verify", help="verify a hash-chained audit log")
+    v = sub.add_parser("audit-verify", help="verify a hash-chained audit log file "
+                       "(e.g. the reidentify log; the collector's is `audit verify`)")
     v.add_argument("path")
     v.set_defaults(func=cmd_audit_verify)
 

@@ -26,6 +26,7 @@ from collector import config as collector_config
 from collector.runtime import Collector
 from privtel.demo.broker import EmbeddedBroker
 from privtel.demo.snmpsim import RECORDINGS, SnmpSim
+from privtel.sim.demo import start_demo_ssh
 
 TENANT, AGENT_ID = "demo", "demo-agent"
 
@@ -63,7 +64,7 @@ class SimDevice:
 
 def write_configs(data: Path, *, broker_url: str, protocol: str, devices: list[SimDevice],
                   interval_s: float, metrics_port: int, tenant: str = TENANT,
-                  agent_id: str = AGENT_ID) -> tuple[Path, Path]:
+                  agent_id: str = AGENT_ID, extra_devices: str = "") -> tuple[Path, Path]:
     """Agent and collector configs (mode 0600) for one agent on 127.0.0.1."""
     files = write_keys(data / "keys", agent_id, tenant)
     device_tables = "".join(f"""
@@ -97,7 +98,8 @@ tenant_key = "{files['tenant_key']}"
 url = "{broker_url}"
 protocol = "{protocol}"
 client_id = "privtel-{agent_id}"
-{device_tables}"""
+{device_tables}
+{extra_devices}"""
     collector = f"""# privtel collector (written by `privtel demo`)
 [collector]
 store = "sqlite:///privtel.db"
@@ -180,9 +182,15 @@ async def run_demo(*, duration: float | None, data_dir: Path | None, broker: str
         await stack.enter_async_context(SnmpSim(snmp_port))
         devices = [SimDevice(f"sim-{name.split('-')[0].lower()}", snmp_port, name)
                    for name in RECORDINGS]
+        ssh = await start_demo_ssh(data / "ssh")
+        stack.push_async_callback(ssh.stop)
+        os.environ.update(ssh.environ())
+        say(f"starting a simulated {ssh.sim.vendor} device over SSH on tcp 127.0.0.1:"
+            f"{ssh.sim.port} (credentials encrypted in {ssh.credentials_file.name})")
         agent_path, collector_path = write_configs(
             data, broker_url=broker_url, protocol=protocol, devices=devices,
-            interval_s=interval_s, metrics_port=metrics_port)
+            interval_s=interval_s, metrics_port=metrics_port,
+            extra_devices=ssh.device_toml(interval_s=max(interval_s, 5.0)))
         acfg = agent_config.load(agent_path)
         ccfg = collector_config.load(collector_path)
         collector = Collector(ccfg)

@@ -172,7 +172,7 @@ def test_api_serve_command_serves_openapi_and_readyz(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "privtel", "api", "serve", "--store", url,
                              "--listen", f"127.0.0.1:{port}", "--tenant-keys", str(keys),
-                             "--privacy", str(privacy), "--log-level", "warning"],
+                             "--privacy", str(privacy), "--log-level", "info"],
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -191,6 +191,7 @@ def test_api_serve_command_serves_openapi_and_readyz(tmp_path: Path) -> None:
         os.kill(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
     assert "tenant keys for 3 tenant(s)" in err
+    assert "/openapi.json HTTP" not in err  # no access log: it would print client addresses
     assert not any(k in err for k in KEYS.values())
 
 

@@ -107,3 +107,25 @@ def test_retention_service_can_write_to_the_chained_log(tmp_path: Path) -> None:
     assert log.verify().entries == 1
     store.close()
     db.close()
+
+
+def test_late_batch_outside_the_window_is_caught_by_the_sweep(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    seed(url, ("acme",))
+    db = open_api_db(url)
+    index = AddressIndex(db, min_interval_s=0.0, margin_s=60)
+    assert index.refresh() == 10
+    store = open_store(url)
+    r = Record(kind=Kind.LOG, tenant="acme", site="hq", device="d", name="syslog",
+               fields={"message": "peer 10.9.9.9 down"}, ts=T0)
+    store.write_batch(BatchMeta(agent_id="a", batch_id="late", seq=1, tenant="acme",
+                                created=T0, received_at=T0 - 3600),
+                      [TaggedRecord(r, "logs", "legitimate interest", None)])
+    assert index.refresh() == 0  # received long before the watermark: outside the window
+    assert index.refresh(force=True) == 1
+    with db.tx() as cur:
+        n = cur.execute("SELECT COUNT(*) FROM record_addresses WHERE record_id = ?",
+                        (r.id,)).fetchone()[0]
+    assert n == 1
+    store.close()
+    db.close()

@@ -76,6 +76,10 @@ async def test_poll_to_store_and_metrics(tmp_path: Path, mosquitto: str) -> None
             with urllib.request.urlopen(
                     f"http://127.0.0.1:{collector.metrics_port}/metrics", timeout=5) as resp:
                 metrics = resp.read().decode()
+            for probe in ("healthz", "readyz"):
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{collector.metrics_port}/{probe}", timeout=5) as resp:
+                    assert resp.status == 200
         finally:
             astop.set()
             await atask

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,11 +223,13 @@ sys.exit(main())
 
 @contextlib.contextmanager
 def run_snmpsim(*, recordings: Sequence[str] = ("public",),
+                files: Mapping[str, Path] | None = None,
                 port: int | None = None) -> Iterator[SnmpPeer]:
     """snmpsim serving shipped recordings; each recording's name is its v2c community.
 
     `recordings` are paths relative to the snmpsim data dir without the
-    `.snmprec` suffix (e.g. "public", "foreignformats/linux").
+    `.snmprec` suffix (e.g. "public", "recorded/linux-full-walk"); `files` adds
+    a test's own `.snmprec` files under the given community names.
     """
     exe = shutil.which("snmpsim-command-responder")
     if exe is None:
@@ -243,6 +245,8 @@ def run_snmpsim(*, recordings: Sequence[str] = ("public",),
         dst = recdir / f"{rec}.snmprec"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, dst)
+    for community, path in (files or {}).items():
+        shutil.copy(path, recdir / f"{community}.snmprec")
     port = port or free_udp_port()
     # snmpsim drops root privileges and then imports dbm lazily; where the
     # interpreter lives under a root-only home that import fails, so preload it.
@@ -258,7 +262,8 @@ def run_snmpsim(*, recordings: Sequence[str] = ("public",),
         shutil.chown(workdir / "cache", "nobody", "nogroup")
         (workdir / "sim.log").touch()
         shutil.chown(workdir / "sim.log", "nobody", "nogroup")
-    peer = SnmpPeer(host=HOST, port=port, community=recordings[0], workdir=workdir)
+    first = recordings[0] if recordings else next(iter(files or {}))
+    peer = SnmpPeer(host=HOST, port=port, community=first, workdir=workdir)
     peer.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
     try:

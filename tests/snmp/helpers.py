@@ -14,7 +14,11 @@ _AUTH = {"MD5": "md5", "SHA": "sha", "SHA-224": "sha224", "SHA-256": "sha256",
 _PRIV = {"DES": "des", "AES": "aes", "AES-128": "aes", "AES-192": "aes192", "AES-256": "aes256"}
 
 
+FAST_PROFILES = ("system", "if-mib")
+
+
 def v3_options(u: V3User, **kw: Any) -> SnmpOptions:
+    kw.setdefault("profiles", FAST_PROFILES)
     return SnmpOptions(version="3", community="", user=u.name,
                        auth_protocol=_AUTH[u.auth] if u.auth else "none",
                        auth_key=u.auth_key if u.auth else "",
@@ -24,6 +28,8 @@ def v3_options(u: V3User, **kw: Any) -> SnmpOptions:
 
 def device(peer: SnmpPeer | None, name: str = "r1", *, port: int | None = None,
            options: SnmpOptions | None = None, **kw: Any) -> Device:
+    """A device at the peer; only the system and IF-MIB profiles unless told otherwise."""
+    kw.setdefault("profiles", FAST_PROFILES)
     return Device(name=name, address="127.0.0.1",
                   port=port if port is not None else peer.port,  # type: ignore[union-attr]
                   protocol="snmp", interval_s=60, tenant="acme", site="lab",

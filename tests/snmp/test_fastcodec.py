@@ -114,7 +114,7 @@ def test_same_values_as_pysnmp(community, rid, est, eix, vbs) -> None:
     assert fast_decode(data) == pysnmp_decode(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(oid_list=st.lists(oids, min_size=1, max_size=10), rid=st.integers(0, 2**31 - 1),
        rep=st.integers(0, 200))
 def test_our_requests_decode_in_pysnmp(oid_list, rid, rep) -> None:
@@ -126,7 +126,7 @@ def test_our_requests_decode_in_pysnmp(oid_list, rid, rep) -> None:
     assert [tuple(o) for o, _ in P.apiPDU.get_varbinds(pdu)] == oid_list
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(vbs=st.lists(st.tuples(oids, values), min_size=1, max_size=8), data=st.data())
 def test_malformed_input_is_a_decode_error(vbs, data) -> None:
     good = pysnmp_encode(b"public", 7, 0, 0, vbs)
@@ -267,7 +267,7 @@ def test_v3_same_values_as_pysnmp(msg_id, flags, engine_id, boots, etime, user, 
     assert fast_v3_decode(data) == pysnmp_v3_decode(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(data=st.data(), **v3_args)
 def test_v3_malformed_is_a_decode_error(data, msg_id, flags, engine_id, boots, etime, user,
                                         auth, priv, vbs) -> None:
