@@ -65,7 +65,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
     retention_policy = _opt(base, c.str("retention_policy", None))
     purge_interval_s = c.float("purge_interval_s", 3600.0, lo=1)
     max_batch_bytes = c.int("max_batch_bytes", 4 * 1024 * 1024, lo=1024, hi=256 * 1024 * 1024)
-    replay_window_s = c.float("replay_window_s", 7 * 86400.0, lo=1)
+    replay_window_s = c.float("replay_window_s", 8 * 86400.0, lo=1)
     c.done()
 
     m = root.section("mqtt")

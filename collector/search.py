@@ -206,6 +206,7 @@ class AddressIndex:
         self._watermark = -math.inf
         self._last = -math.inf
         self._last_sweep = time.monotonic()
+        self._last_analyze = -math.inf
         self._lock = threading.Lock()
 
     def refresh(self, force: bool = False) -> int:
@@ -227,13 +228,15 @@ class AddressIndex:
                 self._last_sweep = now
                 self.prune()
                 total += self.sweep()
-            if total >= self.analyze_after and self.db.dialect == "postgres":
+            if total >= self.analyze_after and self.db.dialect == "postgres" \
+                    and now - self._last_analyze >= 300:
                 # Fresh bulk rows leave the planner guessing "1 row" until autovacuum
-                # gets round to it, and that guess turns an indicator search into
-                # thousands of index probes (seconds instead of milliseconds).
+                # gets round to it, and that guess makes it probe records by id
+                # through the (tenant, ts) index: 0.5 s instead of 1 ms for a /24.
+                self._last_analyze = now
                 with self.db.tx(write=True) as cur:
-                    cur.execute("ANALYZE record_addresses")
-                    cur.execute("ANALYZE indexed_records")
+                    for table in ("records", "record_addresses", "indexed_records"):
+                        cur.execute(f"ANALYZE {table}")
             return total
 
     def _lock_pg(self, cur: Any) -> None:

@@ -80,6 +80,22 @@ class Record:
         }
 
 
+_SCALARS = (str, int, float, bool, type(None))
+_INT_MIN, _INT_MAX = -(2**63), 2**64
+_known_fields: set[str] = set()
+
+
+def _field_name_ok(k: object) -> bool:
+    """Field names repeat across millions of records: check each spelling once."""
+    if k in _known_fields:
+        return True
+    if not isinstance(k, str) or not _FIELD_RE.match(k):
+        return False
+    if len(_known_fields) < 65536:
+        _known_fields.add(k)
+    return True
+
+
 def validate(r: Record) -> None:
     if not isinstance(r.kind, Kind):
         raise RecordError(f"kind must be one of {[k.value for k in Kind]}")
@@ -91,7 +107,7 @@ def validate(r: Record) -> None:
             raise RecordError(f"{attr} must be a non-empty string of at most 128 characters")
     if not isinstance(r.name, str) or not _NAME_RE.match(r.name):
         raise RecordError("name must match [a-z][a-z0-9_.-]{0,63}")
-    if isinstance(r.ts, bool) or not isinstance(r.ts, int | float) or not 0 < r.ts < 4102444800:
+    if type(r.ts) not in (int, float) or not 0 < r.ts < 4102444800:
         raise RecordError("ts must be unix seconds between 1970 and 2100")
     if not isinstance(r.id, str) or not _ID_RE.match(r.id):
         raise RecordError("id must be 32 lowercase hex characters")
@@ -99,15 +115,19 @@ def validate(r: Record) -> None:
         raise RecordError("fields must be a mapping")
     if len(r.fields) > MAX_FIELDS:
         raise RecordError(f"at most {MAX_FIELDS} fields per record")
+    known = _known_fields
     for k, v in r.fields.items():
-        if not isinstance(k, str) or not _FIELD_RE.match(k):
+        if k not in known and not _field_name_ok(k):
             raise RecordError(f"field name {k!r} must match [a-z][a-z0-9_]{{0,63}}")
-        if v is not None and not isinstance(v, str | int | float | bool):
-            raise RecordError(f"field {k} must be a scalar, not {type(v).__name__}")
-        if isinstance(v, str) and len(v) > MAX_STRING:
-            raise RecordError(f"field {k} is longer than {MAX_STRING} characters")
-        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
-            raise RecordError(f"field {k} is outside the 64-bit range")
+        t = type(v)
+        if t is str:
+            if len(v) > MAX_STRING:  # type: ignore[arg-type]
+                raise RecordError(f"field {k} is longer than {MAX_STRING} characters")
+        elif t is int:
+            if not _INT_MIN <= v < _INT_MAX:  # type: ignore[operator]
+                raise RecordError(f"field {k} is outside the 64-bit range")
+        elif t not in _SCALARS:
+            raise RecordError(f"field {k} must be a scalar, not {t.__name__}")
 
 
 def from_dict(d: Any) -> Record:

@@ -82,6 +82,18 @@ def register(sub: Any) -> None:
     r.add_argument("--preserve-prefix-v6", type=int, default=128, metavar="BITS")
     r.set_defaults(func=cmd_reidentify)
 
+    k = sub.add_parser("tenant-key", help="show or rotate a tenant pseudonymisation key",
+                       description="Shows the key id (never the secret), or rotates on "
+                       "demand: the current key is kept as FILE.epochN for re-identification "
+                       "and a fresh key takes its place for epoch N+1.")
+    ksub = k.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, func, what in (("show", cmd_key_show, "print key id and epoch"),
+                             ("rotate", cmd_key_rotate, "archive the key, write the next")):
+        a = ksub.add_parser(name, help=what)
+        a.add_argument("--key-file", required=True)
+        a.add_argument("--epoch", type=int, default=1, help="the key's current epoch")
+        a.set_defaults(func=func)
+
     v = sub.add_parser("audit-verify", help="verify a hash-chained audit log file "
                        "(e.g. the reidentify log; the collector's is `audit verify`)")
     v.add_argument("path")
@@ -446,6 +458,41 @@ def cmd_reidentify(args: argparse.Namespace) -> int:
         else:
             print(f"{ps}\t{raw}")
     return status
+
+
+def cmd_key_show(args: argparse.Namespace) -> int:
+    key = read_key(args.key_file, args.epoch)
+    print(f"key id {key.key_id}, epoch {key.epoch}")
+    return 0
+
+
+def _write_new_private(path: Path, data: bytes) -> None:
+    """Write a secret file that did not exist, owner-only, durably, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def cmd_key_rotate(args: argparse.Namespace) -> int:
+    path = Path(args.key_file)
+    old = read_key(str(path), args.epoch)
+    archive = path.with_name(f"{path.name}.epoch{old.epoch}")
+    if archive.exists():
+        raise ConfigError(str(archive), "", "already exists; is --epoch the current epoch?")
+    new = TenantKey.generate(old.epoch + 1)
+    _write_new_private(archive, (old.to_hex() + "\n").encode())
+    tmp_new = path.with_name(path.name + ".next")
+    _write_new_private(tmp_new, (new.to_hex() + "\n").encode())
+    os.replace(tmp_new, path)
+    print(f"old key id {old.key_id} (epoch {old.epoch}) kept in {archive}")
+    print(f"new key id {new.key_id} (epoch {new.epoch}) in {path}")
+    print(f"set [keys] tenant_key_epoch = {new.epoch} in the agent config and restart it")
+    return 0
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:

@@ -227,3 +227,20 @@ def test_scan_leaks_on_postgresql(pg_dsn: str, addresses: Path,
             assert "(postgresql)" in out and "2001:db8::42" not in out
         finally:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_tenant_key_show_and_rotate(key_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = TenantKey.from_hex(HEX, epoch=1)
+    assert main(["tenant-key", "show", "--key-file", str(key_file)]) == 0
+    assert capsys.readouterr().out.strip() == f"key id {old.key_id}, epoch 1"
+    assert main(["tenant-key", "rotate", "--key-file", str(key_file)]) == 0
+    out = capsys.readouterr().out
+    archive = key_file.with_name(key_file.name + ".epoch1")
+    assert archive.read_text().strip() == HEX and key_file.read_text().strip() != HEX
+    new = TenantKey.from_hex(key_file.read_text(), epoch=2)
+    assert old.key_id in out and new.key_id in out and "tenant_key_epoch = 2" in out
+    assert HEX not in out and new.to_hex() not in out
+    for f in (key_file, archive):
+        assert os.stat(f).st_mode & 0o077 == 0
+    assert main(["tenant-key", "rotate", "--key-file", str(key_file)]) == 2  # epoch1 exists
+    assert main(["tenant-key", "rotate", "--key-file", str(key_file), "--epoch", "2"]) == 0
