@@ -22,7 +22,6 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import pyotp
 
@@ -253,19 +252,7 @@ def authorize(principal: Principal, action: Action, tenants: tuple[str, ...]) ->
             raise AuthError(403, "forbidden", "tenant is outside this token's scope")
 
 
-def allowed(role: str, action: Action) -> bool:
-    return action in MATRIX.get(role, frozenset())
-
-
 def _b64(data: bytes) -> str:
     import base64
 
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def totp_now(secret_uri_or_b32: str, at: float | None = None) -> str:
-    """The current code for a secret or otpauth URI (tests, and the CLI's self-check)."""
-    s: Any = secret_uri_or_b32
-    if s.startswith("otpauth://"):
-        s = pyotp.parse_uri(s).secret
-    return str(pyotp.TOTP(s, interval=TOTP_STEP).at(time.time() if at is None else at))

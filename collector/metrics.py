@@ -36,14 +36,12 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from collector.store.base import BatchMeta, Store, TaggedRecord
-from pipelines.record import Record
+from pipelines.record import HEALTH_REASONS, Record
 
 log = logging.getLogger(__name__)
 DEVICE_LABELS = ("tenant", "site", "device")
 IF_LABELS = (*DEVICE_LABELS, "ifname")
-REASONS = frozenset({"timeout", "auth_failed", "unknown_user", "wrong_engine_time",
-                     "malformed_reply", "partial_walk", "refused", "host_key_mismatch",
-                     "unexpected_prompt", "parse_error", "error"})
+REASONS = HEALTH_REASONS
 _OPER = {"up": 1, "down": 2, "testing": 3, "unknown": 4, "dormant": 5, "notpresent": 6,
          "lowerlayerdown": 7}
 

@@ -28,6 +28,13 @@ MAX_STRING = 16384
 _KEYS = ("id", "kind", "tenant", "site", "device", "ts", "name", "fields")
 
 
+HEALTH_REASONS = frozenset({
+    "timeout", "auth_failed", "unknown_user", "wrong_engine_time", "malformed_reply",
+    "partial_walk", "refused", "host_key_mismatch", "host_key_unknown", "unexpected_prompt",
+    "parse_error", "no_credential", "error"})
+"""Reason codes a `device.health` record may carry when `up` is 0 (see docs/architecture.md)."""
+
+
 class RecordError(ValueError):
     """A record that breaks the schema; the message names the offending part."""
 

@@ -12,7 +12,7 @@ else never went through the pseudonymiser: a field that bypassed the policy, a
 record built after pseudonymising, a stale pseudonym from an earlier epoch.
 
 It errs on the safe side: a pseudonym evicted from memory before its batch was
-checked is reported (the batch is quarantined, not shipped). The one thing it
+checked is reported (the record is quarantined, not shipped). The one thing it
 cannot see is a raw address that equals a pseudonym produced in the same
 window; the chance is that of a random collision within the tenant's address
 set, and `scan-leaks --addresses` against the real inventory covers it.

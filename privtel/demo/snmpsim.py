@@ -1,9 +1,9 @@
 """Simulated SNMP devices: snmpsim serving the real-device recordings it ships.
 
-snmpsim refuses to run as root unless told to drop to another user, and after
-dropping it can no longer import modules from a root-only Python install; so
-the recordings are copied somewhere world-readable and the dbm module it
-imports lazily is imported before the drop.
+snmpsim refuses to run as root unless told to drop to another user; after
+dropping, it can no longer read a Python installed under a root-only home and
+dies on its first lazy import. It binds only a high loopback port here, so as
+root it is told to stay (`SNMPSIM_ALLOW_ROOT`) rather than to drop.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import snmpsim
 
 RECORDINGS = ("linux-full-walk", "winxp-full-walk", "eaton-9PX-partial-walk", "linksys-system",
               "solaris-system")
-_LAUNCH = ("import dbm, dbm.dumb, sys; from snmpsim.commands.responder import main; "
+_LAUNCH = ("import sys; from snmpsim.commands.responder import main; "
            "sys.argv[0] = 'snmpsim-command-responder'; sys.exit(main())")
 
 
@@ -44,14 +44,11 @@ class SnmpSim:
         cache.mkdir()
         for name in self.recordings:
             shutil.copy(recordings_dir() / f"{name}.snmprec", data)
-        for p in (Path(self._tmp), data, cache, *data.iterdir()):
-            p.chmod(0o777 if p == cache else 0o755 if p.is_dir() else 0o644)
         args = [sys.executable, "-c", _LAUNCH, f"--data-dir={data}", f"--cache-dir={cache}",
                 f"--agent-udpv4-endpoint=127.0.0.1:{self.port}", "--log-level=error"]
-        if os.geteuid() == 0:
-            args += ["--process-user=nobody", "--process-group=nogroup"]
+        env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      cwd=self._tmp)
+                                      cwd=self._tmp, env=env)
         await self._wait_ready()
         return self
 

@@ -129,3 +129,32 @@ def test_late_batch_outside_the_window_is_caught_by_the_sweep(tmp_path: Path) ->
     assert n == 1
     store.close()
     db.close()
+
+
+def test_ipv6_indicator_and_prefix(tmp_path: Path) -> None:
+    from api_kit import KEYS, tenant_keys
+
+    from collector.search import Searcher, parse_query
+    from pipelines.pseudonym import Pseudonymiser, TenantKey
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = open_store(url)
+    store.migrate()
+    p = Pseudonymiser(TenantKey.from_hex(KEYS["acme"]))
+    recs = [p.record(Record(kind=Kind.EVENT, tenant="acme", site="hq", device="d",
+                            name="fw.drop", fields={"src_ip": a}, ts=T0 + i))
+            for i, a in enumerate(["2001:db8::7", "2001:db8::8", "2001:db9::7"])]
+    store.write_batch(BatchMeta(agent_id="a", batch_id="v6", seq=1, tenant="acme",
+                                created=T0, received_at=T0),
+                      [TaggedRecord(r, "logs", "legitimate interest", None) for r in recs])
+    store.close()
+    db = open_api_db(url)
+    s = Searcher(db, tenant_keys("acme"), AddressIndex(db, min_interval_s=0.0))
+    one = s.search(parse_query({"tenant": "acme", "indicators": ["2001:db8::7"]}))
+    assert [r["id"] for r in one.records] == [recs[0].id]
+    net = s.search(parse_query({"tenant": "acme", "indicators": ["2001:db8::/32"]}))
+    assert [r["id"] for r in net.records] == [recs[0].id, recs[1].id]
+    pseudo = str(recs[2].fields["src_ip"])
+    assert [r["id"] for r in s.search(parse_query({"tenant": "acme", "ip": pseudo})).records] \
+        == [recs[2].id]
+    db.close()
