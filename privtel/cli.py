@@ -13,7 +13,9 @@ from privtel import commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="privtel", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="privtel", description="privtel: managed-network telemetry collection with "
+        "privacy-preserving ingestion (agent, collector, demo and operator tools).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
