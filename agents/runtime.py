@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,8 @@ from agents.config import AgentConfig
 from agents.pollers import HEALTH_NAME
 from agents.scheduler import Scheduler
 from agents.shipper import Shipper
-from pipelines.config import Section, require_private
+from pipelines import keys
+from pipelines.config import ConfigError, Section, require_private
 from pipelines.pseudonym import PrivacyPolicy, Pseudonymiser, TenantKey
 from pipelines.pseudonym.leakguard import find_leaks
 from pipelines.record import Record
@@ -99,6 +101,23 @@ class Agent:
         await self.shipper.submit(clean)
         self.records_shipped += len(clean)
 
+    def reload(self) -> bool:
+        """SIGHUP: new device set and collector public key (rotation) from the config file;
+        a bad file is logged and everything keeps running as it was."""
+        try:
+            cfg = agent_config.load(self.cfg.file)
+            key = keys.load_collector_public_key(cfg.keys.collector_public_key.read_bytes())
+        except (ConfigError, OSError, ValueError) as e:
+            log.error("config reload failed, keeping the running config: %s", e)
+            return False
+        if self.scheduler is not None:
+            self.scheduler.reload(cfg.devices)
+        if self.shipper is not None:
+            self.shipper.set_collector_key(key)
+        log.info("config reloaded", extra={"devices": len(cfg.devices),
+                                           "collector_key_id": key.key_id})
+        return True
+
     async def run(self, stop: asyncio.Event, *, flush_timeout_s: float = 10.0) -> None:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -114,8 +133,7 @@ class Agent:
                                            max_concurrent=cfg.max_concurrent_polls)
                 await self.scheduler.start()
                 with contextlib.suppress(NotImplementedError, RuntimeError):
-                    self.scheduler.install_sighup(
-                        lambda: agent_config.load(cfg.file).devices)
+                    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
                 log.info("agent started", extra={"agent_id": cfg.agent_id,
                                                  "devices": len(cfg.devices)})
                 await stop.wait()

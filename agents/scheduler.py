@@ -139,10 +139,12 @@ class Scheduler:
             if name not in wanted:
                 self._drop(name, slot)
         for name, d in wanted.items():
-            slot = self._slots.get(name)
-            if slot is None:
+            existing = self._slots.get(name)
+            if existing is None:
                 self._add(d)
-            elif slot.device != d:
+                continue
+            slot = existing
+            if slot.device != d:
                 self.poller(d.protocol)
                 interval_changed = slot.device.interval_s != d.interval_s
                 slot.device = d

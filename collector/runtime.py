@@ -15,14 +15,17 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from collector.api.schema import open_api_db
+from collector.audit import AuditLog
 from collector.config import CollectorConfig
+from collector.config import load as load_config
 from collector.ingest import IngestWorker
 from collector.metrics import InstrumentedStore, NocMetrics, StoreMetrics, serve
 from collector.retention import RetentionService
 from collector.store.base import Store, open_store
 from collector.store.sink import StoreSink
 from pipelines import keys
-from pipelines.config import require_private
+from pipelines.config import ConfigError, require_private
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,10 @@ class Collector:
         self.store_metrics = StoreMetrics(self.registry, raw_store.backend)
         self.store: Store = InstrumentedStore(raw_store, self.store_metrics)
         self.noc = NocMetrics(self.registry)
+        self.audit_db = open_api_db(cfg.store_url)
         self.retention = RetentionService(
             self.store, policy_path=cfg.retention_policy, registry=self.registry,
-            interval_s=cfg.purge_interval_s)
+            audit=AuditLog(self.audit_db), interval_s=cfg.purge_interval_s)
         self.sink = StoreSink(self.store, self.retention.tag, self.noc.observe)
         agent_keys, collector_keys = load_keys(cfg)
         extra = {"topic_filter": topic_filter} if topic_filter else {}
@@ -64,6 +68,22 @@ class Collector:
             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file,
             max_batch_bytes=cfg.max_batch_bytes, replay_window_s=cfg.replay_window_s, **extra)
         self.metrics_port: int | None = None
+
+    def reload(self) -> bool:
+        """SIGHUP: retention policy, known agents and collector keys (rotation) from disk;
+        a bad file is logged and the running set kept."""
+        self.retention.reload()
+        try:
+            cfg = load_config(self.cfg.file)
+            agent_keys, collector_keys = load_keys(cfg)
+        except (ConfigError, OSError, ValueError) as e:
+            log.error("config reload failed, keeping the running keys and agents: %s", e)
+            return False
+        self.ingest.update_keys(agent_keys=agent_keys, collector_keys=collector_keys,
+                                agent_tenants={a.agent_id: a.tenant for a in cfg.agents})
+        log.info("config reloaded", extra={"agents": len(cfg.agents),
+                                           "collector_keys": sorted(collector_keys)})
+        return True
 
     def _ready(self) -> bool:
         try:
@@ -78,7 +98,7 @@ class Collector:
         self.metrics_port = server.server_port
         log.info("collector serving /metrics, /healthz, /readyz", extra={"port": self.metrics_port})
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.retention.reload)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
         tasks = [asyncio.create_task(self.retention.run(stop), name="privtel-retention"),
                  asyncio.create_task(self.store_metrics.run(self.store, stop),
                                      name="privtel-store-metrics")]
@@ -93,3 +113,4 @@ class Collector:
                     await t
             server.shutdown()
             self.store.close()
+            self.audit_db.close()

@@ -211,7 +211,7 @@ class FastClient:
                     self._host, self._port, type=socket.SOCK_DGRAM)
                 if not infos:
                     raise E.SnmpError(E.ERROR, "name does not resolve") from None
-                host = infos[0][4][0]
+                host = str(infos[0][4][0])
                 ip = ipaddress.ip_address(host)
             self._family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
             self._addr = (host, self._port)

@@ -127,7 +127,7 @@ def enc_pdu(pdu_type: int, request_id: int, oids: list[Oid] | tuple[Oid, ...], *
             varbinds: list[VarBind] | None = None) -> bytes:
     """A request PDU; for GETBULK the two error fields carry non-repeaters/max-repetitions."""
     a, b = (non_repeaters, max_repetitions) if pdu_type == GETBULK else (0, 0)
-    vbs = varbinds if varbinds is not None else [(o, NULL, None) for o in oids]
+    vbs: list[VarBind] = varbinds if varbinds is not None else [(o, NULL, None) for o in oids]
     return tlv(pdu_type, enc_int(request_id) + enc_int(a) + enc_int(b) + enc_varbinds(vbs))
 
 

@@ -213,8 +213,9 @@ class SnmpPoller:
             if prev is not None and fields["counter_bits"]:
                 speed = fields["speed_bps"]
                 cap = {n: speed / 8 * 1.5 for n in ("in_octets", "out_octets")} if speed else {}
-                span = {"prev_ts": st.previous_ts, "cur_ts": now,
-                        "prev_uptime_s": st.previous_uptime_s, "cur_uptime_s": uptime_s}
+                span: dict[str, Any] = {"prev_ts": st.previous_ts, "cur_ts": now,
+                                        "prev_uptime_s": st.previous_uptime_s,
+                                        "cur_uptime_s": uptime_s}
                 fields.update(rates(prev, fields, OCTET_FIELDS, bits=fields["counter_bits"],
                                     prev_bits=prev["counter_bits"], max_per_s=cap, **span))
                 fields.update(rates(prev, fields, ERROR_FIELDS, bits=32, **span))
@@ -258,9 +259,9 @@ class SnmpPoller:
                     for fields in table_rows(g, res.varbinds):
                         records.append(rec(g.kind, g.record, fields))
                 else:
-                    fields = scalar_fields(g, got)
-                    if fields is not None:
-                        records.append(rec(g.kind, g.record, fields))
+                    scalars = scalar_fields(g, got)
+                    if scalars is not None:
+                        records.append(rec(g.kind, g.record, scalars))
         return reason
 
     async def close(self) -> None:

@@ -415,6 +415,8 @@ def table_rows(g: Group, varbinds: Iterable[VarBind]) -> list[dict[str, Any]]:
             agg[name] = None
         elif fn == "mean":
             agg[name] = round(sum(xs) / len(xs), 6)
+        elif fn == "sum":
+            agg[name] = sum(xs)
         else:
-            agg[name] = {"sum": sum, "max": max, "min": min}[fn](xs)
+            agg[name] = max(xs) if fn == "max" else min(xs)
     return [agg]

@@ -216,7 +216,7 @@ class TrapReceiver:
                         type(e).__name__)
             return
         self.received += 1
-        t = asyncio.get_running_loop().create_task(self._emit([rec]), name="trap-emit")
+        t: asyncio.Task[None] = asyncio.ensure_future(self._emit([rec]))
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 

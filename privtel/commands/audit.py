@@ -1,4 +1,5 @@
-"""`privtel audit verify`: check the API audit log's hash chain in the store."""
+"""`privtel audit verify`: check a hash chain, in the store (the API's audit log) or in a
+file (the `reidentify` log)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ from pathlib import Path
 from collector.api.schema import open_api_db
 from collector.audit import AuditChainError, AuditLog
 from collector.store import StoreError
+from pipelines import auditchain
 from pipelines.config import ConfigError, require_private
 from privtel.commands.users import store_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("audit", help="the API's hash-chained audit log")
+    p = subparsers.add_parser("audit", help="hash-chained audit logs (API store, reidentify file)")
     sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     v = sub.add_parser("verify", help="verify the chain; prints entry count and head hash, "
                        "exit 1 at the first broken entry")
     store_arg(v)
+    v.add_argument("--file", type=Path, metavar="PATH",
+                   help="verify a JSON-lines audit log file instead (e.g. the reidentify log)")
     v.add_argument("--audit-key", type=Path, metavar="FILE",
                    help="HMAC key file the API was started with (mode 0600)")
     v.set_defaults(func=cmd_verify)
@@ -34,7 +38,20 @@ def read_audit_key(path: Path | None) -> bytes | None:
     return data
 
 
+def verify_file(path: Path) -> int:
+    try:
+        entries = auditchain.parse_lines(path.read_bytes())
+        last = auditchain.verify(entries)
+    except auditchain.AuditChainError as e:
+        print(f"{path}: BROKEN: {e}", file=sys.stderr)
+        return 1
+    print(f"{path}: {len(entries)} entries, chain intact, head {last[:16]}")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.file is not None:
+        return verify_file(args.file)
     if not args.store:
         print("privtel: error: --store URL is required (or set PRIVTEL_STORE)", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Privacy commands: `scan-leaks`, `pseudonymise`, `reidentify`, `audit-verify`.
+"""Privacy commands: `scan-leaks`, `pseudonymise`, `reidentify` (its log: `audit verify --file`).
 
 None of them ever prints a raw address except `reidentify`, whose whole point
 is to show one to the privileged key holder, after writing who, when, what and
@@ -94,10 +94,6 @@ def register(sub: Any) -> None:
         a.add_argument("--epoch", type=int, default=1, help="the key's current epoch")
         a.set_defaults(func=func)
 
-    v = sub.add_parser("audit-verify", help="verify a hash-chained audit log file "
-                       "(e.g. the reidentify log; the collector's is `audit verify`)")
-    v.add_argument("path")
-    v.set_defaults(func=cmd_audit_verify)
 
 
 def read_key(path: str, epoch: int) -> TenantKey:
@@ -493,16 +489,3 @@ def cmd_key_rotate(args: argparse.Namespace) -> int:
     print(f"new key id {new.key_id} (epoch {new.epoch}) in {path}")
     print(f"set [keys] tenant_key_epoch = {new.epoch} in the agent config and restart it")
     return 0
-
-
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    data = Path(args.path).read_bytes()
-    try:
-        entries = auditchain.parse_lines(data)
-        last = auditchain.verify(entries)
-    except auditchain.AuditChainError as e:
-        print(f"{args.path}: BROKEN: {e}", file=sys.stderr)
-        return 1
-    print(f"{args.path}: {len(entries)} entries, chain intact, head {last[:16]}")
-    return 0
-

@@ -164,7 +164,7 @@ def test_reidentify_reverses_and_audits(key_file: Path, tmp_path: Path,
     assert entries[0]["pseudonyms"] == [pv4, pv6]
     assert "192.0.2.10" not in text and "2001:db8::42" not in text and HEX not in text
     assert os.stat(log).st_mode & 0o077 == 0
-    assert main(["audit-verify", str(log)]) == 0
+    assert main(["audit", "verify", "--file", str(log)]) == 0
 
 
 def test_reidentify_refuses_without_reason_or_with_damaged_log(
@@ -178,7 +178,7 @@ def test_reidentify_refuses_without_reason_or_with_damaged_log(
     lines = log.read_text().splitlines()
     lines[0] = lines[0].replace("INC-1", "INC-9")
     log.write_text("\n".join(lines) + "\n")
-    assert main(["audit-verify", str(log)]) == 1
+    assert main(["audit", "verify", "--file", str(log)]) == 1
     assert main([*base, "--reason", "ticket INC-3 check", "192.0.2.3"]) == 2
     assert "damaged" in capsys.readouterr().err
     assert "INC-3" not in log.read_text()
