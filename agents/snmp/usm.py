@@ -12,11 +12,10 @@ from __future__ import annotations
 import functools
 import os
 import struct
-from hmac import compare_digest
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.decrepit.ciphers.modes import CFB
-from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives import constant_time, hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 # auth name -> (hash, authParameters length)
@@ -73,7 +72,8 @@ def sign(auth: str, key: bytes, whole_msg: bytes) -> bytes:
 
 def verify(auth: str, key: bytes, whole_msg_zeroed: bytes, mac: bytes) -> bool:
     """Check a received MAC (computed over the message with its MAC field zeroed)."""
-    return len(mac) == AUTH[auth][1] and compare_digest(sign(auth, key, whole_msg_zeroed), mac)
+    return len(mac) == AUTH[auth][1] and constant_time.bytes_eq(
+        sign(auth, key, whole_msg_zeroed), mac)
 
 
 class Salt:

@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -193,12 +194,8 @@ async def run_demo(*, duration: float | None, data_dir: Path | None, broker: str
             extra_devices=ssh.device_toml(interval_s=max(interval_s, 5.0)))
         acfg = agent_config.load(agent_path)
         ccfg = collector_config.load(collector_path)
-        collector = Collector(ccfg)
-        agent = Agent(acfg)
-        cstop, astop = asyncio.Event(), asyncio.Event()
-        ctask = asyncio.create_task(collector.run(cstop), name="demo-collector")
-        await asyncio.wait_for(collector.ingest.subscribed.wait(), 15)
-        atask = asyncio.create_task(agent.run(astop), name="demo-agent")
+        collector, agent = Collector(ccfg), Agent(acfg)
+        pair = await stack.enter_async_context(running(collector, agent))
         summary.metrics_url = f"http://127.0.0.1:{collector.metrics_port}/metrics"
         summary.devices = len(acfg.devices)
         say(f"collector metrics at {summary.metrics_url}")
@@ -208,20 +205,14 @@ async def run_demo(*, duration: float | None, data_dir: Path | None, broker: str
             while duration is None or time.monotonic() - started < duration:
                 await asyncio.sleep(min(5.0, max(0.1, (duration or 5) - (
                     time.monotonic() - started))))
-                for t in (ctask, atask):
-                    if t.done():
-                        t.result()
+                pair.check()
                 stored = await asyncio.to_thread(collector.store.count_records)
                 say(f"[{time.monotonic() - started:5.0f}s] polled {agent.records_polled} "
                     f"records, shipped {agent.records_shipped}, stored {stored}")
         except (KeyboardInterrupt, asyncio.CancelledError):
             say("stopping")
-        astop.set()
-        await atask
-        await _settle(collector)
+        await pair.stop_agent()
         summary.records_stored = await asyncio.to_thread(collector.store.count_records)
-        cstop.set()
-        await ctask
         summary.records_polled = agent.records_polled
         summary.records_shipped = agent.records_shipped
         summary.batches_sealed = int(_sample(agent.registry, "privtel_agent_batches_sealed_total"))
@@ -239,7 +230,52 @@ def _reasons(registry: object) -> set[str]:
             for s in m.samples if s.name == "privtel_batches_rejected_total"}
 
 
-async def _settle(collector: Collector, timeout: float = 10.0) -> None:
+class Pair:
+    """A collector and (optionally) an agent running as tasks in this event loop."""
+
+    def __init__(self, collector: Collector, agent: Agent | None) -> None:
+        self.collector, self.agent = collector, agent
+        self._cstop, self._astop = asyncio.Event(), asyncio.Event()
+        self._ctask: asyncio.Task[None] | None = None
+        self._atask: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._ctask = asyncio.create_task(self.collector.run(self._cstop), name="collector")
+        await asyncio.wait_for(self.collector.ingest.subscribed.wait(), 15)
+        if self.agent is not None:
+            self._atask = asyncio.create_task(self.agent.run(self._astop), name="agent")
+
+    def check(self) -> None:
+        """Raise what a task died of, so a broken half is not mistaken for a quiet one."""
+        for t in (self._ctask, self._atask):
+            if t is not None and t.done():
+                t.result()
+
+    async def stop_agent(self) -> None:
+        """Stop the agent (it flushes its spool), then wait for the last batches to land."""
+        if self._atask is not None and not self._atask.done():
+            self._astop.set()
+            await self._atask
+        await settle(self.collector)
+
+    async def stop(self) -> None:
+        await self.stop_agent()
+        if self._ctask is not None and not self._ctask.done():
+            self._cstop.set()
+            await self._ctask
+
+
+@contextlib.asynccontextmanager
+async def running(collector: Collector, agent: Agent | None = None) -> AsyncIterator[Pair]:
+    pair = Pair(collector, agent)
+    try:
+        await pair.start()
+        yield pair
+    finally:
+        await pair.stop()
+
+
+async def settle(collector: Collector, timeout: float = 10.0) -> None:
     """Wait until the stored count stops growing: the last batches are in flight."""
     last, deadline = -1, time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
+from e2e_kit import unique_tenant, wait_for
 from peers.snmpd import run_snmpd
 
 from agents.spool import Spool
 from collector import config as collector_config
 from collector.runtime import Collector
-from privtel.demo.run import SimDevice, write_configs
-
-
-async def _wait_for(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(pred):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("condition not met in time")
+from privtel.demo.run import SimDevice, running, write_configs
 
 
 async def test_sigterm_flushes_the_spool_and_exits_cleanly(tmp_path: Path,
                                                             mosquitto: str) -> None:
-    tenant = f"term{os.getpid()}{int(time.time()) % 100000}"
+    tenant = unique_tenant("term")
     with run_snmpd(sys_name="term-core") as peer:
         agent_path, collector_path = write_configs(
             tmp_path, broker_url=mosquitto, protocol="5",
@@ -38,24 +28,20 @@ async def test_sigterm_flushes_the_spool_and_exits_cleanly(tmp_path: Path,
             metrics_port=0, tenant=tenant, agent_id="term-agent")
         collector = Collector(collector_config.load(collector_path),
                               topic_filter=f"privtel/v1/{tenant}/+/batches")
-        cstop = asyncio.Event()
-        ctask = asyncio.create_task(collector.run(cstop))
-        await asyncio.wait_for(collector.ingest.subscribed.wait(), 15)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "privtel", "agent", "run", "--config", str(agent_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            await _wait_for(lambda: collector.store.count_records(name="snmp.system") >= 2, 60)
-            proc.send_signal(signal.SIGTERM)
-            _, err = await asyncio.to_thread(proc.communicate, timeout=30)
-            assert proc.returncode == 0, err.decode()[-2000:]
-            await asyncio.sleep(1.0)
-            stored = collector.store.count_records()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            cstop.set()
-            await ctask
+        async with running(collector) as pair:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "privtel", "agent", "run", "--config", str(agent_path)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                await wait_for(lambda: collector.store.count_records(name="snmp.system") >= 2, 60)
+                proc.send_signal(signal.SIGTERM)
+                _, err = await asyncio.to_thread(proc.communicate, timeout=30)
+                assert proc.returncode == 0, err.decode()[-2000:]
+                await pair.stop_agent()
+                stored = collector.store.count_records()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
 
     spool = Spool(tmp_path / "agent-state" / "spool.db")
     try:

@@ -4,21 +4,20 @@ and nothing on the wire or in the store holds a raw address of the device."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import time
 import urllib.request
 from pathlib import Path
 
 import aiomqtt
 import orjson
+from e2e_kit import unique_tenant, wait_for
 from peers.snmpd import run_snmpd
 
 from agents import config as agent_config
 from agents.runtime import Agent, load_pseudonymiser
 from collector import config as collector_config
 from collector.runtime import Collector
-from privtel.demo.run import SimDevice, write_configs
+from privtel.demo.run import SimDevice, running, write_configs
 
 RAW = ("127.0.0.1", "10.20.30.40", "2001:db8:77::5")
 
@@ -28,17 +27,8 @@ def _interfaces_seen_by_snmpbulkwalk(peer) -> int:  # type: ignore[no-untyped-de
     return sum(1 for line in out.splitlines() if line.strip())
 
 
-async def _wait_for(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(pred):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("condition not met in time")
-
-
 async def test_poll_to_store_and_metrics(tmp_path: Path, mosquitto: str) -> None:
-    tenant = f"e2e{os.getpid()}{int(time.time()) % 100000}"
+    tenant = unique_tenant("e2e")
     descr = "edge router mgmt 10.20.30.40 peer 2001:db8:77::5"
     with run_snmpd(sys_name="e2e-core-1", extra_config=f'sysDescr "{descr}"') as peer:
         agent_path, collector_path = write_configs(
@@ -63,30 +53,19 @@ async def test_poll_to_store_and_metrics(tmp_path: Path, mosquitto: str) -> None
         ready = asyncio.Event()
         sniffer = asyncio.create_task(capture(ready))
         await asyncio.wait_for(ready.wait(), 10)
-        cstop, astop = asyncio.Event(), asyncio.Event()
-        ctask = asyncio.create_task(collector.run(cstop))
-        await asyncio.wait_for(collector.ingest.subscribed.wait(), 15)
-        atask = asyncio.create_task(agent.run(astop))
-        try:
-            await _wait_for(lambda: collector.store.count_records(name="snmp.system") >= 1, 60)
-            await _wait_for(lambda: collector.store.count_records(name="if") >= 1, 30)
+        async with running(collector, agent):
+            await wait_for(lambda: collector.store.count_records(name="snmp.system") >= 1, 60)
+            await wait_for(lambda: collector.store.count_records(name="if") >= 1, 30)
             sys_name = peer.snmpget("1.3.6.1.2.1.1.5.0")["1.3.6.1.2.1.1.5.0"]
             ticks = int(peer.cli("snmpget", "-Oqvt", "1.3.6.1.2.1.1.3.0").strip())
             if_count = _interfaces_seen_by_snmpbulkwalk(peer)
-            with urllib.request.urlopen(
-                    f"http://127.0.0.1:{collector.metrics_port}/metrics", timeout=5) as resp:
+            base = f"http://127.0.0.1:{collector.metrics_port}"
+            with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
                 metrics = resp.read().decode()
             for probe in ("healthz", "readyz"):
-                with urllib.request.urlopen(
-                        f"http://127.0.0.1:{collector.metrics_port}/{probe}", timeout=5) as resp:
+                with urllib.request.urlopen(f"{base}/{probe}", timeout=5) as resp:
                     assert resp.status == 200
-        finally:
-            astop.set()
-            await atask
-            await asyncio.sleep(0.5)
-            cstop.set()
-            await ctask
-            sniffer.cancel()
+        sniffer.cancel()
 
     db = sqlite3.connect(ccfg.store_url.removeprefix("sqlite:///"))
     rows = db.execute("select device, name, fields from records").fetchall()

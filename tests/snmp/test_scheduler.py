@@ -179,3 +179,32 @@ async def test_first_polls_spread_over_interval() -> None:
     await s.close()
     assert dues[-1] - dues[0] > 100  # not all at once: spread across the 1000 s interval
     assert sink.records == []
+
+
+async def test_sighup_reloads_devices_and_survives_a_bad_config() -> None:
+    import os
+    import signal
+
+    fake, sink = FakePoller(), Sink()
+    s, _ = make([dev("ok-a")], sink, fake)
+    await s.start()
+    configs = [[dev("ok-a"), dev("ok-b")], None]
+
+    def load() -> list[Device]:
+        c = configs.pop(0)
+        if c is None:
+            raise ValueError("agent.toml: devices[0].name: is required")
+        return c
+
+    s.install_sighup(load)
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        await until(lambda: sink.count("ok-b") >= 2)
+        os.kill(os.getpid(), signal.SIGHUP)  # the broken config keeps the running set
+        await until(lambda: not configs)
+        n = sink.count("ok-a")
+        await until(lambda: sink.count("ok-a") > n + 2)
+        assert set(s.stats()) == {"ok-a", "ok-b"}
+    finally:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        await s.close()

@@ -158,3 +158,15 @@ def test_trap_config_errors(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_trap_config(parse_toml(text, "agent.toml"))
     assert str(e.value).startswith(message)
+
+
+async def test_v1_trap_is_translated(receiver) -> None:
+    rcv, sink = receiver
+    # v1 linkDown (generic 2) from agent-addr 10.20.30.41 for ifIndex 5
+    res = await send("snmptrap", "-M", "/dev/null", "-v1", "-c", "public", target(rcv),
+                     "1.3.6.1.4.1.8072.3.2.10", "10.20.30.41", "2", "0", "4242",
+                     "1.3.6.1.2.1.2.2.1.1.5", "i", "5")
+    assert res.returncode == 0, res.stderr
+    f = (await sink.next()).fields
+    assert f["version"] == "1" and f["trap"] == "linkDown" and f["if_index"] == 5
+    assert f["agent_ip"] == "10.20.30.41" and f["uptime_s"] == 42.42

@@ -126,3 +126,11 @@ async def test_exception_values_are_skipped() -> None:
     data = [*TABLE[:3], ((*ROOT, 99), NO_SUCH_INSTANCE, None)]
     res = await walk(FakeAgent(data), ROOT, 10)
     assert res.varbinds == TABLE[:3]
+
+
+def test_reason_codes_are_the_contracts() -> None:
+    from pipelines.record import HEALTH_REASONS
+
+    ours = {E.TIMEOUT, E.AUTH_FAILED, E.UNKNOWN_USER, E.WRONG_ENGINE_TIME, E.MALFORMED,
+            E.PARTIAL, E.ERROR}
+    assert ours <= HEALTH_REASONS

@@ -1,0 +1,28 @@
+"""Shared steps of the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+
+
+def unique_tenant(prefix: str) -> str:
+    """A tenant (and so a topic) no other test run uses on the shared broker."""
+    return f"{prefix}{os.getpid()}{int(time.time() * 1000) % 10_000_000}"
+
+
+async def wait_for(pred: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(pred):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what} not met within {timeout}s")
+
+
+def write_private(path: os.PathLike[str] | str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
