@@ -9,6 +9,7 @@ from typing import Any
 
 from agents.pollers import REGISTRY, Device
 from agents.protocols import load_builtin
+from agents.snmp.traps import parse_trap_config
 from agents.spool import SpoolConfig
 from pipelines.config import ConfigError, Section, listen_address, parse_toml, require_private
 from pipelines.pseudonym import PrivacyPolicy
@@ -138,6 +139,8 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
     # parsed here only to fail at load time; their owners parse them again when they start
     SpoolConfig.parse(Section(extra.get("spool", {}), file, "spool"), base=base)
     PrivacyPolicy.from_section(Section(extra.get("privacy", {}), file, "privacy"))
+    if "traps" in extra:
+        parse_trap_config(Section(extra["traps"], file, "traps"))
     return AgentConfig(
         file=file, agent_id=agent_id, tenant=tenant, site=site,
         state_dir=state_dir,  # type: ignore[arg-type]

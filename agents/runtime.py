@@ -25,6 +25,7 @@ from agents.config import AgentConfig
 from agents.pollers import HEALTH_NAME
 from agents.scheduler import Scheduler
 from agents.shipper import Shipper
+from agents.snmp.traps import TrapReceiver, parse_trap_config
 from pipelines import keys
 from pipelines.config import ConfigError, Section, require_private
 from pipelines.pseudonym import PrivacyPolicy, Pseudonymiser, TenantKey
@@ -101,6 +102,18 @@ class Agent:
         await self.shipper.submit(clean)
         self.records_shipped += len(clean)
 
+    async def _start_traps(self) -> TrapReceiver | None:
+        """The trap/inform receiver, when the config has a `[traps]` table."""
+        if "traps" not in self.cfg.extra:
+            return None
+        cfg = self.cfg
+        receiver = TrapReceiver(
+            parse_trap_config(Section(cfg.extra["traps"], cfg.file, "traps")), self._emit,
+            tenant=cfg.tenant, site=cfg.site,
+            devices_by_address={d.address: d.name for d in cfg.devices})
+        await receiver.start()
+        return receiver
+
     def reload(self) -> bool:
         """SIGHUP: new device set and collector public key (rotation) from the config file;
         a bad file is logged and everything keeps running as it was."""
@@ -132,6 +145,7 @@ class Agent:
                 self.scheduler = Scheduler(cfg.devices, self._emit, registry=self.registry,
                                            max_concurrent=cfg.max_concurrent_polls)
                 await self.scheduler.start()
+                traps = await self._start_traps()
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
                 log.info("agent started", extra={"agent_id": cfg.agent_id,
@@ -139,6 +153,8 @@ class Agent:
                 await stop.wait()
                 log.info("agent stopping: flushing the spool")
                 await self.scheduler.close()
+                if traps is not None:
+                    await traps.close()
                 flushed = await sh.flush(flush_timeout_s)
                 if not flushed:
                     log.warning("broker did not acknowledge everything before shutdown; "

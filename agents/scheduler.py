@@ -160,6 +160,9 @@ class Scheduler:
     def _drop(self, name: str, slot: _Slot) -> None:
         del self._slots[name]
         slot.stopping = True
+        forget = getattr(self._pollers.get(slot.device.protocol), "forget", None)
+        if callable(forget):  # optional: lets a poller free per-device state
+            forget(name)
         if not slot.in_flight and slot.task is not None:
             slot.task.cancel()
 

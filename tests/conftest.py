@@ -6,7 +6,6 @@ import os
 import socket
 
 import pytest
-from peers.ports import free_port  # noqa: F401  (re-exported for older imports)
 
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
 PG_DSN = os.environ.get("PRIVTEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

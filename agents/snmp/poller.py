@@ -264,6 +264,10 @@ class SnmpPoller:
                         records.append(rec(g.kind, g.record, scalars))
         return reason
 
+    def forget(self, device_name: str) -> None:
+        """Drop a removed device's state (counter baselines, engine cache)."""
+        self._devices.pop(device_name, None)
+
     async def close(self) -> None:
         for st in self._devices.values():
             await st.client.close()

@@ -49,6 +49,9 @@ DECLARED: dict[str, FieldClass] = {
     # host.*
     "cpu_util_pct": C.MEASUREMENT, "mem_used_bytes": C.MEASUREMENT,
     "mem_total_bytes": C.MEASUREMENT,
+    # ssh.inventory, ENTITY-MIB: serials are kept for RMA work (scanned as text); set
+    # `[privacy.fields] serial = "identifier"` to token them
+    "serial": C.TEXT, "model": C.TEXT, "sw_version": C.TEXT, "device_type": C.PUBLIC,
     # common identifiers, logs, geo
     "hostname": C.IDENTIFIER, "host": C.IDENTIFIER, "user": C.IDENTIFIER,
     "username": C.IDENTIFIER, "message": C.TEXT, "line": C.TEXT, "msg": C.TEXT,

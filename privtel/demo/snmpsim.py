@@ -29,6 +29,14 @@ def recordings_dir() -> Path:
     return Path(snmpsim.__file__).parent / "data" / "recorded"
 
 
+def command(data: Path, cache: Path, port: int,
+            *extra: str) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment for snmpsim serving `data` on 127.0.0.1:port."""
+    args = [sys.executable, "-c", _LAUNCH, f"--data-dir={data}", f"--cache-dir={cache}",
+            f"--agent-udpv4-endpoint=127.0.0.1:{port}", *extra]
+    return args, dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
+
+
 class SnmpSim:
     """One snmpsim process on 127.0.0.1:port; each recording is a community name."""
 
@@ -44,9 +52,7 @@ class SnmpSim:
         cache.mkdir()
         for name in self.recordings:
             shutil.copy(recordings_dir() / f"{name}.snmprec", data)
-        args = [sys.executable, "-c", _LAUNCH, f"--data-dir={data}", f"--cache-dir={cache}",
-                f"--agent-udpv4-endpoint=127.0.0.1:{self.port}", "--log-level=error"]
-        env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
+        args, env = command(data, cache, self.port, "--log-level=error")
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       cwd=self._tmp, env=env)
         await self._wait_ready()

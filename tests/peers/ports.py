@@ -1,11 +1,14 @@
-"""Free loopback ports for peers started by tests."""
+"""Free loopback ports for peers started by tests (the demo's helper, one place)."""
 
 from __future__ import annotations
 
 import socket
 
+from privtel.demo.run import free_port
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+
+def free_udp_port() -> int:
+    return free_port(socket.SOCK_DGRAM)
+
+
+__all__ = ["free_port", "free_udp_port"]

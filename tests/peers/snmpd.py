@@ -15,7 +15,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from peers.ports import free_udp_port
+
+from privtel.demo.snmpsim import command as snmpsim_command
 
 HOST = "127.0.0.1"
 PASS_SCRIPT = Path(__file__).with_name("iftable_pass.py")
@@ -111,12 +113,6 @@ def parse_cli(text: str) -> dict[str, str]:
             value = value[1:-1]
         out[oid.lstrip(".")] = value
     return out
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(peer: SnmpPeer, deadline_s: float, log: Path) -> None:
@@ -209,18 +205,6 @@ def snmpsim_data_dir() -> Path:
     raise RuntimeError("snmpsim recordings not found; reinstall snmpsim>=1.2")
 
 
-_SNMPSIM_MAIN = """
-import sys, dbm, dbm.dumb
-try:
-    import dbm.gnu
-except ImportError:
-    pass
-from snmpsim.commands.responder import main
-sys.argv[0] = "snmpsim-command-responder"
-sys.exit(main())
-"""
-
-
 @contextlib.contextmanager
 def run_snmpsim(*, recordings: Sequence[str] = ("public",),
                 files: Mapping[str, Path] | None = None,
@@ -231,9 +215,6 @@ def run_snmpsim(*, recordings: Sequence[str] = ("public",),
     `.snmprec` suffix (e.g. "public", "recorded/linux-full-walk"); `files` adds
     a test's own `.snmprec` files under the given community names.
     """
-    exe = shutil.which("snmpsim-command-responder")
-    if exe is None:
-        pytest.fail("snmpsim-command-responder is not installed; pip install 'snmpsim>=1.2'")
     data = snmpsim_data_dir()
     workdir = Path(tempfile.mkdtemp(prefix="privtel-snmpsim-"))
     recdir = workdir / "data"
@@ -248,24 +229,12 @@ def run_snmpsim(*, recordings: Sequence[str] = ("public",),
     for community, path in (files or {}).items():
         shutil.copy(path, recdir / f"{community}.snmprec")
     port = port or free_udp_port()
-    # snmpsim drops root privileges and then imports dbm lazily; where the
-    # interpreter lives under a root-only home that import fails, so preload it.
-    cmd = [sys.executable, "-c", _SNMPSIM_MAIN, f"--data-dir={recdir}",
-           f"--agent-udpv4-endpoint={HOST}:{port}",
-           f"--cache-dir={workdir / 'cache'}", f"--logging-method=file:{workdir / 'sim.log'}"]
-    if os.geteuid() == 0:
-        cmd += ["--process-user=nobody", "--process-group=nogroup"]
-        os.chmod(workdir, 0o755)
-        for p in workdir.rglob("*"):
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
-        (workdir / "cache").mkdir(exist_ok=True)
-        shutil.chown(workdir / "cache", "nobody", "nogroup")
-        (workdir / "sim.log").touch()
-        shutil.chown(workdir / "sim.log", "nobody", "nogroup")
+    cmd, env = snmpsim_command(recdir, workdir / "cache", port,
+                               f"--logging-method=file:{workdir / 'sim.log'}")
     first = recordings[0] if recordings else next(iter(files or {}))
     peer = SnmpPeer(host=HOST, port=port, community=first, workdir=workdir)
     peer.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+                                 stderr=subprocess.DEVNULL, env=env)
     try:
         _wait_ready(peer, 30.0, workdir / "sim.log")
         yield peer

@@ -83,3 +83,67 @@ def test_with_fields_keeps_identity_and_revalidates() -> None:
 def test_encoded_form_is_plain_json() -> None:
     r = rec()
     assert orjson.loads(encode([r])) == [r.to_dict()]
+
+
+def _outcome(item: Any) -> Record | str:
+    try:
+        return from_dict(item)
+    except RecordError as e:
+        return f"RecordError: {e}"
+
+
+def _decoded(item: Any) -> Record | str:
+    try:
+        (r,) = decode(orjson.dumps([item]))
+    except RecordError as e:
+        return f"RecordError: {e}"
+    return r
+
+
+_odd = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
+                 st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=140),
+                 st.sampled_from(["", "x" * 129, "acme\n", "Acme", "if\n", "a" * 32 + "\n",
+                                  "metric", "secret", "0" * 32]),
+                 st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3),
+                                                                      st.integers(), max_size=2))
+_usual = ["in_octets", "out_octets", "if_name"]
+_odd_fields = st.dictionaries(
+    st.one_of(field_names, st.sampled_from([*_usual, "Bad", "x\n", ""])),
+    st.one_of(scalars, _odd), max_size=6)
+
+
+@given(st.dictionaries(st.sampled_from(["id", "kind", "tenant", "site", "device", "ts", "name",
+                                        "fields", "extra"]),
+                       st.one_of(_odd, _odd_fields), max_size=3),
+       st.sampled_from(list(Kind)), st.dictionaries(field_names, scalars, max_size=8))
+def test_batch_decoder_agrees_with_the_record_constructor(changes: dict[str, Any], kind: Kind,
+                                                         fields: dict[str, Any]) -> None:
+    """The decoder's fast path must accept exactly what `from_dict` accepts, build an
+    equal record, and leave every rejection to `validate` (same message)."""
+    rec(fields=dict.fromkeys(_usual, 0))  # names the decoder has seen before take its fast path
+    item = rec(kind=kind, fields=fields).to_dict() | changes
+    assert _decoded(item) == _outcome(orjson.loads(orjson.dumps(item)))
+
+
+def test_batch_decoder_checks_every_record_not_only_the_first() -> None:
+    good = [rec(fields={"in_octets": i}).to_dict() for i in range(5)]
+    assert [r.fields["in_octets"] for r in decode(orjson.dumps(good))] == list(range(5))
+    for change, message in [({"tenant": "Acme"}, "tenant must match"),
+                            ({"site": ""}, "site must be a non-empty"),
+                            ({"fields": {"in_octets": "a" * 16385}}, "field in_octets is longer"),
+                            ({"fields": {"in_octets": [1]}}, "field in_octets must be a scalar"),
+                            ({"ts": 4102444800}, "ts must be unix seconds"),
+                            ({"id": good[0]["id"].upper()}, "id must be 32 lowercase hex")]:
+        with pytest.raises(RecordError, match=message):
+            decode(orjson.dumps([*good, good[1] | change]))
+
+
+@pytest.mark.parametrize("change", [{"id": "a" * 32 + "\n"}, {"tenant": "acme\n"},
+                                    {"name": "if\n"}, {"fields": {"in_octets\n": 1}}])
+def test_a_trailing_newline_does_not_slip_past_a_pattern(change: dict[str, Any]) -> None:
+    """`$` matches before a final newline; identifiers reach the store's COPY text
+    unescaped, so every pattern must match the whole string."""
+    with pytest.raises(RecordError):
+        rec(**change)
+    with pytest.raises(RecordError):
+        decode(orjson.dumps([rec().to_dict() | change]))

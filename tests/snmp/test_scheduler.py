@@ -28,6 +28,7 @@ class FakePoller:
         self.max_running = 0
         self.calls: Counter[str] = Counter()
         self.closed = False
+        self.forgotten: list[str] = []
 
     async def poll(self, device: Device) -> list[Record]:
         import time
@@ -47,6 +48,9 @@ class FakePoller:
 
     async def close(self) -> None:
         self.closed = True
+
+    def forget(self, name: str) -> None:
+        self.forgotten.append(name)
 
 
 class Sink:
@@ -129,6 +133,7 @@ async def test_reload_keeps_in_flight_poll_and_adds_new() -> None:
     await until(lambda: sink.count("ok-b") >= 6)
     assert fake.calls["block-a"] == calls == 1  # and it is not polled again
     assert set(s.stats()) == {"ok-b"}
+    assert fake.forgotten == ["block-a"]
     await s.close()
 
 

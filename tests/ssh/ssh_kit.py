@@ -68,14 +68,6 @@ def by_name(records: list, name: str) -> list:
     return [r for r in records if r.name == name]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class SimFarm:
     """Many simulators on their own event loop in a background thread, so the loop
     under test carries only the pollers, as on a real agent whose devices are remote."""

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from peers.ports import free_port
 from ssh_kit import (
     ENABLE,
     PASSWORD,
     USER,
     by_name,
     device,
-    free_port,
     make_store,
     running,
     secrets_of,
