@@ -50,6 +50,7 @@ _JUR_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
 _TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
 _KINDS = tuple(k.value for k in Kind)
 _CACHE_MAX = 65536
+_MISS = object()
 
 
 class Tag(NamedTuple):
@@ -99,7 +100,7 @@ class Policy:
         self.file, self.classes, self.rules = file, classes, rules
         self.default, self.tenants, self.gaps = default, tenants, gaps
         self.unmatched: Counter[str] = Counter()
-        self._cache: dict[tuple[str, str, str | None], tuple[RetentionClass, str] | None] = {}
+        self._cache: dict[tuple[str, str, str | None], object] = {}
 
     def jurisdiction_for(self, tenant: str) -> str | None:
         return self.tenants.get(tenant)
@@ -117,25 +118,31 @@ class Policy:
         """Expiry counts from the record's time, but never from a future one, so an
         agent with a fast clock cannot stretch retention."""
         jur = jurisdiction if jurisdiction is not None else self.tenants.get(record.tenant)
-        key = (record.kind.value, record.tenant, jur)
-        if key in self._cache:
-            hit = self._cache[key]
-        else:
-            rule = self.resolve(*key)
-            hit = None if rule is None else (self.classes[rule.klass], rule.legal_basis)
+        # Kind is a StrEnum: it hashes and compares as its value, so it keys the
+        # cache without the cost of `.value` on every record.
+        key = (record.kind, record.tenant, jur)
+        hit = self._cache.get(key, _MISS)
+        if hit is _MISS:
+            rule = self.resolve(record.kind.value, record.tenant, jur)
+            if rule is None:
+                hit = None
+            else:
+                klass = self.classes[rule.klass]
+                hit = (klass.name, rule.legal_basis, klass.seconds)
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[key] = hit
         if hit is None:
             self.unmatched[record.kind.value] += 1
-            klass, basis = self.default, self.default.legal_basis
+            name, basis, seconds = self.default.name, self.default.legal_basis, self.default.seconds
         else:
-            klass, basis = hit
-        seconds = klass.seconds
+            name, basis, seconds = hit  # type: ignore[misc]
         if seconds is None:
-            return Tag(klass.name, basis, None)
-        start = min(record.ts, time.time() if now is None else now)
-        return Tag(klass.name, basis, start + seconds)
+            return Tag(name, basis, None)
+        if now is None:
+            now = time.time()
+        ts = record.ts
+        return Tag(name, basis, (ts if ts < now else now) + seconds)
 
 
 def _values(s: Section, name: str, pattern: re.Pattern[str], what: str,

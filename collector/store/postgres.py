@@ -73,24 +73,43 @@ def _no_nul(v: Any) -> Any:
 def _copy_text(batch: BatchMeta, records: Sequence[TaggedRecord]) -> bytes:
     """The batch as COPY text, built in one pass: per-row `write_row` costs more
     Python time than the server spends on the row. Identifiers, kinds and names
-    are schema-checked to exclude tabs, newlines and backslashes; free strings
-    (site, device, legal basis, the JSON of fields) are escaped. PostgreSQL
-    cannot hold NUL in text or jsonb, so a NUL becomes U+FFFD."""
+    are schema-checked (whole-string patterns) to exclude tabs, newlines and
+    backslashes; free strings (site, device, legal basis, the JSON of fields) are
+    escaped. orjson escapes every control character, so the only character of
+    its output COPY needs escaped is the backslash. PostgreSQL cannot hold NUL
+    in text or json, so a NUL becomes U+FFFD. Sites, devices, times and tags
+    repeat within a batch, so each distinct one is formatted once."""
     head = f"{batch.agent_id}\t{batch.batch_id}\t"
     out = []
-    tags: dict[tuple[str, str], str] = {}
+    append = out.append
+    dumps = orjson.dumps
+    tags: dict[tuple[str, str, float | None], str] = {}
+    texts: dict[str, str] = {}
+    times: dict[float, str] = {}
     for t in records:
         r = t.record
-        tag = tags.get((t.retention_class, t.legal_basis))
+        key = (t.retention_class, t.legal_basis, t.expires_at)
+        tag = tags.get(key)
         if tag is None:
-            tag = tags[(t.retention_class, t.legal_basis)] = (
-                f"{_esc(t.retention_class)}\t{_esc(t.legal_basis)}")
-        expires = "\\N" if t.expires_at is None else repr(float(t.expires_at))
-        js = orjson.dumps(dict(r.fields)).decode()
-        if "\\u0000" in js:
-            js = orjson.dumps({k: _no_nul(v) for k, v in r.fields.items()}).decode()
-        out.append(f"{r.id}\t{head}{r.tenant}\t{_esc(r.site)}\t{_esc(r.device)}\t"
-                   f"{r.kind.value}\t{r.name}\t{float(r.ts)!r}\t{_esc(js)}\t{tag}\t{expires}\n")
+            expires = "\\N" if t.expires_at is None else repr(float(t.expires_at))
+            tag = tags[key] = f"{_esc(t.retention_class)}\t{_esc(t.legal_basis)}\t{expires}"
+        site = texts.get(r.site)
+        if site is None:
+            site = texts[r.site] = _esc(r.site)
+        device = texts.get(r.device)
+        if device is None:
+            device = texts[r.device] = _esc(r.device)
+        ts = times.get(r.ts)
+        if ts is None:
+            ts = times[r.ts] = repr(float(r.ts))
+        fields = r.fields
+        js = dumps(fields if type(fields) is dict else dict(fields)).decode()
+        if "\\" in js:
+            if "\\u0000" in js:
+                js = dumps({k: _no_nul(v) for k, v in fields.items()}).decode()
+            js = js.replace("\\", "\\\\")
+        append(f"{r.id}\t{head}{r.tenant}\t{site}\t{device}\t{r.kind.value}\t{r.name}\t{ts}\t"
+               f"{js}\t{tag}\n")
     return "".join(out).encode()
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -87,6 +89,13 @@ async def test_poll_to_store_and_metrics(tmp_path: Path, mosquitto: str) -> None
     blob = Path(ccfg.store_url.removeprefix("sqlite:///")).read_bytes()
     wal = Path(str(ccfg.store_url.removeprefix("sqlite:///")) + "-wal")
     blob += wal.read_bytes() if wal.exists() else b""
+    listed = tmp_path / "raw-addresses.txt"
+    listed.write_text("\n".join(RAW) + "\n")
+    scan = subprocess.run(
+        [sys.executable, "-m", "privtel", "scan-leaks", "--addresses", str(listed),
+         ccfg.store_url.removeprefix("sqlite:///")], capture_output=True, text=True, timeout=60,
+        check=False)
+    assert scan.returncode == 0, scan.stdout + scan.stderr
     assert payloads
     for raw in RAW:
         assert raw.encode() not in blob, f"raw address {raw} in the store"
