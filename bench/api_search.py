@@ -1,7 +1,8 @@
 """Query API figures on SQLite (or a store URL given as argv[1]): address-index
 build rate, the cost of a refresh with nothing new, and search latency for a
-page, free text, a pseudonymous /24 and a raw indicator. Prints figures, then
-one JSON line."""
+page, free text, a pseudonymous /24 and a raw indicator, beside the baseline of
+the same first page read with one plain SQL query (no auth, no cursor, no
+restriction filter). Prints figures, then one JSON line."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 
 import orjson
 
+from collector.api.db import Db
 from collector.api.schema import open_api_db
 from collector.search import AddressIndex, Searcher, SearchQuery, TenantKeys, parse_query
 from collector.store import BatchMeta, TaggedRecord, open_store
@@ -49,6 +51,12 @@ def timed(fn: object, reps: int = 20) -> float:
     return (time.perf_counter() - t) / reps * 1000
 
 
+def plain_page(db: Db) -> list[object]:
+    with db.tx() as cur:
+        return cur.execute("SELECT id, ts, fields FROM records WHERE tenant = ? "
+                           "ORDER BY ts, id LIMIT 100", ("acme",)).fetchall()
+
+
 def main() -> None:
     tmp = tempfile.mkdtemp()
     url = sys.argv[1] if len(sys.argv) > 1 else f"sqlite:///{tmp}/bench.db"
@@ -68,6 +76,7 @@ def main() -> None:
         "index_records_per_s": round(n / build),
         "refresh_noop_ms": round(noop, 2),
         "page_100_ms": round(timed(lambda: s.search(parse_query({"tenant": "acme"}))), 2),
+        "baseline_sql_page_100_ms": round(timed(lambda: plain_page(db)), 2),
         "text_ms": round(timed(lambda: s.search(parse_query(
             {"tenant": "acme", "text": "10.1.2."}))), 2),
         "prefix24_ms": round(timed(lambda: s.search(parse_query(
@@ -79,6 +88,8 @@ def main() -> None:
     t = time.perf_counter()
     count = sum(1 for _ in s.iterate(SearchQuery(tenant="acme")))
     figures["export_all_records_per_s"] = round(count / (time.perf_counter() - t))
+    figures["page_vs_baseline"] = round(
+        figures["page_100_ms"] / max(figures["baseline_sql_page_100_ms"], 1e-3), 2)
     for k, v in figures.items():
         print(f"{k:<26} {v}")
     print(orjson.dumps({"bench": "api_search", "backend": db.dialect, **figures}).decode())

@@ -178,7 +178,6 @@ def decode(data: bytes) -> list[Record]:
 
 
 _KIND_OF = {k.value: k for k in Kind}
-_KEY_SET = frozenset(_KEYS)
 _new = object.__new__
 (_set_kind, _set_tenant, _set_site, _set_device, _set_name, _set_fields, _set_ts,
  _set_id) = (Record.__dict__[k].__set__ for k in ("kind", "tenant", "site", "device", "name",
@@ -213,11 +212,15 @@ def _decode_items(items: list[Any]) -> list[Record]:
     texts: set[str] = set()
     known = _known_fields
     for d in items:
-        if type(d) is not dict or len(d) != 8 or d.keys() != _KEY_SET:
+        if type(d) is not dict or len(d) != 8:
             append(from_dict(d))
             continue
-        kind, tenant, site, device = d["kind"], d["tenant"], d["site"], d["device"]
-        name, fields, ts, rid = d["name"], d["fields"], d["ts"], d["id"]
+        try:  # eight keys, all eight present: exactly the record keys
+            kind, tenant, site, device = d["kind"], d["tenant"], d["site"], d["device"]
+            name, fields, ts, rid = d["name"], d["fields"], d["ts"], d["id"]
+        except KeyError:
+            append(from_dict(d))
+            continue
         if not (type(kind) is str and kind in _KIND_OF
                 and type(tenant) is str and (tenant in tenants or _remember(
                     tenants, tenant, _TENANT_RE.fullmatch(tenant) is not None))
