@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.pollers import REGISTRY, Device
+from agents.pollers import REGISTRY, Device, PollerContext
 from agents.protocols import load_builtin
 from agents.snmp.traps import parse_trap_config
 from agents.spool import SpoolConfig
@@ -33,6 +33,7 @@ class KeysConfig:
     collector_public_key: Path
     tenant_key: Path
     tenant_key_epoch: int = 1
+    tenant_key_rotate_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class AgentConfig:
     keys: KeysConfig
     mqtt: MqttConfig
     devices: tuple[Device, ...]
+    pollers: PollerContext
     batch_max_records: int = 500
     batch_max_age_s: float = 5.0
     max_concurrent_polls: int = 64
@@ -90,6 +92,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         collector_public_key=_path(base, k.str("collector_public_key")),  # type: ignore[arg-type]
         tenant_key=_path(base, k.str("tenant_key")),  # type: ignore[arg-type]
         tenant_key_epoch=k.int("tenant_key_epoch", 1, lo=0),
+        tenant_key_rotate_days=k.int("tenant_key_rotate_days", None, lo=1, hi=3650),
     )
     k.done()
 
@@ -108,6 +111,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         raise m.error("url", "must start with mqtt:// or mqtts://")
     m.done()
 
+    pollers = _poller_context(root, base, state_dir)  # type: ignore[arg-type]
     devices = []
     names: set[str] = set()
     for d in root.sections("devices"):
@@ -127,7 +131,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
             interval_s=d.float("interval_s", 60.0, lo=1, hi=86400),
             tenant=tenant,
             site=d.str("site", site),
-            options=spec.parse_options(d.section(protocol)),
+            options=spec.parse_options(d.section(protocol), pollers),
         ))
         d.done()
 
@@ -144,7 +148,42 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
     return AgentConfig(
         file=file, agent_id=agent_id, tenant=tenant, site=site,
         state_dir=state_dir,  # type: ignore[arg-type]
-        keys=keys, mqtt=mqtt, devices=tuple(devices),
+        keys=keys, mqtt=mqtt, devices=tuple(devices), pollers=pollers,
         batch_max_records=batch_max_records, batch_max_age_s=batch_max_age_s,
         max_concurrent_polls=max_conc, suite=suite, metrics_listen=metrics_listen, extra=extra,
     )
+
+
+def _poller_context(root: Section, base: Path, state_dir: Path) -> PollerContext:
+    """The optional `[credentials]`, `[ssh]` and `[snmp]` tables: where pollers find
+    what is not per device. Left out, each falls back as `PollerContext` says."""
+    c = root.section("credentials")
+    if "key" in c:
+        raise c.error("key", "a key must not sit in the config file; put it in a file "
+                      "of its own (mode 0600) and name it with key_file")
+    cred_file = _path(base, c.str("file", None))
+    key_file = _path(base, c.str("key_file", None))
+    c.done()
+    if key_file is not None and cred_file is None:
+        raise c.error("key_file", "is set but file is not; name the credentials file too")
+    if key_file is not None and key_file == cred_file:
+        raise c.error("key_file", "must not be the credentials file itself: the key is "
+                      "kept apart from what it protects")
+
+    s = root.section("ssh")
+    known_hosts = _path(base, s.str("known_hosts", None))
+    max_concurrent = s.int("max_concurrent", 16, lo=1, hi=1024)
+    s.done()
+
+    n = root.section("snmp")
+    dirs = []
+    for i, d in enumerate(n.str_list("profile_dirs", [])):
+        p = _path(base, d)
+        if not d or p is None or not p.is_dir():
+            raise ConfigError(n.file, f"{n.key('profile_dirs')}[{i}]",
+                              f"{d!r} is not a directory")
+        dirs.append(p)
+    n.done()
+    return PollerContext(state_dir=state_dir, credentials_file=cred_file,
+                         credentials_key_file=key_file, ssh_known_hosts=known_hosts,
+                         ssh_max_concurrent=max_concurrent, snmp_profile_dirs=tuple(dirs))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from agents.pollers import REGISTRY, Device, Poller, health_record
+from agents.pollers import REGISTRY, Device, Poller, PollerContext, health_record
 from pipelines.record import Record
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Scheduler:
     def __init__(self, devices: Iterable[Device], emit: Emit, *, registry: CollectorRegistry,
                  max_concurrent: int = 64, spread: float = 1.0, backoff_max_s: float = 900.0,
                  pollers: Mapping[str, Poller] | None = None,
+                 context: PollerContext | None = None,
                  rng: random.Random | None = None) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -69,6 +70,7 @@ class Scheduler:
         self._spread = spread
         self._backoff_max = backoff_max_s
         self._pollers: dict[str, Poller] = dict(pollers or {})
+        self._context = context
         self._own_pollers: set[str] = set()
         self._rng = rng or random.Random()
         self._slots: dict[str, _Slot] = {}
@@ -104,7 +106,10 @@ class Scheduler:
             spec = REGISTRY.get(protocol)
             if spec is None:
                 raise SchedulerError(f"no poller registered for protocol {protocol!r}")
-            p = self._pollers[protocol] = spec.make()
+            if self._context is None:
+                raise SchedulerError(f"no poller for {protocol!r} was given and there is no "
+                                     "PollerContext to build one (pass context= or pollers=)")
+            p = self._pollers[protocol] = spec.make(self._context)
             self._own_pollers.add(protocol)
         return p
 
