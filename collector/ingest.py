@@ -21,8 +21,14 @@ paho-mqtt acknowledge it on receipt, with no switch to defer that
 application acknowledgement (``manual_ack_set`` / ``ack``), so
 `_AckAfterCommitClient` turns that on for the wrapped paho client and exposes
 `ack(message)`: the one place this module reaches below aiomqtt's public API.
-Processing is sequential per worker, which keeps the sequence window exact and
-lets throughput scale by adding workers to the share group.
+Each worker runs two stages. The stateless checks and the decryption of the
+next message (`_check`) run while the previous batch commits in a worker
+thread, which spends most of its time waiting for the database; the stateful
+part (replay window, sequence window, sink, PUBACK: `_settle`) stays strictly
+sequential and in arrival order, so the sequence window is exactly what a
+one-message-at-a-time worker would see, and a batch is acknowledged only
+after its own commit. Throughput scales further by adding workers to the
+share group.
 """
 
 from __future__ import annotations
@@ -92,6 +98,17 @@ class _AckAfterCommitClient(aiomqtt.Client):
     def ack(self, message: aiomqtt.Message) -> None:
         if message.qos > 0:
             self._client.ack(message.mid, message.qos)
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A message after the stateless checks: its records, or the first failed check."""
+
+    topic: str
+    payload: bytes
+    header: Header | None
+    records: list[Record]
+    error: EnvelopeError | None
 
 
 @dataclass
@@ -231,9 +248,7 @@ class IngestWorker:
                     self.subscribed.set()
                     delay = lo
                     log.info("ingest subscribed to %s", self.subscription)
-                    async for message in client.messages:
-                        await self.handle(str(message.topic), bytes(message.payload))
-                        client.ack(message)
+                    await self._pump(client)
             except aiomqtt.MqttError as e:
                 log.warning("ingest connection failed or lost (%s); retrying in %.1f s",
                             type(e).__name__, delay)
@@ -248,12 +263,46 @@ class IngestWorker:
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, hi)
 
+    async def _pump(self, client: _AckAfterCommitClient) -> None:
+        """Check the next message while the previous one settles; settle and
+        acknowledge one at a time, in arrival order."""
+        queue: asyncio.Queue[tuple[aiomqtt.Message, _Checked] | Exception] = asyncio.Queue(1)
+
+        async def read() -> None:
+            try:
+                async for message in client.messages:
+                    await queue.put((message, self._check(str(message.topic),
+                                                          bytes(message.payload))))
+                raise aiomqtt.MqttError("the broker closed the message stream")
+            except Exception as e:  # handed to the settling loop, which raises it
+                await queue.put(e)
+
+        reader = asyncio.create_task(read(), name=f"privtel-ingest-read-{self._client_id}")
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                message, checked = item
+                await self._settle(checked)
+                client.ack(message)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
     async def handle(self, topic: str, payload: bytes) -> str:
         """Process one message: 'accepted', or the reason it was not stored.
 
         Raises `SinkFailed` when the sink or quarantine
         raised, meaning the message must not be acknowledged.
         """
+        return await self._settle(self._check(topic, payload))
+
+    def _check(self, topic: str, payload: bytes) -> _Checked:
+        """The stateless checks, decryption and decoding: safe to run ahead of the
+        commit of an earlier message, because nothing here reads or changes
+        per-agent state."""
         self.metrics.received.inc()
         header: Header | None = None
         try:
@@ -268,16 +317,29 @@ class IngestWorker:
                     and self._agent_tenants.get(header.agent_id) != header.tenant):
                 raise EnvelopeError("unknown_agent", f"agent {header.agent_id!r} is not "
                                     f"registered for tenant {header.tenant!r}")
-            envelope.check_fresh(header, max_age_s=self._replay_window, max_skew_s=self._skew)
-            self._check_sequence(header)
         except EnvelopeError as e:
-            if e.reason == "duplicate":
+            return _Checked(topic, payload, header, [], e)
+        return _Checked(topic, payload, header, records, None)
+
+    async def _settle(self, c: _Checked) -> str:
+        """The stateful checks and the commit, for one message at a time."""
+        error, header = c.error, c.header
+        if error is None and header is not None:
+            try:
+                envelope.check_fresh(header, max_age_s=self._replay_window,
+                                     max_skew_s=self._skew)
+                self._check_sequence(header)
+            except EnvelopeError as e:
+                error = e
+        if error is not None or header is None:
+            assert error is not None
+            if error.reason == "duplicate":
                 self.metrics.rejected.labels("duplicate").inc()
                 return "duplicate"
-            await self._reject(e, topic, header, payload)
-            return e.reason
+            await self._reject(error, c.topic, header, c.payload)
+            return error.reason
         try:
-            stored = await self._sink(header, records)
+            stored = await self._sink(header, c.records)
         except Exception as e:
             raise SinkFailed(type(e).__name__) from e
         self._remember(header)
@@ -286,7 +348,7 @@ class IngestWorker:
             log.info("duplicate batch from agent %s acknowledged, not stored", header.agent_id)
             return "duplicate"
         self.metrics.accepted.inc()
-        self.metrics.records.inc(len(records))
+        self.metrics.records.inc(len(c.records))
         return "accepted"
 
     async def _reject(self, e: EnvelopeError, topic: str, header: Header | None,

@@ -18,12 +18,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.pollers import Device, PollerSpec, health_record, register
+from agents.pollers import Device, PollerContext, PollerSpec, health_record, register
 from agents.snmp import errors as E
 from agents.snmp.client import EnginePool, PduError, PysnmpClient, SnmpClient
 from agents.snmp.fastclient import FastClient, FastTransport, fast_path_supports
 from agents.snmp.options import SnmpOptions, parse_options
-from agents.snmp.profiles import Profile, default_profiles, scalar_fields, select, table_rows
+from agents.snmp.profiles import (
+    Profile,
+    default_profiles,
+    profiles_for,
+    scalar_fields,
+    select,
+    table_rows,
+    using,
+)
 from agents.snmp.values import (
     COUNTER32,
     COUNTER64,
@@ -34,6 +42,7 @@ from agents.snmp.values import (
     as_text,
 )
 from agents.snmp.walk import walk
+from pipelines.config import Section
 from pipelines.counters import rates
 from pipelines.record import Kind, Record
 
@@ -135,6 +144,11 @@ class SnmpPoller:
 
     def __init__(self, profiles: dict[str, Profile] | None = None) -> None:
         self._profiles = default_profiles() if profiles is None else profiles
+
+    @classmethod
+    def from_context(cls, ctx: PollerContext) -> SnmpPoller:
+        """The poller an agent builds: built-in profiles plus the configured dirs."""
+        return cls(profiles=profiles_for(ctx.snmp_profile_dirs))
         self._engines = EnginePool()
         self._fast = FastTransport()
         self._devices: dict[str, _DeviceState] = {}
@@ -276,4 +290,10 @@ class SnmpPoller:
         self._fast.close()
 
 
-register("snmp", PollerSpec(default_port=161, parse_options=parse_options, make=SnmpPoller))
+def _parse_options(s: Section, ctx: PollerContext) -> SnmpOptions:
+    with using(profiles_for(ctx.snmp_profile_dirs)):
+        return parse_options(s)
+
+
+register("snmp", PollerSpec(default_port=161, parse_options=_parse_options,
+                            make=SnmpPoller.from_context))

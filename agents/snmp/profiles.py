@@ -1,7 +1,8 @@
 """Declarative SNMP profiles: which OIDs to read and what records they become.
 
-One TOML file per profile under `agents/snmp/profiles/` (and any directory in
-`PRIVTEL_SNMP_PROFILE_DIR`, colon-separated), so an operator adds a device
+One TOML file per profile under `agents/snmp/profiles/` (then any directory in
+`PRIVTEL_SNMP_PROFILE_DIR`, colon-separated, then the agent config's
+`[snmp] profile_dirs`; a later directory overrides a name), so an operator adds a device
 family without touching code. A profile applies when its `match` list holds a
 prefix of the device's sysObjectID (an empty list matches every device), or
 when a device names it in `profiles = [...]`.
@@ -38,11 +39,13 @@ logic (64/32-bit counter choice, rates) does not fit a table of OIDs.
 from __future__ import annotations
 
 import ast
+import contextlib
+import contextvars
 import functools
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,10 +264,9 @@ def parse_profile(text: str, file: str) -> Profile:
 
 
 def profile_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
-    dirs = [BUILTIN_DIR, *map(Path, extra)]
+    """Built-in, then `$PRIVTEL_SNMP_PROFILE_DIR`, then `extra` (the agent config's)."""
     env = os.environ.get(ENV_DIRS, "")
-    dirs += [Path(p) for p in env.split(":") if p]
-    return dirs
+    return [BUILTIN_DIR, *(Path(p) for p in env.split(":") if p), *map(Path, extra)]
 
 
 def load_profiles(dirs: Sequence[str | Path] | None = None) -> dict[str, Profile]:
@@ -279,10 +281,48 @@ def load_profiles(dirs: Sequence[str | Path] | None = None) -> dict[str, Profile
     return out
 
 
-@functools.lru_cache(maxsize=1)
+def _fingerprint(dirs: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for d in dirs:
+        for f in sorted(d.glob("*.toml")) if d.is_dir() else ():
+            st = f.stat()
+            out.append((str(f), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(dirs: tuple[Path, ...],
+                 fingerprint: tuple[tuple[str, int, int], ...]) -> dict[str, Profile]:
+    return load_profiles(dirs)
+
+
+def profiles_for(extra_dirs: Iterable[str | Path] = ()) -> dict[str, Profile]:
+    """The profiles an agent with these configured dirs uses. Cached while no file
+    changed, so validating a thousand devices reads the files once, and a reload
+    after an operator edited a profile sees the edit. Do not mutate the result."""
+    dirs = tuple(profile_dirs(extra_dirs))
+    return _load_cached(dirs, _fingerprint(dirs))
+
+
+_IN_USE: contextvars.ContextVar[Mapping[str, Profile] | None] = contextvars.ContextVar(
+    "privtel_snmp_profiles", default=None)
+
+
+@contextlib.contextmanager
+def using(profiles: Mapping[str, Profile]) -> Iterator[None]:
+    """Makes `default_profiles()` answer with these profiles inside the block: how
+    device options are checked against the profiles of the agent config being loaded."""
+    token = _IN_USE.set(profiles)
+    try:
+        yield
+    finally:
+        _IN_USE.reset(token)
+
+
 def default_profiles() -> dict[str, Profile]:
-    """The built-in profiles plus `PRIVTEL_SNMP_PROFILE_DIR`, loaded once per process."""
-    return load_profiles()
+    """The profiles set by `using`, else the built-in ones plus `PRIVTEL_SNMP_PROFILE_DIR`."""
+    chosen = _IN_USE.get()
+    return dict(chosen) if chosen is not None else profiles_for()
 
 
 def select(profiles: Mapping[str, Profile], names: Sequence[str],

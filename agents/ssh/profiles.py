@@ -257,17 +257,31 @@ def finish(record: str, fields: dict[str, Scalar]) -> dict[str, Scalar]:
 class LogCursor:
     """Remembers the tail of the last log buffer seen, so the next poll emits only
     what came after it. Works on the lines themselves, not their timestamps,
-    because device clocks and timestamp formats are not to be trusted."""
+    because device clocks and timestamp formats are not to be trusted.
+
+    `tail` holds `mark(line)` for the last lines, not the lines: with a keyed
+    digest as `mark` it can be written to disk without any log content in it."""
 
     TAIL = 5
 
-    def __init__(self) -> None:
-        self.tail: list[str] | None = None
+    def __init__(self, mark: Callable[[str], str] | None = None,
+                 tail: list[str] | None = None) -> None:
+        self.tail = tail
+        self._mark = mark or (lambda line: line)
 
     def new_lines(self, lines: list[str]) -> list[str]:
-        prev, self.tail = self.tail, lines[-self.TAIL:] if lines else self.tail
+        marks = [self._mark(ln) for ln in lines]
+        prev, self.tail = self.tail, marks[-self.TAIL:] if marks else self.tail
         if prev is None:
             return lines
+        if not lines:
+            return []
+        for k in range(len(prev), 0, -1):
+            want = prev[-k:]
+            for end in range(len(marks), k - 1, -1):
+                if marks[end - k:end] == want:
+                    return lines[end:]
+        return lines
         if not lines:
             return []
         for k in range(len(prev), 0, -1):

@@ -38,6 +38,10 @@ def _ledger(path: Path) -> tuple[set[str], set[str]]:
     return confirmed, attempted | confirmed
 
 
+def _has_done(path: Path, run: int) -> bool:
+    return f"done {run} " in path.read_text() if path.exists() else False
+
+
 async def test_sigkill_loses_and_duplicates_nothing(mosquitto: str, tmp_path: Path) -> None:
     tenant, k = f"t{uid()}", Keys(f"a{uid()}")
     store = SqliteSink(tmp_path / "store.db")
@@ -53,7 +57,9 @@ async def test_sigkill_loses_and_duplicates_nothing(mosquitto: str, tmp_path: Pa
         assert await wait_for(w.subscribed.is_set)
         for run in range(KILLS):
             p = await _spawn(cfg, ledger, run)
-            await asyncio.sleep(rng.uniform(0.02, 0.6))
+            # every run gets at least one confirmed submit, then dies at a random moment
+            assert await wait_for(lambda run=run: _has_done(ledger, run), timeout=30)
+            await asyncio.sleep(rng.uniform(0.0, 0.6))
             p.send_signal(signal.SIGKILL)
             assert await asyncio.wait_for(p.wait(), 10) == -signal.SIGKILL
         p = await _spawn(cfg, ledger, KILLS, "--final")
