@@ -186,6 +186,8 @@ def run_snmpd(*, community: str = "public", sys_name: str = "privtel-test",
                                  stderr=subprocess.DEVNULL, env=env)
     try:
         _wait_ready(peer, 15.0, log)
+        if interfaces:  # start the pass_persist helper now, not inside a test's timeout
+            peer.cli("snmpgetnext", "-Oq", "1.3.6.1.2.1.2.2.1.2", timeout_s=60)
         yield peer
     finally:
         peer.stop()
