@@ -218,9 +218,18 @@ class Shipper:
             await asyncio.sleep(0.05)
         return False
 
+    def _key_ids(self, records: list[Record]) -> tuple[str, ...]:
+        """The key ids that made this batch's pseudonyms, read off the records
+        themselves: a batch sealed across a key rotation names both epochs. Records
+        without a `pkid` fall back to the ids the shipper was given."""
+        found = {p for r in records if isinstance(p := r.fields.get("pkid"), str)}
+        if not found or any(not isinstance(r.fields.get("pkid"), str) for r in records):
+            found.update(self._pkids)
+        return tuple(sorted(found))
+
     def _seal_one(self, seq: int, records: list[Record]) -> tuple[str, float, bytes]:
         h = Header(tenant=self.config.tenant, agent_id=self.config.agent_id, batch_id=new_id(),
-                   seq=seq, created=time.time(), pseudonym_key_ids=self._pkids)
+                   seq=seq, created=time.time(), pseudonym_key_ids=self._key_ids(records))
         return h.batch_id, h.created, seal(h, records, self._collector_key, self._signing_key)
 
     def _seal_due(self, force: bool) -> int:

@@ -42,6 +42,7 @@ from pipelines.pseudonym import (
     TenantKey,
     classify,
 )
+from pipelines.pseudonym.keys import archive_name, archived_epochs, current_epoch
 from pipelines.pseudonym.scan import find, parse_v4
 from pipelines.record import Kind
 
@@ -50,7 +51,7 @@ DEFAULT_LIMIT = 100
 MAX_INDICATORS = 100
 MAX_TEXT = 256
 _TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
-_KEY_FILE = re.compile(r"^tenant-([a-z0-9][a-z0-9_\-]{0,62}?)(?:\.(\d{1,6}))?\.key$")
+_KEY_FILE = re.compile(r"^tenant-([a-z0-9][a-z0-9_\-]{0,62})\.key$")
 _QUERY_KEYS = ("tenant", "since", "until", "site", "device", "kind", "name", "text", "ip",
                "indicators", "limit", "cursor")
 _RECORD_COLS = ("id", "tenant", "site", "device", "kind", "name", "ts", "fields",
@@ -94,23 +95,28 @@ class TenantKeys:
     @classmethod
     def from_dir(cls, directory: str | Path, policy: PrivacyPolicy | None = None
                  ) -> TenantKeys:
-        """`tenant-<name>.key` (epoch 1) and `tenant-<name>.<epoch>.key` files, as
-        written by `privtel keys init`; each must be mode 0600."""
+        """`tenant-<name>.key` as `privtel keys init` writes it, and the
+        `tenant-<name>.key.epoch<N>` archives that rotation leaves beside it (the
+        rule of `pipelines.pseudonym.keys.archive_name`); each must be mode 0600."""
         d = Path(directory)
         if not d.is_dir():
             raise ConfigError(str(d), "", "tenant key directory does not exist")
+        names = sorted(p.name for p in d.iterdir())
         keys: dict[str, list[TenantKey]] = {}
-        for p in sorted(d.iterdir()):
-            m = _KEY_FILE.match(p.name)
+        for name in names:
+            m = _KEY_FILE.match(name)
             if not m:
                 continue
-            require_private(str(p), p.stat().st_mode)
-            epoch = int(m.group(2) or 1)
-            try:
-                k = TenantKey.from_hex(p.read_text("ascii", errors="replace"), epoch)
-            except PseudonymError as e:
-                raise ConfigError(str(p), "", str(e)) from None
-            keys.setdefault(m.group(1), []).append(k)
+            archived = archived_epochs(names, name)
+            files = [(d / name, current_epoch(1, archived))]
+            files += [(d / archive_name(name, e), e) for e in archived]
+            for path, epoch in files:
+                require_private(str(path), path.stat().st_mode)
+                try:
+                    k = TenantKey.from_hex(path.read_text("ascii", errors="replace"), epoch)
+                except PseudonymError as e:
+                    raise ConfigError(str(path), "", str(e)) from None
+                keys.setdefault(m.group(1), []).append(k)
         return cls(keys, policy)
 
     @property

@@ -144,14 +144,14 @@ class SnmpPoller:
 
     def __init__(self, profiles: dict[str, Profile] | None = None) -> None:
         self._profiles = default_profiles() if profiles is None else profiles
+        self._engines = EnginePool()
+        self._fast = FastTransport()
+        self._devices: dict[str, _DeviceState] = {}
 
     @classmethod
     def from_context(cls, ctx: PollerContext) -> SnmpPoller:
         """The poller an agent builds: built-in profiles plus the configured dirs."""
         return cls(profiles=profiles_for(ctx.snmp_profile_dirs))
-        self._engines = EnginePool()
-        self._fast = FastTransport()
-        self._devices: dict[str, _DeviceState] = {}
 
     def _state(self, device: Device) -> _DeviceState:
         st = self._devices.get(device.name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import orjson
@@ -63,33 +64,31 @@ class LogPositions:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._digester: Digester | None = None
+        self._lock = threading.Lock()
 
     @property
     def digest(self) -> Digester:
-        """The digest function positions are written with (its key made on first use)."""
-        if self._digester is None:
-            self._digester = Digester(self._key())
-        return self._digester
+        """The digest function positions are written with (its key made on first use;
+        first polls of many devices ask at once, from worker threads)."""
+        with self._lock:
+            if self._digester is None:
+                self._digester = Digester(self._key())
+            return self._digester
 
     def _key(self) -> bytes:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.directory / "positions.key"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
             key = path.read_bytes()
-            if len(key) != KEY_BYTES:
-                # a damaged key only costs one re-send of each buffer; say so, go on
-                log.warning("ssh log positions: key file is damaged; starting afresh")
-                path.unlink()
-                return self._key()
-            return key
+        except FileNotFoundError:
+            key = b""
+        else:
+            if len(key) == KEY_BYTES:
+                return key
+            # a damaged key only costs one re-send of each buffer; say so, go on
+            log.warning("ssh log positions: key file is damaged; starting afresh")
         key = os.urandom(KEY_BYTES)
-        try:
-            os.write(fd, key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_private(path, key)  # whole or not at all: never a short key on disk
         return key
 
     def _file(self, device: str) -> Path:

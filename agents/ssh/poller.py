@@ -12,6 +12,10 @@ device address, so they are never copied into a record or a log line.
 Host keys are checked against a known_hosts file by default (`strict`);
 `tofu` trusts and records an unknown host's key on first contact, but still
 refuses a key that changed.
+
+Where credentials, known_hosts and log positions live comes from the agent
+config through `PollerContext` (`SshPoller.from_context`); the environment
+variables that predate it remain the fallback.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ from agents.credentials import (
     Credential,
     CredentialError,
     CredentialStore,
+    load_key,
     redacting_filter,
 )
-from agents.pollers import Device, PollerSpec, health_record, register
+from agents.pollers import Device, PollerContext, PollerSpec, health_record, register
+from agents.ssh.logpos import Digester, LogPositions
 from agents.ssh.profiles import (
     RECORD_KINDS,
     LogCursor,
@@ -82,7 +88,7 @@ class SshOptions:
     max_log_lines: int = 200
 
 
-def parse_options(s: Section) -> SshOptions:
+def parse_options(s: Section, ctx: PollerContext | None = None) -> SshOptions:
     profiles = builtin_profiles()
     device_type = s.str("device_type", choices=tuple(sorted(profiles)))
     credential = s.str("credential")
@@ -127,7 +133,8 @@ class _Output:
 
 @dataclass(slots=True)
 class _DeviceState:
-    logs: dict[int, LogCursor] = field(default_factory=dict)
+    logs: dict[str, LogCursor] = field(default_factory=dict)
+    saved: dict[str, list[str]] | None = None
 
 
 class _Abort:
@@ -244,21 +251,31 @@ def classify(exc: BaseException, phase: str) -> str:
 
 
 class SshPoller:
-    """Polls devices over SSH. `credentials` defaults to the store named by
-    $PRIVTEL_CREDENTIALS; `max_concurrent` bounds the threads in use. Retry
+    """Polls devices over SSH; `max_concurrent` bounds the threads in use.
+
+    Credentials come from `credentials`, else the file `credentials_file` opened
+    with `credentials_key_file` (or the key in the environment), else the store
+    named by $PRIVTEL_CREDENTIALS. With a `state_dir`, log positions survive a
+    restart (see `logpos.py`); without one they are kept in memory. Retry
     backoff for a failing device is the scheduler's (agents/scheduler.py): a
     second backoff here would make the two disagree about when to try again."""
 
     def __init__(self, *, credentials: CredentialStore | None = None,
                  max_concurrent: int = 16, profiles: dict[str, Profile] | None = None,
-                 known_hosts: Path | None = None) -> None:
+                 known_hosts: Path | None = None, credentials_file: Path | None = None,
+                 credentials_key_file: Path | None = None,
+                 state_dir: Path | None = None) -> None:
         if not isinstance(max_concurrent, int) or max_concurrent < 1:
             raise ValueError(f"max_concurrent must be a positive integer, not {max_concurrent!r}")
         self._credentials = credentials
+        self._credentials_file = credentials_file
+        self._credentials_key_file = credentials_key_file
         self._profiles = profiles or builtin_profiles()
         env_kh = os.environ.get(KNOWN_HOSTS_ENV)
         self._known_hosts = known_hosts or (Path(env_kh) if env_kh else
                                             Path.home() / ".ssh" / "known_hosts")
+        self._positions = LogPositions(state_dir / "ssh-log-positions") if state_dir else None
+        self._mark: Digester | None = None if state_dir else Digester()
         self._executor = ThreadPoolExecutor(max_workers=max_concurrent,
                                             thread_name_prefix="privtel-ssh")
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -267,6 +284,22 @@ class SshPoller:
         self._closed = False
         self._inflight: set[_Abort] = set()
         self.max_concurrent = max_concurrent
+
+    @classmethod
+    def from_context(cls, ctx: PollerContext) -> SshPoller:
+        """The agent's poller: known_hosts from config, else $PRIVTEL_SSH_KNOWN_HOSTS,
+        else beside the agent's state (not a login user's ~/.ssh)."""
+        env_kh = os.environ.get(KNOWN_HOSTS_ENV)
+        known_hosts = ctx.ssh_known_hosts or (Path(env_kh) if env_kh else
+                                              ctx.ssh_known_hosts_default)
+        return cls(max_concurrent=ctx.ssh_max_concurrent, known_hosts=known_hosts,
+                   credentials_file=ctx.credentials_file,
+                   credentials_key_file=ctx.credentials_key_file, state_dir=ctx.state_dir)
+
+    def forget(self, device_name: str) -> None:
+        """Drop a removed device's in-memory state; its saved log position stays,
+        so a device taken out and put back does not re-send its buffer."""
+        self._state.pop(device_name, None)
 
     async def close(self) -> None:
         """Stop taking polls and cut the sessions still running short."""
@@ -284,6 +317,8 @@ class SshPoller:
         try:
             cred = await self._credential(opts.credential)
             out = await self._run(device, opts, cred)
+            if state.saved is None:
+                state.saved = await self._load_positions(device.name)
         except SshFailure as f:
             hint = _HINTS.get(f.reason)
             if hint:
@@ -292,14 +327,48 @@ class SshPoller:
             else:
                 log.info("ssh: poll of %s failed: %s", device.name, f.reason)
             return [health_record(device, up=False, reason=f.reason, started=started)]
-        return self._records(device, opts, state, out, started)
+        before = {k: c.tail for k, c in state.logs.items()}
+        records = self._records(device, opts, state, out, started)
+        after = {k: c.tail for k, c in state.logs.items() if c.tail is not None}
+        if self._positions is not None and after != before:
+            try:
+                await asyncio.to_thread(self._positions.save, device.name, after)
+            except OSError as e:  # the poll's data is still good; only a restart re-sends
+                log.warning("ssh: cannot save the log position of %s: %s", device.name,
+                            type(e).__name__)
+        return records
+
+    async def _load_positions(self, device_name: str) -> dict[str, list[str]]:
+        positions = self._positions
+        if positions is None:
+            return {}
+
+        def load() -> dict[str, list[str]]:
+            self._mark = positions.digest
+            return positions.load(device_name)
+
+        try:
+            return await asyncio.to_thread(load)
+        except OSError as e:
+            log.warning("ssh: log positions unavailable (%s); keeping them in memory",
+                        type(e).__name__)
+            self._positions, self._mark = None, self._mark or Digester()
+            return {}
+
+    def _store(self) -> CredentialStore:
+        if self._credentials is not None:
+            return self._credentials
+        if self._credentials_file is not None:
+            return CredentialStore(self._credentials_file,
+                                   load_key(key_file=self._credentials_key_file))
+        store = CredentialStore.from_env()
+        if store is None:
+            raise CredentialError("no credentials file configured ([credentials] file)")
+        return store
 
     async def _credential(self, name: str) -> Credential:
         try:
-            store = self._credentials or CredentialStore.from_env()
-            if store is None:
-                raise CredentialError("no credentials file configured")
-            cred = await asyncio.to_thread(store.get, name)
+            cred = await asyncio.to_thread(lambda: self._store().get(name))
         except CredentialError as e:  # its text names files and credentials, never secrets
             log.warning("ssh: credential %r cannot be loaded: %s", name, e)
             raise SshFailure("no_credential") from None
@@ -441,7 +510,13 @@ class SshPoller:
                 continue
             line = out.commands[i]
             if cmd.is_log:
-                cursor = state.logs.setdefault(i, LogCursor())
+                mark = self._mark or Digester()
+                self._mark = mark
+                ckey = mark(f"command:{opts.device_type}:{line}")
+                cursor = state.logs.get(ckey)
+                if cursor is None:
+                    cursor = state.logs[ckey] = LogCursor(
+                        mark, (state.saved or {}).get(ckey))
                 rows = [{"line": ln} for ln in cursor.new_lines([r["line"] for r in rows])]
             for e in cmd.emits:
                 try:
@@ -484,11 +559,7 @@ def _swallow(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-def _make() -> SshPoller:
-    return SshPoller()
-
-
-SPEC = PollerSpec(default_port=22, parse_options=parse_options, make=_make)
+SPEC = PollerSpec(default_port=22, parse_options=parse_options, make=SshPoller.from_context)
 register("ssh", SPEC)
 
 __all__ = ["SPEC", "SshOptions", "SshPoller", "classify", "parse_options"]

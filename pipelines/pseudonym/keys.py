@@ -129,6 +129,27 @@ class KeyRing:
         return len(self._by_id)
 
 
+_ARCHIVE = re.compile(r"^(?P<base>.+)\.epoch(?P<epoch>[0-9]{1,6})$")
+
+
+def archive_name(name: str, epoch: int) -> str:
+    """Where a rotated-out key file goes: `<name>.epoch<N>` beside the current one.
+    The agent, `privtel tenant-key rotate` and the query side all use this one rule."""
+    return f"{name}.epoch{epoch}"
+
+
+def archived_epochs(names: Iterable[str], current: str) -> list[int]:
+    """Epochs archived for the key file named `current`, among the file `names`."""
+    found = (_ARCHIVE.match(n) for n in names)
+    return sorted(int(m["epoch"]) for m in found if m and m["base"] == current)
+
+
+def current_epoch(configured: int, archived: Iterable[int]) -> int:
+    """The current file's epoch: one past the newest archive when that is later than
+    the configured one (the agent rotated on its own since the config was written)."""
+    return max([configured, *(e + 1 for e in archived)])
+
+
 def rotation_due(created_at: float, period_s: float, now: float) -> bool:
     """Scheduled rotation: a key older than its period is replaced at the next batch."""
     if period_s <= 0:

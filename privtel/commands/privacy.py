@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from agents.runtime import rotate_tenant_key_file
 from pipelines import auditchain
 from pipelines.config import ConfigError, require_private
 from pipelines.pseudonym import PrivacyPolicy, PseudonymError, Pseudonymiser, TenantKey
@@ -462,30 +463,11 @@ def cmd_key_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_new_private(path: Path, data: bytes) -> None:
-    """Write a secret file that did not exist, owner-only, durably, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def cmd_key_rotate(args: argparse.Namespace) -> int:
+    old, new, archive = rotate_tenant_key_file(Path(args.key_file), args.epoch)
     path = Path(args.key_file)
-    old = read_key(str(path), args.epoch)
-    archive = path.with_name(f"{path.name}.epoch{old.epoch}")
-    if archive.exists():
-        raise ConfigError(str(archive), "", "already exists; is --epoch the current epoch?")
-    new = TenantKey.generate(old.epoch + 1)
-    _write_new_private(archive, (old.to_hex() + "\n").encode())
-    tmp_new = path.with_name(path.name + ".next")
-    _write_new_private(tmp_new, (new.to_hex() + "\n").encode())
-    os.replace(tmp_new, path)
     print(f"old key id {old.key_id} (epoch {old.epoch}) kept in {archive}")
     print(f"new key id {new.key_id} (epoch {new.epoch}) in {path}")
-    print(f"set [keys] tenant_key_epoch = {new.epoch} in the agent config and restart it")
+    print(f"set [keys] tenant_key_epoch = {new.epoch} in the agent config and restart it "
+          "(an agent finds the epoch from the archives too)")
     return 0

@@ -65,8 +65,9 @@ class SimDevice:
 
 def write_configs(data: Path, *, broker_url: str, protocol: str, devices: list[SimDevice],
                   interval_s: float, metrics_port: int, tenant: str = TENANT,
-                  agent_id: str = AGENT_ID, extra_devices: str = "") -> tuple[Path, Path]:
-    """Agent and collector configs (mode 0600) for one agent on 127.0.0.1."""
+                  agent_id: str = AGENT_ID, extra_toml: str = "") -> tuple[Path, Path]:
+    """Agent and collector configs (mode 0600) for one agent on 127.0.0.1;
+    `extra_toml` is appended to the agent's (more devices, `[credentials]`, `[ssh]`)."""
     files = write_keys(data / "keys", agent_id, tenant)
     device_tables = "".join(f"""
 [[devices]]
@@ -100,7 +101,7 @@ url = "{broker_url}"
 protocol = "{protocol}"
 client_id = "privtel-{agent_id}"
 {device_tables}
-{extra_devices}"""
+{extra_toml}"""
     collector = f"""# privtel collector (written by `privtel demo`)
 [collector]
 store = "sqlite:///privtel.db"
@@ -185,13 +186,12 @@ async def run_demo(*, duration: float | None, data_dir: Path | None, broker: str
                    for name in RECORDINGS]
         ssh = await start_demo_ssh(data / "ssh")
         stack.push_async_callback(ssh.stop)
-        os.environ.update(ssh.environ())
         say(f"starting a simulated {ssh.sim.vendor} device over SSH on tcp 127.0.0.1:"
             f"{ssh.sim.port} (credentials encrypted in {ssh.credentials_file.name})")
         agent_path, collector_path = write_configs(
             data, broker_url=broker_url, protocol=protocol, devices=devices,
             interval_s=interval_s, metrics_port=metrics_port,
-            extra_devices=ssh.device_toml(interval_s=max(interval_s, 5.0)))
+            extra_toml=ssh.config_toml() + ssh.device_toml(interval_s=max(interval_s, 5.0)))
         acfg = agent_config.load(agent_path)
         ccfg = collector_config.load(collector_path)
         collector, agent = Collector(ccfg), Agent(acfg)

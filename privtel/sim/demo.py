@@ -2,9 +2,9 @@
 
 It writes, under the demo's work dir, a credentials key file (0600), an
 encrypted credentials file holding a random password, and a known_hosts entry
-(hashed) for the simulator's host key, then hands back the `[[devices]]` table
-and the environment the agent needs. The password exists only in the
-simulator's memory and in the encrypted file.
+(hashed) for the simulator's host key, then hands back the agent-config tables
+that point at them (`[credentials]`, `[ssh]`, the `[[devices]]` entry). The
+password exists only in the simulator's memory and in the encrypted file.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from pathlib import Path
 import paramiko
 
 from agents.credentials import (
-    FILE_ENV,
-    KEY_FILE_ENV,
     Credential,
     CredentialStore,
     generate_key_file,
@@ -36,17 +34,20 @@ class DemoSshDevice:
     key_file: Path
     known_hosts: Path
 
-    def device_toml(self, name: str = "sim-ssh", interval_s: float = 10.0) -> str:
-        """The agent-config table for this device (paths are absolute)."""
-        return (f'[[devices]]\nname = "{name}"\naddress = "127.0.0.1"\nport = {self.sim.port}\n'
-                f'protocol = "ssh"\ninterval_s = {interval_s}\n'
-                f'[devices.ssh]\ndevice_type = "{self.sim.vendor}"\n'
-                f'credential = "{CREDENTIAL}"\nknown_hosts = "{self.known_hosts}"\n'
-                f"connect_timeout_s = 5.0\ncommand_timeout_s = 10.0\n")
+    def config_toml(self) -> str:
+        """The agent-wide tables naming the credentials, its key and known_hosts
+        (paths absolute; no secret in them)."""
+        return (f'\n[credentials]\nfile = "{self.credentials_file}"\n'
+                f'key_file = "{self.key_file}"\n'
+                f'\n[ssh]\nknown_hosts = "{self.known_hosts}"\n')
 
-    def environ(self) -> dict[str, str]:
-        """What the agent process needs to find the credentials (no secret in it)."""
-        return {FILE_ENV: str(self.credentials_file), KEY_FILE_ENV: str(self.key_file)}
+    def device_toml(self, name: str = "sim-ssh", interval_s: float = 10.0) -> str:
+        """The `[[devices]]` entry for this device; it needs `config_toml()` beside it."""
+        return (f'\n[[devices]]\nname = "{name}"\naddress = "127.0.0.1"\n'
+                f'port = {self.sim.port}\nprotocol = "ssh"\ninterval_s = {interval_s}\n'
+                f'[devices.ssh]\ndevice_type = "{self.sim.vendor}"\n'
+                f'credential = "{CREDENTIAL}"\n'
+                f"connect_timeout_s = 5.0\ncommand_timeout_s = 10.0\n")
 
     async def stop(self) -> None:
         await self.sim.stop()

@@ -203,8 +203,8 @@ def test_tenant_key_files_must_be_private(tmp_path: Path) -> None:
 
     (tmp_path / "tenant-acme.key").write_text(KEYS["acme"])
     (tmp_path / "tenant-acme.key").chmod(0o600)
-    (tmp_path / "tenant-acme.2.key").write_text(KEYS["globex"])
-    (tmp_path / "tenant-acme.2.key").chmod(0o600)
+    (tmp_path / "tenant-acme.key.epoch1").write_text(KEYS["globex"])  # rotated out
+    (tmp_path / "tenant-acme.key.epoch1").chmod(0o600)
     keys = TenantKeys.from_dir(tmp_path)
     assert keys.tenants == ["acme"] and len(keys.ips("acme", SUBJECT)) == 2
     (tmp_path / "tenant-globex.key").write_text(KEYS["globex"])

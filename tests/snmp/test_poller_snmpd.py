@@ -8,7 +8,7 @@ import pytest
 from helpers import by_name, device, v3_options
 from peers.snmpd import DEFAULT_USERS, SnmpPeer, free_udp_port
 
-from agents.pollers import REGISTRY
+from agents.pollers import REGISTRY, PollerContext
 from agents.snmp.options import SnmpOptions
 from agents.snmp.poller import SnmpPoller
 
@@ -20,12 +20,14 @@ async def poller():
     await p.close()
 
 
-def test_registered() -> None:
+async def test_registered(tmp_path) -> None:
     import agents.protocols
     assert "agents.snmp.poller" in agents.protocols.BUILTIN
     spec = REGISTRY["snmp"]
     assert spec.default_port == 161
-    assert isinstance(spec.make(), SnmpPoller)
+    p = spec.make(PollerContext(state_dir=tmp_path))
+    assert isinstance(p, SnmpPoller)
+    await p.close()
 
 
 @pytest.mark.parametrize(("version", "engine"), [("1", "auto"), ("2c", "pysnmp"), ("2c", "fast")])
