@@ -9,10 +9,17 @@ For each backend (SQLite, PostgreSQL) this measures, in one run:
   MQTT 5 shared subscription, verified, decrypted, tagged and stored; timed
   from the first publish until the store holds every record.
 
-    python bench/ingest.py [--records 200000] [--batch 500] [--workers 2]
+    python bench/ingest.py [--records 200000] [--batch 500] [--workers 2] [--api-indexes]
+
+Beside the rates it reports CPU time per record over the timed interval, read
+from /proc: the worker processes, their database backends (PostgreSQL), and the
+whole box (which includes whatever else runs on it: compare within one run).
+`--api-indexes` adds the query API's indexes (`collector.api.schema`), which a
+collector runtime creates on start, to both stores, to show what they cost.
 
 Prints a table and, last, one JSON line with sqlite_records_per_s,
-sqlite_raw_insert_per_s, postgres_records_per_s, postgres_raw_insert_per_s.
+sqlite_raw_insert_per_s, postgres_records_per_s, postgres_raw_insert_per_s
+(and the CPU figures as <backend>_<run>_cpu_us_per_record_<what>).
 """
 
 from __future__ import annotations
@@ -33,9 +40,57 @@ from pipelines.record import Kind, Record
 
 PG_DSN = os.environ.get("PRIVTEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 AGENTS = 4
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used; 0 if it is gone or unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def box_cpu() -> float:
+    """CPU seconds all cores of the box spent busy (not idle or waiting for I/O)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / TICK
+
+
+class CpuMeter:
+    """Samples the CPU of the given processes and of the box between start and stop."""
+
+    def __init__(self, workers: list[int], backends: list[int | None]) -> None:
+        self.workers, self.backends = workers, backends
+
+    def sample(self) -> tuple[float, float, float]:
+        return (sum(proc_cpu(p) for p in self.workers),
+                sum(proc_cpu(p) for p in self.backends), box_cpu())
+
+    def start(self) -> None:
+        self.t0 = self.sample()
+
+    def stop(self, records: int) -> dict[str, float]:
+        t1 = self.sample()
+        w, b, box = (round((y - x) / records * 1e6, 2) for x, y in zip(self.t0, t1, strict=True))
+        return {"workers": w, "db_backends": b, "box": box}
+
+
+def backend_pid(store: Any) -> int | None:
+    """The PostgreSQL backend serving this store's connection (None for SQLite)."""
+    info = getattr(getattr(store, "_db", None), "info", None)
+    return getattr(info, "backend_pid", None)
 
 
 def make_records(tenant: str, n: int, offset: int, now: float) -> list[Record]:
+    """Interface rows as an SNMP poll yields them: 48 per device poll sharing its time,
+    polls half a second apart, so times rise from batch to batch as in production
+    (an index led by time sees appends, not a single key repeated)."""
     return [Record(kind=Kind.METRIC, tenant=tenant, site=f"site{i % 7}",
                    device=f"dev{(offset + i) % 97:04x}", name="if",
                    fields={"if_index": i % 48, "if_name": f"ge-0/0/{i % 48}", "if_descr": "eth",
@@ -43,11 +98,11 @@ def make_records(tenant: str, n: int, offset: int, now: float) -> list[Record]:
                            "out_octets": 20_000_000 + offset + i, "in_errors": i % 3,
                            "out_errors": 0, "in_discards": 0, "out_discards": i % 2,
                            "oper_status": 1, "admin_status": 1, "speed_bps": 1_000_000_000},
-                   ts=now) for i in range(n)]
+                   ts=now - 3600 + (offset + i) // 48 * 0.5) for i in range(n)]
 
 
 def raw_worker(url: str, tenant: str, batches: list[tuple[int, int]], now: float,
-               start: Any, done: Any) -> None:
+               start: Any, release: Any, done: Any) -> None:
     from collector.retention import RetentionService
 
     store = open_store(url)
@@ -58,12 +113,13 @@ def raw_worker(url: str, tenant: str, batches: list[tuple[int, int]], now: float
         meta = BatchMeta(agent_id=f"raw{n % AGENTS}", batch_id=os.urandom(16).hex(), seq=n,
                          tenant=tenant, created=now, received_at=now)
         work.append((meta, tagger.tag(recs, now=now)))
-    done.put("ready")
+    done.put(("ready", os.getpid(), backend_pid(store)))
     start.wait()
     for meta, tagged in work:
         store.write_batch(meta, tagged)
-    store.close()
     done.put("done")
+    release.wait()  # the parent reads this backend's CPU time before it goes away
+    store.close()
 
 
 def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
@@ -89,7 +145,7 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
                          client_id=f"{group}-w{index}", session_expiry_s=0)
         async with w:
             await asyncio.wait_for(w.subscribed.wait(), 30)
-            out.put(("ready", index))
+            out.put(("ready", index, os.getpid(), backend_pid(store)))
             while not stop.is_set():
                 await asyncio.sleep(0.05)
         out.put(("received", index, reg.get_sample_value("privtel_batches_received_total"),
@@ -119,27 +175,35 @@ def wait_stored(url: str, tenant: str, batches: int, records: int, timeout: floa
 
 
 def run_raw(ctx: Any, url: str, tenant: str, n_batches: int, size: int, workers: int,
-            now: float) -> float:
-    start, done = ctx.Event(), ctx.Queue()
+            now: float) -> tuple[float, dict[str, float]]:
+    start, release, done = ctx.Event(), ctx.Event(), ctx.Queue()
     plan = [[(n, size) for n in range(i, n_batches, workers)] for i in range(workers)]
-    procs = [ctx.Process(target=raw_worker, args=(url, tenant, p, now, start, done))
+    procs = [ctx.Process(target=raw_worker, args=(url, tenant, p, now, start, release, done))
              for p in plan]
     for p in procs:
         p.start()
+    pids, backends = [], []
     for _ in procs:
-        assert done.get(timeout=300) == "ready"
+        msg = done.get(timeout=300)
+        assert msg[0] == "ready"
+        pids.append(msg[1])
+        backends.append(msg[2])
+    cpu = CpuMeter(pids, backends)
+    cpu.start()
     t0 = time.perf_counter()
     start.set()
     for _ in procs:
         assert done.get(timeout=600) == "done"
     t1 = time.perf_counter()
+    used = cpu.stop(n_batches * size)
+    release.set()
     for p in procs:
         p.join(30)
-    return n_batches * size / (t1 - t0)
+    return n_batches * size / (t1 - t0), used
 
 
 def run_verified(ctx: Any, url: str, broker: str, tenant: str, n_batches: int, size: int,
-                 workers: int, now: float) -> tuple[float, list[float]]:
+                 workers: int, now: float) -> tuple[float, list[float], dict[str, float]]:
     import aiomqtt
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -164,8 +228,13 @@ def run_verified(ctx: Any, url: str, broker: str, tenant: str, n_batches: int, s
              for i in range(workers)]
     for p in procs:
         p.start()
+    pids, backends = [], []
     for _ in procs:
-        assert out.get(timeout=60)[0] == "ready"
+        msg = out.get(timeout=60)
+        assert msg[0] == "ready"
+        pids.append(msg[2])
+        backends.append(msg[3])
+    cpu = CpuMeter(pids, backends)
     host, port = broker.removeprefix("mqtt://").split(":")
 
     async def publish() -> None:
@@ -179,9 +248,11 @@ def run_verified(ctx: Any, url: str, broker: str, tenant: str, n_batches: int, s
 
             await asyncio.gather(*(one(t, p) for t, p in messages))
 
+    cpu.start()
     t0 = time.perf_counter()
     asyncio.run(publish())
     t1 = wait_stored(url, tenant, n_batches, n_batches * size, 600)
+    used = cpu.stop(n_batches * size)
     stop.set()
     shares = []
     for _ in procs:
@@ -189,7 +260,7 @@ def run_verified(ctx: Any, url: str, broker: str, tenant: str, n_batches: int, s
         shares.append(msg[2] or 0.0)
     for p in procs:
         p.join(30)
-    return n_batches * size / (t1 - t0), shares
+    return n_batches * size / (t1 - t0), shares, used
 
 
 def stage_costs(size: int) -> dict[str, float]:
@@ -246,9 +317,16 @@ def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path) -
             s = open_store(url)
             s.migrate()
             s.close()
-        raw = run_raw(ctx, raw_url, "bench", n_batches, args.batch, workers, now)
-        verified, shares = run_verified(ctx, ing_url, args.broker, f"b{suffix}", n_batches,
-                                        args.batch, workers, now)
+            if args.api_indexes:
+                from collector.api.db import Db
+                from collector.api.schema import ensure_schema
+
+                db = Db(url)
+                ensure_schema(db)
+                db.close()
+        raw, raw_cpu = run_raw(ctx, raw_url, "bench", n_batches, args.batch, workers, now)
+        verified, shares, cpu = run_verified(ctx, ing_url, args.broker, f"b{suffix}",
+                                             n_batches, args.batch, workers, now)
     finally:
         if cleanup:
             import psycopg
@@ -256,7 +334,8 @@ def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path) -
             with psycopg.connect(args.pg, autocommit=True) as conn:
                 for schema in cleanup:
                     conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    return {"raw": raw, "verified": verified, "shares": shares, "workers": workers}
+    return {"raw": raw, "verified": verified, "shares": shares, "workers": workers,
+            "raw_cpu": raw_cpu, "cpu": cpu}
 
 
 def main() -> None:
@@ -269,10 +348,12 @@ def main() -> None:
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--pg", default=PG_DSN)
     ap.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    ap.add_argument("--api-indexes", action="store_true",
+                    help="also create the query API's indexes, as a collector runtime does")
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
     result: dict[str, Any] = {"records": args.records, "batch_records": args.batch,
-                              "cpus": os.cpu_count()}
+                              "cpus": os.cpu_count(), "api_indexes": args.api_indexes}
     print(f"ingest bench: {args.records} records in batches of {args.batch}, "
           f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start")
     costs = stage_costs(args.batch)
@@ -291,6 +372,11 @@ def main() -> None:
             result[f"{backend}_ratio"] = round(ratio, 3)
             result[f"{backend}_workers"] = r["workers"]
             result[f"{backend}_batches_per_worker"] = [int(s) for s in r["shares"]]
+            for run, used in (("raw", r["raw_cpu"]), ("verified", r["cpu"])):
+                print(f"    {run:<8} CPU us per record: " + ", ".join(
+                    f"{k} {v}" for k, v in used.items()))
+                for k, v in used.items():
+                    result[f"{backend}_{run}_cpu_us_per_record_{k}"] = v
     print(orjson.dumps(result).decode())
 
 

@@ -189,6 +189,7 @@ class IngestWorker:
         self._replay_window, self._skew, self._seq_window = replay_window_s, max_skew_s, seq_window
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._seqs: dict[str, _SeqWindow] = {}
+        self._ahead: _Checked | None = None
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
@@ -284,9 +285,11 @@ class IngestWorker:
                 if isinstance(item, Exception):
                     raise item
                 message, checked = item
-                await self._settle(checked)
+                self._ahead = checked
+                await self.handle(checked.topic, checked.payload)
                 client.ack(message)
         finally:
+            self._ahead = None
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -295,9 +298,14 @@ class IngestWorker:
         """Process one message: 'accepted', or the reason it was not stored.
 
         Raises `SinkFailed` when the sink or quarantine
-        raised, meaning the message must not be acknowledged.
+        raised, meaning the message must not be acknowledged. Inside the
+        worker's own loop the stateless checks of this very message (same
+        payload object) were already made ahead of time and are not repeated.
         """
-        return await self._settle(self._check(topic, payload))
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead.payload is not payload or ahead.topic != topic:
+            ahead = self._check(topic, payload)
+        return await self._settle(ahead)
 
     def _check(self, topic: str, payload: bytes) -> _Checked:
         """The stateless checks, decryption and decoding: safe to run ahead of the
@@ -331,13 +339,13 @@ class IngestWorker:
                 self._check_sequence(header)
             except EnvelopeError as e:
                 error = e
-        if error is not None or header is None:
-            assert error is not None
+        if error is not None:
             if error.reason == "duplicate":
                 self.metrics.rejected.labels("duplicate").inc()
                 return "duplicate"
             await self._reject(error, c.topic, header, c.payload)
             return error.reason
+        assert header is not None  # no error means the header was opened
         try:
             stored = await self._sink(header, c.records)
         except Exception as e:

@@ -104,9 +104,9 @@ def _check_header(h: Header) -> None:
     if h.version != VERSION:
         raise bad(f"version {h.version!r} is not {VERSION}")
     for name, v in (("tenant", h.tenant), ("agent", h.agent_id)):
-        if not isinstance(v, str) or not _ID_RE.match(v):
+        if not isinstance(v, str) or not _ID_RE.fullmatch(v):
             raise bad(f"{name} must match [a-z0-9][a-z0-9_-]{{0,62}}")
-    if not isinstance(h.batch_id, str) or not _HEX32.match(h.batch_id):
+    if not isinstance(h.batch_id, str) or not _HEX32.fullmatch(h.batch_id):
         raise bad("batch must be 32 lowercase hex characters")
     if isinstance(h.seq, bool) or not isinstance(h.seq, int) or not 0 <= h.seq < 2**63:
         raise bad("seq must be an integer in [0, 2^63)")
@@ -116,10 +116,10 @@ def _check_header(h: Header) -> None:
     if h.suite and h.suite not in _SUITES:
         raise bad(f"suite must be one of {', '.join(_SUITES)}")
     for name, v in (("ckid", h.collector_key_id), ("skid", h.signing_key_id)):
-        if v and not _KID.match(v):
+        if v and not _KID.fullmatch(v):
             raise bad(f"{name} must be 16 lowercase hex characters")
     if not isinstance(h.pseudonym_key_ids, tuple) or len(h.pseudonym_key_ids) > 16 or not all(
-            isinstance(k, str) and _PKID.match(k) for k in h.pseudonym_key_ids):
+            isinstance(k, str) and _PKID.fullmatch(k) for k in h.pseudonym_key_ids):
         raise bad("pkids must be at most 16 short key id strings")
     if isinstance(h.records, bool) or not isinstance(h.records, int) or h.records < 0:
         raise bad("n must be a non-negative integer")

@@ -54,7 +54,7 @@ class BatchMeta:
     def __post_init__(self) -> None:
         for name in ("agent_id", "batch_id"):
             v = getattr(self, name)
-            if not isinstance(v, str) or not _ID_RE.match(v):
+            if not isinstance(v, str) or not _ID_RE.fullmatch(v):
                 raise StorePermanentError("any", f"{name} must match {_ID_RE.pattern}")
         if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 0:
             raise StorePermanentError("any", "seq must be a non-negative integer")

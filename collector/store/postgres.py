@@ -79,8 +79,8 @@ def _copy_text(batch: BatchMeta, records: Sequence[TaggedRecord]) -> bytes:
     its output COPY needs escaped is the backslash. PostgreSQL cannot hold NUL
     in text or json, so a NUL becomes U+FFFD. Sites, devices, times and tags
     repeat within a batch, so each distinct one is formatted once."""
-    head = f"{batch.agent_id}\t{batch.batch_id}\t"
-    out = []
+    head = f"{_esc(batch.agent_id)}\t{_esc(batch.batch_id)}\t"
+    out: list[str] = []
     append = out.append
     dumps = orjson.dumps
     tags: dict[tuple[str, str, float | None], str] = {}

@@ -104,8 +104,8 @@ _odd = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
                  st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=140),
                  st.sampled_from(["", "x" * 129, "acme\n", "Acme", "if\n", "a" * 32 + "\n",
                                   "metric", "secret", "0" * 32]),
-                 st.lists(st.integers(0, 9), max_size=2), st.dictionaries(st.text(max_size=3),
-                                                                      st.integers(0, 9), max_size=2))
+                 st.lists(st.integers(0, 9), max_size=2),
+                 st.dictionaries(st.text(max_size=3), st.integers(0, 9), max_size=2))
 _usual = ["in_octets", "out_octets", "if_name"]
 _odd_fields = st.dictionaries(
     st.one_of(field_names, st.sampled_from([*_usual, "Bad", "x\n", ""])),
