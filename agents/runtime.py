@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from agents import config as agent_config
 from agents.config import AgentConfig
+from agents.files import write_private
 from agents.pollers import HEALTH_NAME
 from agents.scheduler import Scheduler
 from agents.shipper import Shipper
@@ -88,29 +89,6 @@ def load_tenant_key(path: Path, configured_epoch: int) -> TenantKeyFile:
     return TenantKeyFile(path, key, path.stat().st_mtime)
 
 
-def _write_private(path: Path, data: bytes, *, exclusive: bool) -> None:
-    """Owner-only, durable; `exclusive` refuses to replace an existing file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if exclusive:
-        try:
-            os.link(tmp, path)
-        finally:
-            tmp.unlink()
-    else:
-        os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def rotate_tenant_key_file(path: Path, epoch: int) -> tuple[TenantKey, TenantKey, Path]:
     """Archive the key of `epoch` as `<name>.epoch<epoch>`, write a fresh one for
     epoch+1; returns (old, new, archive). The archive is written before the key file
@@ -123,9 +101,9 @@ def rotate_tenant_key_file(path: Path, epoch: int) -> tuple[TenantKey, TenantKey
             raise ConfigError(str(archive), "", "already exists and holds another key; "
                               "is the epoch the current one?")
     else:
-        _write_private(archive, (old.to_hex() + "\n").encode(), exclusive=True)
+        write_private(archive, (old.to_hex() + "\n").encode(), exclusive=True)
     new = TenantKey.generate(epoch + 1)
-    _write_private(path, (new.to_hex() + "\n").encode(), exclusive=False)
+    write_private(path, (new.to_hex() + "\n").encode(), exclusive=False)
     return old, new, archive
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import orjson
 from cryptography.hazmat.primitives import hashes, hmac
 
+from agents.files import write_private
+
 log = logging.getLogger(__name__)
 
 VERSION = 1
@@ -34,17 +36,6 @@ def _digest(key: bytes, text: str) -> str:
     h = hmac.HMAC(key, hashes.SHA256())
     h.update(text.encode("utf-8", "surrogatepass"))
     return h.finalize().hex()[:DIGEST_HEX]
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 class Digester:
@@ -88,7 +79,7 @@ class LogPositions:
             # a damaged key only costs one re-send of each buffer; say so, go on
             log.warning("ssh log positions: key file is damaged; starting afresh")
         key = os.urandom(KEY_BYTES)
-        _write_private(path, key)  # whole or not at all: never a short key on disk
+        write_private(path, key)  # whole or not at all: never a short key on disk
         return key
 
     def _file(self, device: str) -> Path:
@@ -118,5 +109,5 @@ class LogPositions:
 
     def save(self, device: str, cursors: dict[str, list[str]]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_private(self._file(device), orjson.dumps({"v": VERSION, "cursors": cursors},
+        write_private(self._file(device), orjson.dumps({"v": VERSION, "cursors": cursors},
                                                         option=orjson.OPT_SORT_KEYS))

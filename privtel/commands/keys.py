@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
 
+from agents.files import write_private
 from pipelines import keys
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
@@ -40,16 +40,10 @@ def key_files(directory: Path, agent_id: str, tenant: str) -> dict[str, Path]:
 
 
 def _write_private(path: Path, data: bytes, force: bool) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
     try:
-        fd = os.open(path, flags, 0o600)
+        write_private(path, data, exclusive=not force)
     except FileExistsError:
         raise FileExistsError(f"{path} already exists; pass --force to replace it") from None
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def init_keys(args: argparse.Namespace) -> int:

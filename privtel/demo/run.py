@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import shutil
 import socket
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agents import config as agent_config
+from agents.files import write_private
 from agents.runtime import Agent
 from collector import config as collector_config
 from collector.runtime import Collector
@@ -36,13 +36,6 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)
 
 
 def write_keys(key_dir: Path, agent_id: str, tenant: str) -> dict[str, Path]:
@@ -121,8 +114,8 @@ tenant = "{tenant}"
 public_key = "{files['agent_pub']}"
 """
     agent_path, collector_path = data / "agent.toml", data / "collector.toml"
-    _write_private(agent_path, agent)
-    _write_private(collector_path, collector)
+    write_private(agent_path, agent.encode())
+    write_private(collector_path, collector.encode())
     return agent_path, collector_path
 
 
