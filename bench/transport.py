@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client import CollectorRegistry
 
 from agents.config import AgentConfig, KeysConfig, MqttConfig
+from agents.pollers import PollerContext
 from agents.shipper import Shipper
 from collector.ingest import IngestWorker
 from pipelines import keys
@@ -69,6 +70,18 @@ def cpu_rates(batches: list[list[Record]], tenant: str, agent: str, suite: str,
     return len(batches) / (t1 - t0), len(batches) / (t2 - t1), mean
 
 
+def _agent_config(tmp: Path, url: str, agent: str, tenant: str, batch_records: int,
+                  suite: str, inflight: int, state: str = "state") -> AgentConfig:
+    return AgentConfig(
+        file=str(tmp / "agent.toml"), agent_id=agent, tenant=tenant, site="site-1",
+        state_dir=tmp / state,
+        keys=KeysConfig(signing_key=tmp / "none", collector_public_key=tmp / "none",
+                        tenant_key=tmp / "none"),
+        mqtt=MqttConfig(url=url), devices=(), pollers=PollerContext(tmp / state),
+        batch_max_records=batch_records, batch_max_age_s=0.05, suite=suite,
+        extra={"spool": {"inflight": inflight}})
+
+
 async def sealed_path(url: str, tmp: Path, batches: list[list[Record]], tenant: str, agent: str,
                       suite: str, inflight: int) -> tuple[float, int]:
     ck = keys.generate_collector_key(suite)
@@ -87,13 +100,7 @@ async def sealed_path(url: str, tmp: Path, batches: list[list[Record]], tenant: 
     async def quarantine(reason: str, topic: str, h: Header | None, payload: bytes) -> None:
         raise RuntimeError(f"benchmark batch rejected: {reason}")
 
-    cfg = AgentConfig(
-        file=str(tmp / "agent.toml"), agent_id=agent, tenant=tenant, site="site-1",
-        state_dir=tmp / "state",
-        keys=KeysConfig(signing_key=tmp / "none", collector_public_key=tmp / "none",
-                        tenant_key=tmp / "none"),
-        mqtt=MqttConfig(url=url), devices=(), batch_max_records=len(batches[0]),
-        batch_max_age_s=0.05, suite=suite, extra={"spool": {"inflight": inflight}})
+    cfg = _agent_config(tmp, url, agent, tenant, len(batches[0]), suite, inflight)
     async with IngestWorker(broker_url=url, sink=sink, quarantine=quarantine,
                             agent_keys={agent: sk.public_key()}, collector_keys={ck.key_id: ck},
                             registry=CollectorRegistry(), client_id=f"bench-{agent}",
@@ -118,13 +125,8 @@ async def agent_path(url: str, tmp: Path, batches: list[list[Record]], tenant: s
     sk = ed25519.Ed25519PrivateKey.generate()
     u = urlsplit(url)
     done = asyncio.Event()
-    cfg = AgentConfig(
-        file=str(tmp / "agent.toml"), agent_id=agent, tenant=tenant, site="site-1",
-        state_dir=tmp / "state-agent",
-        keys=KeysConfig(signing_key=tmp / "none", collector_public_key=tmp / "none",
-                        tenant_key=tmp / "none"),
-        mqtt=MqttConfig(url=url), devices=(), batch_max_records=len(batches[0]),
-        batch_max_age_s=0.05, suite=suite, extra={"spool": {"inflight": inflight}})
+    cfg = _agent_config(tmp, url, agent, tenant, len(batches[0]), suite, inflight,
+                        state="state-agent")
     async with aiomqtt.Client(u.hostname or "127.0.0.1", u.port or 1883, timeout=10,
                               protocol=aiomqtt.ProtocolVersion.V5) as sub:
         await sub.subscribe(f"privtel/v1/{tenant}/{agent}/batches", qos=1)
