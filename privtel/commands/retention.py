@@ -10,7 +10,9 @@ from pathlib import Path
 
 import orjson
 
-from collector.retention import JsonlAuditLog, RetentionService
+from collector.api.schema import open_api_db
+from collector.audit import AuditLog
+from collector.retention import AuditSink, JsonlAuditLog, RetentionService
 from collector.store import StoreError, StoreRetryableError, open_store
 from pipelines.retention import Policy, default_policy, parse_policy
 
@@ -31,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                        help="retention policy TOML (default: the built-in policy)")
     purge.add_argument("--dry-run", action="store_true", help="count per class, delete nothing")
     purge.add_argument("--audit", type=Path, metavar="FILE",
-                       help="append the audit entry to this JSON-lines file")
+                       help="append the audit entry to this JSON-lines file instead of the store's "
+                       "hash-chained audit log")
     purge.add_argument("--json", action="store_true", help="print the result as one JSON line")
     purge.set_defaults(func=purge_cmd)
     check = sub.add_parser("check", help="validate a retention policy and list its gaps")
@@ -53,12 +56,12 @@ def _period(policy: Policy, klass: str) -> str:
 
 
 def purge_cmd(args: argparse.Namespace) -> int:
-    url, policy_path, jurisdictions = args.store, args.policy, None
+    url, policy_path = args.store, args.policy
     if args.config is not None:
         from collector import config as collector_config
 
         cfg = collector_config.load(args.config)
-        url, jurisdictions = cfg.store_url, getattr(cfg, "jurisdictions", None)
+        url = cfg.store_url
         policy_path = policy_path or cfg.retention_policy
     elif url == "env":
         url = os.environ.get("PRIVTEL_STORE")
@@ -67,16 +70,22 @@ def purge_cmd(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     policy = _policy(policy_path)
-    audit = JsonlAuditLog(args.audit) if args.audit else None
+    audit_db = None
     try:
         store = open_store(url)
         try:
             store.migrate()
-            service = RetentionService(store, policy_path=policy_path,
-                                       jurisdictions=jurisdictions, audit=audit)
+            if args.audit:
+                audit: AuditSink = JsonlAuditLog(args.audit)
+            else:  # the store's own hash-chained audit log, as the collector's purges use
+                audit_db = open_api_db(url)
+                audit = AuditLog(audit_db)
+            service = RetentionService(store, policy_path=policy_path, audit=audit)
             result = service.purge(dry_run=args.dry_run, trigger="on_demand")
         finally:
             store.close()
+            if audit_db is not None:
+                audit_db.close()
     except StoreError as e:
         print(f"privtel: error: {e}", file=sys.stderr)
         return EX_TEMPFAIL if isinstance(e, StoreRetryableError) else 2
