@@ -78,7 +78,7 @@ _IF_STATUS = tuple(fld for _, _, fld in INTERFACE_SERIES.values() if fld.endswit
 _IF_NUMBERS = tuple(fld for _, _, fld in INTERFACE_SERIES.values() if fld not in _IF_STATUS)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Iface:
     ts: float
     values: dict[str, float]
@@ -139,13 +139,35 @@ class NocMetrics(Collector):
         self._lock = threading.Lock()
         self._devices: dict[tuple[str, str], _Device] = {}
         self._dropped: dict[str, int] = {"device_limit": 0, "interface_limit": 0}
+        self._handlers = self._handler_table()
         if registry is not None:
             registry.register(self)
 
     def observe(self, records: Iterable[Record]) -> None:
+        # One dict lookup skips a record whose name feeds no series; the device of the
+        # previous record is reused while a run of records shares it (a poll's rows do).
+        handlers, devices = self._handlers, self._devices
         with self._lock:
+            tenant: str | None = None
+            device: str | None = None
+            d: _Device | None = None
             for r in records:
-                self._observe_one(r)
+                handler = handlers.get(r.name)
+                if handler is None:
+                    self._observe_other(r)
+                    d = None
+                    continue
+                if d is None or r.device != device or r.tenant != tenant:
+                    tenant, device = r.tenant, r.device
+                    d = devices.get((tenant, device))
+                    if d is None:
+                        d = self._new_device(r)
+                        if d is None:
+                            continue
+                ts = float(r.ts)
+                if ts >= d.last_ts:
+                    d.last_ts, d.site = ts, r.site
+                handler(d, ts, r.fields)
 
     def forget(self, tenant: str, device: str) -> bool:
         with self._lock:
@@ -156,50 +178,68 @@ class NocMetrics(Collector):
             self._expire(self._clock())
             return len(self._devices)
 
-    def _observe_one(self, r: Record) -> None:
-        key = (r.tenant, r.device)
-        d = self._devices.get(key)
-        if d is None:
+    def _new_device(self, r: Record) -> _Device | None:
+        if len(self._devices) >= self.max_devices:
+            self._expire(self._clock())
             if len(self._devices) >= self.max_devices:
-                self._expire(self._clock())
-                if len(self._devices) >= self.max_devices:
-                    self._dropped["device_limit"] += 1
-                    return
-            d = self._devices[key] = _Device(r.tenant, r.site, r.device)
+                self._dropped["device_limit"] += 1
+                return None
+        d = self._devices[(r.tenant, r.device)] = _Device(r.tenant, r.site, r.device)
+        return d
+
+    def _observe_other(self, r: Record) -> None:
+        """A record whose name feeds no series still keeps its device alive (and
+        counts against the device cap), as it always has."""
+        d = self._devices.get((r.tenant, r.device))
+        if d is None:
+            d = self._new_device(r)
+            if d is None:
+                return
         ts = float(r.ts)
         if ts >= d.last_ts:
             d.last_ts, d.site = ts, r.site
-        f = r.fields
-        if r.name == "device.health":
-            if ts >= d.health_ts:
-                d.health_ts = ts
-                d.up = 1.0 if f.get("up") in (1, True) else 0.0
-                reason = f.get("reason")
-                d.reason = (reason if reason in REASONS else "error") if reason else None
-                d.protocol = str(f.get("protocol") or "")[:32]
-                d.profile = str(f.get("profile") or "")[:64]
-                d.poll_duration = _num(f.get("poll_duration_s"))
-            d.uptime = _newer(d.uptime, ts, _num(f.get("uptime_s")))
-        elif r.name == "snmp.system":
-            d.uptime = _newer(d.uptime, ts, _num(f.get("uptime_s")))
-        elif r.name == "host.cpu":
-            d.cpu = _newer(d.cpu, ts, _num(f.get("cpu_util_pct")))
-        elif r.name == "host.memory":
-            d.mem_used = _newer(d.mem_used, ts, _num(f.get("mem_used_bytes")))
-            d.mem_total = _newer(d.mem_total, ts, _num(f.get("mem_total_bytes")))
-        elif r.name == "if":
-            self._observe_if(d, ts, f)
+
+    def _handler_table(self) -> dict[str, Callable[[_Device, float, Any], None]]:
+        return {"device.health": self._observe_health, "snmp.system": self._observe_system,
+                "host.cpu": self._observe_cpu, "host.memory": self._observe_memory,
+                "if": self._observe_if}
+
+    @staticmethod
+    def _observe_health(d: _Device, ts: float, f: Any) -> None:
+        if ts >= d.health_ts:
+            d.health_ts = ts
+            d.up = 1.0 if f.get("up") in (1, True) else 0.0
+            reason = f.get("reason")
+            d.reason = (reason if reason in REASONS else "error") if reason else None
+            d.protocol = str(f.get("protocol") or "")[:32]
+            d.profile = str(f.get("profile") or "")[:64]
+            d.poll_duration = _num(f.get("poll_duration_s"))
+        d.uptime = _newer(d.uptime, ts, _num(f.get("uptime_s")))
+
+    @staticmethod
+    def _observe_system(d: _Device, ts: float, f: Any) -> None:
+        d.uptime = _newer(d.uptime, ts, _num(f.get("uptime_s")))
+
+    @staticmethod
+    def _observe_cpu(d: _Device, ts: float, f: Any) -> None:
+        d.cpu = _newer(d.cpu, ts, _num(f.get("cpu_util_pct")))
+
+    @staticmethod
+    def _observe_memory(d: _Device, ts: float, f: Any) -> None:
+        d.mem_used = _newer(d.mem_used, ts, _num(f.get("mem_used_bytes")))
+        d.mem_total = _newer(d.mem_total, ts, _num(f.get("mem_total_bytes")))
 
     def _observe_if(self, d: _Device, ts: float, f: Any) -> None:
         name = f.get("if_name") or f.get("if_descr") or f.get("if_index")
         if name is None or name == "":
             return
-        ifname = str(name)[:64]
+        ifname = name[:64] if type(name) is str else str(name)[:64]
         cur = d.ifaces.get(ifname)
-        if cur is None and len(d.ifaces) >= self.max_interfaces:
-            self._dropped["interface_limit"] += 1
-            return
-        if cur is not None and cur.ts > ts:
+        if cur is None:
+            if len(d.ifaces) >= self.max_interfaces:
+                self._dropped["interface_limit"] += 1
+                return
+        elif cur.ts > ts:
             return
         values: dict[str, float] = {}
         for fld in _IF_NUMBERS:
@@ -208,10 +248,17 @@ class NocMetrics(Collector):
             if t is int or t is float:
                 values[fld] = float(v)
         for fld in _IF_STATUS:
-            sv = _status(f.get(fld))
-            if sv is not None:
-                values[fld] = sv
-        d.ifaces[ifname] = _Iface(ts, values)
+            v = f.get(fld)
+            if type(v) is int:
+                values[fld] = float(v)
+            else:
+                sv = _status(v)
+                if sv is not None:
+                    values[fld] = sv
+        if cur is None:
+            d.ifaces[ifname] = _Iface(ts, values)
+        else:
+            cur.ts, cur.values = ts, values
 
     def _expire(self, now: float) -> None:
         horizon = now - self.stale_after_s

@@ -32,6 +32,7 @@ from pipelines.record import Record, Scalar
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 TOKEN_PREFIX = "tk-"
 _KEEP, _TEXT, _GEO, _VALUE = 0, 1, 2, 3
+_LAYOUTS_MAX = 1024
 
 
 def _masks() -> frozenset[int]:
@@ -220,6 +221,7 @@ class Pseudonymiser:
                                            limit=self.policy.cache_size)
         self._classes: dict[str, FieldClass | None] = {}
         self._plans: dict[str, int] = {}
+        self._layouts: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
 
     def _token(self, value: str) -> str:
         digest = hmac.new(self._token_key, value.encode("utf-8", "surrogatepass"),
@@ -370,17 +372,38 @@ class Pseudonymiser:
             return _TEXT
         return _VALUE
 
-    def record(self, r: Record) -> Record:
-        """The record with every field under the policy, `device` tokenised and `pkid` set."""
+    def _layout(self, names: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+        """The fields of one layout that need work, in record order, with their
+        plans. Pollers emit the same field names in the same order every time, so
+        this is computed once per layout and the per-record loop skips the
+        public fields and never looks a name up twice."""
         plans = self._plans
-        fields: dict[str, Scalar] = dict(r.fields)  # numbers and public values stay as is
-        geo: list[str] = []
-        memo = self._field_memo
-        hot = memo.hot
-        for k, v in r.fields.items():
+        out = []
+        for k in names:
             h = plans.get(k)
             if h is None:
                 h = plans[k] = self._plan(k)
+            if h != _KEEP:
+                out.append((k, h))
+        work = tuple(out)
+        if len(self._layouts) >= _LAYOUTS_MAX:
+            self._layouts.clear()
+        self._layouts[names] = work
+        return work
+
+    def record(self, r: Record) -> Record:
+        """The record with every field under the policy, `device` tokenised and `pkid` set."""
+        src = r.fields
+        names = tuple(src)
+        work = self._layouts.get(names)
+        if work is None:
+            work = self._layout(names)
+        fields: dict[str, Scalar] = dict(src)  # numbers and public values stay as is
+        geo: list[str] = []
+        memo = self._field_memo
+        hot = memo.hot
+        for k, h in work:
+            v = src[k]
             if h == _TEXT:
                 if type(v) is str:
                     hit = hot.get(v)
@@ -388,7 +411,7 @@ class Pseudonymiser:
                     hot = memo.hot  # a miss may have rotated the generations
             elif h == _GEO:
                 geo.append(k)
-            elif h == _VALUE:
+            else:
                 fields[k] = self.value(k, v)
         if geo:
             self._geo(r, geo, fields)

@@ -54,28 +54,35 @@ def init_keys(args: argparse.Namespace) -> int:
         return 2
 
 
-def _init(args: argparse.Namespace) -> int:
-    for what, v in (("--agent-id", args.agent_id), ("--tenant", args.tenant)):
+def write_key_files(directory: Path, agent_id: str, tenant: str, *, suite: str = "x25519",
+                    force: bool = False) -> tuple[dict[str, Path], str, str]:
+    """The first deployment's key files, owner-only; (paths, collector key id, agent key id)."""
+    for what, v in (("--agent-id", agent_id), ("--tenant", tenant)):
         if not _ID_RE.match(v):
             raise ValueError(f"{what} must be lowercase letters, digits, '-' or '_' "
                              f"(at most 63), not {v!r}")
-    directory: Path = args.dir
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    files = key_files(directory, args.agent_id, args.tenant)
-    if not args.force:
+    files = key_files(directory, agent_id, tenant)
+    if not force:
         for path in files.values():
             if path.exists():
                 raise FileExistsError(f"{path} already exists; pass --force to replace it")
-    collector = keys.generate_collector_key(args.suite)
+    collector = keys.generate_collector_key(suite)
     agent = keys.generate_signing_key()
-    _write_private(files["collector_key"], collector.pem, args.force)
-    _write_private(files["collector_pub"], collector.public.pem, args.force)
-    _write_private(files["agent_key"], keys.signing_key_pem(agent), args.force)
-    _write_private(files["agent_pub"], keys.verify_key_pem(agent.public_key()), args.force)
-    _write_private(files["tenant_key"], (keys.generate_tenant_key() + "\n").encode(), args.force)
-    print(f"collector key ({args.suite}) id {collector.key_id}: {files['collector_key']}, "
+    _write_private(files["collector_key"], collector.pem, force)
+    _write_private(files["collector_pub"], collector.public.pem, force)
+    _write_private(files["agent_key"], keys.signing_key_pem(agent), force)
+    _write_private(files["agent_pub"], keys.verify_key_pem(agent.public_key()), force)
+    _write_private(files["tenant_key"], (keys.generate_tenant_key() + "\n").encode(), force)
+    return files, collector.key_id, keys.signing_key_id(agent)
+
+
+def _init(args: argparse.Namespace) -> int:
+    files, collector_id, agent_id = write_key_files(
+        args.dir, args.agent_id, args.tenant, suite=args.suite, force=args.force)
+    print(f"collector key ({args.suite}) id {collector_id}: {files['collector_key']}, "
           f"{files['collector_pub']}")
-    print(f"agent {args.agent_id} signing key id {keys.signing_key_id(agent)}: "
+    print(f"agent {args.agent_id} signing key id {agent_id}: "
           f"{files['agent_key']}, {files['agent_pub']}")
     print(f"tenant {args.tenant} pseudonymisation key: {files['tenant_key']}")
     return 0

@@ -7,7 +7,6 @@ simulated devices; progress every few seconds, a summary at the end.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import shutil
@@ -25,6 +24,7 @@ from agents.files import write_private
 from agents.runtime import Agent
 from collector import config as collector_config
 from collector.runtime import Collector
+from privtel.commands.keys import key_files, write_key_files
 from privtel.demo.broker import EmbeddedBroker
 from privtel.demo.snmpsim import RECORDINGS, SnmpSim
 from privtel.sim.demo import start_demo_ssh
@@ -39,12 +39,10 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def write_keys(key_dir: Path, agent_id: str, tenant: str) -> dict[str, Path]:
-    from privtel.commands import keys as keys_cmd
-
-    files = keys_cmd.key_files(key_dir, agent_id, tenant)
+    """Keys for one agent, made once and kept when the data dir is reused."""
+    files = key_files(key_dir, agent_id, tenant)
     if not all(p.exists() for p in files.values()):
-        keys_cmd.init_keys(argparse.Namespace(dir=key_dir, agent_id=agent_id, tenant=tenant,
-                                              suite="x25519", force=True))
+        write_key_files(key_dir, agent_id, tenant, force=True)
     return files
 
 
