@@ -79,8 +79,13 @@ class Record:
         way, so every rejection still comes from `validate` with its message."""
         if (type(self) is Record and type(fields) is dict and len(fields) <= MAX_FIELDS
                 and _known_fields.issuperset(fields) and _values_ok(fields)):
-            device = changes.pop("device", self.device)
-            if not changes and type(device) is str and 0 < len(device) <= 128:
+            if not changes:
+                device = self.device
+            elif len(changes) == 1:
+                device = changes.get("device")
+            else:
+                device = None
+            if type(device) is str and 0 < len(device) <= 128:
                 r = _new(Record)
                 _set_kind(r, self.kind)
                 _set_tenant(r, self.tenant)
@@ -91,7 +96,6 @@ class Record:
                 _set_ts(r, self.ts)
                 _set_id(r, self.id)
                 return r
-            changes["device"] = device
         values = {k: getattr(self, k) for k in _KEYS}
         values.update(changes)
         values["fields"] = fields

@@ -32,7 +32,6 @@ from pipelines.record import Record, Scalar
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 TOKEN_PREFIX = "tk-"
 _KEEP, _TEXT, _GEO, _VALUE = 0, 1, 2, 3
-_LAYOUTS_MAX = 1024
 
 
 def _masks() -> frozenset[int]:
@@ -221,7 +220,7 @@ class Pseudonymiser:
                                            limit=self.policy.cache_size)
         self._classes: dict[str, FieldClass | None] = {}
         self._plans: dict[str, int] = {}
-        self._layouts: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
+        self._inert: set[str] = set()
 
     def _token(self, value: str) -> str:
         digest = hmac.new(self._token_key, value.encode("utf-8", "surrogatepass"),
@@ -372,46 +371,44 @@ class Pseudonymiser:
             return _TEXT
         return _VALUE
 
-    def _layout(self, names: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
-        """The fields of one layout that need work, in record order, with their
-        plans. Pollers emit the same field names in the same order every time, so
-        this is computed once per layout and the per-record loop skips the
-        public fields and never looks a name up twice."""
-        plans = self._plans
-        out = []
-        for k in names:
-            h = plans.get(k)
-            if h is None:
-                h = plans[k] = self._plan(k)
-            if h != _KEEP:
-                out.append((k, h))
-        work = tuple(out)
-        if len(self._layouts) >= _LAYOUTS_MAX:
-            self._layouts.clear()
-        self._layouts[names] = work
-        return work
+    def _plan_name(self, name: str) -> int:
+        h = self._plans[name] = self._plan(name)
+        if h in (_KEEP, _TEXT):
+            self._inert.add(name)
+        return h
 
     def record(self, r: Record) -> Record:
-        """The record with every field under the policy, `device` tokenised and `pkid` set."""
+        """The record with every field under the policy, `device` tokenised and `pkid` set.
+
+        Most values are numbers in fields whose plan leaves numbers alone (_KEEP,
+        _TEXT), so a non-string value costs one set lookup (`_inert`); strings
+        and the other plans are dispatched by the field's plan, in record order."""
+        plans = self._plans
+        inert = self._inert
         src = r.fields
-        names = tuple(src)
-        work = self._layouts.get(names)
-        if work is None:
-            work = self._layout(names)
         fields: dict[str, Scalar] = dict(src)  # numbers and public values stay as is
         geo: list[str] = []
         memo = self._field_memo
         hot = memo.hot
-        for k, h in work:
-            v = src[k]
-            if h == _TEXT:
-                if type(v) is str:
+        for k, v in src.items():
+            if type(v) is str:
+                h = plans.get(k)
+                if h is None:
+                    h = self._plan_name(k)
+                if h == _TEXT:
                     hit = hot.get(v)
                     fields[k] = hit[0] if hit is not None else self.field_text(v)
                     hot = memo.hot  # a miss may have rotated the generations
-            elif h == _GEO:
-                geo.append(k)
+                    continue
+            elif k in inert:
+                continue
             else:
+                h = plans.get(k)
+                if h is None:
+                    h = self._plan_name(k)
+            if h == _GEO:
+                geo.append(k)
+            elif h == _VALUE:
                 fields[k] = self.value(k, v)
         if geo:
             self._geo(r, geo, fields)
