@@ -75,13 +75,31 @@ INTERFACE_SERIES: dict[str, tuple[str, str, str]] = {
 
 
 _IF_STATUS = tuple(fld for _, _, fld in INTERFACE_SERIES.values() if fld.endswith("_status"))
-_IF_NUMBERS = tuple(fld for _, _, fld in INTERFACE_SERIES.values() if fld not in _IF_STATUS)
+_IF_FIELDS = tuple(fld for _, _, fld in INTERFACE_SERIES.values())
 
 
 @dataclass(slots=True)
 class _Iface:
+    """`raw` holds the record's values for `_IF_FIELDS` as they came; they are
+    turned into `values` at the first scrape after an update, so a poll's worth of
+    rows that the next poll overwrites before any scrape is never converted."""
+
     ts: float
-    values: dict[str, float]
+    raw: tuple[Any, ...] | None
+    values: dict[str, float] | None = None
+
+    def exposed(self) -> dict[str, float]:
+        if self.values is None:
+            values: dict[str, float] = {}
+            for fld, v in zip(_IF_FIELDS, self.raw or (), strict=True):
+                if fld in _IF_STATUS:
+                    sv = _status(v)
+                    if sv is not None:
+                        values[fld] = sv
+                elif type(v) is int or type(v) is float:
+                    values[fld] = float(v)
+            self.values, self.raw = values, None
+        return self.values
 
 
 @dataclass
@@ -241,24 +259,11 @@ class NocMetrics(Collector):
                 return
         elif cur.ts > ts:
             return
-        values: dict[str, float] = {}
-        for fld in _IF_NUMBERS:
-            v = f.get(fld)
-            t = type(v)
-            if t is int or t is float:
-                values[fld] = float(v)
-        for fld in _IF_STATUS:
-            v = f.get(fld)
-            if type(v) is int:
-                values[fld] = float(v)
-            else:
-                sv = _status(v)
-                if sv is not None:
-                    values[fld] = sv
+        raw = tuple(map(f.get, _IF_FIELDS))
         if cur is None:
-            d.ifaces[ifname] = _Iface(ts, values)
+            d.ifaces[ifname] = _Iface(ts, raw)
         else:
-            cur.ts, cur.values = ts, values
+            cur.ts, cur.raw, cur.values = ts, raw, None
 
     def _expire(self, now: float) -> None:
         horizon = now - self.stale_after_s
@@ -309,9 +314,10 @@ class NocMetrics(Collector):
                 if d.ifaces:
                     fams["privtel_device_interfaces"].add_metric(lv, float(len(d.ifaces)))
                 for ifname, iface in d.ifaces.items():
+                    values = iface.exposed()
                     for name, (_, _, fld) in INTERFACE_SERIES.items():
-                        if fld in iface.values:
-                            fams[name].add_metric([*lv, ifname], iface.values[fld])
+                        if fld in values:
+                            fams[name].add_metric([*lv, ifname], values[fld])
             for reason, n in self._dropped.items():
                 fams["privtel_metrics_dropped"].add_metric([reason], float(n))
         yield from fams.values()

@@ -167,17 +167,45 @@ class RetentionService:
         return mtime != self._mtime and self.reload()
 
     def tag(self, records: Iterable[Record], now: float | None = None) -> list[TaggedRecord]:
-        """Stamp each record; called on ingest just before `store.write_batch`."""
+        """Stamp each record; called on ingest just before `store.write_batch`.
+
+        The policy is asked once per run of records sharing kind and tenant (a
+        batch is usually one run): the rest of the run gets the same class and
+        basis, and its expiry is computed here exactly as `Policy.tag` would."""
         at = self._clock() if now is None else now
         with self._lock:
             policy = self.policy
-            out = []
+            out: list[TaggedRecord] = []
+            append = out.append
+            kind: object = None
+            tenant: str | None = None
+            klass = basis = ""
+            seconds: float | None = None
+            unmatched_kind: str | None = None
             for r in records:
-                jur = self.jurisdictions.get(r.tenant)
-                t = policy.tag(r, jur, now=at)
-                out.append(TaggedRecord(r, t.retention_class, t.legal_basis, t.expires_at))
+                if r.kind is not kind or r.tenant != tenant:
+                    kind, tenant = r.kind, r.tenant
+                    klass, basis, seconds, unmatched_kind = self._group(policy, r, at)
+                elif unmatched_kind is not None:
+                    policy.unmatched[unmatched_kind] += 1
+                if seconds is None:
+                    append(TaggedRecord(r, klass, basis, None))
+                else:
+                    ts = r.ts
+                    append(TaggedRecord(r, klass, basis, (ts if ts < at else at) + seconds))
             self._flush_unmatched()
         return out
+
+    def _group(self, policy: Policy, r: Record, at: float
+               ) -> tuple[str, str, float | None, str | None]:
+        """Class, basis and period for `r`'s kind and tenant, and the kind to count
+        as unmatched for each further record of the run (None when a rule matched)."""
+        kind = r.kind.value
+        before = policy.unmatched[kind]
+        t = policy.tag(r, self.jurisdictions.get(r.tenant), now=at)
+        if policy.unmatched[kind] != before:
+            return t.retention_class, t.legal_basis, policy.default.seconds, kind
+        return t.retention_class, t.legal_basis, policy.classes[t.retention_class].seconds, None
 
     def _flush_unmatched(self) -> None:
         if self.metrics is None:

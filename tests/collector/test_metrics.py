@@ -229,3 +229,59 @@ async def test_store_metrics_refresh_loop(reg, store):
     await asyncio.wait_for(task, 5)
     assert reg.get_sample_value("privtel_store_records",
                                 {"backend": store.backend, "retention_class": "metrics"}) == 1
+
+
+def _mixed_stream() -> list[list]:
+    """Batches mixing every series-feeding name with names no series uses, runs of
+    one device and interleaved devices, out-of-order times and a device over the cap."""
+    b1 = [health("tok1"), iface("eth0"), iface("eth1"), rec(0, name="syslog", device="tok2",
+          msg="x"), iface("eth0", device="tok2"), health("tok3"),
+          rec(0, name="host.cpu", device="tok1", ts=NOW, cpu_util_pct=12.5),
+          rec(0, name="host.memory", device="tok3", ts=NOW, mem_used_bytes=5,
+              mem_total_bytes=9)]
+    b2 = [iface("eth0", ts=NOW - 5, in_octets=1), iface("eth0", ts=NOW + 5, oper_status="down"),
+          rec(0, name="snmp.system", device="tok1", ts=NOW + 5, uptime_s=77),
+          health("tok4", ts=NOW + 5), rec(0, name="unknown.name", device="tok3", ts=NOW + 300,
+                                          v=1), iface("eth9", device="tok3", ts=NOW + 300)]
+    return [b1, b2]
+
+
+def _expose(batches: list[list], one_by_one: bool, **settings: int) -> dict:
+    clock = Clock(NOW + 10)
+    reg = CollectorRegistry()
+    m = NocMetrics(reg, clock=clock, **settings)
+    for batch in batches:
+        if one_by_one:
+            for r in batch:
+                m.observe([r])
+        else:
+            m.observe(batch)
+        clock.t += 250
+    return samples(reg)
+
+
+def test_batch_observe_equals_record_by_record():
+    """The per-batch fast paths (name dispatch, reusing the previous record's device)
+    must expose exactly what observing one record at a time exposes."""
+    settings = {"stale_after_s": 200, "max_devices": 2, "max_interfaces": 2}
+    batched = _expose(_mixed_stream(), False, **settings)
+    assert batched == _expose(_mixed_stream(), True, **settings)
+    assert batched[("privtel_metrics_dropped_total", (("reason", "device_limit"),))] >= 1.0
+
+
+def test_device_expired_mid_batch_is_not_updated_through_a_stale_reference():
+    """A record of an unused name can expire other devices when it meets the cap;
+    the next record of an expired device must see it gone, as record by record."""
+    batch = [health("tok1", ts=NOW - 1000), rec(0, name="syslog", device="tok2", ts=NOW, m=1),
+             rec(0, name="syslog", device="tok3", ts=NOW, m=1), health("tok1", ts=NOW)]
+    batched = _expose([batch], False, stale_after_s=300, max_devices=2)
+    assert batched == _expose([batch], True, stale_after_s=300, max_devices=2)
+    assert batched[("privtel_metrics_dropped_total", (("reason", "device_limit"),))] == 1.0
+
+
+def test_record_of_unused_name_keeps_device_series_fresh(reg, clock):
+    m = NocMetrics(reg, stale_after_s=300, clock=clock)
+    m.observe([health("tok1")])
+    m.observe([rec(0, name="syslog", device="tok1", ts=NOW + 250, msg="x")])
+    clock.t = NOW + 400
+    assert ("privtel_device_up", dev("tok1")) in samples(reg)

@@ -230,3 +230,31 @@ def test_cli_purge_with_collector_config_and_env_store(cli, store, store_url, tm
     assert store.count_records() == 0
     monkeypatch.delenv("PRIVTEL_STORE")
     assert cli("purge", "--store", "env").returncode == 2
+
+
+def test_batch_tag_equals_policy_tag_per_record(tmp_path):
+    """Tagging asks the policy once per run of kind and tenant; every record must
+    still get what `Policy.tag` gives it, unmatched counts included."""
+    policy = tmp_path / "p.toml"
+    policy.write_text('[classes.m]\ndays = 10\nlegal_basis = "x"\n'
+                      '[classes.short]\ndays = 1\nlegal_basis = "y"\n'
+                      '[classes.keep]\nuntil = "contract_end"\nlegal_basis = "z"\n'
+                      '[[rules]]\nkind = "metric"\nclass = "m"\n'
+                      '[[rules]]\nkind = "inventory"\nclass = "keep"\n')
+    reg = CollectorRegistry()
+    svc = RetentionService(None, policy_path=policy, registry=reg,
+                           jurisdictions={"globex": "eu"})
+    records = [rec(i, kind=k, tenant=t, name="n", ts=NOW + (i - 3) * 100, s=1)
+               for i, (k, t) in enumerate([(Kind.METRIC, "acme"), (Kind.METRIC, "acme"),
+                                           (Kind.EVENT, "acme"), (Kind.EVENT, "acme"),
+                                           (Kind.METRIC, "globex"), (Kind.INVENTORY, "acme"),
+                                           (Kind.EVENT, "globex"), (Kind.METRIC, "acme")])]
+    got = svc.tag(records, now=NOW)
+    reference = RetentionService(None, policy_path=policy, jurisdictions={"globex": "eu"})
+    want = [reference.policy.tag(r, reference.jurisdictions.get(r.tenant), now=NOW)
+            for r in records]
+    pairs = zip(records, want, strict=True)
+    assert [(t.record, t.retention_class, t.legal_basis, t.expires_at) for t in got] == \
+        [(r, w.retention_class, w.legal_basis, w.expires_at) for r, w in pairs]
+    assert value(reg, "privtel_retention_unmatched_records_total", kind="event") == 3
+    assert got[5].expires_at is None and got[0].expires_at == NOW - 300 + 10 * DAY
