@@ -79,12 +79,8 @@ class Record:
         way, so every rejection still comes from `validate` with its message."""
         if (type(self) is Record and type(fields) is dict and len(fields) <= MAX_FIELDS
                 and _known_fields.issuperset(fields) and _values_ok(fields)):
-            if not changes:
-                device = self.device
-            elif len(changes) == 1:
-                device = changes.get("device")
-            else:
-                device = None
+            device: Any = (self.device if not changes else
+                           changes.get("device") if len(changes) == 1 else None)
             if type(device) is str and 0 < len(device) <= 128:
                 r = _new(Record)
                 _set_kind(r, self.kind)
