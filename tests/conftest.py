@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +37,20 @@ def pg_dsn() -> str:
                     "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
     return PG_DSN
 
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL per test: SQLite by default, or (with `indirect` param "postgres") a
+    PostgreSQL schema of its own, dropped afterwards."""
+    from peers.pg import drop_schema, pg_schema_url
+
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    dsn = request.getfixturevalue("pg_dsn")
+    schema = f"privtel_test_{os.urandom(6).hex()}"
+    try:
+        yield pg_schema_url(dsn, schema)
+    finally:
+        drop_schema(dsn, schema)

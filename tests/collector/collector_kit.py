@@ -8,18 +8,6 @@ from pipelines.record import Kind, Record
 BACKENDS = ["sqlite", "postgres"]
 
 
-def pg_schema_url(dsn: str, schema: str) -> str:
-    sep = "&" if "?" in dsn else "?"
-    return f"{dsn}{sep}schema={schema}"
-
-
-def drop_schema(dsn: str, schema: str) -> None:
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
 def rec(i: int = 0, *, kind: Kind = Kind.METRIC, tenant: str = "acme", device: str = "dev1",
         name: str = "if", ts: float = 1_700_000_000.0, **fields: object) -> Record:
     return Record(kind=kind, tenant=tenant, site="site1", device=device, name=name,

@@ -77,7 +77,7 @@ def test_partition_dropped_by_another_worker_is_recreated(store_url):
 
 @on_postgres
 def test_schemas_are_isolated(store_url, pg_dsn):
-    from collector_kit import drop_schema, pg_schema_url
+    from peers.pg import drop_schema, pg_schema_url
 
     other_url = pg_schema_url(pg_dsn, store_url.rsplit("schema=", 1)[1] + "_b")
     a, b = open_store(store_url), open_store(other_url)
