@@ -117,7 +117,7 @@ class _SeqWindow:
     seen: dict[int, str] = field(default_factory=dict)
 
 
-def _tls_context(ca_file: Path | None, cert_file: Path | None,
+def tls_context(ca_file: Path | None, cert_file: Path | None,
                  key_file: Path | None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
                                      cafile=str(ca_file) if ca_file else None)
@@ -175,7 +175,7 @@ class IngestWorker:
         self._host = u.hostname
         self._tls = u.scheme == "mqtts"
         self._port = u.port or (8883 if self._tls else 1883)
-        self._tls_ctx = _tls_context(ca_file, cert_file, key_file) if self._tls else None
+        self._tls_ctx = tls_context(ca_file, cert_file, key_file) if self._tls else None
         self._sink, self._quarantine = sink, quarantine
         self._agent_keys, self._collector_keys = agent_keys, collector_keys
         self._agent_tenants = agent_tenants

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from collector.announce import announce_public_key
 from collector.api.schema import open_api_db
 from collector.audit import AuditLog
 from collector.config import CollectorConfig
@@ -36,9 +37,15 @@ def _read_private(path: Path) -> bytes:
 
 
 def load_keys(cfg: CollectorConfig) -> tuple[dict[str, Any], dict[str, keys.CollectorPrivateKey]]:
+    """Known agents' keys, and the collector's private keys by id in config order: the
+    last one listed is the current key, the one announced and given to new agents."""
     agent_keys = {a.agent_id: keys.load_verify_key(a.public_key.read_bytes()) for a in cfg.agents}
     private = [keys.load_collector_private_key(_read_private(p)) for p in cfg.private_keys]
     return agent_keys, {k.key_id: k for k in private}
+
+
+def current_key(collector_keys: dict[str, keys.CollectorPrivateKey]) -> keys.CollectorPublicKey:
+    return list(collector_keys.values())[-1].public
 
 
 class Collector:
@@ -59,6 +66,8 @@ class Collector:
             audit=AuditLog(self.audit_db), interval_s=cfg.purge_interval_s)
         self.sink = StoreSink(self.store, self.retention.tag, self.noc.observe)
         agent_keys, collector_keys = load_keys(cfg)
+        self.current_key = current_key(collector_keys)
+        self._tasks: set[asyncio.Task[bool]] = set()
         extra = {"topic_filter": topic_filter} if topic_filter else {}
         self.ingest = IngestWorker(
             broker_url=cfg.mqtt_url, sink=self.sink.sink, quarantine=self.sink.quarantine,
@@ -81,9 +90,20 @@ class Collector:
             return False
         self.ingest.update_keys(agent_keys=agent_keys, collector_keys=collector_keys,
                                 agent_tenants={a.agent_id: a.tenant for a in cfg.agents})
+        self._announce(cfg, current_key(collector_keys))
         log.info("config reloaded", extra={"agents": len(cfg.agents),
                                            "collector_keys": sorted(collector_keys)})
         return True
+
+    def _announce(self, cfg: CollectorConfig, key: keys.CollectorPublicKey) -> None:
+        self.current_key = key
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # reloaded outside the service loop: the next start announces
+            return
+        task = loop.create_task(announce_public_key(cfg, key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _ready(self) -> bool:
         try:
@@ -102,6 +122,7 @@ class Collector:
         tasks = [asyncio.create_task(self.retention.run(stop), name="privtel-retention"),
                  asyncio.create_task(self.store_metrics.run(self.store, stop),
                                      name="privtel-store-metrics")]
+        self._announce(self.cfg, self.current_key)
         try:
             async with self.ingest:
                 await stop.wait()

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
@@ -162,6 +163,30 @@ def load_collector_private_key(pem: bytes) -> CollectorPrivateKey:
 
 def load_collector_public_key(pem: bytes) -> CollectorPublicKey:
     return _collector_public([_load_public(b) for b in _pem_blocks(pem)])
+
+
+ANNOUNCE_TOPIC = "privtel/v1/collector/public-key"
+
+
+def key_announcement(key: CollectorPublicKey) -> bytes:
+    """The collector's retained announcement of its current public key. Its authenticity
+    comes from the broker (TLS and an ACL where only the collector may write this topic);
+    an agent still takes a new key only from its own config, so this is for operators."""
+    return orjson.dumps({"v": 1, "key_id": key.key_id, "suite": key.suite,
+                         "public_key": key.pem.decode()}, option=orjson.OPT_SORT_KEYS)
+
+
+def parse_key_announcement(data: bytes) -> CollectorPublicKey:
+    """The announced key, refused unless its id matches the key it carries."""
+    try:
+        d = orjson.loads(data)
+        key = load_collector_public_key(d["public_key"].encode())
+        claimed = (d["key_id"], d["suite"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise KeyFormatError("not a privtel key announcement") from None
+    if claimed != (key.key_id, key.suite):
+        raise KeyFormatError("announced key id or suite does not match the key")
+    return key
 
 
 def generate_signing_key() -> ed25519.Ed25519PrivateKey:

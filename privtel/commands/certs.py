@@ -23,8 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pipelines.envelope import topic_for
+from pipelines.keys import ANNOUNCE_TOPIC
+
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
-TOPIC = "privtel/v1/{tenant}/{agent}/batches"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -131,12 +133,15 @@ def _cert_pem(c: x509.Certificate) -> bytes:
 
 
 def acl_entry(tenant: str, agent: str) -> str:
-    return f"user {agent}\ntopic write {TOPIC.format(tenant=tenant, agent=agent)}\n\n"
+    return (f"user {agent}\ntopic write {topic_for(tenant, agent)}\n"
+            f"topic read {ANNOUNCE_TOPIC}\n\n")
 
 
 def collector_acl(collector_id: str) -> str:
-    return (f"# privtel ACL: the collector only subscribes; each agent only publishes to its "
-            f"own topic.\nuser {collector_id}\ntopic read privtel/v1/+/+/batches\n\n")
+    return (f"# privtel ACL: the collector subscribes to batches and writes only its key "
+            f"announcement; each agent only publishes to its own topic.\n"
+            f"user {collector_id}\ntopic read privtel/v1/+/+/batches\n"
+            f"topic write {ANNOUNCE_TOPIC}\n\n")
 
 
 def _issue_agent(directory: Path, tenant: str, agent: str, ca_key: ec.EllipticCurvePrivateKey,

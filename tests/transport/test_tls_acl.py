@@ -19,6 +19,7 @@ from transport_helpers import Broker, Keys, SqliteSink, agent_config, records, u
 from agents.shipper import Shipper
 from collector.ingest import IngestWorker
 from pipelines.envelope import topic_for
+from pipelines.keys import ANNOUNCE_TOPIC
 from privtel.cli import main as privtel
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "mosquitto" / "mosquitto.conf"
@@ -116,3 +117,6 @@ async def test_tls_acl(tls_broker: tuple[Broker, Path, str], tmp_path: Path) -> 
         async with aiomqtt.Client("127.0.0.1", broker.port, timeout=2):
             pass
     assert store.count("SELECT count(*) FROM records") == 5
+    # only the collector may announce its public key (16: accepted, no subscribers)
+    assert _paho_publish(broker.port, _ctx(certs, "collector"), ANNOUNCE_TOPIC) in (0, 16)
+    assert _paho_publish(broker.port, _ctx(certs, "agent-agent-b"), ANNOUNCE_TOPIC) == 135
