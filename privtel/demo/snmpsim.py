@@ -19,6 +19,10 @@ from types import TracebackType
 
 import snmpsim
 
+from agents.pollers import HEALTH_NAME, Device
+from agents.snmp.options import SnmpOptions
+from agents.snmp.poller import SnmpPoller
+
 RECORDINGS = ("linux-full-walk", "winxp-full-walk", "eaton-9PX-partial-walk", "linksys-system",
               "solaris-system")
 _LAUNCH = ("import sys; from snmpsim.commands.responder import main; "
@@ -85,22 +89,14 @@ class SnmpSim:
 
 
 async def _answers(port: int, community: str) -> bool:
-    from pysnmp.hlapi.v3arch.asyncio import (
-        CommunityData,
-        ContextData,
-        ObjectIdentity,
-        ObjectType,
-        SnmpEngine,
-        UdpTransportTarget,
-        get_cmd,
-    )
-
-    engine = SnmpEngine()
+    """One poll of the system group with the agent's own SNMP poller."""
+    poller = SnmpPoller()
+    device = Device(name="snmpsim-probe", address="127.0.0.1", port=port, protocol="snmp",
+                    interval_s=60, tenant="demo", site="demo",
+                    options=SnmpOptions(community=community, timeout_s=0.5, retries=0,
+                                        profiles=("system",)))
     try:
-        target = await UdpTransportTarget.create(("127.0.0.1", port), timeout=0.5, retries=0)
-        err, status, _, _ = await get_cmd(
-            engine, CommunityData(community), target, ContextData(),
-            ObjectType(ObjectIdentity("1.3.6.1.2.1.1.2.0")), lookupMib=False)
-        return err is None and not status
+        records = await poller.poll(device)
     finally:
-        engine.close_dispatcher()
+        await poller.close()
+    return any(r.name == HEALTH_NAME and r.fields.get("up") == 1 for r in records)
