@@ -30,9 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
+        from collector.store import StoreError
         from pipelines.config import ConfigError
 
-        if isinstance(e, ConfigError | FileNotFoundError | PermissionError | ValueError):
+        if isinstance(e, ConfigError | StoreError | FileNotFoundError | PermissionError
+                      | ValueError):
             print(f"privtel: error: {e}", file=sys.stderr)
             return 2
         raise

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from collector.api import ApiConfig, create_app, serve
 from collector.search import TenantKeys
-from collector.store import StoreError
 from pipelines.config import listen_address, parse_toml
 from pipelines.pseudonym import PolicyError, PrivacyPolicy
 from privtel.commands.audit import read_audit_key
@@ -76,12 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     policy = _policy(args.privacy)
     keys = TenantKeys.from_dir(args.tenant_keys, policy) if args.tenant_keys else \
         TenantKeys(policy=policy)
-    try:
-        app = create_app(ApiConfig(store_url=args.store, keys=keys,
-                                   audit_key=read_audit_key(args.audit_key)))
-    except StoreError as e:
-        print(f"privtel: error: {e}", file=sys.stderr)
-        return 2
+    app = create_app(ApiConfig(store_url=args.store, keys=keys,
+                               audit_key=read_audit_key(args.audit_key)))
     print(f"privtel api: {'https' if tls else 'http'}://{host}:{port} (tenant keys for "
           f"{len(keys.tenants)} tenant(s)); OpenAPI at /openapi.json", file=sys.stderr)
     serve(app, host=host, port=port, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from collector.api.schema import open_api_db
 from collector.audit import AuditChainError, AuditLog
-from collector.store import StoreError
 from pipelines import auditchain
 from pipelines.config import ConfigError, require_private
 from privtel.commands.users import store_arg
@@ -56,19 +55,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print("privtel: error: --store URL is required (or set PRIVTEL_STORE)", file=sys.stderr)
         return 2
     key = read_audit_key(args.audit_key)
-    try:
-        db = open_api_db(args.store)
-    except StoreError as e:
-        print(f"privtel: error: {e}", file=sys.stderr)
-        return 2
+    db = open_api_db(args.store)
     try:
         v = AuditLog(db, key).verify()
     except AuditChainError as e:
         print(f"audit log BROKEN: {e} (seq {e.index + 1})", file=sys.stderr)
         return 1
-    except StoreError as e:
-        print(f"privtel: error: {e}", file=sys.stderr)
-        return 2
     finally:
         db.close()
     print(f"audit log OK: {v.entries} entries, head {v.head}")

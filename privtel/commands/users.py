@@ -16,8 +16,7 @@ from datetime import UTC, datetime
 import orjson
 
 from collector.api.schema import open_api_db
-from collector.auth import ROLES, UserError, Users
-from collector.store import StoreError
+from collector.auth import ROLES, Users
 
 
 def store_arg(p: argparse.ArgumentParser) -> None:
@@ -56,19 +55,9 @@ def _run(args: argparse.Namespace, fn: object) -> int:
     if not args.store:
         print("privtel: error: --store URL is required (or set PRIVTEL_STORE)", file=sys.stderr)
         return 2
-    try:
-        db = open_api_db(args.store)
-    except StoreError as e:
-        print(f"privtel: error: {e}", file=sys.stderr)
-        return 2
+    db = open_api_db(args.store)  # store and user errors: one sentence from `privtel.cli`
     try:
         return int(fn(Users(db)))  # type: ignore[operator]
-    except UserError as e:
-        print(f"privtel: error: {e}", file=sys.stderr)
-        return 2
-    except StoreError as e:
-        print(f"privtel: error: {e}", file=sys.stderr)
-        return 2
     finally:
         db.close()
 
