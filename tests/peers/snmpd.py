@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from peers.ports import free_udp_port
+from peers.procs import stop as stop_process
 
 from privtel.demo.snmpsim import command as snmpsim_command
 
@@ -91,13 +91,7 @@ class SnmpPeer:
         return parse_cli(self.cli("snmpget", "-Oq", *oids, user=user))
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self.proc = None
 
 
