@@ -83,11 +83,15 @@ async def test_two_workers_store_every_batch_once(mosquitto, store, store_url):
                 await pub.publish(topic, payload, qos=1, timeout=10)
         total = len(messages) + len(duplicates)
 
-        def received() -> float:
-            return sum(r.get_sample_value("privtel_batches_received_total") or 0
+        def settled() -> float:
+            """Judged and committed, not merely received: `received` counts a
+            message as soon as it is checked ahead of the commit before it."""
+            return sum((r.get_sample_value("privtel_batches_accepted_total") or 0)
+                       + (r.get_sample_value("privtel_batches_rejected_total",
+                                             {"reason": "duplicate"}) or 0)
                        for r in registries)
 
-        assert await wait_until(lambda: received() >= total)
+        assert await wait_until(lambda: settled() >= total)
     finally:
         for w in workers:
             await w.close()

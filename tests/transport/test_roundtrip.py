@@ -7,7 +7,16 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from prometheus_client import CollectorRegistry
-from transport_helpers import Keys, SqliteSink, agent_config, header, records, uid, wait_for
+from transport_helpers import (
+    Keys,
+    SqliteSink,
+    agent_config,
+    header,
+    records,
+    settled,
+    uid,
+    wait_for,
+)
 
 from agents.shipper import Shipper
 from collector.ingest import IngestWorker
@@ -77,7 +86,7 @@ async def test_rejections_on_the_wire(mosquitto: str, tmp_path: Path) -> None:
             await c.publish(topic, other_collector, qos=1)
             await c.publish(topic_for(tenant, "someone-else"), good, qos=1)
             await c.publish(topic, b"\x00garbage", qos=1)
-        assert await wait_for(lambda: metric(reg, "privtel_batches_received_total") >= 7)
+        assert await wait_for(lambda: settled(reg) >= 7)
     assert store.count("SELECT count(*) FROM batches") == 1
     assert store.count("SELECT count(*) FROM records") == 3
     assert sorted(store.reasons()) == sorted(

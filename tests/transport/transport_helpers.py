@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import zstandard
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from prometheus_client import CollectorRegistry
 
 from agents.config import AgentConfig
 from agents.config import load as config_load
@@ -147,6 +148,14 @@ async def wait_for(pred: Callable[[], bool], timeout: float = 20.0, step: float 
             return True
         await asyncio.sleep(step)
     return pred()
+
+
+def settled(reg: CollectorRegistry) -> float:
+    """Batches judged (accepted or rejected for any reason). Tests wait on this,
+    not on `received`, which counts a message when it is checked ahead of the
+    commit before it."""
+    return sum(s.value for fam in reg.collect() for s in fam.samples
+               if s.name in ("privtel_batches_accepted_total", "privtel_batches_rejected_total"))
 
 
 class Broker:
