@@ -44,6 +44,11 @@ class Device:
 class Poller(Protocol):
     async def poll(self, device: Device) -> list[Record]: ...
 
+    async def settled(self, device: Device, kept: bool) -> None:
+        """The records of `device`'s last poll are in the spool (`kept`) or were
+        refused by it: a poller that remembers what it has sent (log positions)
+        moves on only when kept."""
+
     async def close(self) -> None: ...
 
 

@@ -193,10 +193,17 @@ class Scheduler:
                 finally:
                     slot.in_flight = False
                     self.m_in_flight.dec()
+            kept = False
             try:
                 await self._emit(records)
+                kept = True
             except Exception as e:  # the sink's trouble must not stop polling
                 log.warning("emit failed for a poll of %s: %s", slot.device.name,
+                            type(e).__name__)
+            try:
+                await self.poller(slot.device.protocol).settled(slot.device, kept)
+            except Exception as e:
+                log.warning("poller could not settle a poll of %s: %s", slot.device.name,
                             type(e).__name__)
             slot.next_due += self._delay(slot)
             now = time.monotonic()

@@ -282,6 +282,9 @@ class SnmpPoller:
         """Drop a removed device's state (counter baselines, engine cache)."""
         self._devices.pop(device_name, None)
 
+    async def settled(self, device: Device, kept: bool) -> None:
+        """Nothing to move on: a lost sample only widens the next rate's interval."""
+
     async def close(self) -> None:
         for st in self._devices.values():
             await st.client.close()

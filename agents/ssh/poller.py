@@ -135,6 +135,7 @@ class _Output:
 class _DeviceState:
     logs: dict[str, LogCursor] = field(default_factory=dict)
     saved: dict[str, list[str]] | None = None
+    before: dict[str, list[str] | None] | None = None
 
 
 class _Abort:
@@ -327,16 +328,30 @@ class SshPoller:
             else:
                 log.info("ssh: poll of %s failed: %s", device.name, f.reason)
             return [health_record(device, up=False, reason=f.reason, started=started)]
-        before = {k: c.tail for k, c in state.logs.items()}
-        records = self._records(device, opts, state, out, started)
+        state.before = {k: c.tail for k, c in state.logs.items()}
+        return self._records(device, opts, state, out, started)
+
+    async def settled(self, device: Device, kept: bool) -> None:
+        """Log positions move only once the lines they cover are in the spool: kept,
+        the position is saved; not kept (the spool refused them), the cursors go back
+        so the next poll sends the same lines again. A crash between poll and spool
+        leaves the old position on disk, so the lines are sent again, never lost."""
+        state = self._state.get(device.name)
+        if state is None or state.before is None:
+            return
+        before, state.before = state.before, None
+        if not kept:
+            state.logs = {k: c for k, c in state.logs.items() if k in before}
+            for k, c in state.logs.items():
+                c.tail = before[k]
+            return
         after = {k: c.tail for k, c in state.logs.items() if c.tail is not None}
         if self._positions is not None and after != before:
             try:
                 await asyncio.to_thread(self._positions.save, device.name, after)
-            except OSError as e:  # the poll's data is still good; only a restart re-sends
+            except OSError as e:  # the lines are spooled; only a restart re-sends them
                 log.warning("ssh: cannot save the log position of %s: %s", device.name,
                             type(e).__name__)
-        return records
 
     async def _load_positions(self, device_name: str) -> dict[str, list[str]]:
         positions = self._positions

@@ -282,11 +282,3 @@ class LogCursor:
                 if marks[end - k:end] == want:
                     return lines[end:]
         return lines
-        if not lines:
-            return []
-        for k in range(len(prev), 0, -1):
-            want = prev[-k:]
-            for end in range(len(lines), k - 1, -1):
-                if lines[end - k:end] == want:
-                    return lines[end:]
-        return lines

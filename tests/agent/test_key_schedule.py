@@ -49,6 +49,9 @@ class _Poller:
                        device=device.name, name="log.line",
                        fields={"message": f"login from {device.address}", "command": "t"})]
 
+    async def settled(self, device: Device, kept: bool) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 

@@ -29,6 +29,7 @@ class FakePoller:
         self.calls: Counter[str] = Counter()
         self.closed = False
         self.forgotten: list[str] = []
+        self.settled_calls: list[tuple[str, bool]] = []
 
     async def poll(self, device: Device) -> list[Record]:
         import time
@@ -45,6 +46,9 @@ class FakePoller:
                                   started=started)]
         finally:
             self.running -= 1
+
+    async def settled(self, device: Device, kept: bool) -> None:
+        self.settled_calls.append((device.name, kept))
 
     async def close(self) -> None:
         self.closed = True
@@ -149,6 +153,18 @@ async def test_emit_failure_does_not_stop_polling() -> None:
     await s.start()
     await until(lambda: len(seen) >= 3)
     await s.close()
+    # the poller is told each time that the spool did not take the records
+    assert fake.settled_calls[:3] == [("ok-1", False)] * 3
+
+
+async def test_poller_is_told_when_records_were_kept() -> None:
+    fake, sink = FakePoller(), Sink()
+    s, _ = make([dev("ok-1")], sink, fake)
+    await s.start()
+    await until(lambda: len(fake.settled_calls) >= 2)
+    await s.close()
+    assert set(fake.settled_calls) == {("ok-1", True)}
+    assert sink.count("ok-1") >= 2
 
 
 async def test_poll_once_and_close_closes_own_pollers() -> None:

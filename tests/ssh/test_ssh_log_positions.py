@@ -26,10 +26,14 @@ def _context(tmp: Path, known_hosts: Path) -> PollerContext:
                          credentials_key_file=key_file, ssh_known_hosts=known_hosts)
 
 
-async def _log_lines(poller: SshPoller, dev: object) -> list[str]:
+async def _log_lines(poller: SshPoller, dev: object, kept: bool | None = True) -> list[str]:
+    """One poll as the scheduler makes it: `kept` is what the spool did with the
+    records (None: the agent died before it could say)."""
     records = await poller.poll(dev)  # type: ignore[arg-type]
     (health,) = by_name(records, "device.health")
     assert health.fields["up"] == 1, health.fields
+    if kept is not None:
+        await poller.settled(dev, kept)  # type: ignore[arg-type]
     return [r.fields["message"] for r in by_name(records, "log.line")]
 
 
@@ -102,3 +106,27 @@ async def test_damaged_position_resends_once_and_recovers(tmp_path: Path,
             assert await _log_lines(p, dev) == []  # and the rewritten position holds
         finally:
             await p.close()
+
+
+async def test_position_moves_only_once_the_lines_are_spooled(tmp_path: Path,
+                                                              known_hosts: Path) -> None:
+    ctx = _context(tmp_path, known_hosts)
+    async with running("cisco_ios") as sim:
+        trust(known_hosts, sim)
+        dev = device("edge-rtr-9", sim.port, known_hosts)
+        p = REGISTRY["ssh"].make(ctx)
+        try:
+            refused = await _log_lines(p, dev, kept=False)  # spool full: nothing moves
+            again = await _log_lines(p, dev, kept=True)
+            sim.add_log(NEW)
+            crashed = await _log_lines(p, dev, kept=None)  # died before the spool said
+        finally:
+            await p.close()
+        restarted = REGISTRY["ssh"].make(ctx)
+        try:
+            after_restart = await _log_lines(restarted, dev)
+        finally:
+            await restarted.close()
+    assert len(refused) == 4 and again == refused
+    assert crashed == [NEW]
+    assert after_restart == [NEW]  # sent again, not lost
