@@ -28,6 +28,9 @@ CASES = {
                       "snmpbulkwalk_client_cpu_s_per_10k", "scale_cpu_cores",
                       "scale_peak_rss_mb"}),
     "api_search.py": ([], {"page_100_ms", "baseline_sql_page_100_ms", "indicator_ms"}),
+    "ssh_poll.py": (["--devices", "3", "--concurrency", "1,3"],
+                    {"devices_per_s", "cpu_s_per_device", "peak_rss_mb", "baseline_devices_per_s",
+                     "speedup", "devices", "devices_up"}),
 }
 
 
@@ -40,3 +43,5 @@ def test_bench_runs_and_reports(script: str, mosquitto: str, pg_dsn: str) -> Non
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     last = orjson.loads(res.stdout.strip().splitlines()[-1])
     assert keys <= set(last), sorted(keys - set(last))
+    if "devices_up" in keys:  # a poll bench: every device answered with a health record, up=1
+        assert last["devices_up"] == last["devices"] > 0, last
