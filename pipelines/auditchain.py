@@ -10,12 +10,12 @@ Pure: callers do the reading and appending.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+
+from pipelines.digest import hmac_sha256, same, sha256_hex
 
 GENESIS = "0" * 64
 
@@ -37,8 +37,8 @@ def canonical(entry: Mapping[str, Any]) -> bytes:
 def entry_hash(prev_hash: str, entry: Mapping[str, Any], key: bytes | None = None) -> str:
     data = prev_hash.encode("ascii") + b"\n" + canonical(entry)
     if key is not None:
-        return hmac.new(key, data, hashlib.sha256).hexdigest()
-    return hashlib.sha256(data).hexdigest()
+        return hmac_sha256(key, data).hex()
+    return sha256_hex(data)
 
 
 def link(prev_hash: str, entry: Mapping[str, Any], key: bytes | None = None) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def verify(entries: Iterable[Mapping[str, Any]], key: bytes | None = None,
         if e.get("prev") != prev:
             raise AuditChainError(i, "does not follow the entry before it")
         h = e.get("hash")
-        if not isinstance(h, str) or not hmac.compare_digest(h, entry_hash(prev, e, key)):
+        if not isinstance(h, str) or not same(h, entry_hash(prev, e, key)):
             raise AuditChainError(i, "hash does not match its content")
         prev = h
     return prev

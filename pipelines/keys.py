@@ -17,7 +17,6 @@ Two HPKE suites (RFC 9180), both with HKDF-SHA256 and AES-256-GCM:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,8 @@ import orjson
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
+
+from pipelines.digest import sha256_hex
 
 SUITES = ("x25519", "mlkem768-x25519")
 _KEM = {"x25519": hpke.KEM.X25519, "mlkem768-x25519": hpke.KEM.MLKEM768_X25519}
@@ -47,7 +48,7 @@ def suite(name: str) -> hpke.Suite:
 
 def key_id(raw_public: bytes) -> str:
     """16 hex characters of SHA-256 over the raw public key bytes."""
-    return hashlib.sha256(raw_public).hexdigest()[:16]
+    return sha256_hex(raw_public)[:16]
 
 
 @dataclass(frozen=True, slots=True, eq=False)

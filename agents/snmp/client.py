@@ -9,7 +9,6 @@ error indications are translated here, and only here, into our value model
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -32,6 +31,7 @@ from pysnmp.proto import errind
 from agents.snmp import errors as E
 from agents.snmp.options import SnmpOptions
 from agents.snmp.values import Oid, VarBind
+from pipelines.digest import sha256_hex
 
 AUTH = {
     "none": hauth.USM_AUTH_NONE,
@@ -131,9 +131,8 @@ def _engine_key(opts: SnmpOptions) -> str:
     """Engines are shared per credential set: pysnmp keys USM users by name alone."""
     if opts.version != "3":
         return "community"
-    h = hashlib.sha256("\0".join((opts.user, opts.auth_protocol, opts.auth_key,
-                                  opts.priv_protocol, opts.priv_key)).encode())
-    return h.hexdigest()
+    return sha256_hex("\0".join((opts.user, opts.auth_protocol, opts.auth_key,
+                                 opts.priv_protocol, opts.priv_key)).encode())
 
 
 class EnginePool:

@@ -11,11 +11,11 @@ a batch that failed verification is not trusted enough to store.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 
 from collector.store.base import BatchMeta, Store, TaggedRecord
+from pipelines.digest import sha256_hex
 from pipelines.envelope import Header
 from pipelines.record import Record
 
@@ -43,7 +43,7 @@ class StoreSink:
 
     async def quarantine(self, reason: str, topic: str, header: Header | None,
                          payload: bytes) -> None:
-        digest = hashlib.sha256(payload).hexdigest()
+        digest = sha256_hex(payload)
         await asyncio.to_thread(
             self.store.quarantine, reason, topic[:256],
             header.agent_id if header is not None else None,

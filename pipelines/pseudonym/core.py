@@ -14,12 +14,11 @@ produced. Not thread-safe: one instance per thread or event loop.
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import ipaddress
 from collections.abc import Callable
 from typing import Any
 
+from pipelines.digest import HmacSha256
 from pipelines.pseudonym.cryptopan import CryptoPAn, LimitedPrefix
 from pipelines.pseudonym.errors import PseudonymError
 from pipelines.pseudonym.geo import coarsen_lat, coarsen_lon, cut_place
@@ -203,7 +202,7 @@ class Pseudonymiser:
         self.policy = policy or PrivacyPolicy()
         self.key_id = key.key_id
         self._gen = _Generations(self.policy.cache_size)
-        self._token_key = key.derive("token")
+        self._token_mac = HmacSha256(key.derive("token"))
         self._token_tag = TOKEN_PREFIX + key.key_id[:6] + "-"
         self.token = functools.lru_cache(  # type: ignore[method-assign]
             maxsize=self.policy.cache_size)(self._token)
@@ -223,8 +222,7 @@ class Pseudonymiser:
         self._inert: set[str] = set()
 
     def _token(self, value: str) -> str:
-        digest = hmac.new(self._token_key, value.encode("utf-8", "surrogatepass"),
-                          hashlib.sha256).hexdigest()
+        digest = self._token_mac.hex(value.encode("utf-8", "surrogatepass"))
         return self._token_tag + digest[:20]
 
     def token(self, value: str) -> str:  # replaced per instance by a cached version

@@ -8,8 +8,6 @@ IPv4 output identical to the reference implementation for the same key.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -18,6 +16,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from pipelines.digest import hmac_sha256, same
 from pipelines.pseudonym.errors import KeyMaterialError
 
 SECRET_BYTES = 32
@@ -46,7 +45,7 @@ class TenantKey:
         if self.secret[:16] == self.secret[16:]:
             raise KeyMaterialError("a tenant key's two halves must differ (ipcrypt-pfx and "
                             "ipcrypt-ndx refuse such keys, and it hints at a bad generator)")
-        kid = hmac.new(self.secret, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:16]
+        kid = hmac_sha256(self.secret, _KEY_ID_LABEL).hex()[:16]
         object.__setattr__(self, "key_id", kid)
 
     @classmethod
@@ -78,7 +77,7 @@ class TenantKey:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TenantKey):
             return NotImplemented
-        return hmac.compare_digest(self.secret, other.secret) and self.epoch == other.epoch
+        return same(self.secret, other.secret) and self.epoch == other.epoch
 
     def __hash__(self) -> int:
         return hash((self.key_id, self.epoch))

@@ -9,10 +9,9 @@ site's own inventory) against a token, never invert it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import ipaddress
 
+from pipelines.digest import HmacSha256, same
 from pipelines.pseudonym.core import TOKEN_PREFIX, non_identifying
 from pipelines.pseudonym.cryptopan import CryptoPAn, LimitedPrefix
 from pipelines.pseudonym.errors import PseudonymError
@@ -36,7 +35,7 @@ class Reidentifier:
         self._det = Deterministic(key.derive("ipcrypt", 16))
         self._pfx = Pfx(key.derive("ipcrypt-pfx"))
         self._ndx = Ndx(key.derive("ipcrypt-ndx"))
-        self._token_key = key.derive("token")
+        self._token_mac = HmacSha256(key.derive("token"))
         self._passthrough = pol.passthrough
 
     def _parse(self, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -106,9 +105,8 @@ class Reidentifier:
             raise PseudonymError("this token was made with another key (see its key id)")
         for c in candidates:
             for form in _forms(c):
-                d = hmac.new(self._token_key, form.encode("utf-8", "surrogatepass"),
-                             hashlib.sha256).hexdigest()[:20]
-                if hmac.compare_digest(tag + d, token):
+                d = self._token_mac.hex(form.encode("utf-8", "surrogatepass"))[:20]
+                if same(tag + d, token):
                     return c
         return None
 
