@@ -15,17 +15,21 @@ which reads `MATRIX`; nothing else in the API decides access.
 
 from __future__ import annotations
 
+import base64
 import enum
-import hashlib
-import hmac
 import os
 import re
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pyotp
+from cryptography.hazmat.primitives.hashes import SHA1
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
-from collector.api.db import Db
+from pipelines.digest import same, sha256_hex
+
+if TYPE_CHECKING:
+    from collector.api.db import Db
 
 ROLES = ("noc", "security", "dpo", "admin")
 ALL_TENANTS = "*"
@@ -35,6 +39,12 @@ _TOKEN_RE = re.compile(r"^ptk_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
 TOTP_STEP = 30
 _TOTP_WINDOW = 1
 _TOTP_LOOKBACK = 20
+_TOTP_SECRET_BYTES = 20  # RFC 4226's recommended 160 bits, base32 in the store and the URI
+
+
+def _totp(secret_b32: str) -> TOTP:
+    """RFC 6238 with what every authenticator app assumes: SHA-1, 6 digits, 30 s."""
+    return TOTP(base64.b32decode(secret_b32), 6, SHA1(), TOTP_STEP, enforce_key_length=True)
 
 
 class Action(enum.StrEnum):
@@ -45,6 +55,7 @@ class Action(enum.StrEnum):
     DSR_EXPORT = "dsr.export"
     DSR_ERASE = "dsr.erase"
     DSR_RESTRICT = "dsr.restrict"
+    DSR_UNRESTRICT = "dsr.unrestrict"
     DSR_CORRECT = "dsr.correct"
     DSR_LIST = "dsr.list"
     AUDIT_VERIFY = "audit.verify"
@@ -56,12 +67,13 @@ A = Action
 MATRIX: dict[str, frozenset[Action]] = {
     "noc": frozenset({A.STATS}),
     "security": frozenset({A.STATS, A.SEARCH, A.SEARCH_INDICATOR, A.SEARCH_EXPORT}),
-    "dpo": frozenset({A.STATS, A.DSR_EXPORT, A.DSR_ERASE, A.DSR_RESTRICT, A.DSR_CORRECT,
-                      A.DSR_LIST, A.AUDIT_VERIFY}),
+    "dpo": frozenset({A.STATS, A.DSR_EXPORT, A.DSR_ERASE, A.DSR_RESTRICT, A.DSR_UNRESTRICT,
+                      A.DSR_CORRECT, A.DSR_LIST, A.AUDIT_VERIFY}),
     "admin": frozenset(Action),
 }
 # Actions that reveal a person's data or delete it: the token alone is not enough.
-NEEDS_TOTP: frozenset[Action] = frozenset({A.DSR_EXPORT, A.DSR_ERASE})
+# Lifting a restriction reveals: the records reach the security team's search again.
+NEEDS_TOTP: frozenset[Action] = frozenset({A.DSR_EXPORT, A.DSR_ERASE, A.DSR_UNRESTRICT})
 
 
 class AuthError(Exception):
@@ -102,7 +114,7 @@ class UserInfo:
 
 
 def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+    return sha256_hex(secret.encode("ascii"))
 
 
 def parse_tenants(text: str) -> tuple[str, ...]:
@@ -166,14 +178,13 @@ class Users:
     def enrol_totp(self, name: str) -> str:
         """A fresh TOTP secret for the user (replacing any old one); shown once as an
         otpauth:// URI for an authenticator app."""
-        secret = pyotp.random_base32()
+        secret = base64.b32encode(os.urandom(_TOTP_SECRET_BYTES)).decode("ascii")
         with self.db.tx(write=True) as cur:
             cur.execute("UPDATE api_users SET totp_secret = ?, totp_last_step = 0 WHERE name = ?"
                         " AND revoked_at IS NULL", (secret, name))
             if cur.rowcount == 0:
                 raise UserError(f"no active user {name!r}")
-        return pyotp.TOTP(secret, interval=TOTP_STEP).provisioning_uri(
-            name=name, issuer_name="privtel")
+        return _totp(secret).get_provisioning_uri(name, "privtel")
 
     def authenticate(self, header: str | None, now: float | None = None) -> Principal:
         """The principal for an `Authorization: Bearer ...` header, or AuthError(401)."""
@@ -192,7 +203,7 @@ class Users:
                               ).fetchone()
         # Compare even when the id is unknown, so timing does not tell ids apart.
         stored = row[3] if row else "0" * 64
-        ok = hmac.compare_digest(stored, _hash(secret))
+        ok = same(stored, _hash(secret))
         if row is None or not ok:
             raise AuthError(401, "bad_token", "token is not valid")
         now = time.time() if now is None else now
@@ -222,11 +233,11 @@ class Users:
                               + lock, (principal.name,)).fetchone()
             if row is None or row[0] is None:
                 raise AuthError(403, "mfa_not_enrolled", "this action needs a second factor")
-            totp = pyotp.TOTP(row[0], interval=TOTP_STEP)
+            totp = _totp(row[0])
             step = int(now // TOTP_STEP)
             matched = None
             for s in range(step + _TOTP_WINDOW, step - _TOTP_LOOKBACK - 1, -1):
-                if hmac.compare_digest(totp.at(s * TOTP_STEP), code):
+                if same(totp.generate(s * TOTP_STEP), code):
                     matched = s
                     break
             if matched is None:

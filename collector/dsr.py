@@ -1,4 +1,4 @@
-"""Data-subject requests: export, erase, restrict, correct.
+"""Data-subject requests: export, erase, restrict, unrestrict, correct.
 
 A subject is identified by raw addresses (and optionally a time range). The
 records hold only pseudonyms, so each address is pseudonymised forward with
@@ -10,10 +10,18 @@ marks, correction annotations) in one transaction, then searches again and
 records whether the subject is gone (`verified`). Restriction sets the
 store's `restricted` flag: search and export skip such rows for every role,
 the purge keeps them, and only these DSR calls still see them.
+
+Lifting a restriction (Art. 18(3)) clears the flag on the subject's records,
+except where a record also belongs to someone whose restriction is still in
+force: one flag per record cannot say whose it is, so the recorded requests
+are replayed to find the restrictions still standing, and a record holding
+any of their pseudonyms stays hidden (reported as `kept`). When in doubt it
+stays hidden.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -31,10 +39,11 @@ from collector.search import (
     SearchQuery,
     _time,
     mask_addresses,
+    net_range,
     parse_network,
 )
 
-KINDS = ("export", "erase", "restrict", "correct")
+KINDS = ("export", "erase", "restrict", "unrestrict", "correct")
 MAX_NOTE = 2000
 _KEYS = {"tenants", "addresses", "since", "until", "reason", "note", "record_ids", "format"}
 _TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -62,6 +71,7 @@ class DsrResult:
     per_tenant: dict[str, int]
     verified: bool | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
+    kept: dict[str, int] | None = None  # unrestrict: still hidden by another restriction
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id, "kind": self.kind,
@@ -69,6 +79,8 @@ class DsrResult:
                                "per_tenant": self.per_tenant}
         if self.verified is not None:
             out["verified"] = self.verified
+        if self.kept is not None:
+            out["kept"] = self.kept
         return out
 
 
@@ -171,7 +183,12 @@ class DsrService:
                     left = self.count(req)
                     result.verified = sum(left.values()) == 0 and self._gone(ids)
                 elif req.kind == "restrict":
-                    self._restrict(ids)
+                    self._flag(ids, True)
+                elif req.kind == "unrestrict":
+                    held = self._held(ids, self._standing(req, subject))
+                    lift = {t: [i for i in v if i not in held[t]] for t, v in ids.items()}
+                    result.per_tenant = self._flag(lift, False)
+                    result.kept = {t: len(held[t]) for t in req.tenants}
                 else:
                     assert req.note is not None
                     self._correct(ids, req.note, actor, request_id, now)
@@ -228,13 +245,66 @@ class DsrService:
                         return False
         return True
 
-    def _restrict(self, ids: dict[str, list[str]]) -> None:
-        flag = "true" if self.db.dialect == "postgres" else "1"
+    def _flag(self, ids: dict[str, list[str]], on: bool) -> dict[str, int]:
+        """Set or clear `restricted`; per tenant, how many records changed."""
+        pg = self.db.dialect == "postgres"
+        value = ("true" if on else "false") if pg else str(int(on))
+        changed = dict.fromkeys(ids, 0)
         with self.db.tx(write=True) as cur:
             for t, chunk in self._chunks(ids):
                 marks = ", ".join("?" for _ in chunk)
-                cur.execute(f"UPDATE records SET restricted = {flag} WHERE tenant = ? AND id IN"
-                            f" ({marks})", [t, *chunk])
+                cur.execute(f"UPDATE records SET restricted = {value} WHERE tenant = ? AND id IN"
+                            f" ({marks}) AND restricted <> {value}", [t, *chunk])
+                changed[t] += max(cur.rowcount, 0)
+        return changed
+
+    def _standing(self, req: DsrRequest, subject: dict[str, list[str]]
+                  ) -> dict[str, list[Network]]:
+        """Per tenant, the pseudonymous ranges of restrictions still in force that are
+        not this subject's. A restriction stands until an unrestrict whose ranges cover
+        all of its ranges, over at least its time range, for all records, is done."""
+        with self.db.tx() as cur:
+            rows = cur.execute("SELECT kind, subject, since, until, status, detail FROM "
+                               "dsr_requests WHERE kind IN ('restrict', 'unrestrict') "
+                               "ORDER BY ts, id").fetchall()
+        standing: list[tuple[str, list[Network], float | None, float | None]] = []
+        for kind, subj, since, until, status, detail in rows:
+            ranges = {t: [ipaddress.ip_network(n) for n in v]
+                      for t, v in orjson.loads(subj).items()}
+            if kind == "restrict":
+                standing += [(t, v, since, until) for t, v in ranges.items() if v]
+            elif status == "done" and "record_ids" not in orjson.loads(detail):
+                standing = [s for s in standing if not (
+                    _covers(ranges.get(s[0], []), s[1])
+                    and (since is None or (s[2] is not None and since <= s[2]))
+                    and (until is None or (s[3] is not None and until >= s[3])))]
+        mine = {t: [ipaddress.ip_network(n) for n in v] for t, v in subject.items()}
+        out: dict[str, list[Network]] = {t: [] for t in req.tenants}
+        for t, nets, _since, _until in standing:
+            if t in out and not _covers(mine.get(t, []), nets):
+                out[t] += nets
+        return out
+
+    def _held(self, ids: dict[str, list[str]], standing: dict[str, list[Network]]
+              ) -> dict[str, set[str]]:
+        """The records among `ids` that hold a pseudonym of a standing restriction."""
+        held: dict[str, set[str]] = {t: set() for t in ids}
+        for t, chunk in self._chunks(ids):
+            nets = sorted(set(standing.get(t, [])), key=str)
+            for i in range(0, len(nets), 100):
+                parts: list[str] = []
+                args: list[Any] = [t, *chunk]
+                for n in nets[i:i + 100]:
+                    fam, lo, hi = net_range(n)
+                    parts.append("(family = ? AND addr BETWEEN ? AND ?)")
+                    args += [fam, lo, hi]
+                marks = ", ".join("?" for _ in chunk)
+                with self.db.tx() as cur:
+                    found = cur.execute(f"SELECT DISTINCT record_id FROM record_addresses "
+                                        f"WHERE tenant = ? AND record_id IN ({marks}) AND ("
+                                        + " OR ".join(parts) + ")", args).fetchall()
+                held[t].update(r for (r,) in found)
+        return held
 
     def _correct(self, ids: dict[str, list[str]], note: str, actor: str, request_id: str,
                  now: float | None) -> None:
@@ -253,6 +323,10 @@ class DsrService:
         detail: dict[str, Any] = {"per_tenant": result.per_tenant, "reason": req.reason}
         if result.verified is not None:
             detail["verified"] = result.verified
+        if result.kept is not None:
+            detail["kept"] = result.kept
+        if req.record_ids is not None:
+            detail["record_ids"] = len(req.record_ids)  # a narrowed request lifts no restriction
         with self.db.tx(write=True) as cur:
             cur.execute("INSERT INTO dsr_requests (id, ts, actor, kind, tenants, subject, since,"
                         " until, status, record_count, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
@@ -281,3 +355,9 @@ class DsrService:
             if len(out) >= limit:
                 break
         return out
+
+
+def _covers(outer: list[Network], inner: list[Network]) -> bool:
+    """Every range of `inner` lies within some range of `outer`."""
+    return all(any(n.version == o.version and n.subnet_of(o)  # type: ignore[arg-type]
+                   for o in outer) for n in inner)

@@ -5,14 +5,19 @@ Handlers never build their own access rules: `_guard` authenticates,
 `collector.auth.authorize` decides from the matrix, and only then does the
 handler touch data. Refusals (bad token, wrong role, other tenant, missing or
 expired TOTP) are audited too, with the reason code and never the secret.
+Repeated failures are throttled (`collector/api/throttle.py`): a client that
+keeps sending bad tokens, or a token that keeps sending wrong TOTP codes, gets
+429 with Retry-After before anything is checked, audited as `*.throttled`.
+The client's address is never written down, here or anywhere.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,9 +29,10 @@ from starlette.routing import Route
 
 from collector.api.openapi import document
 from collector.api.schema import open_api_db
+from collector.api.throttle import Clock, Throttle, Throttled, ThrottleLimits
 from collector.audit import AuditChainError, AuditLog
 from collector.auth import NEEDS_TOTP, Action, AuthError, Principal, Users, authorize
-from collector.dsr import DsrService, parse_request
+from collector.dsr import KINDS, DsrService, parse_request
 from collector.search import (
     AddressIndex,
     QueryError,
@@ -40,6 +46,8 @@ from collector.store import StoreError, StoreRetryableError
 
 log = logging.getLogger("privtel.api")
 MAX_BODY = 64 * 1024
+# Codes that mean a TOTP code was sent and did not authenticate: each is a guess.
+_TOTP_GUESSES = frozenset({"mfa_failed", "mfa_expired", "mfa_replayed"})
 
 
 @dataclass(frozen=True)
@@ -52,21 +60,29 @@ class ApiConfig:
     audit_key: bytes | None = None
     index_interval_s: float = 2.0
     migrate: bool = True
+    throttle: ThrottleLimits = field(default_factory=ThrottleLimits)
+    clock: Clock = time.monotonic  # the throttle's; tests move it instead of sleeping
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, code: str, reason: str) -> None:
+    def __init__(self, status: int, code: str, reason: str,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status, self.code, self.reason = status, code, reason
+        self.headers = dict(headers or {})
 
 
-def _json(data: Any, status: int = 200, rid: str | None = None) -> Response:
-    headers = {"X-Request-Id": rid} if rid else None
-    return Response(orjson.dumps(data), status, headers=headers, media_type="application/json")
+def _json(data: Any, status: int = 200, rid: str | None = None,
+          headers: Mapping[str, str] | None = None) -> Response:
+    h = {"X-Request-Id": rid} if rid else {}
+    h.update(headers or {})
+    return Response(orjson.dumps(data), status, headers=h or None,
+                    media_type="application/json")
 
 
-def _error(status: int, code: str, reason: str, rid: str) -> Response:
-    return _json({"error": code, "reason": reason, "request_id": rid}, status, rid)
+def _error(status: int, code: str, reason: str, rid: str,
+           headers: Mapping[str, str] | None = None) -> Response:
+    return _json({"error": code, "reason": reason, "request_id": rid}, status, rid, headers)
 
 
 class Api:
@@ -78,6 +94,7 @@ class Api:
         self.searcher = Searcher(self.db, cfg.keys,
                                  AddressIndex(self.db, min_interval_s=cfg.index_interval_s))
         self.dsr = DsrService(self.db, self.searcher)
+        self.throttle = Throttle(cfg.throttle, cfg.clock)
 
     # --- plumbing -------------------------------------------------------------
 
@@ -89,11 +106,28 @@ class Api:
             action=action, tenants=tenants, request_id=rid, outcome=outcome, count=count,
             detail=detail or {})
 
+    async def _throttled(self, p: Principal | None, action: str, tenants: tuple[str, ...],
+                         rid: str, e: Throttled, reason: str, detail: dict[str, Any]
+                         ) -> _Refused:
+        await self._audit(p, action, tenants, rid, "throttled", 0,
+                          {**detail, "retry_after_s": e.retry_after})
+        return _Refused(429, "throttled", f"{reason}; try again in {e.retry_after} s",
+                        {"Retry-After": str(e.retry_after)})
+
     async def _principal(self, request: Request, rid: str) -> Principal:
+        header = request.headers.get("authorization")
+        client = self.throttle.client_key(request.client.host if request.client else None)
         try:
-            return await run_in_threadpool(self.users.authenticate,
-                                           request.headers.get("authorization"))
+            self.throttle.token.admit(client)
+        except Throttled as e:
+            raise await self._throttled(
+                None, "login.throttled", (), rid, e, "too many failed logins from this client",
+                {"reason": "too_many_bad_tokens", "path": request.url.path}) from None
+        try:
+            return await run_in_threadpool(self.users.authenticate, header)
         except AuthError as e:
+            if header is not None:
+                self.throttle.token.done(client, False)
             detail = {"reason": e.code, "path": request.url.path}
             await self._audit(None, "login.failure", (), rid, "denied", 0, detail)
             raise _Refused(e.status, e.code, e.reason) from None
@@ -104,13 +138,32 @@ class Api:
             for a in actions:
                 authorize(p, a, tenants)
             if any(a in NEEDS_TOTP for a in actions):
-                await run_in_threadpool(self.users.check_totp, p,
-                                        request.headers.get("x-totp"))
+                await self._second_factor(p, request, rid, actions[-1], tenants)
         except AuthError as e:
             name = "mfa.failure" if e.code.startswith("mfa") else "access.denied"
             await self._audit(p, name, tenants, rid, "denied", 0,
                               {"reason": e.code, "action": actions[-1].value})
             raise _Refused(e.status, e.code, e.reason) from None
+
+    async def _second_factor(self, p: Principal, request: Request, rid: str, action: Action,
+                             tenants: tuple[str, ...]) -> None:
+        """The TOTP check behind the token's lockout: while locked, the code is not
+        even looked at, so a right guess then is worth nothing."""
+        try:
+            self.throttle.totp.admit(p.token_id)
+        except Throttled as e:
+            raise await self._throttled(
+                p, "mfa.throttled", tenants, rid, e, "too many wrong TOTP codes for this token",
+                {"reason": "too_many_totp_failures", "action": action.value}) from None
+        ok: bool | None = None
+        try:
+            await run_in_threadpool(self.users.check_totp, p, request.headers.get("x-totp"))
+            ok = True
+        except AuthError as e:
+            ok = False if e.code in _TOTP_GUESSES else None
+            raise
+        finally:
+            self.throttle.totp.done(p.token_id, ok)
 
     async def _body(self, request: Request) -> Any:
         length = request.headers.get("content-length")
@@ -148,7 +201,7 @@ class Api:
             try:
                 return await fn(request, rid)
             except _Refused as e:
-                return _error(e.status, e.code, e.reason, rid)
+                return _error(e.status, e.code, e.reason, rid, e.headers)
             except QueryError as e:
                 return _error(400, "bad_request", str(e), rid)
             except StoreRetryableError:
@@ -262,6 +315,8 @@ class Api:
             detail: dict[str, Any] = {"per_tenant": result.per_tenant}
             if result.verified is not None:
                 detail["verified"] = result.verified
+            if result.kept is not None:
+                detail["kept"] = result.kept
             await self._audit(p, action.value, req.tenants, rid, result.status, result.count,
                               detail)
             out = result.summary()
@@ -306,7 +361,7 @@ class Api:
             Route("/v1/search/export", r(self.export), methods=["POST"]),
             Route("/v1/dsr/requests", r(self.dsr_requests), methods=["GET"]),
             *[Route(f"/v1/dsr/{k}", r(self.dsr_endpoint(k)), methods=["POST"])
-              for k in ("export", "erase", "restrict", "correct")],
+              for k in KINDS],
             Route("/v1/audit/verify", r(self.audit_verify), methods=["GET"]),
         ]
 

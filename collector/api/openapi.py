@@ -22,10 +22,14 @@ def _err(desc: str) -> dict[str, Any]:
 _ERRORS = {"400": _err("malformed request; `reason` says which field and why"),
            "401": _err("missing, wrong, revoked or expired token, or a missing/expired TOTP"),
            "403": _err("role may not take this action, or tenant outside the token's scope"),
-           "413": _err("request body too large")}
+           "413": _err("request body too large"),
+           "429": {**_err("too many failed logins from this client, or wrong TOTP codes for "
+                          "this token; nothing was checked"),
+                   "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                               "description": "seconds until one more try"}}}}
 _TOTP = {"name": "X-TOTP", "in": "header", "required": False,
          "schema": {"type": "string", "pattern": "^[0-9]{6}$"},
-         "description": "current TOTP code; required for dsr export and erase"}
+         "description": "current TOTP code; required for dsr export, erase and unrestrict"}
 
 SEARCH_BODY: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["tenant"],
@@ -78,6 +82,8 @@ def _json(schema: dict[str, Any], desc: str = "ok") -> dict[str, Any]:
 
 
 def document() -> dict[str, Any]:
+    from collector.dsr import KINDS  # here, not at the top: collector.dsr imports this package
+
     obj = {"type": "object"}
     sec: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
@@ -136,7 +142,7 @@ def document() -> dict[str, Any]:
                 "requestBody": {"required": True,
                                 "content": {"application/json": {"schema": DSR_BODY}}},
                 "responses": {"200": _json(obj), **_ERRORS}}}
-                for kind in ("export", "erase", "restrict", "correct")},
+                for kind in KINDS},
             "/v1/dsr/requests": {"get": {
                 "summary": "recorded data-subject requests, newest first",
                 "security": sec,

@@ -1,8 +1,10 @@
-"""`privtel dsr export|erase|restrict|correct`: data-subject requests via the API.
+"""`privtel dsr export|erase|restrict|unrestrict|correct`: data-subject requests
+via the API.
 
 The subject's addresses come from `--addresses-file` (or stdin), never from
-the command line, so they stay out of shell history and `ps`. Export and
-erase need the current TOTP code (`--totp`, or prompted).
+the command line, so they stay out of shell history and `ps`. Export, erase
+and unrestrict (which shows the records to the security team again) need the
+current TOTP code (`--totp`, or prompted).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import orjson
 from collector.api.client import ApiClientError
 from privtel.commands.query import client_args, make_client, read_lines
 
+NEEDS_TOTP = ("export", "erase", "unrestrict")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("dsr", help="data-subject requests (dpo)")
@@ -25,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     helps = {"export": "write every record of the subject to a JSON file (access, portability)",
              "erase": "delete the subject's records and their derived copies, then verify",
              "restrict": "keep the subject's records but hide them from every search",
+             "unrestrict": "lift a restriction (Art. 18(3)): the records are searchable again",
              "correct": "attach a correction note to each of the subject's records"}
     for kind, text in helps.items():
         s = sub.add_parser(kind, help=text)
@@ -36,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         s.add_argument("--since")
         s.add_argument("--until")
         s.add_argument("--reason", default="", help="ticket reference, kept with the request")
-        if kind in ("export", "erase"):
+        if kind in NEEDS_TOTP:
             s.add_argument("--totp", help="current TOTP code (prompted if omitted)")
         if kind == "export":
             s.add_argument("--out", required=True, help="output JSON file (mode 0600)")
@@ -93,7 +98,7 @@ def cmd_dsr(args: argparse.Namespace) -> int:
     client = make_client(args)
     body = _body(args)
     headers = {}
-    if args.kind in ("export", "erase"):
+    if args.kind in NEEDS_TOTP:
         code = args.totp or getpass.getpass("TOTP code: ")
         headers["X-TOTP"] = code.strip()
     if args.kind == "erase" and not args.yes:
@@ -108,11 +113,15 @@ def cmd_dsr(args: argparse.Namespace) -> int:
         result = client.post(f"/v1/dsr/{args.kind}", body, headers)
     except ApiClientError as e:
         print(f"privtel: error: {e}", file=sys.stderr)
-        return 1 if e.status in (401, 403) else 2
+        return 1 if e.status in (401, 403, 429) else 2
     print(orjson.dumps(result).decode())
     if args.kind == "erase" and not result.get("verified"):
         print("privtel: error: erasure could not be verified", file=sys.stderr)
         return 1
+    kept = sum((result.get("kept") or {}).values())
+    if kept:
+        print(f"privtel: note: {kept} record(s) stay hidden: they also belong to a subject "
+              "whose restriction is still in force", file=sys.stderr)
     return 0
 
 

@@ -15,6 +15,7 @@ from api_kit import SUBJECT, seed, tenant_keys
 from peers.ports import free_port
 
 from collector.api import ApiConfig, create_app
+from collector.api.db import Db
 from collector.api.serve import server
 from privtel.cli import main
 
@@ -145,7 +146,17 @@ def test_query_and_dsr_over_tls(live: dict[str, object],
     assert main(["dsr", "erase", *common, *dsr, "--totp", first, "--yes"]) == 1
     assert "already used" in _out(capsys)[1]
     upcoming = totp.at(time.time() + 30)  # one step of clock drift is accepted
-    assert main(["dsr", "erase", *common, *dsr, "--totp", upcoming, "--yes"]) == 0
+    assert main(["dsr", "unrestrict", *common, *dsr, "--totp", upcoming]) == 0
+    lifted = json.loads(_out(capsys)[0])
+    assert lifted["kind"] == "unrestrict" and lifted["count"] == 6
+    assert main(["query", *common, "--token-file", sam, "--tenant", "acme",
+                 "--indicators-file", str(ind)]) == 0
+    assert len(_out(capsys)[0].splitlines()) == 3
+    db = Db(str(url))  # codes are single use, and the next step is up to 30 s away
+    with db.tx(write=True) as cur:
+        cur.execute("UPDATE api_users SET totp_last_step = 0 WHERE name = 'dora'")
+    db.close()
+    assert main(["dsr", "erase", *common, *dsr, "--totp", totp.now(), "--yes"]) == 0
     result = json.loads(_out(capsys)[0])
     assert result["verified"] is True and result["count"] == 6
     assert main(["audit", "verify", "--store", str(url)]) == 0

@@ -28,6 +28,7 @@ def call(env: Env, action: Action, who: str, tenant: str) -> int:
         Action.DSR_EXPORT: lambda: c.post("/v1/dsr/export", json=dsr_body, headers=h),
         Action.DSR_ERASE: lambda: c.post("/v1/dsr/erase", json=dsr_body, headers=h),
         Action.DSR_RESTRICT: lambda: c.post("/v1/dsr/restrict", json=dsr_body, headers=h),
+        Action.DSR_UNRESTRICT: lambda: c.post("/v1/dsr/unrestrict", json=dsr_body, headers=h),
         Action.DSR_CORRECT: lambda: c.post("/v1/dsr/correct",
                                            json={**dsr_body, "note": "fixed"}, headers=h),
         Action.DSR_LIST: lambda: c.get("/v1/dsr/requests", headers=h),
@@ -67,14 +68,15 @@ def test_matrix_is_the_only_place_and_is_complete() -> None:
     assert MATRIX["noc"] == {Action.STATS}
     assert Action.SEARCH not in MATRIX["dpo"] and Action.DSR_ERASE not in MATRIX["security"]
     assert MATRIX["dpo"] >= NEEDS_TOTP
+    assert Action.DSR_UNRESTRICT in NEEDS_TOTP and Action.DSR_UNRESTRICT not in MATRIX["security"]
 
 
 def test_every_v1_route_is_exercised(menv: Env) -> None:
     paths = {r.path for r in menv.client.app.routes if isinstance(r, Route)}  # type: ignore
     v1 = {p for p in paths if p.startswith("/v1/")} - {"/v1/whoami"}
     assert v1 == {"/v1/stats", "/v1/search", "/v1/search/export", "/v1/dsr/export",
-                  "/v1/dsr/erase", "/v1/dsr/restrict", "/v1/dsr/correct", "/v1/dsr/requests",
-                  "/v1/audit/verify"}
+                  "/v1/dsr/erase", "/v1/dsr/restrict", "/v1/dsr/unrestrict", "/v1/dsr/correct",
+                  "/v1/dsr/requests", "/v1/audit/verify"}
 
 
 @pytest.mark.parametrize("action", sorted(NEEDS_TOTP))
