@@ -7,8 +7,8 @@ canonical JSON, so editing, deleting or reordering any row breaks every hash
 after it. With a key (`--audit-key`), the hash is an HMAC, so someone who can
 write the database but does not hold the key cannot rebuild a consistent
 chain after an edit. Cutting entries off the end leaves a valid shorter
-chain: record the head printed by `privtel audit verify` somewhere else now
-and then to catch that.
+chain: `privtel audit anchor` appends the current head to a file kept
+elsewhere, and `verify --anchors` then catches a cut.
 
 Entries never hold a raw address or a secret: callers put counts, pseudonyms,
 request ids and scrubbed query text in `detail`.
@@ -104,7 +104,7 @@ class AuditLog:
                        "hash": r[11]}
             last = int(rows[-1][0])
 
-    def verify(self) -> Verified:
+    def verify(self, anchors: Mapping[int, str] | None = None) -> Verified:
         """The entry count and head hash, or AuditChainError naming the first bad entry
         (its 0-based position in the chain; `seq` is that plus one)."""
         n = 0
@@ -118,7 +118,7 @@ class AuditLog:
                 n += 1
                 yield e
 
-        head = auditchain.verify(counted(), self._key)
+        head = auditchain.verify(counted(), self._key, anchors=anchors)
         return Verified(n, head)
 
 

@@ -50,9 +50,14 @@ def link(prev_hash: str, entry: Mapping[str, Any], key: bytes | None = None) -> 
 
 
 def verify(entries: Iterable[Mapping[str, Any]], key: bytes | None = None,
-           start: str = GENESIS) -> str:
-    """The last hash of a valid chain (`start` if empty); AuditChainError at the first break."""
-    prev = start
+           start: str = GENESIS, anchors: Mapping[int, str] | None = None) -> str:
+    """The last hash of a valid chain (`start` if empty); AuditChainError at the first break.
+
+    A chain cannot tell on its own that entries were cut off its end: what is
+    left still verifies. `anchors` (entry count -> head hash after that many
+    entries, as recorded elsewhere by `anchor_line`) closes that gap: every
+    anchored head must still be in the chain, at its place."""
+    prev, n = start, 0
     for i, e in enumerate(entries):
         if not isinstance(e, Mapping):
             raise AuditChainError(i, "is not a JSON object")
@@ -61,8 +66,39 @@ def verify(entries: Iterable[Mapping[str, Any]], key: bytes | None = None,
         h = e.get("hash")
         if not isinstance(h, str) or not same(h, entry_hash(prev, e, key)):
             raise AuditChainError(i, "hash does not match its content")
-        prev = h
+        prev, n = h, i + 1
+        if anchors and n in anchors and not same(anchors[n], h):
+            raise AuditChainError(i, "differs from the head anchored after it")
+    if anchors and max(anchors) > n:
+        raise AuditChainError(n, f"is missing: the chain ends after {n} entries but an anchor "
+                              f"recorded {max(anchors)} (entries were cut off the end)")
     return prev
+
+
+def anchor_line(entries: int, head: str, ts: float) -> bytes:
+    """One line of an anchor file: kept apart from the log (another host, WORM storage,
+    a ticket), it proves the log once held `entries` entries ending in `head`."""
+    return orjson.dumps({"entries": entries, "head": head, "ts": ts}) + b"\n"
+
+
+def parse_anchors(data: bytes) -> dict[int, str]:
+    """An anchor file's lines into entry count -> head; a garbled line is an error
+    (an anchor file that cannot be read proves nothing)."""
+    out: dict[int, str] = {}
+    for i, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            a = orjson.loads(line)
+            n, head = a["entries"], a["head"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"anchor line {i} is not an anchor") from None
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0 or not isinstance(head, str):
+            raise ValueError(f"anchor line {i} is not an anchor")
+        if out.get(n, head) != head:
+            raise ValueError(f"anchor line {i} contradicts an earlier anchor for {n} entries")
+        out[n] = head
+    return out
 
 
 def parse_lines(data: bytes) -> list[dict[str, Any]]:

@@ -1,10 +1,13 @@
 """`privtel audit verify`: check a hash chain, in the store (the API's audit log) or in a
-file (the `reidentify` log)."""
+file (the `reidentify` log). `privtel audit anchor`: append the current head to an anchor
+file kept apart from the log, so a later `verify --anchors` catches entries cut off the end."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
 from collector.api.schema import open_api_db
@@ -22,9 +25,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     store_arg(v)
     v.add_argument("--file", type=Path, metavar="PATH",
                    help="verify a JSON-lines audit log file instead (e.g. the reidentify log)")
+    v.add_argument("--anchors", type=Path, metavar="FILE",
+                   help="anchor file written by `privtel audit anchor`: every head in it must "
+                   "still be in the chain (catches entries cut off the end)")
     v.add_argument("--audit-key", type=Path, metavar="FILE",
                    help="HMAC key file the API was started with (mode 0600)")
     v.set_defaults(func=cmd_verify)
+    a = sub.add_parser("anchor", help="verify, then append the head (entry count and hash) "
+                       "to an anchor file; keep that file on another host or WORM storage")
+    store_arg(a)
+    a.add_argument("--file", type=Path, metavar="PATH",
+                   help="anchor a JSON-lines audit log file instead (e.g. the reidentify log)")
+    a.add_argument("--to", type=Path, required=True, metavar="FILE",
+                   help="anchor file to append to (created if missing)")
+    a.add_argument("--audit-key", type=Path, metavar="FILE",
+                   help="HMAC key file the API was started with (mode 0600)")
+    a.set_defaults(func=cmd_anchor)
 
 
 def read_audit_key(path: Path | None) -> bytes | None:
@@ -37,31 +53,56 @@ def read_audit_key(path: Path | None) -> bytes | None:
     return data
 
 
-def verify_file(path: Path) -> int:
+def _anchors(path: Path | None) -> dict[int, str] | None:
+    if path is None:
+        return None
     try:
-        entries = auditchain.parse_lines(path.read_bytes())
-        last = auditchain.verify(entries)
-    except auditchain.AuditChainError as e:
-        print(f"{path}: BROKEN: {e}", file=sys.stderr)
-        return 1
-    print(f"{path}: {len(entries)} entries, chain intact, head {last[:16]}")
-    return 0
+        return auditchain.parse_anchors(path.read_bytes())
+    except ValueError as e:
+        raise ConfigError(str(path), "", str(e)) from None
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+def _check(args: argparse.Namespace, anchors: dict[int, str] | None) -> tuple[str, int, str]:
+    """(what was checked, entry count, head); AuditChainError at the first break."""
     if args.file is not None:
-        return verify_file(args.file)
+        entries = auditchain.parse_lines(args.file.read_bytes())
+        return str(args.file), len(entries), auditchain.verify(entries, anchors=anchors)
     if not args.store:
-        print("privtel: error: --store URL is required (or set PRIVTEL_STORE)", file=sys.stderr)
-        return 2
+        raise ConfigError("--store", "", "a store URL is required (or set PRIVTEL_STORE)")
     key = read_audit_key(args.audit_key)
     db = open_api_db(args.store)
     try:
-        v = AuditLog(db, key).verify()
-    except AuditChainError as e:
-        print(f"audit log BROKEN: {e} (seq {e.index + 1})", file=sys.stderr)
-        return 1
+        v = AuditLog(db, key).verify(anchors)
     finally:
         db.close()
-    print(f"audit log OK: {v.entries} entries, head {v.head}")
+    return "audit log", v.entries, v.head
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    anchors = _anchors(args.anchors)
+    try:
+        what, n, head = _check(args, anchors)
+    except AuditChainError as e:
+        where = "" if args.file is not None else f" (seq {e.index + 1})"
+        print(f"{args.file or 'audit log'}: BROKEN: {e}{where}", file=sys.stderr)
+        return 1
+    held = f", {len(anchors)} anchors held" if anchors else ""
+    print(f"{what} OK: {n} entries, chain intact{held}, head {head}")
+    return 0
+
+
+def cmd_anchor(args: argparse.Namespace) -> int:
+    anchors = _anchors(args.to) if args.to.exists() else None
+    try:
+        what, n, head = _check(args, anchors)
+    except AuditChainError as e:
+        print(f"{args.file or 'audit log'}: BROKEN, not anchored: {e}", file=sys.stderr)
+        return 1
+    fd = os.open(args.to, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, auditchain.anchor_line(n, head, time.time()))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    print(f"{what}: anchored {n} entries, head {head}, in {args.to}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from pipelines import auditchain
 from pipelines.auditchain import GENESIS, AuditChainError, link, parse_lines, verify
 
 
@@ -52,3 +53,31 @@ def test_keyed_chain_cannot_be_rebuilt_without_the_key() -> None:
 def test_garbled_line_is_an_error() -> None:
     with pytest.raises(AuditChainError, match="entry 1: is not valid JSON"):
         parse_lines(b'{"a":1}\n{"torn\n')
+
+
+def test_anchors_catch_entries_cut_off_the_end() -> None:
+    chain, prev = [], auditchain.GENESIS
+    for i in range(5):
+        e = auditchain.link(prev, {"n": i})
+        chain.append(e)
+        prev = e["hash"]
+    anchors = auditchain.parse_anchors(
+        auditchain.anchor_line(3, chain[2]["hash"], 1.0)
+        + auditchain.anchor_line(5, chain[4]["hash"], 2.0))
+    assert auditchain.verify(chain, anchors=anchors) == chain[4]["hash"]
+    assert auditchain.verify(chain[:4]) == chain[3]["hash"]  # the cut alone goes unseen
+    with pytest.raises(auditchain.AuditChainError, match="cut off the end"):
+        auditchain.verify(chain[:4], anchors=anchors)
+    forged = {3: "f" * 64}  # an anchored head that is not the chain's
+    with pytest.raises(auditchain.AuditChainError, match="anchored"):
+        auditchain.verify(chain, anchors=forged)
+
+
+@pytest.mark.parametrize("line", [b"not json", b'{"entries": -1, "head": "x"}',
+                                  b'{"entries": true, "head": "x"}', b'{"head": "x"}'])
+def test_garbled_anchor_files_are_refused(line: bytes) -> None:
+    with pytest.raises(ValueError, match="anchor line 1"):
+        auditchain.parse_anchors(line)
+    two = auditchain.anchor_line(1, "a" * 64, 0) + auditchain.anchor_line(1, "b" * 64, 0)
+    with pytest.raises(ValueError, match="contradicts"):
+        auditchain.parse_anchors(two)
