@@ -17,6 +17,11 @@ force: one flag per record cannot say whose it is, so the recorded requests
 are replayed to find the restrictions still standing, and a record holding
 any of their pseudonyms stays hidden (reported as `kept`). When in doubt it
 stays hidden.
+
+A restriction also covers the subject's records that arrive after it: the same
+replay (`restrictions_in_force`) is handed to the address index, which flags
+each new record of a restricted range as it indexes it. See `DsrService.run`
+for why a record arriving while a restrict runs is not missed.
 """
 
 from __future__ import annotations
@@ -25,16 +30,18 @@ import ipaddress
 import os
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from collector.api.db import Db
+from collector.api.db import Cursor, Db
 from collector.search import (
     MAX_INDICATORS,
     Network,
     QueryError,
+    Restriction,
     Searcher,
     SearchQuery,
     _time,
@@ -127,9 +134,39 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
                       None if ids is None else tuple(ids), fmt == "ndjson")
 
 
+def restrictions_in_force(cur: Cursor) -> dict[str, list[Restriction]]:
+    """Per tenant, the restrictions still in force, found by replaying the recorded
+    requests in order. A restriction (one restrict request's ranges in one tenant)
+    stands until an unrestrict is done whose ranges cover all of its ranges, over
+    at least its time range, for all records (not narrowed by `record_ids`). A
+    restrict stands whatever its recorded status, as it always has for lifting:
+    when in doubt, hidden. One small query when no restriction was ever recorded,
+    which matters because the address index calls this on every step that
+    indexes records."""
+    rows = cur.execute("SELECT kind, subject, since, until, status, detail FROM dsr_requests "
+                       "WHERE kind IN ('restrict', 'unrestrict') ORDER BY ts, id").fetchall()
+    standing: list[tuple[str, Restriction]] = []
+    for kind, subj, since, until, status, detail in rows:
+        ranges = {t: [ipaddress.ip_network(n) for n in v] for t, v in orjson.loads(subj).items()}
+        since = None if since is None else float(since)
+        until = None if until is None else float(until)
+        if kind == "restrict":
+            standing += [(t, Restriction(tuple(v), since, until)) for t, v in ranges.items() if v]
+        elif status == "done" and "record_ids" not in orjson.loads(detail):
+            standing = [(t, r) for t, r in standing if not (
+                _covers(ranges.get(t, []), list(r.networks))
+                and (since is None or (r.since is not None and since <= r.since))
+                and (until is None or (r.until is not None and until >= r.until)))]
+    out: dict[str, list[Restriction]] = {}
+    for t, r in standing:
+        out.setdefault(t, []).append(r)
+    return out
+
+
 class DsrService:
     def __init__(self, db: Db, searcher: Searcher) -> None:
         self.db, self.searcher = db, searcher
+        searcher.index.restrictions = restrictions_in_force
 
     def _query(self, tenant: str, req: DsrRequest) -> SearchQuery:
         return SearchQuery(tenant=tenant, since=req.since, until=req.until,
@@ -163,7 +200,40 @@ class DsrService:
 
     def run(self, req: DsrRequest, *, actor: str, request_id: str,
             now: float | None = None) -> DsrResult:
-        """Carry out a request (an export collects its records) and record it."""
+        """Carry out a request (an export collects its records) and record it.
+
+        A restrict or unrestrict changes which records the index must flag, but
+        only once its row is in `dsr_requests`, at the end. An index step that read
+        the restrictions before that row existed may flag (restrict) or hide
+        (unrestrict) a record by the old rule, and that record may have committed
+        after this request's first pass. So, once the row is recorded, a second
+        pass indexes and looks again. Its refresh takes the index lock (in this
+        process) and the step's advisory lock (PostgreSQL; SQLite serialises the
+        write transactions anyway): any step that read the old rule has committed
+        by then, so its records are found, and every step after it reads the new
+        row. Meanwhile the tenants' searches stay guarded (`AddressIndex.holding`).
+        Counts are of the first pass: what arrived during the request is treated
+        like what arrives after it, flagged or lifted but not counted."""
+        changes = req.kind in ("restrict", "unrestrict")
+        with self.searcher.index.holding(req.tenants) if changes else nullcontext():
+            result = self._run(req, actor=actor, request_id=request_id, now=now)
+            if changes and result.status == "done":
+                self._second_pass(req)
+            return result
+
+    def _second_pass(self, req: DsrRequest) -> None:
+        self.searcher.index.refresh(eager=True)
+        ids: dict[str, list[str]] = {t: [] for t in req.tenants}
+        for r in self.find(req):
+            ids[r["tenant"]].append(r["id"])
+        if req.kind == "restrict":
+            self._flag(ids, True)
+        else:
+            held = self._held(ids, self._standing(req, self.subject(req)))
+            self._flag({t: [i for i in v if i not in held[t]] for t, v in ids.items()}, False)
+
+    def _run(self, req: DsrRequest, *, actor: str, request_id: str,
+             now: float | None) -> DsrResult:
         for t in req.tenants:
             self.searcher.keys.networks(t, req.addresses[0])  # NoKeyError before any change
         subject = self.subject(req)
@@ -260,29 +330,17 @@ class DsrService:
 
     def _standing(self, req: DsrRequest, subject: dict[str, list[str]]
                   ) -> dict[str, list[Network]]:
-        """Per tenant, the pseudonymous ranges of restrictions still in force that are
-        not this subject's. A restriction stands until an unrestrict whose ranges cover
-        all of its ranges, over at least its time range, for all records, is done."""
+        """Per tenant, the pseudonymous ranges of restrictions still in force
+        (`restrictions_in_force`) that are not this subject's: a restriction whose
+        ranges all lie within the subject's is the one being lifted."""
         with self.db.tx() as cur:
-            rows = cur.execute("SELECT kind, subject, since, until, status, detail FROM "
-                               "dsr_requests WHERE kind IN ('restrict', 'unrestrict') "
-                               "ORDER BY ts, id").fetchall()
-        standing: list[tuple[str, list[Network], float | None, float | None]] = []
-        for kind, subj, since, until, status, detail in rows:
-            ranges = {t: [ipaddress.ip_network(n) for n in v]
-                      for t, v in orjson.loads(subj).items()}
-            if kind == "restrict":
-                standing += [(t, v, since, until) for t, v in ranges.items() if v]
-            elif status == "done" and "record_ids" not in orjson.loads(detail):
-                standing = [s for s in standing if not (
-                    _covers(ranges.get(s[0], []), s[1])
-                    and (since is None or (s[2] is not None and since <= s[2]))
-                    and (until is None or (s[3] is not None and until >= s[3])))]
+            force = restrictions_in_force(cur)
         mine = {t: [ipaddress.ip_network(n) for n in v] for t, v in subject.items()}
         out: dict[str, list[Network]] = {t: [] for t in req.tenants}
-        for t, nets, _since, _until in standing:
-            if t in out and not _covers(mine.get(t, []), nets):
-                out[t] += nets
+        for t, rs in force.items():
+            if t in out:
+                out[t] += [n for r in rs if not _covers(mine.get(t, []), list(r.networks))
+                           for n in r.networks]
         return out
 
     def _held(self, ids: dict[str, list[str]], standing: dict[str, list[Network]]

@@ -9,6 +9,13 @@ hex, so any prefix is one range scan (`addr BETWEEN lo AND hi`), which works
 on pseudonyms because they preserve prefixes. It is a derived table: a DSR
 erasure deletes from it too, and `prune()` drops rows of purged records.
 
+Indexing is also where a record that arrives after a DSR restriction gets
+its `restricted` flag: the index is the first code to see its addresses, so
+it checks them against the restrictions in force (which the DSR code works
+out and hands over as a hook, see `AddressIndex.restrictions`) in the same
+transaction. A search of a tenant under a restriction first indexes whatever
+has arrived and reads only indexed rows, so nothing unchecked is shown.
+
 Indicators (raw addresses from a threat feed) are pseudonymised forward with
 the tenant's key by `TenantKeys`, which holds the keys for this process and
 has no method that returns one or reverses a pseudonym.
@@ -24,7 +31,8 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +40,7 @@ from typing import Any
 
 import orjson
 
-from collector.api.db import Db
+from collector.api.db import Cursor, Db
 from pipelines.config import ConfigError, require_private
 from pipelines.pseudonym import (
     FieldClass,
@@ -196,12 +204,74 @@ def addresses_of(fields: Mapping[str, Any]) -> set[tuple[int, str]]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Restriction:
+    """One restriction in force for one tenant: the pseudonymous ranges of one
+    restrict request, over record times in [since, until) where those are set.
+    The ranges stay together because a lift must cover all of them (dsr.py)."""
+
+    networks: tuple[Network, ...]
+    since: float | None = None
+    until: float | None = None
+
+
+Restrictions = Mapping[str, Sequence[Restriction]]  # per tenant
+
+
+class _Standing:
+    """Restrictions as a lookup for the indexer: per (tenant, family) and prefix
+    length, the masked network and its time spans, so an address costs one dict
+    probe per prefix length in use, not one comparison per restricted range."""
+
+    def __init__(self, by_tenant: Restrictions) -> None:
+        self.tenants = frozenset(t for t, rs in by_tenant.items() if any(r.networks for r in rs))
+        self._spans: dict[tuple[str, int], dict[int, dict[int, list[tuple[
+            float | None, float | None]]]]] = {}
+        for t, rs in by_tenant.items():
+            for r in rs:
+                for n in r.networks:
+                    fam, bits, plen, net = _span(n)
+                    (self._spans.setdefault((t, fam), {}).setdefault(plen, {})
+                     .setdefault(net >> (bits - plen), []).append((r.since, r.until)))
+
+    def hit(self, tenant: str, fam: int, addr: str, ts: float) -> bool:
+        """Whether an index row (family, fixed-width hex, record time) is restricted."""
+        by_len = self._spans.get((tenant, fam))
+        if not by_len:
+            return False
+        a, bits = int(addr, 16), 32 if fam == 4 else 128
+        for plen, nets in by_len.items():
+            for since, until in nets.get(a >> (bits - plen), ()):
+                if (since is None or ts >= since) and (until is None or ts < until):
+                    return True
+        return False
+
+
+def _span(n: Network) -> tuple[int, int, int, int]:
+    """(family, bits, prefix length, network as int) in the index's terms, where an
+    IPv4-mapped IPv6 range counts as IPv4 (as `_hex` stores such addresses)."""
+    if n.version == 6 and n.prefixlen >= 96 and n.network_address.ipv4_mapped is not None:
+        return 4, 32, n.prefixlen - 96, int(n.network_address) & 0xFFFFFFFF
+    return n.version, n.max_prefixlen, n.prefixlen, int(n.network_address)
+
+
+_NO_RESTRICTIONS = _Standing({})
+
+
 class AddressIndex:
     """Follows the `batches` table: each refresh indexes the records of batches
     received since the last one (minus `margin_s` for commits that land out of
     order), so its cost grows with what arrived, not with the store. A full
     sweep (every record not yet indexed) runs with the prune, every
-    `prune_interval_s`, as a safety net for anything the window missed."""
+    `prune_interval_s`, as a safety net for anything the window missed.
+
+    `restrictions` (set by `collector.dsr.DsrService`, since this module must
+    not import the DSR code) reads the restrictions in force with the step's
+    cursor; every record indexed whose address and time fall in one of its
+    tenant's is flagged `restricted` in the same transaction, so a record is
+    never indexed (and so never shown to a guarded search) unchecked. An index
+    without the hook flags nothing: only the API's, which has it, may index a
+    store that has restrictions."""
 
     def __init__(self, db: Db, *, batches_per_step: int = 200, min_interval_s: float = 2.0,
                  prune_interval_s: float = 600.0, margin_s: float = 300.0) -> None:
@@ -209,19 +279,73 @@ class AddressIndex:
         self.min_interval_s, self.prune_interval_s = min_interval_s, prune_interval_s
         self.margin_s = margin_s
         self.analyze_after = 1000
+        self.restrictions: Callable[[Cursor], Restrictions] | None = None
         self._watermark = -math.inf
         self._last = -math.inf
         self._last_sweep = time.monotonic()
         self._last_analyze = -math.inf
         self._lock = threading.Lock()
+        # Which tenants are under a restriction, as last read (monotonic time, lookup):
+        # read again by every step that indexes rows, after every restrict or unrestrict
+        # (`holding`), and at most `min_interval_s` old otherwise, for another process's.
+        self._known: tuple[float, _Standing] | None = None
+        self._gen = 0
+        self._held: dict[str, int] = {}
+        self._guard_lock = threading.Lock()
 
-    def refresh(self, force: bool = False) -> int:
+    def _read_restrictions(self, cur: Cursor) -> _Standing:
+        if self.restrictions is None:
+            return _NO_RESTRICTIONS
+        gen, at = self._gen, time.monotonic()
+        standing = _Standing(self.restrictions(cur))
+        with self._guard_lock:
+            if self._gen == gen:  # a DSR that ended meanwhile may have changed them
+                self._known = (at, standing)
+        return standing
+
+    def guarded(self, tenant: str) -> bool:
+        """Whether `tenant` is under a restriction, so its searches must index first
+        and read only indexed rows. Cached; one small query at most every
+        `min_interval_s`, none when there is no hook."""
+        if self.restrictions is None:
+            return False
+        with self._guard_lock:
+            if self._held.get(tenant):
+                return True
+            known = self._known
+        if known is None or time.monotonic() - known[0] >= self.min_interval_s:
+            with self.db.tx() as cur:
+                return tenant in self._read_restrictions(cur).tenants
+        return tenant in known[1].tenants
+
+    @contextmanager
+    def holding(self, tenants: Sequence[str]) -> Iterator[None]:
+        """Treat `tenants` as guarded while a restrict or unrestrict runs, then forget
+        what was read: from the moment its row is written no search of theirs may
+        trust an answer read before it, not even for the instant until this ends."""
+        with self._guard_lock:
+            for t in tenants:
+                self._held[t] = self._held.get(t, 0) + 1
+        try:
+            yield
+        finally:
+            with self._guard_lock:
+                for t in tenants:
+                    self._held[t] -= 1
+                    if not self._held[t]:
+                        del self._held[t]
+                self._gen += 1
+                self._known = None
+
+    def refresh(self, force: bool = False, *, eager: bool = False) -> int:
         """Index what arrived since the last refresh; returns how many records. Without
         `force`, at most once per `min_interval_s`, so paging does not re-check; with
-        it (DSRs, which must miss nothing), also the full sweep and the prune."""
+        it (DSRs, which must miss nothing), also the full sweep and the prune. `eager`
+        (a search of a tenant under a restriction) skips only the rate limit: what
+        arrived must be indexed, and so checked against the restrictions, first."""
         with self._lock:
             now = time.monotonic()
-            if not force and now - self._last < self.min_interval_s:
+            if not force and not eager and now - self._last < self.min_interval_s:
                 return 0
             self._last = now
             total = 0
@@ -250,7 +374,7 @@ class AddressIndex:
         if self.db.dialect == "postgres":
             cur.execute("SELECT pg_advisory_xact_lock(?)", (0x7072697A,))
 
-    def _index(self, cur: Any, rows: list[Any]) -> None:
+    def _index(self, cur: Any, rows: list[Any], standing: _Standing) -> None:
         addrs = []
         for rid, tenant, ts, fields in rows:
             for fam, addr in addresses_of(self.db.json(fields)):
@@ -261,6 +385,14 @@ class AddressIndex:
         if addrs:
             cur.executemany("INSERT INTO record_addresses (record_id, tenant, ts, family, "
                             "addr) VALUES (?, ?, ?, ?, ?)", addrs)
+        if standing.tenants:
+            hit = sorted({a[0] for a in addrs
+                          if a[1] in standing.tenants and standing.hit(a[1], a[3], a[4], a[2])})
+            for i in range(0, len(hit), 500):
+                chunk = hit[i:i + 500]
+                cur.execute(f"UPDATE records SET restricted = ? WHERE id IN "
+                            f"({', '.join('?' for _ in chunk)}) AND restricted = ?",
+                            [self.db.bool(True), *chunk, self.db.bool(False)])
 
     def _step(self) -> tuple[int, int]:
         since = self._watermark - self.margin_s
@@ -275,12 +407,15 @@ class AddressIndex:
             if not batches:
                 return 0, 0
             n = 0
+            standing: _Standing | None = None
             for agent_id, batch_id, _ in batches:
                 rows = cur.execute(
                     "SELECT r.id, r.tenant, r.ts, r.fields FROM records r WHERE r.agent_id = ? "
                     "AND r.batch_id = ? AND NOT EXISTS (SELECT 1 FROM indexed_records i "
                     "WHERE i.record_id = r.id)", (agent_id, batch_id)).fetchall()
-                self._index(cur, rows)
+                if rows and standing is None:
+                    standing = self._read_restrictions(cur)  # under the lock: see dsr.py
+                self._index(cur, rows, standing or _NO_RESTRICTIONS)
                 n += len(rows)
             cur.executemany("INSERT INTO indexed_batches (agent_id, batch_id, received_at) "
                             "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -298,7 +433,8 @@ class AddressIndex:
                     "SELECT r.id, r.tenant, r.ts, r.fields FROM records r WHERE NOT EXISTS "
                     "(SELECT 1 FROM indexed_records i WHERE i.record_id = r.id) LIMIT ?",
                     (limit,)).fetchall()
-                self._index(cur, rows)
+                self._index(cur, rows, self._read_restrictions(cur) if rows
+                            else _NO_RESTRICTIONS)
             total += len(rows)
             if len(rows) < limit:
                 return total
@@ -474,7 +610,12 @@ class Page:
 
 
 class Searcher:
-    """Runs queries; `include_restricted` is for the DSR code only."""
+    """Runs queries; `include_restricted` is for the DSR code only.
+
+    For a tenant under a restriction a query first indexes what has arrived
+    (`refresh(eager=True)`), which flags the new records of a restricted subject,
+    and then reads only indexed rows: a record committed between the two has not
+    been checked yet, so it waits for the next query instead of being shown."""
 
     def __init__(self, db: Db, keys: TenantKeys | None = None,
                  index: AddressIndex | None = None) -> None:
@@ -488,13 +629,23 @@ class Searcher:
             nets.extend(self.keys.networks(q.tenant, n))
         return nets
 
+    def _guard(self, tenant: str, include_restricted: bool) -> bool:
+        """Whether the query must read only checked (indexed) rows; if so, index first."""
+        if include_restricted or not self.index.guarded(tenant):
+            return False
+        self.index.refresh(eager=True)
+        return True
+
     def _sql(self, q: SearchQuery, nets: list[Network], include_restricted: bool,
-             limit: int | None) -> tuple[str, list[Any]]:
+             limit: int | None, checked_only: bool = False) -> tuple[str, list[Any]]:
         pg = self.db.dialect == "postgres"
         where: list[str] = ["tenant = ?"]
         args: list[Any] = [q.tenant]
         if not include_restricted:
             where.append("NOT restricted" if pg else "restricted = 0")
+        if checked_only:
+            where.append("EXISTS (SELECT 1 FROM indexed_records i WHERE i.record_id = "
+                         "records.id)")
         for col in ("site", "device", "kind", "name"):
             v = getattr(q, col)
             if v is not None:
@@ -539,9 +690,10 @@ class Searcher:
     def search(self, q: SearchQuery, *, include_restricted: bool = False,
                fresh: bool = False) -> Page:
         nets = self.ranges(q)
-        if nets or fresh:
+        checked = self._guard(q.tenant, include_restricted)
+        if fresh or (nets and not checked):
             self.index.refresh(force=fresh)
-        sql, args = self._sql(q, nets, include_restricted, q.limit + 1)
+        sql, args = self._sql(q, nets, include_restricted, q.limit + 1, checked)
         with self.db.tx() as cur:
             rows = cur.execute(sql, args).fetchall()
         more = len(rows) > q.limit
@@ -555,11 +707,12 @@ class Searcher:
         """Every match in time order, page by page (NDJSON export), from `q.cursor` on."""
         cursor = q.cursor
         nets = self.ranges(q)
-        if nets:
+        checked = self._guard(q.tenant, include_restricted)
+        if nets and not checked:
             self.index.refresh()
         while True:
             qq = dataclasses.replace(q, cursor=cursor, limit=page)
-            sql, args = self._sql(qq, nets, include_restricted, page)
+            sql, args = self._sql(qq, nets, include_restricted, page, checked)
             with self.db.tx() as cur:
                 rows = [self._row(r) for r in cur.execute(sql, args).fetchall()]
             self.annotate(rows)
@@ -585,7 +738,10 @@ class Searcher:
                                               "request_id": req})
 
     def stats(self, tenant: str) -> dict[str, int]:
-        """Unrestricted record counts by kind: what the NOC role may see."""
+        """Unrestricted record counts by kind: what the NOC role may see. Under a
+        restriction new records are indexed (and so flagged) first; unlike a search
+        the count does not also wait for a record committed a moment later."""
+        self._guard(tenant, False)
         pg = self.db.dialect == "postgres"
         with self.db.tx() as cur:
             rows = cur.execute("SELECT kind, COUNT(*) FROM records WHERE tenant = ? AND "
