@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from collector.api import ApiConfig, create_app, serve
+from collector.api.throttle import ThrottleLimits
 from collector.search import TenantKeys
 from pipelines.config import listen_address, parse_toml
 from pipelines.pseudonym import PolicyError, PrivacyPolicy
@@ -35,6 +36,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="HMAC key for the audit chain (mode 0600); keep it off the DB host")
     s.add_argument("--insecure-no-tls", action="store_true",
                    help="allow a non-loopback address without TLS (behind a TLS proxy)")
+    s.add_argument("--trusted-proxy", metavar="ADDRS",
+                   help="comma-separated addresses or networks of reverse proxies whose "
+                   "X-Forwarded-For names the client (for the failed-login throttle); "
+                   "ignored from anyone else")
+    limits = ThrottleLimits()
+    s.add_argument("--max-totp-failures", type=int, default=limits.totp_failures, metavar="N",
+                   help=f"wrong TOTP codes a token may send per {limits.totp_window_s / 60:g} "
+                   "minutes before 429 (default %(default)s)")
+    s.add_argument("--max-login-failures", type=int, default=limits.token_failures,
+                   metavar="N", help=f"refused tokens a client may send per "
+                   f"{limits.token_window_s:g} s before 429 (default %(default)s)")
     s.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(func=cmd_serve)
@@ -75,10 +87,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     policy = _policy(args.privacy)
     keys = TenantKeys.from_dir(args.tenant_keys, policy) if args.tenant_keys else \
         TenantKeys(policy=policy)
-    app = create_app(ApiConfig(store_url=args.store, keys=keys,
+    try:
+        throttle = ThrottleLimits(totp_failures=args.max_totp_failures,
+                                  token_failures=args.max_login_failures)
+    except ValueError as e:
+        print(f"privtel: error: {e}", file=sys.stderr)
+        return 2
+    app = create_app(ApiConfig(store_url=args.store, keys=keys, throttle=throttle,
                                audit_key=read_audit_key(args.audit_key)))
     print(f"privtel api: {'https' if tls else 'http'}://{host}:{port} (tenant keys for "
           f"{len(keys.tenants)} tenant(s)); OpenAPI at /openapi.json", file=sys.stderr)
     serve(app, host=host, port=port, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
-          ssl_ca_certs=args.tls_client_ca, log_level=args.log_level)
+          ssl_ca_certs=args.tls_client_ca, log_level=args.log_level,
+          trusted_proxies=args.trusted_proxy)
     return 0
