@@ -24,13 +24,15 @@ from pipelines.pseudonym.errors import PseudonymError
 from pipelines.pseudonym.geo import coarsen_lat, coarsen_lon, cut_place
 from pipelines.pseudonym.ipcrypt import Deterministic, Ndx, Pfx
 from pipelines.pseudonym.keys import TenantKey
+from pipelines.pseudonym.names import DeviceNames
 from pipelines.pseudonym.policy import FieldClass, PrivacyPolicy, classify
 from pipelines.pseudonym.scan import Found, format_mac, parse_mac, parse_v4, rewrite
-from pipelines.record import Record, Scalar
+from pipelines.record import Kind, Record, Scalar
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 TOKEN_PREFIX = "tk-"
 _KEEP, _TEXT, _GEO, _VALUE = 0, 1, 2, 3
+_NAMED = frozenset({Kind.LOG, Kind.EVENT})  # kinds whose text is scanned for own names
 
 
 def _masks() -> frozenset[int]:
@@ -220,6 +222,7 @@ class Pseudonymiser:
         self._classes: dict[str, FieldClass | None] = {}
         self._plans: dict[str, int] = {}
         self._inert: set[str] = set()
+        self._names = DeviceNames()
 
     def _token(self, value: str) -> str:
         digest = self._token_mac.hex(value.encode("utf-8", "surrogatepass"))
@@ -410,8 +413,21 @@ class Pseudonymiser:
                 fields[k] = self.value(k, v)
         if geo:
             self._geo(r, geo, fields)
+        if r.kind != Kind.METRIC:
+            self._learn(r)
+            if r.kind in _NAMED:
+                rewrite, dev, token = self._names.rewrite, r.device, self.token
+                for k, v in fields.items():
+                    if type(v) is str and plans.get(k) == _TEXT:
+                        fields[k] = rewrite(dev, v, token)
         fields["pkid"] = self.key_id
         return r.with_fields(fields, device=self.token(r.device))
+
+    def _learn(self, r: Record) -> None:
+        """Remember the device's own names from its identifier-class fields (names.py)."""
+        for k, v in r.fields.items():
+            if type(v) is str and self.field_class(k, v) is FieldClass.IDENTIFIER:
+                self._names.learn(r.device, v)
 
     def _geo(self, r: Record, names: list[str], fields: dict[str, Scalar]) -> None:
         lat = next((r.fields[k] for k in names
@@ -430,4 +446,9 @@ class Pseudonymiser:
                 fields["geo_level"] = self.policy.place_level
 
     def records(self, rs: list[Record]) -> list[Record]:
+        """Names are learnt from the whole list first, so a poll's log lines are
+        scrubbed of the hostname its own inventory record reports."""
+        for r in rs:
+            if r.kind != Kind.METRIC:
+                self._learn(r)
         return [self.record(r) for r in rs]

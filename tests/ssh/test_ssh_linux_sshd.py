@@ -17,6 +17,7 @@ from pipelines.pseudonym import Pseudonymiser, TenantKey
 from pipelines.record import encode
 
 ADDRESSES = ("203.0.113.5", "198.51.100.23", "2001:db8:42::17")
+HOST = os.uname().nodename
 LOG = (
     "Nov 25 14:00:01 web1 sshd[311]: Failed password for root from 203.0.113.5 port 52222\n"
     "this continuation line is not a log entry and is skipped\n"
@@ -40,7 +41,7 @@ async def test_linux_profile_against_real_sshd(sshd: SshdPeer, tmp_path: Path,
     try:
         records = await poller.poll(dev)
         with log_file.open("a") as f:
-            f.write("Nov 25 14:05:00 web1 cron[77]: job done for 203.0.113.5\n")
+            f.write(f"Nov 25 14:05:00 {HOST} cron[77]: job done for 203.0.113.5\n")
         again = await poller.poll(dev)
     finally:
         await poller.close()
@@ -71,11 +72,11 @@ async def test_linux_profile_against_real_sshd(sshd: SshdPeer, tmp_path: Path,
     assert len(lines) == 3
     assert "203.0.113.5" in lines[0] and "2001:db8:42::17" in lines[2]
     new = [r.fields["message"] for r in by_name(again, "log.line")]
-    assert new == ["Nov 25 14:05:00 web1 cron[77]: job done for 203.0.113.5"]
+    assert new == [f"Nov 25 14:05:00 {HOST} cron[77]: job done for 203.0.113.5"]
 
     key = TenantKey.generate()
     ps = Pseudonymiser(key)
-    out = [ps.record(r) for r in records + again]
+    out = ps.records(records) + ps.records(again)
     blob = encode(out).decode()
     for a in ADDRESSES:
         assert a in encode(records + again).decode()
@@ -83,4 +84,7 @@ async def test_linux_profile_against_real_sshd(sshd: SshdPeer, tmp_path: Path,
     scrubbed = [r.fields["message"] for r in out if r.name == "log.line"]
     assert all("fetched" in s or "password" in s or "job" in s for s in scrubbed)
     assert all(r.device != "web1" for r in out)
+    # the device's own names: configured ("web1") and reported by `uname -n` (HOST)
+    assert inv.fields["hostname"] == HOST
+    assert not any("web1" in s or HOST.lower() in s.lower() for s in scrubbed), scrubbed
     assert sshd.private_key.splitlines()[1] not in caplog.text

@@ -1,0 +1,62 @@
+"""A device's own names (configured name, reported hostname) are tokenised inside its
+log and event text, as whole words, with the token its fields get."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.pseudonym import Pseudonymiser, TenantKey
+from pipelines.pseudonym.names import DeviceNames
+from pipelines.record import Kind, Record
+
+HEX = "00112233445566778899aabbccddeeff0123456789abcdef0123456789abcdef"
+
+
+def rec(kind: Kind, name: str, device: str = "edge-7", **fields: object) -> Record:
+    return Record(kind=kind, tenant="acme", site="hq", device=device, name=name,
+                  fields=fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def p() -> Pseudonymiser:
+    return Pseudonymiser(TenantKey.from_hex(HEX))
+
+
+def test_a_syslog_line_loses_the_hostname_its_inventory_reports(p: Pseudonymiser) -> None:
+    poll = [rec(Kind.LOG, "log.line", message="Nov 25 14:09:10 Kiosk-Berlin-03 sshd[812]: "
+                "Accepted publickey for ops from 192.0.2.7 port 50022"),
+            rec(Kind.INVENTORY, "ssh.inventory", hostname="kiosk-berlin-03", model="x86_64")]
+    line, inv = p.records(poll)  # the log line comes first; names are learnt from the poll
+    msg = str(line.fields["message"])
+    assert "kiosk" not in msg.lower() and "192.0.2.7" not in msg
+    assert f" {inv.fields['hostname']} sshd[812]" in msg  # the token the hostname field got
+    assert msg.startswith("Nov 25 14:09:10 tk-") and "Accepted publickey" in msg
+
+
+def test_the_configured_name_is_replaced_as_a_whole_word_only(p: Pseudonymiser) -> None:
+    out = p.record(rec(Kind.EVENT, "trap", device="fw1",
+                       message="fw1: link to fw10 down; FW1 retrying; fw1-mgmt up"))
+    msg = str(out.fields["message"])
+    assert msg.split(":")[0] == out.device  # the same token as the device field
+    assert "fw10" in msg and "fw1-mgmt" in msg  # other words that merely start alike
+    assert "FW1" not in msg and msg.count(out.device) == 2
+
+
+def test_metrics_and_other_devices_are_left_alone(p: Pseudonymiser) -> None:
+    p.records([rec(Kind.INVENTORY, "ssh.inventory", hostname="core-sw-9")])
+    metric = p.record(rec(Kind.METRIC, "if", if_alias="uplink core-sw-9", in_octets=5))
+    assert metric.fields["if_alias"] == "uplink core-sw-9"  # measurements: not scanned
+    other = p.record(rec(Kind.LOG, "log.line", device="edge-8", message="peer core-sw-9 up"))
+    assert other.fields["message"] == "peer core-sw-9 up"  # not edge-8's own name
+
+
+def test_short_numeric_and_too_many_names_are_not_learnt() -> None:
+    names = DeviceNames(max_devices=2)
+    for n in ("a", "1234", *(f"name{i}" for i in range(40))):
+        names.learn("dev-a", n)
+    out = names.rewrite("dev-a", "a 1234 name0 name39 dev-a", lambda s: "<" + s + ">")
+    assert out == "a 1234 <name0> name39 <dev-a>"
+    names.learn("dev-b", "bbb")
+    names.learn("dev-c", "ccc")  # over max_devices: everything learnt is dropped
+    assert names.rewrite("dev-a", "name0", lambda s: "X") == "name0"
+    assert names.rewrite("dev-c", "ccc dev-c", lambda s: "X") == "X X"
