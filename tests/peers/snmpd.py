@@ -130,13 +130,18 @@ def _wait_ready(peer: SnmpPeer, deadline_s: float, log: Path) -> None:
 @contextlib.contextmanager
 def run_snmpd(*, community: str = "public", sys_name: str = "privtel-test",
               users: Sequence[V3User] = (), interfaces: int = 0,
-              extra_config: str = "", port: int | None = None) -> Iterator[SnmpPeer]:
+              extra_config: str = "", port: int | None = None,
+              persist_dir: Path | None = None) -> Iterator[SnmpPeer]:
     """A real net-snmp snmpd on 127.0.0.1.
 
     `interfaces` > 0 replaces the host's own IF-MIB with a synthetic table of
     that many rows served through `pass_persist` (see iftable_pass.py), so
     tests and benches get a production-sized walk without touching the host's
     network configuration.
+
+    `persist_dir` (the caller's, kept after) makes the engine survive a restart
+    like a real device's: same engine id, snmpEngineBoots one higher. `-C` stops
+    snmpd reading its persistent store, so the store is passed as a second `-c`.
     """
     if shutil.which("snmpd") is None:
         pytest.fail("net-snmp snmpd is not installed; run: apt-get install snmpd snmp")
@@ -170,9 +175,12 @@ def run_snmpd(*, community: str = "public", sys_name: str = "privtel-test",
     conf.write_text("\n".join(lines) + "\n")
     conf.chmod(0o600)
     log = workdir / "snmpd.log"
-    env = dict(os.environ, SNMP_PERSISTENT_DIR=str(workdir / "persist"), MIBS="",
-               MIBDIRS="/dev/null")
-    cmd = ["snmpd", "-f", "-Lf", str(log), "-C", "-c", str(conf), "-M", "/dev/null",
+    persist = persist_dir or workdir / "persist"
+    confs = [str(conf)]
+    if persist_dir is not None and (persist_dir / "snmpd.conf").exists():
+        confs.append(str(persist_dir / "snmpd.conf"))
+    env = dict(os.environ, SNMP_PERSISTENT_DIR=str(persist), MIBS="", MIBDIRS="/dev/null")
+    cmd = ["snmpd", "-f", "-Lf", str(log), "-C", "-c", ",".join(confs), "-M", "/dev/null",
            "-p", str(workdir / "snmpd.pid"), *excluded, f"udp:{HOST}:{port}"]
     peer = SnmpPeer(host=HOST, port=port, community=community, sys_name=sys_name,
                     users=tuple(users), interfaces=interfaces, workdir=workdir)
