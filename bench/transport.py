@@ -191,7 +191,8 @@ async def main() -> int:
     ap.add_argument("--suite", default="x25519", choices=keys.SUITES)
     ap.add_argument("--inflight", type=int, default=16)
     a = ap.parse_args()
-    tenant, agent = "bench", f"bench-{os.urandom(3).hex()}"
+    run = os.urandom(3).hex()  # its own tenant: a concurrent run's batches are not ours
+    tenant, agent = f"bench{run}", f"bench-{run}"
     batches = [make_records(tenant, a.records, i * a.records) for i in range(a.batches)]
     plain_bytes = sum(len(json.dumps([r.to_dict() for r in b])) for b in batches[:5]) / 5
     seal_rate, open_rate, mean_size = cpu_rates(batches, tenant, agent, a.suite)
