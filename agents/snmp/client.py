@@ -9,9 +9,12 @@ error indications are translated here, and only here, into our value model
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import pysnmp
 from pyasn1.type.univ import Null
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
@@ -27,11 +30,14 @@ from pysnmp.hlapi.v3arch.asyncio import (
 )
 from pysnmp.hlapi.v3arch.asyncio import auth as hauth
 from pysnmp.proto import errind
+from pysnmp.proto.mpmod.rfc3412 import SnmpV3MessageProcessingModel
 
 from agents.snmp import errors as E
 from agents.snmp.options import SnmpOptions
 from agents.snmp.values import Oid, VarBind
 from pipelines.digest import sha256_hex
+
+log = logging.getLogger(__name__)
 
 AUTH = {
     "none": hauth.USM_AUTH_NONE,
@@ -135,6 +141,52 @@ def _engine_key(opts: SnmpOptions) -> str:
                                  opts.priv_protocol, opts.priv_key)).encode())
 
 
+# pysnmp's v3 message processing model keeps these under name-mangled attributes
+_MP_ENGINE_IDS = "_SnmpV3MessageProcessingModel__engineIdCache"
+_MP_EXPIRY = "_SnmpV3MessageProcessingModel__engineIdCacheExpQueue"
+
+
+@functools.cache
+def _cannot_forget(version: str) -> None:
+    log.debug("pysnmp %s has no engine id cache where expected: a replaced v3 device "
+              "is rediscovered only when pysnmp's cache expires", version)
+
+
+def forget_peer_engine(engine: SnmpEngine, domain: Any, address: Any) -> bool:
+    """Make `engine` rediscover the SNMPv3 engine id behind one transport address.
+
+    pysnmp (checked against 7.1.30, pysnmp/proto/mpmod/rfc3412.py) caches the
+    engine id it learns from the first report of an address for 300 s of timer
+    ticks, and never replaces it from a later report. When the device at that
+    address comes back with a new engine id, every request still names the old
+    id; the agent's unknownEngineID report names the new id, for which USM has
+    no localised copy of our user, so pysnmp drops it (unknownSecurityName) and
+    the request times out, poll after poll, until the entry expires. pysnmp
+    offers no public way to drop one entry (only `get_peer_engine_info` to read
+    it), so this pops it from the private cache; other addresses sharing the
+    engine keep theirs. Its slot in the expiry queue goes too: the expiry
+    deletes without looking, and a KeyError there would stop the engine's timer
+    and with it every request timeout. If a pysnmp release moves these
+    attributes this does nothing (logged once at debug) and a replaced device
+    heals when pysnmp's own cache expires, as before.
+    Returns whether an entry was dropped.
+    """
+    mp = next((m for m in engine.message_processing_subsystems.values()
+               if isinstance(m, SnmpV3MessageProcessingModel)), None)
+    cache = getattr(mp, _MP_ENGINE_IDS, None)
+    expiry = getattr(mp, _MP_EXPIRY, None)
+    if not isinstance(cache, dict) or not isinstance(expiry, dict):
+        _cannot_forget(getattr(pysnmp, "__version__", "?"))
+        return False
+    key = (domain, address)
+    if cache.pop(key, None) is None:
+        return False
+    for keys in expiry.values():
+        while key in keys:
+            keys.remove(key)
+    return True
+
+
 class EnginePool:
     """SnmpEngine instances shared across devices with compatible credentials."""
 
@@ -194,11 +246,22 @@ class PysnmpClient:
             raise PduError(int(status), int(index or 0))
         return [to_varbind(vb[0], vb[1]) for vb in vbs]
 
+    def _forget_engine(self) -> None:
+        """A v3 device that stops answering may have come back with a new engine id:
+        let the next request rediscover it. For a device that is merely down this
+        costs one discovery round trip once it is back, and nobody else's cache."""
+        if self.version == "3" and self._target is not None:
+            forget_peer_engine(self._engine, *self._target.get_transport_info())
+
     async def _run(self, coro: Any) -> list[VarBind]:
         try:
             res = await asyncio.wait_for(coro, self._opts.deadline_s)
         except TimeoutError:
+            self._forget_engine()
             raise E.SnmpTimeout("deadline passed") from None
+        # an unknownEngineID that survives pysnmp's discovery retries is the same stale id
+        if isinstance(res[0], (errind.RequestTimedOut, errind.UnknownEngineID)):
+            self._forget_engine()
         return self._check(res)
 
     async def get(self, oids: Sequence[Oid]) -> list[VarBind]:
