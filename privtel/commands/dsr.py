@@ -17,10 +17,13 @@ from typing import Any, TextIO
 
 import orjson
 
+from collector import auth
 from collector.api.client import ApiClientError
 from privtel.commands.query import client_args, make_client, read_lines
 
-NEEDS_TOTP = ("export", "erase", "unrestrict")
+# which requests ask for a TOTP code: read off the server's matrix, not restated
+NEEDS_TOTP = tuple(sorted(a.value.removeprefix("dsr.") for a in auth.NEEDS_TOTP
+                          if a.value.startswith("dsr.")))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
