@@ -379,7 +379,13 @@ class Pseudonymiser:
         return h
 
     def record(self, r: Record) -> Record:
-        """The record with every field under the policy, `device` tokenised and `pkid` set.
+        """The record with every field under the policy, `device` tokenised and `pkid` set."""
+        if r.kind != Kind.METRIC:
+            self._learn(r)
+        return self._apply(r)
+
+    def _apply(self, r: Record) -> Record:
+        """`record` once the device's names are learnt.
 
         Most values are numbers in fields whose plan leaves numbers alone (_KEEP,
         _TEXT), so a non-string value costs one set lookup (`_inert`); strings
@@ -413,13 +419,11 @@ class Pseudonymiser:
                 fields[k] = self.value(k, v)
         if geo:
             self._geo(r, geo, fields)
-        if r.kind != Kind.METRIC:
-            self._learn(r)
-            if r.kind in _NAMED:
-                rewrite, dev, token = self._names.rewrite, r.device, self.token
-                for k, v in fields.items():
-                    if type(v) is str and plans.get(k) == _TEXT:
-                        fields[k] = rewrite(dev, v, token)
+        if r.kind in _NAMED:
+            rewrite, dev, token = self._names.rewrite, r.device, self.token
+            for k, v in fields.items():
+                if type(v) is str and plans.get(k) == _TEXT:
+                    fields[k] = rewrite(dev, v, token)
         fields["pkid"] = self.key_id
         return r.with_fields(fields, device=self.token(r.device))
 
@@ -451,4 +455,4 @@ class Pseudonymiser:
         for r in rs:
             if r.kind != Kind.METRIC:
                 self._learn(r)
-        return [self.record(r) for r in rs]
+        return [self._apply(r) for r in rs]
