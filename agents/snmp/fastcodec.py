@@ -12,9 +12,11 @@ another exception, never a loop that does not advance).
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from agents.snmp.errors import SnmpDecodeError
 from agents.snmp.values import (
@@ -170,6 +172,30 @@ def _expect_int(b: bytes, pos: int, end: int) -> tuple[int, int]:
     return _int(b, s, e), e
 
 
+def _octets(b: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    tag, s, e = _hdr(b, pos, end)
+    if tag != OCTET_STRING:
+        raise SnmpDecodeError(f"expected {what}")
+    return s, e
+
+
+_T = TypeVar("_T")
+
+
+def _decoder(fn: Callable[[bytes], _T]) -> Callable[[bytes], _T]:
+    """A public decoder: whatever the bytes, SnmpDecodeError is the only failure
+    (an index or value error deep in a malformed message says the same thing)."""
+    @functools.wraps(fn)
+    def decode(data: bytes) -> _T:
+        try:
+            return fn(data)
+        except SnmpDecodeError:
+            raise
+        except (IndexError, ValueError, TypeError) as e:
+            raise SnmpDecodeError(f"undecodable ({type(e).__name__})") from None
+    return decode
+
+
 _HIGH = re.compile(rb"[\x80-\xff]")
 
 
@@ -314,27 +340,21 @@ def decode_pdu(b: bytes, pos: int, end: int) -> tuple[Pdu, int]:
     return Pdu(ptype, rid, est, eix, vbs), pend
 
 
+@_decoder
 def decode_v2c(data: bytes) -> Message:
     """A v2c message; anything else (v1, v3, garbage) raises SnmpDecodeError."""
-    try:
-        b = bytes(data)
-        tag, pos, end = _hdr(b, 0, len(b))
-        if tag != _SEQ or end != len(b):
-            raise SnmpDecodeError("not an SNMP message")
-        version, pos = _expect_int(b, pos, end)
-        if version != 1:
-            raise SnmpDecodeError(f"not a v2c message (version {version})")
-        tag, cs, ce = _hdr(b, pos, end)
-        if tag != OCTET_STRING:
-            raise SnmpDecodeError("expected community")
-        pdu, pos = decode_pdu(b, ce, end)
-        if pos != end:
-            raise SnmpDecodeError("trailing bytes")
-        return Message(version, b[cs:ce], pdu)
-    except SnmpDecodeError:
-        raise
-    except (IndexError, ValueError, TypeError) as e:
-        raise SnmpDecodeError(f"undecodable ({type(e).__name__})") from None
+    b = bytes(data)
+    tag, pos, end = _hdr(b, 0, len(b))
+    if tag != _SEQ or end != len(b):
+        raise SnmpDecodeError("not an SNMP message")
+    version, pos = _expect_int(b, pos, end)
+    if version != 1:
+        raise SnmpDecodeError(f"not a v2c message (version {version})")
+    cs, ce = _octets(b, pos, end, "community")
+    pdu, pos = decode_pdu(b, ce, end)
+    if pos != end:
+        raise SnmpDecodeError("trailing bytes")
+    return Message(version, b[cs:ce], pdu)
 
 
 # -- SNMPv3 (RFC 3412 message, RFC 3414 USM parameters) -------------------
@@ -390,99 +410,81 @@ def encode_scoped_pdu(context_engine_id: bytes, context_name: bytes, pdu: bytes)
                + pdu)
 
 
+@_decoder
 def peek_version_and_id(data: bytes) -> tuple[int, int]:
     """(version, id to match on) without decoding the rest: request-id for v2c, msgID
     for v3. Raises SnmpDecodeError for anything that is not an SNMP message."""
-    try:
-        b = bytes(data)
-        tag, pos, end = _hdr(b, 0, len(b))
-        if tag != _SEQ:
-            raise SnmpDecodeError("not an SNMP message")
-        version, pos = _expect_int(b, pos, end)
-        if version == 3:
-            tag, pos, gend = _hdr(b, pos, end)
-            if tag != _SEQ:
-                raise SnmpDecodeError("expected msgGlobalData")
-            msg_id, _ = _expect_int(b, pos, gend)
-            return 3, msg_id
-        return version, -1
-    except SnmpDecodeError:
-        raise
-    except (IndexError, ValueError, TypeError) as e:
-        raise SnmpDecodeError(f"undecodable ({type(e).__name__})") from None
-
-
-def _octets(b: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
-    tag, s, e = _hdr(b, pos, end)
-    if tag != OCTET_STRING:
-        raise SnmpDecodeError(f"expected {what}")
-    return s, e
-
-
-def decode_v3(data: bytes) -> V3Message:
-    try:
-        b = bytes(data)
-        tag, pos, end = _hdr(b, 0, len(b))
-        if tag != _SEQ or end != len(b):
-            raise SnmpDecodeError("not an SNMP message")
-        version, pos = _expect_int(b, pos, end)
-        if version != 3:
-            raise SnmpDecodeError("not a v3 message")
-        tag, g, gend = _hdr(b, pos, end)
+    b = bytes(data)
+    tag, pos, end = _hdr(b, 0, len(b))
+    if tag != _SEQ:
+        raise SnmpDecodeError("not an SNMP message")
+    version, pos = _expect_int(b, pos, end)
+    if version == 3:
+        tag, pos, gend = _hdr(b, pos, end)
         if tag != _SEQ:
             raise SnmpDecodeError("expected msgGlobalData")
-        msg_id, g = _expect_int(b, g, gend)
-        max_size, g = _expect_int(b, g, gend)
-        fs, fe = _octets(b, g, gend, "msgFlags")
-        if fe - fs != 1:
-            raise SnmpDecodeError("msgFlags must be one byte")
-        model, g = _expect_int(b, fe, gend)
-        if g != gend or model != USM:
-            raise SnmpDecodeError("not a USM message")
-        ss, se = _octets(b, gend, end, "msgSecurityParameters")
-        tag, u, uend = _hdr(b, ss, se)
-        if tag != _SEQ or uend != se:
-            raise SnmpDecodeError("bad UsmSecurityParameters")
-        es, ee = _octets(b, u, uend, "engine id")
-        boots, u = _expect_int(b, ee, uend)
-        etime, u = _expect_int(b, u, uend)
-        us, ue = _octets(b, u, uend, "user name")
-        as_, ae = _octets(b, ue, uend, "authParameters")
-        ps, pe = _octets(b, ae, uend, "privParameters")
-        if pe != uend:
-            raise SnmpDecodeError("trailing bytes in USM parameters")
-        if not (0 <= boots <= _INT32[1] and 0 <= etime <= _INT32[1]
-                and 0 <= msg_id <= _INT32[1]):
-            raise SnmpDecodeError("USM counters out of range")
-        flags = b[fs]
-        tag, ds, de = _hdr(b, se, end)
-        if de != end:
-            raise SnmpDecodeError("trailing bytes")
-        encrypted = tag == OCTET_STRING
-        if not encrypted and tag != _SEQ:
-            raise SnmpDecodeError("expected a scoped PDU")
-        return V3Message(msg_id, max_size, flags, b[es:ee], boots, etime, b[us:ue], b[as_:ae],
-                         (as_, ae), b[ps:pe], b[ds:de] if encrypted else b[se:de], encrypted)
-    except SnmpDecodeError:
-        raise
-    except (IndexError, ValueError, TypeError) as e:
-        raise SnmpDecodeError(f"undecodable ({type(e).__name__})") from None
+        msg_id, _ = _expect_int(b, pos, gend)
+        return 3, msg_id
+    return version, -1
 
 
+
+@_decoder
+def decode_v3(data: bytes) -> V3Message:
+    b = bytes(data)
+    tag, pos, end = _hdr(b, 0, len(b))
+    if tag != _SEQ or end != len(b):
+        raise SnmpDecodeError("not an SNMP message")
+    version, pos = _expect_int(b, pos, end)
+    if version != 3:
+        raise SnmpDecodeError("not a v3 message")
+    tag, g, gend = _hdr(b, pos, end)
+    if tag != _SEQ:
+        raise SnmpDecodeError("expected msgGlobalData")
+    msg_id, g = _expect_int(b, g, gend)
+    max_size, g = _expect_int(b, g, gend)
+    fs, fe = _octets(b, g, gend, "msgFlags")
+    if fe - fs != 1:
+        raise SnmpDecodeError("msgFlags must be one byte")
+    model, g = _expect_int(b, fe, gend)
+    if g != gend or model != USM:
+        raise SnmpDecodeError("not a USM message")
+    ss, se = _octets(b, gend, end, "msgSecurityParameters")
+    tag, u, uend = _hdr(b, ss, se)
+    if tag != _SEQ or uend != se:
+        raise SnmpDecodeError("bad UsmSecurityParameters")
+    es, ee = _octets(b, u, uend, "engine id")
+    boots, u = _expect_int(b, ee, uend)
+    etime, u = _expect_int(b, u, uend)
+    us, ue = _octets(b, u, uend, "user name")
+    as_, ae = _octets(b, ue, uend, "authParameters")
+    ps, pe = _octets(b, ae, uend, "privParameters")
+    if pe != uend:
+        raise SnmpDecodeError("trailing bytes in USM parameters")
+    if not (0 <= boots <= _INT32[1] and 0 <= etime <= _INT32[1]
+            and 0 <= msg_id <= _INT32[1]):
+        raise SnmpDecodeError("USM counters out of range")
+    flags = b[fs]
+    tag, ds, de = _hdr(b, se, end)
+    if de != end:
+        raise SnmpDecodeError("trailing bytes")
+    encrypted = tag == OCTET_STRING
+    if not encrypted and tag != _SEQ:
+        raise SnmpDecodeError("expected a scoped PDU")
+    return V3Message(msg_id, max_size, flags, b[es:ee], boots, etime, b[us:ue], b[as_:ae],
+                     (as_, ae), b[ps:pe], b[ds:de] if encrypted else b[se:de], encrypted)
+
+
+@_decoder
 def decode_scoped_pdu(data: bytes) -> tuple[bytes, bytes, Pdu]:
     """A (decrypted) scoped PDU; trailing bytes after it are DES padding and ignored."""
-    try:
-        b = bytes(data)
-        tag, pos, end = _hdr(b, 0, len(b))
-        if tag != _SEQ:
-            raise SnmpDecodeError("expected a scoped PDU (wrong privacy key?)")
-        es, ee = _octets(b, pos, end, "contextEngineID")
-        ns, ne = _octets(b, ee, end, "contextName")
-        pdu, pos = decode_pdu(b, ne, end)
-        if pos != end:
-            raise SnmpDecodeError("trailing bytes in scoped PDU")
-        return b[es:ee], b[ns:ne], pdu
-    except SnmpDecodeError:
-        raise
-    except (IndexError, ValueError, TypeError) as e:
-        raise SnmpDecodeError(f"undecodable ({type(e).__name__})") from None
+    b = bytes(data)
+    tag, pos, end = _hdr(b, 0, len(b))
+    if tag != _SEQ:
+        raise SnmpDecodeError("expected a scoped PDU (wrong privacy key?)")
+    es, ee = _octets(b, pos, end, "contextEngineID")
+    ns, ne = _octets(b, ee, end, "contextName")
+    pdu, pos = decode_pdu(b, ne, end)
+    if pos != end:
+        raise SnmpDecodeError("trailing bytes in scoped PDU")
+    return b[es:ee], b[ns:ne], pdu
