@@ -34,14 +34,18 @@ def test_compose_is_hardened_and_local():
     for name, svc in c["services"].items():
         for port in svc.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
-    col = c["services"]["collector"]
-    assert col["deploy"]["replicas"] >= 2
-    assert "no-new-privileges:true" in col["security_opt"]
-    assert col["read_only"] is True
+    assert c["services"]["collector"]["deploy"]["replicas"] >= 2
+    ours = [s for s in c["services"].values() if s.get("image", "").startswith("privtel:")]
+    assert len(ours) >= 2  # collector and api
+    for svc in ours:
+        assert "no-new-privileges:true" in svc["security_opt"]
+        assert svc["read_only"] is True
+        assert svc["cap_drop"] == ["ALL"]
+    made_by_operator = {"./keys", "./tls", "./tenant-keys"}  # as compose.yaml's header says
     for svc in c["services"].values():
         for v in svc.get("volumes", []):
             src = v.split(":", 1)[0]
-            if src.startswith(".") and src != "./keys":  # keys: made by `privtel keys init`
+            if src.startswith(".") and src not in made_by_operator:
                 assert (DEPLOY / "compose" / src).exists(), src
 
 
@@ -54,20 +58,24 @@ def test_k8s_manifests_parse_and_configs_are_valid():
     assert cfg.shared_group
     policy = parse_policy(cm["data"]["retention.toml"], "configmap retention.toml")
     assert policy.gaps == []
-    dep = next(d for d in docs if d["kind"] == "Deployment")
-    pod = dep["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    c = pod["containers"][0]
-    assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert c["securityContext"]["allowPrivilegeEscalation"] is False
-    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert set(deployments) == {"privtel-collector", "privtel-api"}
+    for name, dep in deployments.items():
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        c = pod["containers"][0]
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        if name == "privtel-api":  # TLS on the API's own port
+            assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     kust = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
     for res in kust["resources"]:
         assert (DEPLOY / "k8s" / res).exists()
 
 
-@pytest.mark.parametrize("unit", ["privtel-collector.service", "privtel-agent.service"])
+@pytest.mark.parametrize("unit", sorted(p.name for p in (DEPLOY / "systemd").glob("*.service")))
 def test_systemd_units_are_hardened(unit):
     cp = configparser.ConfigParser(strict=False, interpolation=None)
     cp.optionxform = str  # type: ignore[assignment, method-assign]
@@ -79,6 +87,8 @@ def test_systemd_units_are_hardened(unit):
     assert s["StateDirectory"]
     assert s["UMask"] == "0077"
     assert s["CapabilityBoundingSet"] == ""
+    assert s["AmbientCapabilities"] == ""
+    assert (s["ProtectKernelLogs"], s["ProtectProc"]) == ("yes", "invisible")  # purge lacked them
 
 
 def test_example_retention_policy_is_valid():
