@@ -217,6 +217,12 @@ def check_command(cmd: CommandLine, resolve: Resolve, strict_modes: bool) -> Non
         assert local is not None, f"{cmd.where}: agent config {args.config} is not shipped"
         cfg = agent_config.parse(local.read_text(), str(local), base=args.config.parent)
         assert cfg.metrics_listen, "the agent's metrics are scraped: metrics_listen is set"
+        host, port = cfg.metrics_listen
+        targets = [t for f in sorted((DEPLOY / "prometheus" / "agents").glob("*.yml"))
+                   for t in yaml.safe_load(f.read_text())]
+        assert {"targets": [f"{host}:{port}"], "labels": {
+            "tenant": cfg.tenant, "site": cfg.site, "agent": cfg.agent_id}} in targets, \
+            "deploy/prometheus/agents/ does not scrape the example agent as configured"
     elif args.command == "api":
         check_api(args, resolve, strict_modes)
     else:
