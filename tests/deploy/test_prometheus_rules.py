@@ -5,13 +5,19 @@ rules rely on is documented and, where docs/metrics.md says so, exposed today.""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from deploy_kit import DEPLOY, ROOT, run, tool
+from peers.ports import free_port
+from peers.procs import stop
 from prometheus_client import CollectorRegistry
 
 from agents.shipper import _Metrics as ShipperMetrics
@@ -58,6 +64,53 @@ def test_a_broken_agent_target_file_fails_the_check(tmp_path: Path) -> None:
     r = run([promtool(), "check", "config", str(tmp_path / "prometheus" / "prometheus.yml")])
     assert r.returncode != 0
     assert "broken" in r.stdout + r.stderr or "agents" in r.stdout + r.stderr
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_a_real_prometheus_loads_the_shipped_files(tmp_path: Path) -> None:
+    """Installed as the Debian package would have it: the files in one folder."""
+    binary = tool("prometheus", "prometheus")
+    etc = tmp_path / "etc"
+    shutil.copytree(PROM, etc, ignore=shutil.ignore_patterns("tests"))
+    port = free_port()
+    log = tmp_path / "prometheus.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [binary, f"--config.file={etc / 'prometheus.yml'}",
+             f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.path={tmp_path / 'data'}"],
+            stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("Prometheus did not become ready")
+        groups = _get(f"{base}/api/v1/rules")["data"]["groups"]
+        assert sorted(g["name"] for g in groups) == sorted(g["name"] for g in rule_groups())
+        loaded = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
+        assert loaded == alert_names()
+        agents: list[dict] = []
+        for _ in range(100):  # discovery hands targets over a few seconds after start
+            targets = _get(f"{base}/api/v1/targets")["data"]["activeTargets"]
+            agents = [t["labels"] for t in targets if t["labels"]["job"] == "privtel-agent"]
+            if agents:
+                break
+            time.sleep(0.2)
+        assert agents == [{"agent": "site1-edge", "instance": "127.0.0.1:9109",
+                           "job": "privtel-agent", "site": "hq", "tenant": "acme"}]
+    finally:
+        stop(proc)
 
 
 def test_rules_check() -> None:
