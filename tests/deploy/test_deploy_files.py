@@ -35,7 +35,7 @@ from agents import config as agent_config
 from collector import config as collector_config
 from collector.runtime import load_keys
 from collector.search import TenantKeys
-from pipelines.config import require_private
+from pipelines.config import ConfigError, require_private
 from pipelines.retention import parse_policy
 from privtel.cli import build_parser
 from privtel.cli import main as privtel_main
@@ -57,11 +57,15 @@ Resolve = Callable[[Path], Path | None]
 
 
 def parse(cmd: CommandLine | list[str], where: str = "") -> argparse.Namespace:
-    argv = cmd.argv if isinstance(cmd, CommandLine) else cmd
+    """The CLI's own parser; argparse exits on a wrong option, which fails the test."""
+    if isinstance(cmd, CommandLine):
+        argv, where = cmd.argv, cmd.where
+    else:
+        argv = cmd
     try:
         return PARSER.parse_args(argv)
     except SystemExit:
-        pytest.fail(f"{where or cmd.where}: `privtel {shlex.join(argv)}` is refused by the CLI")  # type: ignore[union-attr]
+        pytest.fail(f"{where}: `privtel {shlex.join(argv)}` is refused by the CLI")
 
 
 # --- where a path a command names comes from, per kind of deployment ---
@@ -254,7 +258,7 @@ def test_k8s_without_the_init_copy_the_collector_refuses_its_config(
     """Why the init containers exist: the kubelet's 0440 is refused."""
     cm = k8s_roots["privtel-collector"] / "config" / "collector.toml"
     assert stat.S_IMODE(cm.stat().st_mode) == 0o440
-    with pytest.raises(Exception, match="chmod 600"):
+    with pytest.raises(ConfigError, match="chmod 600"):
         collector_config.load(cm)
 
 
@@ -294,8 +298,7 @@ def test_yaml_files_parse() -> None:
     files = sorted(p for ext in ("*.yml", "*.yaml") for p in DEPLOY.rglob(ext))
     assert len(files) >= 15
     for p in files:
-        assert yaml.safe_load_all(p.read_text()) is not None
-        list(yaml.safe_load_all(p.read_text()))
+        assert [d for d in yaml.safe_load_all(p.read_text()) if d is not None], p
 
 
 # --- what the files say in prose: paths and commands in comments ---
