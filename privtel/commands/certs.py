@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import ipaddress
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -25,8 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pipelines.envelope import topic_for
 from pipelines.keys import ANNOUNCE_TOPIC
-
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+from pipelines.names import is_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -66,7 +64,7 @@ def _guard(fn: object) -> object:
 
 def _agent_arg(value: str) -> tuple[str, str]:
     tenant, _, agent = value.partition("/")
-    if not (_ID_RE.match(tenant) and _ID_RE.match(agent)):
+    if not (is_name(tenant) and is_name(agent)):
         raise ValueError(f"--agent must be TENANT/AGENT_ID in lowercase letters, digits, '-' "
                          f"or '_', not {value!r}")
     return tenant, agent
@@ -153,7 +151,7 @@ def _issue_agent(directory: Path, tenant: str, agent: str, ca_key: ec.EllipticCu
 
 def init_certs(args: argparse.Namespace) -> int:
     agents = [_agent_arg(a) for a in args.agent]
-    if not _ID_RE.match(args.collector_id):
+    if not is_name(args.collector_id):
         raise ValueError(f"--collector-id must be lowercase letters, digits, '-' or '_', "
                          f"not {args.collector_id!r}")
     if args.collector_id in {a for _, a in agents}:
