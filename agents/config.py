@@ -12,6 +12,8 @@ from agents.protocols import load_builtin
 from agents.snmp.traps import parse_trap_config
 from agents.spool import SpoolConfig
 from pipelines.config import ConfigError, Section, listen_address, parse_toml, require_private
+from pipelines.names import PATTERN as NAME_PATTERN
+from pipelines.names import BadName, check_name, is_name
 from pipelines.pseudonym import PrivacyPolicy
 
 
@@ -82,9 +84,11 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
     suite = a.str("suite", "x25519", choices=("x25519", "mlkem768-x25519"))
     metrics_listen = listen_address(a, "metrics_listen", None)
     a.done()
-    for what, v in (("agent.id", agent_id), ("agent.tenant", tenant)):
-        if not v or not all(c.isalnum() or c in "-_" for c in v) or v != v.lower():
-            raise ConfigError(file, what, "must be lowercase letters, digits, '-' or '_'")
+    for what, v in (("agent.id", agent_id), ("agent.tenant", tenant), ("agent.site", site)):
+        try:
+            check_name(v)
+        except BadName as e:
+            raise ConfigError(file, what, str(e)) from None
 
     k = root.section("keys", required=True)
     keys = KeysConfig(
@@ -123,6 +127,9 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         if name in names:
             raise d.error("name", f"duplicate device name {name!r}")
         names.add(name)
+        dev_site = d.str("site", site)
+        if not is_name(dev_site):
+            raise d.error("site", f"must match {NAME_PATTERN}")
         devices.append(Device(
             name=name,
             address=d.str("address"),
@@ -130,7 +137,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
             protocol=protocol,
             interval_s=d.float("interval_s", 60.0, lo=1, hi=86400),
             tenant=tenant,
-            site=d.str("site", site),
+            site=dev_site,
             options=spec.parse_options(d.section(protocol), pollers),
         ))
         d.done()

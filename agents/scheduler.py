@@ -91,6 +91,10 @@ class Scheduler:
         self.m_in_flight = Gauge("privtel_polls_in_flight", "Polls running now",
                                  registry=registry)
         self.m_devices = Gauge("privtel_devices", "Devices scheduled", registry=registry)
+        self.m_loop_errors = Counter("privtel_poll_loop_errors",
+                                     "Poll cycles that failed outside the poller (a bad record, "
+                                     "a broken health record); the loop goes on",
+                                     registry=registry)
 
     @staticmethod
     def _names_check(devices: Sequence[Device]) -> None:
@@ -185,30 +189,37 @@ class Scheduler:
             await asyncio.sleep(max(0.0, slot.next_due - time.monotonic()))
             if slot.stopping:
                 return
-            async with self._sem:
-                slot.in_flight = True
-                self.m_in_flight.inc()
-                try:
-                    records = await self._poll_one(slot)
-                finally:
-                    slot.in_flight = False
-                    self.m_in_flight.dec()
-            kept = False
             try:
-                await self._emit(records)
-                kept = True
-            except Exception as e:  # the sink's trouble must not stop polling
-                log.warning("emit failed for a poll of %s: %s", slot.device.name,
-                            type(e).__name__)
-            try:
-                await self.poller(slot.device.protocol).settled(slot.device, kept)
-            except Exception as e:
-                log.warning("poller could not settle a poll of %s: %s", slot.device.name,
-                            type(e).__name__)
+                await self._cycle(slot)
+            except Exception as e:  # nothing a device or its records do may end its loop
+                self.m_loop_errors.inc()
+                log.warning("poll cycle of %s failed: %s", slot.device.name, type(e).__name__)
             slot.next_due += self._delay(slot)
             now = time.monotonic()
             if slot.next_due < now:  # we overran: skip missed slots rather than burst
                 slot.next_due = now
+
+    async def _cycle(self, slot: _Slot) -> None:
+        async with self._sem:
+            slot.in_flight = True
+            self.m_in_flight.inc()
+            try:
+                records = await self._poll_one(slot)
+            finally:
+                slot.in_flight = False
+                self.m_in_flight.dec()
+        kept = False
+        try:
+            await self._emit(records)
+            kept = True
+        except Exception as e:  # the sink's trouble must not stop polling
+            log.warning("emit failed for a poll of %s: %s", slot.device.name,
+                        type(e).__name__)
+        try:
+            await self.poller(slot.device.protocol).settled(slot.device, kept)
+        except Exception as e:
+            log.warning("poller could not settle a poll of %s: %s", slot.device.name,
+                        type(e).__name__)
 
     async def _poll_one(self, slot: _Slot) -> list[Record]:
         d = slot.device

@@ -5,7 +5,10 @@ call returns, so a SIGKILL or power cut loses nothing that a caller was told
 was stored. Two tables make the two hand-overs atomic:
 
 - ``pending``: records accepted by `add_records` and not yet sealed;
-- ``batches``: sealed batches not yet acknowledged by the broker.
+- ``batches``: sealed batches not yet acknowledged. With end-to-end receipts a
+  batch stays after the broker's PUBACK (``published`` is set) until the
+  collector's signed receipt arrives (`receipted`), and is offered again when
+  no receipt came within the resend timeout; without receipts the PUBACK frees it.
 
 `seal_pending` takes pending records, lets the caller seal them under the next
 sequence number, and in one transaction inserts the batch, deletes the records
@@ -48,7 +51,8 @@ CREATE TABLE IF NOT EXISTS batches (
     created REAL NOT NULL,
     records INTEGER NOT NULL,
     size INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    published REAL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -102,6 +106,8 @@ class SpoolStats:
     oldest_created: float | None
     dropped_batches: int
     dropped_records: int
+    unreceipted: int = 0
+    oldest_published: float | None = None
 
 
 class Spool:
@@ -126,6 +132,8 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        if "published" not in {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}:
+            self._db.execute("ALTER TABLE batches ADD COLUMN published REAL")
         # A fresh spool starts its sequence at the current time in milliseconds,
         # so an agent whose state was wiped still counts upwards.
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('next_seq', ?)",
@@ -184,7 +192,7 @@ class Spool:
                     "SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
                 records = [self._cache.get(r[0]) or from_dict(orjson.loads(r[1])) for r in rows]
                 batch_id, created, data = seal(seq, records)
-                self._db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
+                self._db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, NULL)",
                                  (seq, batch_id, created, len(records), len(data), data))
                 self._db.execute("DELETE FROM pending WHERE id <= ?", (rows[-1][0],))
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
@@ -206,38 +214,59 @@ class Spool:
             for i in ids:
                 self._cache.pop(i, None)
 
-    def peek(self, limit: int, exclude: frozenset[int] = frozenset()) -> list[SpooledBatch]:
-        """The oldest batches not in `exclude` (those already in flight)."""
+    def peek(self, limit: int, exclude: frozenset[int] = frozenset(),
+             resend_before: float | None = None) -> list[SpooledBatch]:
+        """The oldest batches not in `exclude` (those already in flight) that are due:
+        never published, or published before `resend_before` with no receipt yet."""
+        due = "published IS NULL" if resend_before is None else \
+            "(published IS NULL OR published < ?)"
+        args: tuple[float | int, ...] = (() if resend_before is None else (resend_before,))
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, batch_id, created, records, data FROM batches ORDER BY seq LIMIT ?",
-                (limit + len(exclude),)).fetchall()
+                f"SELECT seq, batch_id, created, records, data FROM batches WHERE {due} "
+                "ORDER BY seq LIMIT ?", (*args, limit + len(exclude))).fetchall()
         out = [SpooledBatch(int(r[0]), r[1], float(r[2]), int(r[3]), bytes(r[4]))
                for r in rows if r[0] not in exclude]
         return out[:limit]
 
     def delete(self, seqs: Sequence[int]) -> None:
-        """Forget batches the broker acknowledged, in one transaction."""
-        if not seqs:
+        """Forget batches the broker acknowledged (no receipts in use), in one transaction."""
+        self._write("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])
+
+    def mark_published(self, seqs: Sequence[int], now: float | None = None) -> None:
+        """The broker holds these; keep them until a receipt, resend if none comes."""
+        t = time.time() if now is None else now
+        self._write("UPDATE batches SET published=? WHERE seq=?", [(t, s) for s in seqs])
+
+    def receipted(self, batch_ids: Sequence[str]) -> int:
+        """Forget batches the collector gave a final outcome for; returns how many were here
+        (a receipt for a batch already gone, e.g. after a resend, is harmless)."""
+        if not batch_ids:
+            return 0
+        with self._lock:
+            before = self._db.total_changes
+            self._transaction(lambda: self._db.executemany(
+                "DELETE FROM batches WHERE batch_id=?", [(b,) for b in batch_ids]))
+            return self._db.total_changes - before
+
+    def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        if not rows:
             return
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._transaction(lambda: self._db.executemany(sql, rows))
+
+    def _transaction(self, body: Callable[[], object]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            body()
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def enforce_bounds(self, now: float | None = None) -> None:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._enforce_bounds(time.time() if now is None else now)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._transaction(lambda: self._enforce_bounds(time.time() if now is None else now))
 
     def _enforce_bounds(self, now: float) -> None:
         dropped = dropped_recs = 0
@@ -276,5 +305,9 @@ class Spool:
                 "SELECT count(*), coalesce(sum(size), 0), min(created) FROM batches").fetchone()
             pending = self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            unrec, oldest_pub = self._db.execute(
+                "SELECT count(*), min(published) FROM batches WHERE published IS NOT NULL"
+            ).fetchone()
         return SpoolStats(int(n), int(size), int(pending), None if oldest is None else oldest,
-                          int(meta["dropped_batches"]), int(meta["dropped_records"]))
+                          int(meta["dropped_batches"]), int(meta["dropped_records"]),
+                          int(unrec), None if oldest_pub is None else float(oldest_pub))

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import ConfigError, listen_address, parse_toml, require_private
+from pipelines.envelope import MAX_BATCH_BYTES
+from pipelines.names import RULE, is_name
+from pipelines.record import Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +19,13 @@ class AgentEntry:
     agent_id: str
     tenant: str
     public_key: Path
+    sites: frozenset[str] | None = None  # None: any site (say which in production)
+    kinds: frozenset[str] | None = None  # None: every record kind
+
+    def allows(self, site: str, kind: str) -> bool:
+        """What the collector decides itself: an agent reports only its own sites and kinds."""
+        return ((self.sites is None or site in self.sites)
+                and (self.kinds is None or kind in self.kinds))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +74,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
     metrics_listen = listen_address(c, "metrics_listen", "127.0.0.1:9108")
     retention_policy = _opt(base, c.str("retention_policy", None))
     purge_interval_s = c.float("purge_interval_s", 3600.0, lo=1)
-    max_batch_bytes = c.int("max_batch_bytes", 4 * 1024 * 1024, lo=1024, hi=256 * 1024 * 1024)
+    max_batch_bytes = c.int("max_batch_bytes", MAX_BATCH_BYTES, lo=1024, hi=256 * 1024 * 1024)
     replay_window_s = c.float("replay_window_s", 8 * 86400.0, lo=1)
     c.done()
 
@@ -91,7 +101,20 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
     agents = []
     seen: set[str] = set()
     for a in root.sections("agents"):
-        entry = AgentEntry(a.str("id"), a.str("tenant"), _resolve(base, a.str("public_key")))
+        agent_id, tenant = a.str("id"), a.str("tenant")
+        for what, v in (("id", agent_id), ("tenant", tenant)):
+            if not is_name(v):
+                raise a.error(what, RULE)
+        sites = a.str_list("sites", None)
+        if sites is not None and (not sites or not all(is_name(x) for x in sites)):
+            raise a.error("sites", f"must list one or more site names that each {RULE}")
+        kinds = a.str_list("kinds", None)
+        known = {k.value for k in Kind}
+        if kinds is not None and (not kinds or not set(kinds) <= known):
+            raise a.error("kinds", f"must list record kinds among {', '.join(sorted(known))}")
+        entry = AgentEntry(agent_id, tenant, _resolve(base, a.str("public_key")),
+                           None if sites is None else frozenset(sites),
+                           None if kinds is None else frozenset(kinds))
         if entry.agent_id in seen:
             raise a.error("id", f"duplicate agent id {entry.agent_id!r}")
         seen.add(entry.agent_id)

@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from pipelines.keys import SUITES as _SUITES
 from pipelines.keys import CollectorPrivateKey, CollectorPublicKey, signing_key_id
 from pipelines.keys import suite as hpke_suite
+from pipelines.names import PATTERN as NAME_PATTERN
+from pipelines.names import is_name
 from pipelines.record import Record, RecordError, decode, encode
 
 VERSION = 1
@@ -46,7 +48,6 @@ REASONS = ("malformed", "oversized", "bad_signature", "unknown_agent", "unknown_
            "decrypt_failed", "invalid_record", "wrong_topic", "replayed", "duplicate",
            "too_old")
 
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _KID = re.compile(r"^[0-9a-f]{16}$")
 _PKID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
@@ -104,8 +105,8 @@ def _check_header(h: Header) -> None:
     if h.version != VERSION:
         raise bad(f"version {h.version!r} is not {VERSION}")
     for name, v in (("tenant", h.tenant), ("agent", h.agent_id)):
-        if not isinstance(v, str) or not _ID_RE.fullmatch(v):
-            raise bad(f"{name} must match [a-z0-9][a-z0-9_-]{{0,62}}")
+        if not is_name(v):
+            raise bad(f"{name} must match {NAME_PATTERN}")
     if not isinstance(h.batch_id, str) or not _HEX32.fullmatch(h.batch_id):
         raise bad("batch must be 32 lowercase hex characters")
     if isinstance(h.seq, bool) or not isinstance(h.seq, int) or not 0 <= h.seq < 2**63:

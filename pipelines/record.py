@@ -17,12 +17,14 @@ from typing import Any
 
 import orjson
 
+from pipelines.names import PATTERN as NAME_PATTERN
+from pipelines.names import is_name
+
 Scalar = str | int | float | bool | None
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_.\-]{0,63}$")
 _FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
-_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
 MAX_FIELDS = 256
 MAX_STRING = 16384
 _KEYS = ("id", "kind", "tenant", "site", "device", "ts", "name", "fields")
@@ -129,8 +131,8 @@ def _field_name_ok(k: object) -> bool:
 def validate(r: Record) -> None:
     if not isinstance(r.kind, Kind):
         raise RecordError(f"kind must be one of {[k.value for k in Kind]}")
-    if not isinstance(r.tenant, str) or not _TENANT_RE.fullmatch(r.tenant):
-        raise RecordError("tenant must match [a-z0-9][a-z0-9_-]{0,62}")
+    if not is_name(r.tenant):
+        raise RecordError(f"tenant must match {NAME_PATTERN}")
     for attr in ("site", "device"):
         v = getattr(r, attr)
         if not isinstance(v, str) or not 0 < len(v) <= 128:
@@ -246,7 +248,7 @@ def _decode_items(items: list[Any]) -> list[Record]:
             continue
         if not (type(kind) is str and kind in _KIND_OF
                 and type(tenant) is str and (tenant in tenants or _remember(
-                    tenants, tenant, _TENANT_RE.fullmatch(tenant) is not None))
+                    tenants, tenant, is_name(tenant)))
                 and type(site) is str and (site in texts or _remember(
                     texts, site, 0 < len(site) <= 128))
                 and type(device) is str and (device in texts or _remember(

@@ -41,13 +41,14 @@ from itertools import combinations, product
 from typing import NamedTuple
 
 from pipelines.config import ConfigError, Section, parse_toml
+from pipelines.names import NAME_RE, is_name
+from pipelines.names import PATTERN as NAME_PATTERN
 from pipelines.record import Kind, Record
 
 ANY = "*"
 DAY = 86400.0
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _JUR_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
-_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
 _KINDS = tuple(k.value for k in Kind)
 _CACHE_MAX = 65536
 _MISS = object()
@@ -238,8 +239,8 @@ def from_section(s: Section) -> Policy:
 
     tenants: dict[str, str] = {}
     for tenant, t in _tables(s, "tenants"):
-        if not _TENANT_RE.match(tenant):
-            raise s.error(f"tenants.{tenant}", "tenant names must match [a-z0-9][a-z0-9_-]{0,62}")
+        if not is_name(tenant):
+            raise s.error(f"tenants.{tenant}", f"tenant names must match {NAME_PATTERN}")
         jur = t.str("jurisdiction")
         if not _JUR_RE.match(jur):
             raise t.error("jurisdiction", f"{jur!r} must match [a-z][a-z0-9_-]{{0,31}}")
@@ -249,7 +250,7 @@ def from_section(s: Section) -> Policy:
     rules: list[Rule] = []
     for i, r in enumerate(s.sections("rules")):
         kinds = _values(r, "kind", _NAME_RE, "a record kind", _KINDS)
-        tens = _values(r, "tenant", _TENANT_RE, "a tenant")
+        tens = _values(r, "tenant", NAME_RE, "a tenant")
         jurs = _values(r, "jurisdiction", _JUR_RE, "a jurisdiction")
         klass = r.str("class")
         if klass not in classes:

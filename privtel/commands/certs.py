@@ -3,8 +3,13 @@
 For a test or small deployment: one CA, a server certificate for Mosquitto,
 client certificates whose common name is the collector's or agent's identity
 (Mosquitto's ``use_identity_as_username`` turns it into the username the ACL
-matches), and the ACL file itself, where each agent may publish only to its
-own topic and the collector may only subscribe. A larger deployment uses its
+matches, and ``use_username_as_clientid`` into the client id, so no client can
+take over another's session), and the ACL file itself, where each agent may
+publish only to its own topic and the collector may only subscribe.
+
+The two identity spaces cannot meet: an agent's common name is
+``<tenant>.<agent id>`` and a name never contains a dot, while a collector's
+is a plain name. A larger deployment uses its
 own PKI; the file names and the ACL shape stay the same.
 """
 
@@ -14,7 +19,6 @@ import argparse
 import datetime as dt
 import ipaddress
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -25,8 +29,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pipelines.envelope import topic_for
 from pipelines.keys import ANNOUNCE_TOPIC
-
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+from pipelines.names import is_name
+from pipelines.receipt import receipt_topic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -52,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("--days", type=int, default=825)
     add.add_argument("--force", action="store_true")
     add.set_defaults(func=_guard(add_agent))
+    addc = sub.add_parser("add-collector", help="certify one more collector worker (its own "
+                          "identity, so workers never share a session) and add its ACL entry")
+    addc.add_argument("--dir", required=True, type=Path)
+    addc.add_argument("--collector-id", required=True)
+    addc.add_argument("--days", type=int, default=825)
+    addc.add_argument("--force", action="store_true")
+    addc.set_defaults(func=_guard(add_collector))
 
 
 def _guard(fn: object) -> object:
@@ -66,7 +77,7 @@ def _guard(fn: object) -> object:
 
 def _agent_arg(value: str) -> tuple[str, str]:
     tenant, _, agent = value.partition("/")
-    if not (_ID_RE.match(tenant) and _ID_RE.match(agent)):
+    if not (is_name(tenant) and is_name(agent)):
         raise ValueError(f"--agent must be TENANT/AGENT_ID in lowercase letters, digits, '-' "
                          f"or '_', not {value!r}")
     return tenant, agent
@@ -132,32 +143,58 @@ def _cert_pem(c: x509.Certificate) -> bytes:
     return c.public_bytes(serialization.Encoding.PEM)
 
 
+def agent_identity(tenant: str, agent: str) -> str:
+    """The agent's certificate common name, MQTT username and client id."""
+    return f"{tenant}.{agent}"
+
+
 def acl_entry(tenant: str, agent: str) -> str:
-    return (f"user {agent}\ntopic write {topic_for(tenant, agent)}\n"
-            f"topic read {ANNOUNCE_TOPIC}\n\n")
+    return (f"user {agent_identity(tenant, agent)}\ntopic write {topic_for(tenant, agent)}\n"
+            f"topic read {receipt_topic(tenant, agent)}\ntopic read {ANNOUNCE_TOPIC}\n\n")
+
+
+_ACL_HEAD = ("# privtel ACL: collectors subscribe to batches and write only receipts and their "
+             "key announcement; each agent only publishes to its own topic and reads its own "
+             "receipts.\n")
 
 
 def collector_acl(collector_id: str) -> str:
-    return (f"# privtel ACL: the collector subscribes to batches and writes only its key "
-            f"announcement; each agent only publishes to its own topic.\n"
-            f"user {collector_id}\ntopic read privtel/v1/+/+/batches\n"
-            f"topic write {ANNOUNCE_TOPIC}\n\n")
+    return (f"user {collector_id}\ntopic read privtel/v1/+/+/batches\n"
+            f"topic write {receipt_topic('+', '+')}\ntopic write {ANNOUNCE_TOPIC}\n\n")
+
+
+def _issue_client(directory: Path, cn: str, stem: str, ca_key: ec.EllipticCurvePrivateKey,
+                  ca_cert: x509.Certificate, days: int, force: bool) -> None:
+    key, cert = _issue(cn, ca_key, ca_cert, days, client=True)
+    _write(directory / f"{stem}.key", _key_pem(key), force)
+    _write(directory / f"{stem}.crt", _cert_pem(cert), force, 0o644)
 
 
 def _issue_agent(directory: Path, tenant: str, agent: str, ca_key: ec.EllipticCurvePrivateKey,
                  ca_cert: x509.Certificate, days: int, force: bool) -> None:
-    key, cert = _issue(agent, ca_key, ca_cert, days, client=True)
-    _write(directory / f"agent-{agent}.key", _key_pem(key), force)
-    _write(directory / f"agent-{agent}.crt", _cert_pem(cert), force, 0o644)
+    _issue_client(directory, agent_identity(tenant, agent), f"agent-{tenant}.{agent}", ca_key,
+                  ca_cert, days, force)
+
+
+def _load_ca(d: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    ca_key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{d / 'ca.key'} is not an EC private key")
+    return ca_key, x509.load_pem_x509_certificate((d / "ca.crt").read_bytes())
+
+
+def _append_acl(d: Path, user: str, entry: str) -> None:
+    acl = d / "acl"
+    text = acl.read_text() if acl.exists() else _ACL_HEAD
+    if f"user {user}\n" not in text:
+        _write(acl, (text + entry).encode(), True, 0o644)
 
 
 def init_certs(args: argparse.Namespace) -> int:
     agents = [_agent_arg(a) for a in args.agent]
-    if not _ID_RE.match(args.collector_id):
+    if not is_name(args.collector_id):
         raise ValueError(f"--collector-id must be lowercase letters, digits, '-' or '_', "
                          f"not {args.collector_id!r}")
-    if args.collector_id in {a for _, a in agents}:
-        raise ValueError("the collector id must differ from every agent id")
     if not 1 <= args.days <= 3650:
         raise ValueError("--days must be between 1 and 3650")
     d: Path = args.dir
@@ -170,10 +207,8 @@ def init_certs(args: argparse.Namespace) -> int:
                          server_hosts=args.host or ["localhost", "127.0.0.1"])
     _write(d / "broker.key", _key_pem(bkey), args.force)
     _write(d / "broker.crt", _cert_pem(bcert), args.force, 0o644)
-    ckey, ccert = _issue(args.collector_id, ca_key, ca_cert, args.days, client=True)
-    _write(d / "collector.key", _key_pem(ckey), args.force)
-    _write(d / "collector.crt", _cert_pem(ccert), args.force, 0o644)
-    acl = collector_acl(args.collector_id)
+    _issue_client(d, args.collector_id, "collector", ca_key, ca_cert, args.days, args.force)
+    acl = _ACL_HEAD + collector_acl(args.collector_id)
     for tenant, agent in agents:
         _issue_agent(d, tenant, agent, ca_key, ca_cert, args.days, args.force)
         acl += acl_entry(tenant, agent)
@@ -186,15 +221,18 @@ def init_certs(args: argparse.Namespace) -> int:
 def add_agent(args: argparse.Namespace) -> int:
     tenant, agent = _agent_arg(args.agent)
     d: Path = args.dir
-    ca_key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{d / 'ca.key'} is not an EC private key")
-    ca_cert = x509.load_pem_x509_certificate((d / "ca.crt").read_bytes())
-    _issue_agent(d, tenant, agent, ca_key, ca_cert, args.days, args.force)
-    acl = d / "acl"
-    text = acl.read_text() if acl.exists() else ""
-    if f"user {agent}\n" not in text:
-        with acl.open("a") as f:
-            f.write(acl_entry(tenant, agent))
+    _issue_agent(d, tenant, agent, *_load_ca(d), args.days, args.force)
+    _append_acl(d, agent_identity(tenant, agent), acl_entry(tenant, agent))
     print(f"agent {tenant}/{agent} certified; reload Mosquitto to apply the ACL")
+    return 0
+
+
+def add_collector(args: argparse.Namespace) -> int:
+    if not is_name(args.collector_id):
+        raise ValueError("--collector-id must be lowercase letters, digits, '-' or '_'")
+    d: Path = args.dir
+    _issue_client(d, args.collector_id, f"collector-{args.collector_id}", *_load_ca(d),
+                  args.days, args.force)
+    _append_acl(d, args.collector_id, collector_acl(args.collector_id))
+    print(f"collector {args.collector_id} certified; reload Mosquitto to apply the ACL")
     return 0

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 from agents.files import write_private
 from pipelines import keys
-
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+from pipelines.names import is_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -58,7 +56,7 @@ def write_key_files(directory: Path, agent_id: str, tenant: str, *, suite: str =
                     force: bool = False) -> tuple[dict[str, Path], str, str]:
     """The first deployment's key files, owner-only; (paths, collector key id, agent key id)."""
     for what, v in (("--agent-id", agent_id), ("--tenant", tenant)):
-        if not _ID_RE.match(v):
+        if not is_name(v):
             raise ValueError(f"{what} must be lowercase letters, digits, '-' or '_' "
                              f"(at most 63), not {v!r}")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)

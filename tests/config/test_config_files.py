@@ -62,3 +62,30 @@ def test_deploy_examples_are_valid(kind: str, tmp_path: Path) -> None:
     example = Path(__file__).parents[2] / "deploy" / "examples" / f"{kind}.toml"
     cfg = LOADERS[kind](_copy(example, tmp_path))
     assert cfg.mqtt_url if kind == "collector" else cfg.devices  # type: ignore[union-attr]
+
+
+def test_size_limits_agree_between_agent_collector_broker_and_docs(tmp_path: Path) -> None:
+    from pipelines.envelope import MAX_BATCH_BYTES
+
+    root = Path(__file__).parents[2]
+    cfg = collector_config.load(_copy(DATA / "collector_ok.toml", tmp_path))
+    conf = (root / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    broker = int(conf.split("message_size_limit", 1)[1].split()[0])
+    example = (root / "deploy" / "examples" / "collector.toml").read_text()
+    assert cfg.max_batch_bytes == MAX_BATCH_BYTES == broker == 1 << 20
+    assert f"max_batch_bytes = {MAX_BATCH_BYTES}" in example
+    assert "at most 1 MiB by default" in (root / "docs" / "wire-format.md").read_text()
+
+
+def test_agent_binding_to_sites_and_kinds(tmp_path: Path) -> None:
+    src = (DATA / "collector_ok.toml").read_text()
+    assert "[[agents]]" in src
+    f = tmp_path / "c.toml"
+    f.write_text(src.replace("[[agents]]\n", '[[agents]]\nsites = ["hq"]\nkinds = ["metric"]\n',
+                             1))
+    f.chmod(0o600)
+    entry = collector_config.load(f).agents[0]
+    assert entry.allows("hq", "metric")
+    assert not entry.allows("branch", "metric") and not entry.allows("hq", "inventory")
+    assert collector_config.load(_copy(DATA / "collector_ok.toml", tmp_path)).agents[0].allows(
+        "anywhere", "inventory")

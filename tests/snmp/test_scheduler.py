@@ -229,3 +229,31 @@ async def test_sighup_reloads_devices_and_survives_a_bad_config() -> None:
     finally:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await s.close()
+
+
+async def test_a_device_whose_records_cannot_be_built_keeps_its_loop() -> None:
+    """A device with a tenant Record refuses: the poller raises, the health fallback raises
+    again; the loop counts the failed cycle and polls again instead of dying."""
+    fake = FakePoller()
+    bad = Device(name="bad-tenant", address="127.0.0.1", port=1, protocol="fake",
+                 interval_s=0.05, tenant="Not A Tenant", site="lab", options=None)
+    s, reg = make([bad, dev("ok-1")], Sink(), fake)
+    await s.start()
+    await until(lambda: fake.calls["bad-tenant"] >= 3 and fake.calls["ok-1"] >= 3)
+    await s.close()
+    assert (reg.get_sample_value("privtel_poll_loop_errors_total") or 0) >= 2
+
+
+def test_config_refuses_names_records_would_refuse(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from agents.config import parse
+    from pipelines.config import ConfigError
+
+    head = ('[agent]\nid = "edge-1"\ntenant = "{t}"\nsite = "{s}"\nstate_dir = "st"\n'
+            '[keys]\nsigning_key = "k"\ncollector_public_key = "c"\ntenant_key = "t"\n'
+            '[mqtt]\nurl = "mqtt://127.0.0.1"\n')
+    for tenant, site, key, bad in (("Acme Corp", "hq", "agent.tenant", "Acme Corp"),
+                                   ("acme", "HQ 1", "agent.site", "HQ 1"),
+                                   ("acme", "a/b", "agent.site", "a/b")):
+        with pytest.raises(ConfigError) as e:
+            parse(head.format(t=tenant, s=site), "agent.toml", tmp_path)
+        assert key in str(e.value) and bad not in str(e.value)

@@ -70,19 +70,22 @@ def test_certs_init_and_add_agent(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert privtel(["certs", "init", "--dir", str(d), "--agent", "acme/edge-1"]) == 0
     assert privtel(["certs", "add-agent", "--dir", str(d), "--agent", "beta/edge-2"]) == 0
     acl = (d / "acl").read_text()
-    assert "user edge-1\ntopic write privtel/v1/acme/edge-1/batches" in acl
-    assert "user edge-2\ntopic write privtel/v1/beta/edge-2/batches" in acl
-    assert "user collector\ntopic read privtel/v1/+/+/batches" in acl
+    assert ("user acme.edge-1\ntopic write privtel/v1/acme/edge-1/batches\n"
+            "topic read privtel/v1/acme/edge-1/receipts\n") in acl
+    assert "user beta.edge-2\ntopic write privtel/v1/beta/edge-2/batches" in acl
+    assert ("user collector\ntopic read privtel/v1/+/+/batches\n"
+            "topic write privtel/v1/+/+/receipts\n") in acl
     ca = x509.load_pem_x509_certificate((d / "ca.crt").read_bytes())
-    agent = x509.load_pem_x509_certificate((d / "agent-edge-2.crt").read_bytes())
+    agent = x509.load_pem_x509_certificate((d / "agent-beta.edge-2.crt").read_bytes())
     agent.verify_directly_issued_by(ca)
-    assert agent.subject.rfc4514_string().startswith("CN=edge-2")
-    for key in ("ca.key", "broker.key", "collector.key", "agent-edge-2.key"):
+    assert agent.subject.rfc4514_string().startswith("CN=beta.edge-2")
+    for key in ("ca.key", "broker.key", "collector.key", "agent-beta.edge-2.key"):
         assert stat.S_IMODE((d / key).stat().st_mode) == 0o600
     assert privtel(["certs", "init", "--dir", str(d)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert privtel(["certs", "init", "--dir", str(tmp_path / "e"), "--agent", "nodash"]) == 2
     assert "TENANT/AGENT_ID" in capsys.readouterr().err
+    # an agent named like the collector still gets a distinct identity (tenant-qualified)
     assert privtel(["certs", "init", "--dir", str(tmp_path / "f"), "--agent",
-                    "acme/collector"]) == 2
-    assert "collector id must differ" in capsys.readouterr().err
+                    "acme/collector"]) == 0
+    assert "user acme.collector\n" in (tmp_path / "f" / "acl").read_text()

@@ -31,6 +31,8 @@ def tls_broker(tmp_path: Path) -> tuple[Broker, Path, str]:
     certs = tmp_path / "certs"
     assert privtel(["certs", "init", "--dir", str(certs), "--agent", f"{tenant}/agent-a",
                     "--agent", f"{tenant}/agent-b"]) == 0
+    # a second collector identity, so probing collector rights never reuses the worker's session
+    assert privtel(["certs", "add-collector", "--dir", str(certs), "--collector-id", "probe"]) == 0
     port = free_port()
     conf = DEPLOY.read_text()
     for old, new in (("/etc/mosquitto/privtel/", f"{certs}/"),
@@ -79,8 +81,8 @@ async def test_tls_acl(tls_broker: tuple[Broker, Path, str], tmp_path: Path) -> 
     k = Keys("agent-a")
     store = SqliteSink(tmp_path / "store.db")
     reg = CollectorRegistry()
-    mqtt = (f'ca_file = "{certs}/ca.crt"\ncert_file = "{certs}/agent-agent-a.crt"\n'
-            f'key_file = "{certs}/agent-agent-a.key"')
+    mqtt = (f'ca_file = "{certs}/ca.crt"\ncert_file = "{certs}/agent-{tenant}.agent-a.crt"\n'
+            f'key_file = "{certs}/agent-{tenant}.agent-a.key"')
     cfg = agent_config(tmp_path / "agent", k, tenant, url, mqtt=mqtt)
     async with IngestWorker(broker_url=url, sink=store.sink, quarantine=store.quarantine,
                             agent_keys=k.agent_keys, collector_keys=k.collector_keys,
@@ -94,16 +96,17 @@ async def test_tls_acl(tls_broker: tuple[Broker, Path, str], tmp_path: Path) -> 
         assert await wait_for(lambda: store.count("SELECT count(*) FROM records") == 5)
 
         own, other = topic_for(tenant, "agent-a"), topic_for(tenant, "agent-b")
-        assert _paho_publish(broker.port, _ctx(certs, "agent-agent-b"), other) == 0
-        assert _paho_publish(broker.port, _ctx(certs, "agent-agent-b"), own) == 135
-        assert _paho_publish(broker.port, _ctx(certs, "collector"), own) == 135
+        assert _paho_publish(broker.port, _ctx(certs, f"agent-{tenant}.agent-b"), other) == 0
+        assert _paho_publish(broker.port, _ctx(certs, f"agent-{tenant}.agent-b"), own) == 135
+        assert _paho_publish(broker.port, _ctx(certs, "collector-probe"), own) == 135
 
         # Mosquitto grants the subscription but filters every message by read access.
         async with aiomqtt.Client("127.0.0.1", broker.port, tls_context=_ctx(
-                certs, "agent-agent-b"), protocol=aiomqtt.ProtocolVersion.V5, timeout=5) as c:
+                certs, f"agent-{tenant}.agent-b"), protocol=aiomqtt.ProtocolVersion.V5,
+                timeout=5) as c:
             await c.subscribe("privtel/v1/#", qos=1)
             before = reg.get_sample_value("privtel_batches_received_total") or 0
-            assert _paho_publish(broker.port, _ctx(certs, "agent-agent-a"), own) == 0
+            assert _paho_publish(broker.port, _ctx(certs, f"agent-{tenant}.agent-a"), own) == 0
             assert await wait_for(
                 lambda: (reg.get_sample_value("privtel_batches_received_total") or 0) > before)
             with pytest.raises(TimeoutError):
@@ -118,5 +121,41 @@ async def test_tls_acl(tls_broker: tuple[Broker, Path, str], tmp_path: Path) -> 
             pass
     assert store.count("SELECT count(*) FROM records") == 5
     # only the collector may announce its public key (16: accepted, no subscribers)
-    assert _paho_publish(broker.port, _ctx(certs, "collector"), ANNOUNCE_TOPIC) in (0, 16)
-    assert _paho_publish(broker.port, _ctx(certs, "agent-agent-b"), ANNOUNCE_TOPIC) == 135
+    assert _paho_publish(broker.port, _ctx(certs, "collector-probe"), ANNOUNCE_TOPIC) in (0, 16)
+    assert _paho_publish(broker.port, _ctx(certs, f"agent-{tenant}.agent-b"), ANNOUNCE_TOPIC) == 135
+
+
+async def test_an_agent_cannot_take_over_the_collectors_session(
+        tls_broker: tuple[Broker, Path, str]) -> None:
+    """An agent connecting with the collector's client id gets its own identity as client id:
+    the collector's persistent session survives and keeps receiving batches."""
+    broker, certs, tenant = tls_broker
+    dropped = threading.Event()
+    got: list[bytes] = []
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="privtel-ingest-victim",
+                    protocol=paho.MQTTv311, clean_session=False)
+    c.tls_set_context(_ctx(certs, "collector"))
+    c.on_disconnect = lambda *a: dropped.set()
+    c.on_message = lambda cl, ud, m: got.append(m.payload)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    try:
+        c.subscribe(topic_for(tenant, "agent-a"), qos=1)
+        await asyncio.sleep(0.5)
+        a = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="privtel-ingest-victim",
+                        protocol=paho.MQTTv311, clean_session=True)
+        a.tls_set_context(_ctx(certs, f"agent-{tenant}.agent-a"))
+        a.connect("127.0.0.1", broker.port)
+        a.loop_start()
+        try:
+            a.publish(topic_for(tenant, "agent-a"), b"after-takeover-attempt", qos=1
+                      ).wait_for_publish(10)
+        finally:
+            a.disconnect()
+            a.loop_stop()
+        assert await wait_for(lambda: b"after-takeover-attempt" in got), \
+            "the collector stopped receiving after an agent claimed its client id"
+        assert not dropped.is_set(), "the broker disconnected the collector"
+    finally:
+        c.disconnect()
+        c.loop_stop()
