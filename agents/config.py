@@ -34,6 +34,7 @@ class KeysConfig:
     tenant_key: Path
     tenant_key_epoch: int = 1
     tenant_key_rotate_days: int | None = None
+    passphrase_file: Path | None = None   # unlocks signing_key when it is encrypted
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         tenant_key=_path(base, k.str("tenant_key")),  # type: ignore[arg-type]
         tenant_key_epoch=k.int("tenant_key_epoch", 1, lo=0),
         tenant_key_rotate_days=k.int("tenant_key_rotate_days", None, lo=1, hi=3650),
+        passphrase_file=_path(base, k.str("passphrase_file", None)),
     )
     k.done()
 
