@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.credentials import ConfigSecrets
 from agents.pollers import REGISTRY, Device, PollerContext
 from agents.protocols import load_builtin
-from agents.snmp.traps import parse_trap_config
+from agents.snmp.traps import parse_trap_config, trap_table
 from agents.spool import SpoolConfig
 from pipelines.config import ConfigError, Section, listen_address, parse_toml, require_private
 from pipelines.pseudonym import PrivacyPolicy
@@ -146,7 +147,10 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
     SpoolConfig.parse(Section(extra.get("spool", {}), file, "spool"), base=base)
     PrivacyPolicy.from_section(Section(extra.get("privacy", {}), file, "privacy"))
     if "traps" in extra:
-        parse_trap_config(Section(extra["traps"], file, "traps"))
+        # resolved here, where the credential store is known; the runtime reads the result
+        extra["traps"] = trap_table(parse_trap_config(
+            Section(extra["traps"], file, "traps"),
+            ConfigSecrets(pollers.credentials_file, pollers.credentials_key_file)))
     return AgentConfig(
         file=file, agent_id=agent_id, tenant=tenant, site=site,
         state_dir=state_dir,  # type: ignore[arg-type]
