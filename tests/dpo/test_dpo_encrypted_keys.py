@@ -6,23 +6,29 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import stat
 from pathlib import Path
 
+import orjson
 import pytest
+from e2e.e2e_kit import unique_tenant, wait_for
+from peers.snmpd import V3User, run_snmpd
 from prometheus_client import CollectorRegistry
 
 from agents import config as agent_config
+from agents.credentials import Credential, CredentialStore, generate_key_file, load_key
+from agents.runtime import Agent
 from agents.shipper import Shipper
 from collector import config as collector_config
-from collector.runtime import load_keys
+from collector.runtime import Collector, load_keys
 from pipelines import keys
 from pipelines.config import ConfigError
 from pipelines.envelope import open_sealed
 from pipelines.record import Kind, Record
 from privtel.cli import main as privtel
 from privtel.commands.keys import key_files
-from privtel.demo.run import write_configs
+from privtel.demo.run import running, write_configs
 
 PHRASE = b"correct horse battery staple 7"
 
@@ -82,13 +88,15 @@ def test_an_empty_passphrase_file_is_refused(tmp_path: Path,
     assert "one non-empty line" in capsys.readouterr().err
 
 
-def _encrypted_deployment(tmp_path: Path, mode: int = 0o600) -> tuple[Path, Path]:
+def _encrypted_deployment(tmp_path: Path, mode: int = 0o600, *,
+                          broker_url: str = "mqtt://127.0.0.1:1", tenant: str = "enc",
+                          extra_toml: str = "") -> tuple[Path, Path]:
     """The demo's configs with both private keys re-written encrypted and
     `passphrase_file` named next to them in each config's [keys] table."""
     agent_path, collector_path = write_configs(
-        tmp_path, broker_url="mqtt://127.0.0.1:1", protocol="5", devices=[], interval_s=60,
-        metrics_port=0, tenant="enc", agent_id="enc-agent")
-    files = key_files(tmp_path / "keys", "enc-agent", "enc")
+        tmp_path, broker_url=broker_url, protocol="5", devices=[], interval_s=2,
+        metrics_port=0, tenant=tenant, agent_id="enc-agent", extra_toml=extra_toml)
+    files = key_files(tmp_path / "keys", "enc-agent", tenant)
     for name in ("collector_key", "agent_key"):
         p = files[name]
         p.write_bytes(keys.encrypt_private_pem(p.read_bytes(), PHRASE))
@@ -132,3 +140,56 @@ def test_a_readable_passphrase_file_stops_both_sides(tmp_path: Path) -> None:
         load_keys(collector_config.load(collector_path))
     with pytest.raises(ConfigError, match="chmod 600"):
         Shipper(agent_config.load(agent_path), registry=CollectorRegistry())
+
+
+V3 = V3User("dpo_e2e", "SHA-256", "auth-e2e-s3cret", "AES", "priv-e2e-s3cret")
+
+
+async def test_encrypted_keys_and_snmp_v3_secrets_from_the_store_end_to_end(
+        tmp_path: Path, mosquitto: str) -> None:
+    """A real snmpd polled over v3 authPriv with keys from the credential store, the
+    batches signed with an encrypted agent key, sent through the real Mosquitto, and
+    opened with an encrypted collector key: every record reaches the store."""
+    tenant = unique_tenant("dpoenc")
+    key = generate_key_file(tmp_path / "creds.key")
+    store = CredentialStore(tmp_path / "creds.enc", load_key(key_file=key))
+    store.set("fw-v3", Credential(username=V3.name, snmp_auth_key=V3.auth_key,
+                                  snmp_priv_key=V3.priv_key))
+    with run_snmpd(sys_name="dpo-e2e-peer", users=[V3]) as peer:
+        extra = f"""
+[credentials]
+file = "{store.path}"
+key_file = "{key}"
+
+[[devices]]
+name = "fw"
+address = "127.0.0.1"
+port = {peer.port}
+interval_s = 2
+[devices.snmp]
+version = "3"
+auth_protocol = "sha256"
+priv_protocol = "aes"
+credential = "fw-v3"
+timeout_s = 2.0
+"""
+        agent_path, collector_path = _encrypted_deployment(
+            tmp_path, broker_url=mosquitto, tenant=tenant, extra_toml=extra)
+        for secret in (V3.auth_key, V3.priv_key, PHRASE.decode()):
+            assert secret not in agent_path.read_text()
+            assert secret not in collector_path.read_text()
+        acfg, ccfg = agent_config.load(agent_path), collector_config.load(collector_path)
+        collector = Collector(ccfg, topic_filter=f"privtel/v1/{tenant}/+/batches")
+        agent = Agent(acfg)
+        async with running(collector, agent):
+            await wait_for(lambda: collector.store.count_records(name="snmp.system") >= 1, 60,
+                           "a v3 poll stored")
+            await wait_for(lambda: collector.store.count_records(name="device.health") >= 1,
+                           30, "health stored")
+    db = sqlite3.connect(ccfg.store_url.removeprefix("sqlite:///"))
+    try:
+        ups = [orjson.loads(f)["up"] for (f,) in db.execute(
+            "select fields from records where name = 'device.health'")]
+    finally:
+        db.close()
+    assert ups and all(u == 1 for u in ups)
