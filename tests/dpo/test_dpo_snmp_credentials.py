@@ -303,3 +303,19 @@ retries = 1
             await poller.close()
         health = next(r for r in recs if r.name == "device.health")
         assert health.fields["up"] == 0
+
+
+def test_creds_set_takes_an_snmp_community_from_stdin_only(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    store = _store(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO(COMMUNITY + "\n"))
+    assert privtel(["creds", "set", "core", "--file", str(store.path), "--key-file",
+                    str(tmp_path / "creds.key"), "--snmp-community-stdin"]) == 0
+    assert store.get("core") == Credential(snmp_community=COMMUNITY)
+    assert privtel(["creds", "list", "--file", str(store.path), "--key-file",
+                    str(tmp_path / "creds.key")]) == 0
+    out = capsys.readouterr().out
+    assert "core\tuser=-\tsnmp_community" in out and COMMUNITY not in out
