@@ -265,10 +265,10 @@ def _check_overlaps(file: str, rules: list[Rule]) -> None:
 def _find_gaps(policy: Policy) -> list[str]:
     gaps = []
     scopes: list[tuple[str, TenantScope | None, str]] = [(ANY, None, "every tenant")]
-    for t, sc in sorted(policy.scopes.items()):
-        services = sorted({sc.service_for(None)} | {v for _, v in sc.sites}, key=str)
-        scopes += [(t, TenantScope(sc.jurisdiction, svc),
-                    f"tenant {t} (jurisdiction {sc.jurisdiction}"
+    for t, ts in sorted(policy.scopes.items()):
+        services = sorted({ts.service_for(None)} | {v for _, v in ts.sites}, key=str)
+        scopes += [(t, TenantScope(ts.jurisdiction, svc),
+                    f"tenant {t} (jurisdiction {ts.jurisdiction}"
                     + (f", service {svc})" if svc else ")")) for svc in services]
     for (tenant, sc, label), kind in product(scopes, _KINDS):
         rule = (policy.resolve(kind, tenant, sc.jurisdiction, sc.service) if sc is not None

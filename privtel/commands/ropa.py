@@ -122,8 +122,9 @@ def build(tenant: str, cfg: collector_config.CollectorConfig, raw: dict[str, Any
         v for _, v in (scope.sites if scope else ())] if s})
     jur = None if jurisdiction == NOT_CONFIGURED else jurisdiction
     processing = []
+    each_service: list[str | None] = [*services] or [None]
     for kind in (k.value for k in Kind):
-        for svc in services or [None]:
+        for svc in each_service:
             rule = policy.resolve(kind, tenant, jur, svc)
             klass = policy.classes[rule.klass] if rule else policy.default
             processing.append({
