@@ -54,7 +54,8 @@ class AgentConfig:
     max_concurrent_polls: int = 64
     suite: str = "x25519"
     metrics_listen: tuple[str, int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # may hold trap secrets resolved from the credential store: kept out of repr
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _path(base: Path, value: str | None) -> Path | None:

@@ -161,7 +161,7 @@ priv_protocol = "aes"
     core, fw = (d.options for d in cfg.devices)
     assert core.community == COMMUNITY
     assert (fw.user, fw.auth_key, fw.priv_key) == ("noc3", AUTH, PRIV)
-    assert not any(s in repr(cfg.devices) for s in SECRETS)
+    assert not any(s in repr(cfg) for s in SECRETS)
     traps = cfg.extra["traps"]
     assert traps["communities"] == [TRAP_COMMUNITY]
     assert traps["users"][0]["user"] == "trapper"
