@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.credentials import ConfigSecrets
 from agents.pollers import REGISTRY, Device, PollerContext
 from agents.protocols import load_builtin
-from agents.snmp.traps import parse_trap_config
+from agents.snmp.traps import parse_trap_config, trap_table
 from agents.spool import SpoolConfig
 from pipelines.config import ConfigError, Section, listen_address, parse_toml, require_private
 from pipelines.names import PATTERN as NAME_PATTERN
@@ -36,6 +37,7 @@ class KeysConfig:
     tenant_key: Path
     tenant_key_epoch: int = 1
     tenant_key_rotate_days: int | None = None
+    passphrase_file: Path | None = None   # unlocks signing_key when it is encrypted
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,8 @@ class AgentConfig:
     max_concurrent_polls: int = 64
     suite: str = "x25519"
     metrics_listen: tuple[str, int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # may hold trap secrets resolved from the credential store: kept out of repr
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _path(base: Path, value: str | None) -> Path | None:
@@ -97,6 +100,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         tenant_key=_path(base, k.str("tenant_key")),  # type: ignore[arg-type]
         tenant_key_epoch=k.int("tenant_key_epoch", 1, lo=0),
         tenant_key_rotate_days=k.int("tenant_key_rotate_days", None, lo=1, hi=3650),
+        passphrase_file=_path(base, k.str("passphrase_file", None)),
     )
     k.done()
 
@@ -151,7 +155,10 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
     SpoolConfig.parse(Section(extra.get("spool", {}), file, "spool"), base=base)
     PrivacyPolicy.from_section(Section(extra.get("privacy", {}), file, "privacy"))
     if "traps" in extra:
-        parse_trap_config(Section(extra["traps"], file, "traps"))
+        # resolved here, where the credential store is known; the runtime reads the result
+        extra["traps"] = trap_table(parse_trap_config(
+            Section(extra["traps"], file, "traps"),
+            ConfigSecrets(pollers.credentials_file, pollers.credentials_key_file)))
     return AgentConfig(
         file=file, agent_id=agent_id, tenant=tenant, site=site,
         state_dir=state_dir,  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipelines.config import ConfigError, require_private
+from pipelines.config import ConfigError, Section, require_private
 
 MAGIC = b"PRIVTEL-CREDS-1\n"
 KEY_ENV = "PRIVTEL_CREDS_KEY"
@@ -36,7 +36,7 @@ KEY_FILE_ENV = "PRIVTEL_CREDS_KEY_FILE"
 FILE_ENV = "PRIVTEL_CREDENTIALS"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 SECRET_FIELDS = ("password", "private_key", "passphrase", "enable_secret",
-                 "snmp_auth_key", "snmp_priv_key")
+                 "snmp_community", "snmp_auth_key", "snmp_priv_key")
 
 
 class CredentialError(ValueError):
@@ -53,6 +53,7 @@ class Credential:
     private_key: str | None = field(default=None, repr=False)
     passphrase: str | None = field(default=None, repr=False)
     enable_secret: str | None = field(default=None, repr=False)
+    snmp_community: str | None = field(default=None, repr=False)
     snmp_auth_key: str | None = field(default=None, repr=False)
     snmp_priv_key: str | None = field(default=None, repr=False)
 
@@ -217,6 +218,57 @@ class CredentialStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class ConfigSecrets:
+    """How config parsing turns `credential = NAME` into secrets, and the rule that once
+    the agent config names a credential store (`[credentials] file`), no secret may
+    sit inline in it. Errors name the file and key, never a value. The store is
+    opened only when a reference needs it, and read once per parse."""
+
+    def __init__(self, file: Path | None = None, key_file: Path | None = None, *,
+                 store: CredentialStore | None = None) -> None:
+        self.file, self.key_file = file, key_file
+        self._store = store
+        self._creds: dict[str, Credential] | None = None
+
+    @property
+    def store_configured(self) -> bool:
+        return self.file is not None or self._store is not None
+
+    def refuse_inline(self, s: Section, key: str) -> None:
+        if key in s and self.store_configured:
+            raise s.error(key, "is a secret written inline, but this config names a "
+                          "credential store ([credentials] file); move it with `privtel creds "
+                          "migrate --config FILE` and refer to it by name (credential = ...)")
+
+    def get(self, s: Section, key: str, name: str) -> Credential:
+        try:
+            if self._creds is None:
+                store = self._store
+                if store is None and self.file is not None:
+                    store = CredentialStore(self.file, load_key(key_file=self.key_file))
+                if store is None:
+                    store = CredentialStore.from_env()
+                if store is None:
+                    raise CredentialError("no credential store is configured "
+                                          "([credentials] file)")
+                self._creds = store.load()
+            try:
+                return self._creds[check_name(name)]
+            except KeyError:
+                raise CredentialError(f"no credential named {name!r} in the credential "
+                                      "store") from None
+        except CredentialError as e:
+            raise s.error(key, str(e)) from None
+
+    def secret(self, s: Section, key: str, name: str, field_name: str) -> str:
+        """One secret field of the named credential, which must have it."""
+        value = getattr(self.get(s, key, name), field_name)
+        if value is None:
+            raise s.error(key, f"credential {name!r} has no {field_name}; set it with "
+                          f"`privtel creds set {name} --{field_name.replace('_', '-')}-stdin`")
+        return str(value)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

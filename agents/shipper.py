@@ -116,8 +116,10 @@ class Shipper:
         self.config = config
         spool_section = Section(config.extra.get("spool", {}), config.file, "spool")
         self.spool_config = SpoolConfig.parse(spool_section, base=Path(config.file).parent)
+        phrase = config.keys.passphrase_file
         self._signing_key = signing_key or keys.load_signing_key(
-            _read_private(config.keys.signing_key))
+            _read_private(config.keys.signing_key),
+            None if phrase is None else keys.parse_passphrase(_read_private(phrase)))
         self._collector_key = collector_public_key or keys.load_collector_public_key(
             config.keys.collector_public_key.read_bytes())
         if self._collector_key.suite != config.suite:

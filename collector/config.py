@@ -46,6 +46,7 @@ class CollectorConfig:
     purge_interval_s: float
     max_batch_bytes: int
     replay_window_s: float
+    key_passphrase_file: Path | None = None   # unlocks encrypted private_keys
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -96,6 +97,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
     private_keys = tuple(_resolve(base, v) for v in k.str_list("private_keys"))
     if not private_keys:
         raise k.error("private_keys", "must name at least one collector private key file")
+    key_passphrase_file = _opt(base, k.str("passphrase_file", None))
     k.done()
 
     agents = []
@@ -129,5 +131,5 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         ca_file=ca_file, cert_file=cert_file, key_file=key_file, private_keys=private_keys,
         agents=tuple(agents), retention_policy=retention_policy,
         purge_interval_s=purge_interval_s, max_batch_bytes=max_batch_bytes,
-        replay_window_s=replay_window_s,
+        replay_window_s=replay_window_s, key_passphrase_file=key_passphrase_file,
     )

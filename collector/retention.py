@@ -169,7 +169,7 @@ class RetentionService:
     def tag(self, records: Iterable[Record], now: float | None = None) -> list[TaggedRecord]:
         """Stamp each record; called on ingest just before `store.write_batch`.
 
-        The policy is asked once per run of records sharing kind and tenant (a
+        The policy is asked once per run of records sharing kind, tenant and site (a
         batch is usually one run): the rest of the run gets the same class and
         basis, and its expiry is computed here exactly as `Policy.tag` would."""
         at = self._clock() if now is None else now
@@ -179,12 +179,13 @@ class RetentionService:
             append = out.append
             kind: object = None
             tenant: str | None = None
+            site: str | None = None
             klass = basis = ""
             seconds: float | None = None
             unmatched_kind: str | None = None
             for r in records:
-                if r.kind is not kind or r.tenant != tenant:
-                    kind, tenant = r.kind, r.tenant
+                if r.kind is not kind or r.tenant != tenant or r.site != site:
+                    kind, tenant, site = r.kind, r.tenant, r.site
                     klass, basis, seconds, unmatched_kind = self._group(policy, r, at)
                 elif unmatched_kind is not None:
                     policy.unmatched[unmatched_kind] += 1

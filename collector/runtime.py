@@ -40,7 +40,14 @@ def load_keys(cfg: CollectorConfig) -> tuple[dict[str, Any], dict[str, keys.Coll
     """Known agents' keys, and the collector's private keys by id in config order: the
     last one listed is the current key, the one announced and given to new agents."""
     agent_keys = {a.agent_id: keys.load_verify_key(a.public_key.read_bytes()) for a in cfg.agents}
-    private = [keys.load_collector_private_key(_read_private(p)) for p in cfg.private_keys]
+    phrase = (None if cfg.key_passphrase_file is None
+              else keys.parse_passphrase(_read_private(cfg.key_passphrase_file)))
+    private = []
+    for p in cfg.private_keys:
+        try:
+            private.append(keys.load_collector_private_key(_read_private(p), phrase))
+        except keys.KeyFormatError as e:
+            raise ConfigError(cfg.file, "keys.private_keys", f"{p}: {e}") from None
     return agent_keys, {k.key_id: k for k in private}
 
 

@@ -13,6 +13,10 @@ Two HPKE suites (RFC 9180), both with HKDF-SHA256 and AES-256-GCM:
   it only as a constructor over its two halves and cannot serialise the
   combined key, so a hybrid key file is the two halves' standard PEM blocks one
   after the other (ML-KEM-768 first, then X25519).
+
+Private keys may be stored encrypted (PKCS#8 with a passphrase, cryptography's
+best available scheme), so a copied key file alone is useless; every loader
+here takes the passphrase, and says plainly when one is missing or wrong.
 """
 
 from __future__ import annotations
@@ -98,11 +102,34 @@ def _pem_blocks(data: bytes) -> list[bytes]:
     return blocks
 
 
-def _load_private(block: bytes) -> Any:
+def parse_passphrase(data: bytes) -> bytes:
+    """A passphrase file's content: one line, the trailing newline not part of it."""
+    phrase = data.rstrip(b"\r\n")
+    if not phrase or b"\n" in phrase:
+        raise KeyFormatError("a passphrase file holds one non-empty line")
+    return phrase
+
+
+def _load_private(block: bytes, passphrase: bytes | None = None) -> Any:
+    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in block
+    if encrypted and passphrase is None:
+        raise KeyFormatError("the private key is encrypted; name its passphrase file "
+                             "(passphrase_file next to the key in the config)")
     try:
-        return serialization.load_pem_private_key(block, password=None)
+        return serialization.load_pem_private_key(
+            block, password=passphrase if encrypted else None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise KeyFormatError("not an unencrypted PKCS#8 private key") from None
+        if encrypted:
+            raise KeyFormatError("cannot decrypt the private key: wrong passphrase, or not "
+                                 "an encrypted PKCS#8 key") from None
+        raise KeyFormatError("not a PKCS#8 private key") from None
+
+
+def encrypt_private_pem(pem: bytes, passphrase: bytes) -> bytes:
+    """`pem` (one or more unencrypted private key blocks) re-written as encrypted PKCS#8."""
+    if not passphrase:
+        raise KeyFormatError("an empty passphrase does not encrypt anything")
+    return b"".join(_priv_pem(_load_private(b), passphrase) for b in _pem_blocks(pem))
 
 
 def _load_public(block: bytes) -> Any:
@@ -112,9 +139,12 @@ def _load_public(block: bytes) -> Any:
         raise KeyFormatError("not a SubjectPublicKeyInfo public key") from None
 
 
-def _priv_pem(k: Any) -> bytes:
+def _priv_pem(k: Any, passphrase: bytes | None = None) -> bytes:
+    enc: serialization.KeySerializationEncryption = (
+        serialization.NoEncryption() if passphrase is None
+        else serialization.BestAvailableEncryption(passphrase))
     return bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption()))
+                                 enc))
 
 
 def _pub_pem(k: Any) -> bytes:
@@ -158,8 +188,9 @@ def generate_collector_key(suite_name: str = "x25519") -> CollectorPrivateKey:
                                x25519.X25519PrivateKey.generate()])
 
 
-def load_collector_private_key(pem: bytes) -> CollectorPrivateKey:
-    return _collector_private([_load_private(b) for b in _pem_blocks(pem)])
+def load_collector_private_key(pem: bytes, passphrase: bytes | None = None
+                               ) -> CollectorPrivateKey:
+    return _collector_private([_load_private(b, passphrase) for b in _pem_blocks(pem)])
 
 
 def load_collector_public_key(pem: bytes) -> CollectorPublicKey:
@@ -194,17 +225,18 @@ def generate_signing_key() -> ed25519.Ed25519PrivateKey:
     return ed25519.Ed25519PrivateKey.generate()
 
 
-def signing_key_pem(key: ed25519.Ed25519PrivateKey) -> bytes:
-    return _priv_pem(key)
+def signing_key_pem(key: ed25519.Ed25519PrivateKey, passphrase: bytes | None = None) -> bytes:
+    return _priv_pem(key, passphrase)
 
 
 def verify_key_pem(key: ed25519.Ed25519PublicKey) -> bytes:
     return _pub_pem(key)
 
 
-def load_signing_key(pem: bytes) -> ed25519.Ed25519PrivateKey:
+def load_signing_key(pem: bytes, passphrase: bytes | None = None
+                     ) -> ed25519.Ed25519PrivateKey:
     blocks = _pem_blocks(pem)
-    k = _load_private(blocks[0]) if len(blocks) == 1 else None
+    k = _load_private(blocks[0], passphrase) if len(blocks) == 1 else None
     if not isinstance(k, ed25519.Ed25519PrivateKey):
         raise KeyFormatError("an agent signing key is one Ed25519 private key")
     return k

@@ -54,3 +54,20 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield pg_schema_url(dsn, schema)
     finally:
         drop_schema(dsn, schema)
+
+
+@pytest.fixture
+def with_example_credentials(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The shipped agent example names SNMP secrets in a credential store: this turns its text
+    into one whose store exists and holds them, so the real loader can check it."""
+    from agents.credentials import Credential, CredentialStore, generate_key_file, load_key
+
+    key = generate_key_file(tmp_path / "creds.key")
+    store = CredentialStore(tmp_path / "creds.enc", load_key(key_file=key))
+    store.set("core-1-snmp", Credential(snmp_community="example-community"))
+    store.set("fw-1-snmp", Credential(snmp_auth_key="example-auth", snmp_priv_key="ex-priv1"))
+
+    def fill(text: str) -> str:
+        return (text.replace("/etc/privtel/credentials.enc", str(store.path))
+                .replace("/etc/privtel/keys/credentials.key", str(key)))
+    return fill

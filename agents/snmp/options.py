@@ -2,8 +2,9 @@
 
     [devices.snmp]
     version = "2c"                 # "1", "2c" or "3"
+    credential = "core-snmp"       # secrets from the credential store (see below)
     community = "public"           # v1/v2c only
-    user = "noc"                   # v3 only
+    user = "noc"                   # v3 only (else the credential's username)
     auth_protocol = "sha256"       # none, md5, sha, sha224, sha256, sha384, sha512
     auth_key = "..."               # at least 8 characters (RFC 3414)
     priv_protocol = "aes"          # none, des, 3des, aes, aes192, aes256, aes192c, aes256c
@@ -15,14 +16,19 @@
     profiles = []                  # empty: choose by sysObjectID
     engine = "auto"                # auto (fast path where it applies), pysnmp, fast
 
-The agent config holding these is refused unless mode 0600, so keys are read
-inline; they never appear in errors or logs (ConfigError names the key only).
+`credential` names an entry of the encrypted credential store: its
+`snmp_community` (v1/v2c) or `snmp_auth_key`/`snmp_priv_key` (v3) replace the
+inline keys, which are then refused once the agent config names a store
+(`[credentials] file`). Inline keys remain for configs without a store; the
+file is refused unless mode 0600. Secrets never appear in errors or logs
+(ConfigError names the key only).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agents.credentials import ConfigSecrets
 from pipelines.config import Section
 
 AUTH_PROTOCOLS = ("none", "md5", "sha", "sha224", "sha256", "sha384", "sha512")
@@ -58,9 +64,12 @@ class SnmpOptions:
         return self.timeout_s * (self.retries + 1) + 0.5
 
 
-def parse_options(s: Section) -> SnmpOptions:
+def parse_options(s: Section, secrets: ConfigSecrets | None = None) -> SnmpOptions:
     version = s.str("version", "2c", choices=("1", "2c", "3"))
     v3 = version == "3"
+    if secrets is not None:
+        for key in ("community", "auth_key", "priv_key"):
+            secrets.refuse_inline(s, key)
     community = s.str("community", None)
     user = s.str("user", None)
     auth = s.str("auth_protocol", None, choices=AUTH_PROTOCOLS)
@@ -68,6 +77,20 @@ def parse_options(s: Section) -> SnmpOptions:
     priv = s.str("priv_protocol", None, choices=PRIV_PROTOCOLS)
     priv_key = s.str("priv_key", None)
     context = s.str("context", None)
+    cred_name = s.str("credential", None)
+    if cred_name is not None:
+        if community is not None or auth_key is not None or priv_key is not None:
+            raise s.error("credential", "is set, so community, auth_key and priv_key must "
+                          "not be: the secrets come from the credential store")
+        src = secrets if secrets is not None else ConfigSecrets()
+        if not v3:
+            community = src.secret(s, "credential", cred_name, "snmp_community")
+        else:
+            user = user or src.get(s, "credential", cred_name).username
+            if auth not in (None, "none"):
+                auth_key = src.secret(s, "credential", cred_name, "snmp_auth_key")
+            if priv not in (None, "none"):
+                priv_key = src.secret(s, "credential", cred_name, "snmp_priv_key")
     opts = SnmpOptions(
         version=version,
         community=community if community is not None else "public",

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.credentials import ConfigSecrets
 from agents.pollers import Device, PollerContext, PollerSpec, health_record, register
 from agents.snmp import errors as E
 from agents.snmp.client import EnginePool, PduError, PysnmpClient, SnmpClient
@@ -295,7 +296,7 @@ class SnmpPoller:
 
 def _parse_options(s: Section, ctx: PollerContext) -> SnmpOptions:
     with using(profiles_for(ctx.snmp_profile_dirs)):
-        return parse_options(s)
+        return parse_options(s, ConfigSecrets(ctx.credentials_file, ctx.credentials_key_file))
 
 
 register("snmp", PollerSpec(default_port=161, parse_options=_parse_options,

@@ -20,6 +20,11 @@ Config (`[traps]` in the agent config):
     priv_protocol = "aes"
     priv_key = "..."
     engine_id = "80001f8880..."   # the sender's, for v3 traps; omit for informs
+
+With a credential store the secrets are named instead (inline ones are then
+refused): `community_credentials = ["trap-public"]` (each credential's
+`snmp_community`) and, per user, `credential = "trap-noc"` (its
+`snmp_auth_key`/`snmp_priv_key`, and its username when `user` is left out).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pysnmp.entity import config, engine
 from pysnmp.entity.rfc3413 import ntfrcv
 from pysnmp.proto.rfc1902 import OctetString
 
+from agents.credentials import ConfigSecrets
 from agents.snmp.client import AUTH, PRIV, to_varbind
 from agents.snmp.options import AUTH_PROTOCOLS, PRIV_PROTOCOLS
 from agents.snmp.values import (
@@ -87,23 +93,42 @@ class TrapConfig:
     users: tuple[TrapUser, ...] = ()
 
 
-def parse_trap_config(s: Section) -> TrapConfig:
+def parse_trap_config(s: Section, secrets: ConfigSecrets | None = None) -> TrapConfig:
     """Read `[traps]` strictly; errors name the key, never a key's value."""
+    src = secrets if secrets is not None else ConfigSecrets()
+    if secrets is not None:
+        secrets.refuse_inline(s, "communities")
     listen = s.str("listen", "0.0.0.0")
     try:
         ipaddress.ip_address(listen)
     except ValueError:
         raise s.error("listen", "must be an IP address to bind") from None
     port = s.int("port", 162, lo=1, hi=65535)
-    communities = tuple(s.str_list("communities", ["public"]))
+    refs = s.str_list("community_credentials", [])
+    communities = tuple(s.str_list("communities", [] if refs else ["public"])) + tuple(
+        src.secret(s, "community_credentials", n, "snmp_community") for n in refs)
     users = []
     for u in s.sections("users"):
+        if secrets is not None:
+            secrets.refuse_inline(u, "auth_key")
+            secrets.refuse_inline(u, "priv_key")
         auth = u.str("auth_protocol", "none", choices=AUTH_PROTOCOLS)
         priv = u.str("priv_protocol", "none", choices=PRIV_PROTOCOLS)
         auth_key = u.str("auth_key", "")
         priv_key = u.str("priv_key", "")
         eid = u.str("engine_id", None)
-        name = u.str("user")
+        name = u.str("user", None)
+        ref = u.str("credential", None)
+        if ref is not None:
+            if auth_key or priv_key:
+                raise u.error("credential", "is set, so auth_key and priv_key must not be")
+            name = name or src.get(u, "credential", ref).username
+            if auth != "none":
+                auth_key = src.secret(u, "credential", ref, "snmp_auth_key")
+            if priv != "none":
+                priv_key = src.secret(u, "credential", ref, "snmp_priv_key")
+        if not name:
+            raise u.error("user", "is required (or a credential with a username)")
         if auth != "none" and len(auth_key) < 8:
             raise u.error("auth_key", "must be at least 8 characters (RFC 3414)")
         if priv != "none" and (auth == "none" or len(priv_key) < 8):
@@ -123,6 +148,24 @@ def parse_trap_config(s: Section) -> TrapConfig:
         raise ConfigError(s.file, s.key("communities"), "no communities and no users: "
                           "the receiver would accept nothing")
     return TrapConfig(listen, port, communities, tuple(users))
+
+
+def trap_table(cfg: TrapConfig) -> dict[str, Any]:
+    """`cfg` as an inline `[traps]` table: what the agent config hands on to the
+    runtime once credential references are resolved, so the runtime reads one form."""
+    users = []
+    for u in cfg.users:
+        t: dict[str, Any] = {"user": u.user, "auth_protocol": u.auth_protocol,
+                             "priv_protocol": u.priv_protocol}
+        if u.auth_key:
+            t["auth_key"] = u.auth_key
+        if u.priv_key:
+            t["priv_key"] = u.priv_key
+        if u.engine_id is not None:
+            t["engine_id"] = u.engine_id.hex()
+        users.append(t)
+    return {"listen": cfg.listen, "port": cfg.port, "communities": list(cfg.communities),
+            "users": users}
 
 
 def _scalar(tag: int, v: Any) -> Any:

@@ -1,17 +1,28 @@
-"""`privtel creds keygen/set/list/rm`: the encrypted credentials file devices refer to by name.
+"""`privtel creds keygen/set/list/rm/migrate`: the encrypted credentials file devices refer
+to by name.
 
 Secrets are never taken from the command line (other users can read a process's
 arguments): each comes from an environment variable (`--password-env VAR`),
 from standard input (`--password-stdin`, one secret per invocation), or, for an
 SSH key, from a file (`--private-key-file`).
+
+`migrate` moves the SNMP secrets an agent config still holds inline (device
+communities and v3 keys, trap communities and trap users' keys) into the store
+and rewrites the config to name them, keeping comments and a 0600 backup of
+the old file (which still holds the secrets: delete it once the agent runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
+from typing import Any
+
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
 
 from agents.credentials import (
     FILE_ENV,
@@ -23,8 +34,11 @@ from agents.credentials import (
     generate_key_file,
     load_key,
 )
+from agents.files import write_private
+from pipelines.config import ConfigError, require_private
 
-SECRETS = ("password", "passphrase", "enable_secret", "snmp_auth_key", "snmp_priv_key")
+SECRETS = ("password", "passphrase", "enable_secret", "snmp_community", "snmp_auth_key",
+           "snmp_priv_key")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -63,6 +77,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rm.add_argument("name")
     store_args(rm)
     rm.set_defaults(func=rm_cred)
+
+    mg = sub.add_parser("migrate", help="move SNMP secrets written inline in an agent config "
+                        "into the store and rewrite the config to name them (keeps a 0600 "
+                        "backup)")
+    mg.add_argument("--config", type=Path, required=True, metavar="AGENT_TOML")
+    store_args(mg)
+    mg.set_defaults(func=migrate)
 
 
 def _store(args: argparse.Namespace) -> CredentialStore:
@@ -141,4 +162,153 @@ def rm_cred(args: argparse.Namespace) -> int:
     except CredentialError as e:
         return _fail(e)
     print(f"removed credential {args.name!r}")
+    return 0
+
+
+_SNMP_SECRETS = {"community": "snmp_community", "auth_key": "snmp_auth_key",
+                 "priv_key": "snmp_priv_key"}
+
+
+class _Moves:
+    """Credentials to add, named uniquely against the store and each other."""
+
+    def __init__(self, existing: dict[str, Credential]) -> None:
+        self.existing = existing
+        self.added: dict[str, Credential] = {}
+        self.lines: list[str] = []
+
+    def add(self, stem: str, cred: Credential, where: str, keys: list[str]) -> str:
+        stem = re.sub(r"[^A-Za-z0-9_.\-]+", "-", stem).strip("-.")[:56] or "snmp"
+        name, n = stem, 1
+        while True:
+            have = self.added.get(name, self.existing.get(name))
+            if have is None or have == cred:
+                break
+            n += 1
+            name = f"{stem}-{n}"
+        self.added[name] = cred
+        self.lines.append(f"{where}: {', '.join(keys)} -> credential {name!r}")
+        return name
+
+
+def _take(table: Any, keys: dict[str, str]) -> dict[str, str]:
+    """Remove the inline secrets in `table`, returned as credential fields."""
+    out = {}
+    for key, cred_field in keys.items():
+        if key in table:
+            value = table[key]
+            if not isinstance(value, str) or not value:
+                raise CredentialError(f"{key} must be a non-empty string")
+            out[cred_field] = str(value)
+            del table[key]
+    return out
+
+
+def _plan(doc: Any, moves: _Moves) -> None:
+    for i, d in enumerate(doc.get("devices", [])):
+        snmp = d.get("snmp")
+        if d.get("protocol", "snmp") != "snmp" or snmp is None:
+            continue
+        where = f"devices[{i}].snmp"
+        found = [k for k in _SNMP_SECRETS if k in snmp]
+        if not found:
+            continue
+        if "credential" in snmp:
+            raise CredentialError(f"{where} has both credential and inline secrets; "
+                                  "remove one by hand")
+        user = snmp.get("user")
+        fields = _take(snmp, _SNMP_SECRETS)
+        cred = Credential(username=str(user) if user else None, **fields)
+        snmp["credential"] = moves.add(f"{d.get('name', i)}-snmp", cred, where, found)
+    traps = doc.get("traps")
+    if traps is None:
+        return
+    if "communities" in traps:
+        names = [moves.add(f"trap-community-{j + 1}", Credential(snmp_community=str(c)),
+                           f"traps.communities[{j}]", ["community"])
+                 for j, c in enumerate(traps["communities"])]
+        del traps["communities"]
+        traps["community_credentials"] = names + list(traps.get("community_credentials", []))
+    for j, u in enumerate(traps.get("users", [])):
+        found = [k for k in ("auth_key", "priv_key") if k in u]
+        if not found:
+            continue
+        where = f"traps.users[{j}]"
+        if "credential" in u:
+            raise CredentialError(f"{where} has both credential and inline keys; "
+                                  "remove one by hand")
+        fields = _take(u, {k: _SNMP_SECRETS[k] for k in ("auth_key", "priv_key")})
+        user = u.get("user")
+        cred = Credential(username=str(user) if user else None, **fields)
+        u["credential"] = moves.add(f"trap-{user or j + 1}", cred, where, found)
+
+
+def _named(config: Path, given: Path | None, in_config: object, env: str | None
+           ) -> Path | None:
+    """A path from the command line (as given), else from the config (relative to it),
+    else from the environment."""
+    if given is not None:
+        return given
+    if in_config:
+        return config.parent / str(in_config)
+    return Path(env) if env else None
+
+
+def _backup(path: Path, data: bytes) -> Path:
+    for n in range(1, 1000):
+        backup = path.with_name(f"{path.name}.bak" + ("" if n == 1 else f".{n}"))
+        try:
+            write_private(backup, data, exclusive=True)
+            return backup
+        except FileExistsError:
+            continue
+    raise CredentialError(f"{path}: too many backups beside it; remove old ones")
+
+
+def migrate(args: argparse.Namespace) -> int:
+    from agents import config as agent_config
+
+    path: Path = args.config
+    try:
+        require_private(str(path), path.stat().st_mode)
+        original = path.read_bytes()
+        doc = tomlkit.parse(original.decode("utf-8"))
+        creds = doc.get("credentials")
+        store_path = _named(path, args.file, (creds or {}).get("file"),
+                            os.environ.get(FILE_ENV))
+        key_path = _named(path, args.key_file, (creds or {}).get("key_file"), None)
+        if store_path is None:
+            raise CredentialError("no credential store: name [credentials] file in the config "
+                                  "or pass --file (and --key-file)")
+        store = CredentialStore(store_path, load_key(key_file=key_path))
+        moves = _Moves(store.load())
+        _plan(doc, moves)
+        if not moves.added:
+            print(f"{path}: no inline SNMP secrets; nothing to migrate")
+            return 0
+        if creds is None:
+            creds = tomlkit.table()
+            doc["credentials"] = creds
+        creds.setdefault("file", str(store_path.resolve()))
+        if key_path is not None:
+            creds.setdefault("key_file", str(key_path.resolve()))
+        for name, cred in moves.added.items():
+            store.set(name, cred)
+        backup = _backup(path, original)
+        write_private(path, tomlkit.dumps(doc).encode("utf-8"))
+        try:
+            agent_config.load(path)
+        except (ConfigError, CredentialError) as e:
+            write_private(path, original)
+            raise CredentialError(f"the rewritten config does not load, the old one is back: "
+                                  f"{e}") from None
+    except (CredentialError, ConfigError, TOMLKitError, UnicodeDecodeError) as e:
+        return _fail(e)
+    except OSError as e:
+        return _fail(CredentialError(f"{e.filename}: {e.strerror}"))
+    for line in moves.lines:
+        print(line)
+    print(f"stored {len(moves.added)} credential(s) in {store.path}; rewrote {path}")
+    print(f"backup of the old config, secrets still in clear: {backup} (mode 0600); "
+          "delete it once the agent runs")
     return 0

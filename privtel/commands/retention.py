@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from collector.api.schema import open_api_db
 from collector.audit import AuditLog
 from collector.retention import AuditSink, JsonlAuditLog, RetentionService
 from collector.store import StoreError, StoreRetryableError, open_store
-from pipelines.retention import Policy, default_policy, parse_policy
+from pipelines.config import ConfigError
+from pipelines.retention import OPERATIONAL, Policy, default_policy, parse_policy
 
 EX_TEMPFAIL = 75
 
@@ -37,8 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                        "hash-chained audit log")
     purge.add_argument("--json", action="store_true", help="print the result as one JSON line")
     purge.set_defaults(func=purge_cmd)
-    check = sub.add_parser("check", help="validate a retention policy and list its gaps")
+    check = sub.add_parser("check", help="validate a retention policy, list its gaps and the "
+                           "jurisdictions tenants name that it does not cover (exit 1 then)")
     check.add_argument("--policy", type=Path, metavar="FILE", required=True)
+    check.add_argument("--tenants", type=Path, metavar="FILE", action="append", default=[],
+                       help="a tenant config (TOML with [tenants.NAME] or [[tenants]] tables "
+                       "naming a jurisdiction, e.g. a collector config); repeatable. The "
+                       "policy's own [tenants] table is always checked")
     check.set_defaults(func=check_cmd)
 
 
@@ -104,12 +111,57 @@ def purge_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def tenant_jurisdictions(path: Path) -> dict[str, str]:
+    """tenant -> jurisdiction from a config file's `[tenants.NAME]` or `[[tenants]]`
+    (name/tenant and jurisdiction) tables; other tables are not this command's to judge."""
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(str(path), "", f"cannot read: {e}") from None
+    raw = data.get("tenants", {})
+    items = (raw.items() if isinstance(raw, dict) else
+             ((t.get("name", t.get("tenant")), t) for t in raw if isinstance(t, dict))
+             if isinstance(raw, list) else ())
+    out = {}
+    for name, t in items:
+        if isinstance(name, str) and isinstance(t, dict) and isinstance(
+                t.get("jurisdiction"), str):
+            out[name] = t["jurisdiction"]
+    return out
+
+
+def uncovered(policy: Policy, tenants: dict[str, str]) -> dict[str, list[str]]:
+    """Jurisdictions tenants name that no rule of `policy` names, with those tenants:
+    their records would fall to catch-all rules or the default class."""
+    known = policy.jurisdictions()
+    out: dict[str, list[str]] = {}
+    for tenant, jur in sorted(tenants.items()):
+        if jur not in known:
+            out.setdefault(jur, []).append(tenant)
+    return out
+
+
 def check_cmd(args: argparse.Namespace) -> int:
-    policy = _policy(args.policy)
+    try:
+        policy = _policy(args.policy)
+        tenants = dict(policy.tenants)
+        for path in args.tenants:
+            tenants.update(tenant_jurisdictions(path))
+    except ConfigError as e:
+        print(f"privtel: error: {e}", file=sys.stderr)
+        return 2
     print(f"{args.policy}: valid; {len(policy.classes)} classes, {len(policy.rules)} rule "
           f"patterns, default class {policy.default.name!r}")
     for c in policy.classes.values():
         print(f"  {c.name:<20} {_period(policy, c.name):<16} {c.legal_basis}")
+    for name in OPERATIONAL:
+        o = policy.operational.get(name)
+        print(f"  {name:<20} {'not set' if o is None else f'{o.days:g} days':<16} "
+              f"{'' if o is None else o.legal_basis}")
     for gap in policy.gaps:
         print(f"  gap: {gap}")
-    return 0
+    missing = uncovered(policy, tenants)
+    for jur, names in missing.items():
+        print(f"  uncovered jurisdiction {jur!r}: no rule names it; named by tenant(s) "
+              f"{', '.join(names)}")
+    return 1 if missing else 0

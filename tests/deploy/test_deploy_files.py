@@ -212,14 +212,15 @@ def check_api(args: argparse.Namespace, resolve: Resolve, strict_modes: bool) ->
         assert sorted(TenantKeys.from_dir(local).tenants) == ["acme"]
 
 
-def check_command(cmd: CommandLine, resolve: Resolve, strict_modes: bool) -> None:
+def check_command(cmd: CommandLine, resolve: Resolve, strict_modes: bool,
+                  fill: Callable[[str], str]) -> None:
     args = parse(cmd)
     if args.command == "collector" or (args.command == "retention" and args.config):
         check_collector(args.config, resolve, strict_modes)
     elif args.command == "agent":
         local = resolve(args.config)
         assert local is not None, f"{cmd.where}: agent config {args.config} is not shipped"
-        cfg = agent_config.parse(local.read_text(), str(local), base=args.config.parent)
+        cfg = agent_config.parse(fill(local.read_text()), str(local), base=args.config.parent)
         assert cfg.metrics_listen, "the agent's metrics are scraped: metrics_listen is set"
         host, port = cfg.metrics_listen
         targets = [t for f in sorted((DEPLOY / "prometheus" / "agents").glob("*.yml"))
@@ -242,15 +243,18 @@ def test_every_deployment_kind_starts_every_service() -> None:
 
 @pytest.mark.parametrize("cmd", [c for c in COMMANDS if not c.where.startswith("k8s/")],
                          ids=lambda c: c.where)
-def test_command_lines(cmd: CommandLine) -> None:
+def test_command_lines(cmd: CommandLine,
+                       with_example_credentials: Callable[[str], str]) -> None:
     resolver = systemd_resolver if cmd.where.startswith("systemd/") else compose_resolver
-    check_command(cmd, resolver(cmd), strict_modes=False)
+    check_command(cmd, resolver(cmd), strict_modes=False, fill=with_example_credentials)
 
 
 @pytest.mark.parametrize("cmd", [c for c in COMMANDS if c.where.startswith("k8s/")],
                          ids=lambda c: c.where)
-def test_k8s_command_lines(cmd: CommandLine, k8s_roots: dict[str, Path]) -> None:
-    check_command(cmd, k8s_resolver(cmd, k8s_roots), strict_modes=True)
+def test_k8s_command_lines(cmd: CommandLine, k8s_roots: dict[str, Path],
+                           with_example_credentials: Callable[[str], str]) -> None:
+    check_command(cmd, k8s_resolver(cmd, k8s_roots), strict_modes=True,
+                  fill=with_example_credentials)
 
 
 def test_k8s_without_the_init_copy_the_collector_refuses_its_config(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,14 +110,14 @@ def example(config_path: str) -> Path:
     return p
 
 
-def written_paths(unit: Path) -> list[Path]:
+def written_paths(unit: Path, fill: Callable[[str], str]) -> list[Path]:
     """What the service writes, read from its command line and the example config."""
     argv = shlex.split(read_unit(unit)["Service"]["ExecStart"])[1:]
     args = build_parser().parse_args(argv)
     out: list[Path] = []
     if args.command == "agent":
         src = example(str(args.config))
-        out.append(agent_config.parse(src.read_text(), str(src)).state_dir)
+        out.append(agent_config.parse(fill(src.read_text()), str(src)).state_dir)
     elif getattr(args, "config", None) is not None:
         src = example(str(args.config))
         url = collector_config.parse(src.read_text(), str(src), base=Path("/etc/privtel")).store_url
@@ -127,10 +128,11 @@ def written_paths(unit: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("unit", SERVICES, ids=[u.name for u in SERVICES])
-def test_service_can_write_what_it_writes(unit: Path) -> None:
+def test_service_can_write_what_it_writes(unit: Path,
+                                          with_example_credentials: Callable[[str], str]) -> None:
     """ProtectSystem=strict leaves only StateDirectory= and ReadWritePaths= writable."""
     assert read_unit(unit)["Service"]["ProtectSystem"] == "strict"
-    paths = written_paths(unit)
+    paths = written_paths(unit, with_example_credentials)
     assert paths, f"{unit.name}: found nothing it writes"
     for p in paths:
         assert any(p.is_relative_to(d) for d in writable(unit)), \
