@@ -1,7 +1,10 @@
-"""The collector process: ingest -> retention tag -> store -> metrics, until SIGTERM.
+"""The collector process: ingest -> retention tag -> store -> outputs, until SIGTERM.
 
 The store call runs in a worker thread (`StoreSink`) so a slow disk never stalls
-the MQTT keepalive; the ingest worker acknowledges a batch only after it returns.
+the broker keepalive; the ingest worker acknowledges a batch only after it returns.
+Committed batches go to the post-commit outputs (`collector.outputs`; the NOC
+exporter first). Long-lived parts are `pipelines.lifecycle` components started
+in order and closed in reverse by `run_components`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -21,26 +23,26 @@ from collector.audit import AuditLog
 from collector.config import CollectorConfig
 from collector.config import load as load_config
 from collector.ingest import IngestWorker
-from collector.metrics import InstrumentedStore, NocMetrics, StoreMetrics, serve
+from collector.metrics import InstrumentedStore, StoreMetrics, StoreMetricsRefresh
+from collector.outputs import build_outputs
 from collector.retention import RetentionService
 from collector.store.base import Store, open_store
 from collector.store.sink import StoreSink
 from pipelines import keys
-from pipelines.config import ConfigError, require_private
+from pipelines.config import ConfigError
+from pipelines.lifecycle import Component, run_components
+from plumbing.files import read_private
+from plumbing.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
-
-
-def _read_private(path: Path) -> bytes:
-    require_private(str(path), path.stat().st_mode)
-    return path.read_bytes()
+OUTPUTS = ("noc",)
 
 
 def load_keys(cfg: CollectorConfig) -> tuple[dict[str, Any], dict[str, keys.CollectorPrivateKey]]:
     """Known agents' keys, and the collector's private keys by id in config order: the
     last one listed is the current key, the one announced and given to new agents."""
     agent_keys = {a.agent_id: keys.load_verify_key(a.public_key.read_bytes()) for a in cfg.agents}
-    private = [keys.load_collector_private_key(_read_private(p)) for p in cfg.private_keys]
+    private = [keys.load_collector_private_key(read_private(p)) for p in cfg.private_keys]
     return agent_keys, {k.key_id: k for k in private}
 
 
@@ -59,12 +61,12 @@ class Collector:
         raw_store.migrate()
         self.store_metrics = StoreMetrics(self.registry, raw_store.backend)
         self.store: Store = InstrumentedStore(raw_store, self.store_metrics)
-        self.noc = NocMetrics(self.registry)
+        self.outputs = build_outputs(OUTPUTS, self.registry)
         self.audit_db = open_api_db(cfg.store_url)
         self.retention = RetentionService(
             self.store, policy_path=cfg.retention_policy, registry=self.registry,
             audit=AuditLog(self.audit_db), interval_s=cfg.purge_interval_s)
-        self.sink = StoreSink(self.store, self.retention.tag, self.noc.observe)
+        self.sink = StoreSink(self.store, self.retention.tag, self.outputs)
         agent_keys, collector_keys = load_keys(cfg)
         self.current_key = current_key(collector_keys)
         self._tasks: set[asyncio.Task[bool]] = set()
@@ -112,26 +114,24 @@ class Collector:
             return False
         return self.ingest.subscribed.is_set()
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def components(self) -> list[Component]:
+        """In start order; `run` closes them in reverse (ingest first, outputs drain after)."""
         host, port = self.cfg.metrics_listen
-        server, _ = serve(self.registry, host, port, ready=self._ready)
-        self.metrics_port = server.server_port
+        self.metrics_server = MetricsServer(self.registry, host, port, ready=self._ready)
+        return [self.metrics_server, self.outputs, self.retention,
+                StoreMetricsRefresh(self.store_metrics, self.store), self.ingest]
+
+    def _started(self) -> None:
+        self.metrics_port = self.metrics_server.port
         log.info("collector serving /metrics, /healthz, /readyz", extra={"port": self.metrics_port})
+        self._announce(self.cfg, self.current_key)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`, or until a component fails (raised after everything closed)."""
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
-        tasks = [asyncio.create_task(self.retention.run(stop), name="privtel-retention"),
-                 asyncio.create_task(self.store_metrics.run(self.store, stop),
-                                     name="privtel-store-metrics")]
-        self._announce(self.cfg, self.current_key)
         try:
-            async with self.ingest:
-                await stop.wait()
+            await run_components(self.components(), stop, on_started=self._started)
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            server.shutdown()
             self.store.close()
             self.audit_db.close()

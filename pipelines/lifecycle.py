@@ -135,8 +135,10 @@ class TaskComponent(Lifecycle):
             await self._task
 
 
-async def run_components(components: Sequence[Component], stop: asyncio.Event) -> None:
-    """Start `components` in order, wait for `stop` or the first component failure,
+async def run_components(components: Sequence[Component], stop: asyncio.Event, *,
+                         on_started: Callable[[], None] | None = None) -> None:
+    """Start `components` in order (then call `on_started`), wait for `stop` or the first
+    component failure,
     close them in reverse order (every one, even if some close raises), then raise
     the first failure: a start error, a background failure, or else a close error."""
     started: list[Component] = []
@@ -145,6 +147,8 @@ async def run_components(components: Sequence[Component], stop: asyncio.Event) -
         for c in components:
             await c.start()
             started.append(c)
+        if on_started is not None:
+            on_started()
         waiters = [asyncio.ensure_future(stop.wait())]
         waiters += [asyncio.ensure_future(c.wait_failed()) for c in started
                     if isinstance(c, Lifecycle)]

@@ -7,8 +7,8 @@ import re
 import sys
 from pathlib import Path
 
-from agents.files import write_private
 from pipelines import keys
+from plumbing.files import write_private
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
 

@@ -22,8 +22,9 @@ from prometheus_client import CollectorRegistry
 
 from agents import config as agent_config
 from agents.pollers import REGISTRY, Device, PollerContext, PollerSpec, health_record
-from agents.runtime import Agent, load_tenant_key, read_tenant_key, rotate_tenant_key_file
+from agents.runtime import Agent
 from agents.shipper import Shipper
+from agents.tenantkeys import load_tenant_key, read_tenant_key, rotate_tenant_key_file
 from pipelines import keys
 from pipelines.config import ConfigError, Section
 from pipelines.envelope import Header, open_sealed, topic_for
