@@ -149,6 +149,7 @@ class Shipper(Lifecycle):
     async def _close(self) -> None:
         """Stop; pending records and unacknowledged batches stay in the spool for next time."""
         if self._flush_on_close_s > 0 and self._spool is not None:
+            log.info("stopping: flushing the spool (up to %.0f s)", self._flush_on_close_s)
             try:
                 if not await self.flush(self._flush_on_close_s):
                     log.warning("broker did not acknowledge everything before shutdown; "
