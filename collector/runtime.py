@@ -22,7 +22,7 @@ from collector.api.schema import open_api_db
 from collector.audit import AuditLog
 from collector.config import CollectorConfig
 from collector.config import load as load_config
-from collector.ingest import IngestWorker
+from collector.ingest import DEFAULT_TOPIC, IngestWorker
 from collector.metrics import InstrumentedStore, StoreMetrics, StoreMetricsRefresh
 from collector.outputs import build_outputs
 from collector.retention import RetentionService
@@ -70,14 +70,14 @@ class Collector:
         agent_keys, collector_keys = load_keys(cfg)
         self.current_key = current_key(collector_keys)
         self._tasks: set[asyncio.Task[bool]] = set()
-        extra = {"topic_filter": topic_filter} if topic_filter else {}
         self.ingest = IngestWorker(
             broker_url=cfg.mqtt_url, sink=self.sink.sink, quarantine=self.sink.quarantine,
             agent_keys=agent_keys, collector_keys=collector_keys, registry=self.registry,
             agent_tenants={a.agent_id: a.tenant for a in cfg.agents},
             protocol=cfg.mqtt_protocol, shared_group=cfg.shared_group, client_id=cfg.client_id,
             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file,
-            max_batch_bytes=cfg.max_batch_bytes, replay_window_s=cfg.replay_window_s, **extra)
+            max_batch_bytes=cfg.max_batch_bytes, replay_window_s=cfg.replay_window_s,
+            topic_filter=topic_filter or DEFAULT_TOPIC)
         self.metrics_port: int | None = None
 
     def reload(self) -> bool:

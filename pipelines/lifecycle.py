@@ -149,7 +149,7 @@ async def run_components(components: Sequence[Component], stop: asyncio.Event, *
             started.append(c)
         if on_started is not None:
             on_started()
-        waiters = [asyncio.ensure_future(stop.wait())]
+        waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
         waiters += [asyncio.ensure_future(c.wait_failed()) for c in started
                     if isinstance(c, Lifecycle)]
         try:
