@@ -60,6 +60,12 @@ def open_private(path: Path, *, exclusive: bool = False, truncate: bool = True) 
     return fd
 
 
+def touch_private(path: Path) -> None:
+    """Create `path` empty and 0600 if it does not exist (a database file that a library
+    opens next must not be born with the umask's mode); an existing file is left as is."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
 def read_private(path: Path) -> bytes:
     """The bytes of an owner-only file; `ConfigError` if group or others may read it."""
     require_private(str(path), path.stat().st_mode)
