@@ -1,6 +1,6 @@
-"""MQTT ingest: verify, decrypt, dedupe, commit, and only then acknowledge.
+"""Batch ingest: verify, decrypt, dedupe, commit, and only then acknowledge.
 
-One `IngestWorker` holds one MQTT session. Several workers (processes or
+One `IngestWorker` holds one broker session. Several workers (processes or
 machines) share the load through a shared subscription
 (``$share/<group>/privtel/v1/+/+/batches``). Each message goes through:
 
@@ -21,6 +21,7 @@ fails (a store outage) the worker stays connected and subscribed and retries
 the same batch with backoff, logging once per outage: reconnecting would only
 make the broker send the same batch again, and a crowd of workers doing so is
 a reconnect storm.
+
 Each worker runs two stages. The stateless checks and the decryption of the
 next message (`_check`) run while the previous batch commits in a worker
 thread, which spends most of its time waiting for the database; the stateful
