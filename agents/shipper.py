@@ -194,6 +194,7 @@ class Shipper(Lifecycle):
         while time.monotonic() < deadline:
             st = await self._run(self.spool.stats)
             if st.batches == 0 and st.pending_records == 0:
+                await self._refresh_gauges()  # the publisher may not have got to it yet
                 return True
             self._wake_publisher.set()
             await asyncio.sleep(0.05)
