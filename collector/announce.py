@@ -12,6 +12,7 @@ import logging
 
 from collector.config import CollectorConfig
 from pipelines.keys import ANNOUNCE_TOPIC, CollectorPublicKey, key_announcement
+from pipelines.lifecycle import Lifecycle
 from plumbing.transport import SenderOptions, TlsFiles, TransportError, open_sender
 
 log = logging.getLogger(__name__)
@@ -31,3 +32,28 @@ async def announce_public_key(cfg: CollectorConfig, key: CollectorPublicKey) -> 
         return False
     log.info("announced the current collector public key", extra={"key_id": key.key_id})
     return True
+
+
+class KeyAnnouncer(Lifecycle):
+    """Announces the current key on `start` and again on each `announce` (a rotation
+    on reload); an announcement still in flight at `close` is cancelled. Before
+    `start`, `announce` only records the key to announce at start."""
+
+    def __init__(self, cfg: CollectorConfig, key: CollectorPublicKey) -> None:
+        self.cfg, self.key = cfg, key
+        self._tasks: set[asyncio.Task[bool]] = set()
+
+    def announce(self, cfg: CollectorConfig, key: CollectorPublicKey) -> None:
+        self.cfg, self.key = cfg, key
+        if self.started:
+            task = asyncio.get_running_loop().create_task(announce_public_key(cfg, key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _start(self) -> None:
+        self.announce(self.cfg, self.key)
+
+    async def _close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from collector.announce import announce_public_key
+from collector.announce import KeyAnnouncer
 from collector.api.schema import open_api_db
 from collector.audit import AuditLog
 from collector.config import CollectorConfig
@@ -69,7 +69,7 @@ class Collector:
         self.sink = StoreSink(self.store, self.retention.tag, self.outputs)
         agent_keys, collector_keys = load_keys(cfg)
         self.current_key = current_key(collector_keys)
-        self._tasks: set[asyncio.Task[bool]] = set()
+        self.announcer = KeyAnnouncer(cfg, self.current_key)
         self.ingest = IngestWorker(
             broker_url=cfg.mqtt_url, sink=self.sink.sink, quarantine=self.sink.quarantine,
             agent_keys=agent_keys, collector_keys=collector_keys, registry=self.registry,
@@ -99,13 +99,7 @@ class Collector:
 
     def _announce(self, cfg: CollectorConfig, key: keys.CollectorPublicKey) -> None:
         self.current_key = key
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # reloaded outside the service loop: the next start announces
-            return
-        task = loop.create_task(announce_public_key(cfg, key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.announcer.announce(cfg, key)
 
     def _ready(self) -> bool:
         try:
@@ -119,12 +113,11 @@ class Collector:
         host, port = self.cfg.metrics_listen
         self.metrics_server = MetricsServer(self.registry, host, port, ready=self._ready)
         return [self.metrics_server, self.outputs, self.retention,
-                StoreMetricsRefresh(self.store_metrics, self.store), self.ingest]
+                StoreMetricsRefresh(self.store_metrics, self.store), self.ingest, self.announcer]
 
     def _started(self) -> None:
         self.metrics_port = self.metrics_server.port
         log.info("collector serving /metrics, /healthz, /readyz", extra={"port": self.metrics_port})
-        self._announce(self.cfg, self.current_key)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`, or until a component fails (raised after everything closed)."""
