@@ -19,7 +19,6 @@ import base64
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipelines.config import ConfigError, Section, require_private
+from plumbing.files import open_private, write_private
 
 MAGIC = b"PRIVTEL-CREDS-1\n"
 KEY_ENV = "PRIVTEL_CREDS_KEY"
@@ -128,7 +128,7 @@ def generate_key_file(path: str | os.PathLike[str]) -> Path:
     """A fresh random key written 0600; never overwrites an existing key."""
     p = Path(path)
     try:
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = open_private(p, exclusive=True)
     except FileExistsError:
         raise CredentialError(f"{p}: already exists; refusing to overwrite a key") from None
     with os.fdopen(fd, "w") as f:
@@ -207,17 +207,7 @@ class CredentialStore:
         nonce = os.urandom(12)
         blob = MAGIC + nonce + self._aead.encrypt(nonce, plain, MAGIC)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".creds-", dir=self.path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_private(self.path, blob)
 
 
 class ConfigSecrets:

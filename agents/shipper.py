@@ -6,9 +6,10 @@ the same transaction that removes them; the publisher deletes a batch only
 after the broker's PUBACK. A SIGKILL at any moment therefore costs at most a
 re-publication, which the collector recognises by batch id.
 
-The publisher connects with a clean session on purpose: the spool, not the
-broker, is this client's session state, and after a reconnect everything not
-yet acknowledged is simply published again from the spool.
+The transport is whatever `plumbing.transport` registers for the broker URL's
+scheme (MQTT today); a batch leaves the spool only once `send` returned, i.e.
+the broker acknowledged it. Reconnects back off with full jitter inside the cap
+(`plumbing.backoff`).
 """
 
 from __future__ import annotations
@@ -16,60 +17,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import ssl
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
-from urllib.parse import urlsplit
+from typing import Any
 
-import aiomqtt
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents.config import AgentConfig, MqttConfig
 from agents.spool import Spool, SpoolConfig
 from pipelines import keys
-from pipelines.config import ConfigError, Section, require_private
+from pipelines.config import ConfigError, Section
 from pipelines.envelope import EnvelopeError, Header, seal, topic_for
+from pipelines.lifecycle import Lifecycle
 from pipelines.record import Record, new_id
+from plumbing.backoff import Backoff
+from plumbing.files import read_private
+from plumbing.transport import BatchSender, SenderOptions, TlsFiles, TransportError, open_sender
 
 log = logging.getLogger(__name__)
 
 
 class ShipperError(RuntimeError):
     """The shipper was used out of order (submit before start or after close)."""
-
-
-def broker_address(url: str) -> tuple[str, int, bool]:
-    """(host, port, tls) from `mqtt://host[:port]` or `mqtts://host[:port]`."""
-    u = urlsplit(url)
-    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise ValueError(f"broker url must be mqtt://host[:port] or mqtts://host[:port], "
-                         f"not {url!r}")
-    tls = u.scheme == "mqtts"
-    return u.hostname, u.port or (8883 if tls else 1883), tls
-
-
-def tls_context(ca_file: Path | None, cert_file: Path | None,
-                key_file: Path | None) -> ssl.SSLContext:
-    """A client TLS context that verifies the broker and presents our certificate."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                     cafile=str(ca_file) if ca_file else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert_file is not None:
-        if key_file is not None:
-            require_private(str(key_file), key_file.stat().st_mode)
-        ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
-    return ctx
-
-
-def _read_private(path: Path) -> bytes:
-    require_private(str(path), path.stat().st_mode)
-    return path.read_bytes()
 
 
 class _Metrics:
@@ -101,35 +73,40 @@ class _Metrics:
                                "broker", registry=r)
 
 
-class Shipper:
-    """Batches, seals, spools and publishes; an async context manager.
+class Shipper(Lifecycle):
+    """Batches, seals, spools and publishes; a `Lifecycle` component.
 
     ``async with Shipper(cfg, registry=reg) as s: await s.submit(records)``.
     Keys come from the files named in `cfg.keys` unless given explicitly.
+    `flush_on_close_s` > 0 makes `close` first wait that long for the broker to
+    acknowledge everything pending (the agent's orderly shutdown).
     """
 
     def __init__(self, config: AgentConfig, *, registry: CollectorRegistry,
                  signing_key: ed25519.Ed25519PrivateKey | None = None,
                  collector_public_key: keys.CollectorPublicKey | None = None,
                  pseudonym_key_ids: Sequence[str] = (),
-                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
+                 flush_on_close_s: float = 0.0) -> None:
         self.config = config
         spool_section = Section(config.extra.get("spool", {}), config.file, "spool")
         self.spool_config = SpoolConfig.parse(spool_section, base=Path(config.file).parent)
         phrase = config.keys.passphrase_file
         self._signing_key = signing_key or keys.load_signing_key(
-            _read_private(config.keys.signing_key),
-            None if phrase is None else keys.parse_passphrase(_read_private(phrase)))
+            read_private(config.keys.signing_key),
+            None if phrase is None else keys.parse_passphrase(read_private(phrase)))
         self._collector_key = collector_public_key or keys.load_collector_public_key(
             config.keys.collector_public_key.read_bytes())
         if self._collector_key.suite != config.suite:
             raise ConfigError(config.file, "agent.suite", f"is {config.suite} but the collector "
                               f"public key is for {self._collector_key.suite}")
         self._pkids = tuple(pseudonym_key_ids)
-        self._host, self._port, tls = broker_address(config.mqtt.url)
-        self._tls = (tls_context(config.mqtt.ca_file, config.mqtt.cert_file,
-                                 config.mqtt.key_file) if tls else None)
-        self._backoff = (backoff_initial_s, backoff_max_s)
+        try:
+            self._transport = open_sender(config.mqtt.url, self._sender_options(config.mqtt))
+        except ValueError as e:
+            raise ConfigError(config.file, "mqtt.url", str(e)) from None
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
+        self._flush_on_close_s = flush_on_close_s
         self.topic = topic_for(config.tenant, config.agent_id)
         self.metrics = _Metrics(registry)
         self._executor: ThreadPoolExecutor | None = None
@@ -138,6 +115,13 @@ class Shipper:
         self._wake_batcher = asyncio.Event()
         self._wake_publisher = asyncio.Event()
         self._closed = False
+
+    def _sender_options(self, mq: MqttConfig) -> SenderOptions:
+        return SenderOptions(
+            client_id=mq.client_id or f"privtel-agent-{self.config.agent_id}",
+            protocol=mq.protocol, keepalive_s=mq.keepalive_s, timeout_s=mq.timeout_s,
+            tls=TlsFiles(mq.ca_file, mq.cert_file, mq.key_file),
+            inflight=self.spool_config.inflight)
 
     @property
     def spool(self) -> Spool:
@@ -153,17 +137,7 @@ class Shipper:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        if self._spool is not None or self._closed:
-            raise ShipperError("a shipper starts once")
+    async def _start(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="privtel-spool")
         path = self.spool_config.path or self.config.state_dir / "spool.db"
         sc = self.spool_config
@@ -174,10 +148,17 @@ class Shipper:
         self._tasks = [asyncio.create_task(self._batcher(), name="privtel-batcher"),
                        asyncio.create_task(self._publisher(), name="privtel-publisher")]
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         """Stop; pending records and unacknowledged batches stay in the spool for next time."""
-        if self._closed:
-            return
+        if self._flush_on_close_s > 0 and self._spool is not None:
+            log.info("stopping: flushing the spool (up to %.0f s)", self._flush_on_close_s)
+            try:
+                if not await self.flush(self._flush_on_close_s):
+                    log.warning("broker did not acknowledge everything before shutdown; "
+                                "the rest stays in the spool for the next start")
+            except Exception as e:
+                log.error("flush before shutdown failed (%s); the spool keeps it all",
+                          type(e).__name__)
         self._closed = True
         for t in self._tasks:
             t.cancel()
@@ -215,6 +196,7 @@ class Shipper:
         while time.monotonic() < deadline:
             st = await self._run(self.spool.stats)
             if st.batches == 0 and st.pending_records == 0:
+                await self._refresh_gauges()  # the publisher may not have got to it yet
                 return True
             self._wake_publisher.set()
             await asyncio.sleep(0.05)
@@ -290,46 +272,32 @@ class Shipper:
         m.pending.set(st.pending_records)
         m.oldest.set(0 if st.oldest_created is None else max(0.0, time.time() - st.oldest_created))
 
-    def _client(self) -> aiomqtt.Client:
-        mq: MqttConfig = self.config.mqtt
-        v5 = mq.protocol == "5"
-        client = aiomqtt.Client(
-            self._host, self._port,
-            identifier=mq.client_id or f"privtel-agent-{self.config.agent_id}",
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else True,
-            keepalive=mq.keepalive_s, timeout=mq.timeout_s, tls_context=self._tls,
-            max_inflight_messages=self.spool_config.inflight,
-            logger=logging.getLogger("privtel.mqtt.agent"),
-        )
-        client.pending_calls_threshold = self.spool_config.inflight + 1
-        return client
-
     async def _publisher(self) -> None:
-        lo, hi = self._backoff
-        delay, connected_before = lo, False
+        connected_before = False
         while True:
             try:
-                async with self._client() as client:
+                async with self._transport.session() as sender:
                     if connected_before:
                         self.metrics.reconnects.inc()
-                    connected_before, delay = True, lo
+                    connected_before = True
+                    self._backoff.reset()
                     self.metrics.connected.set(1)
                     log.info("connected to broker")
-                    await self._drain(client)
-            except aiomqtt.MqttError as e:
+                    await self._drain(sender)
+            except TransportError as e:
                 self.metrics.failures.inc()
+                delay = self._backoff.next()
                 log.warning("broker connection failed or lost (%s); retrying in %.1f s",
-                            type(e).__name__, delay)
+                            e, delay)
             except Exception:
                 self.metrics.failures.inc()
+                delay = self._backoff.next()
                 log.exception("publisher error; retrying in %.1f s", delay)
             finally:
                 self.metrics.connected.set(0)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, hi)
+            await asyncio.sleep(delay)
 
-    async def _drain(self, client: aiomqtt.Client) -> None:
+    async def _drain(self, sender: BatchSender) -> None:
         rate = self.spool_config.drain_rate
         window = self.spool_config.inflight
         next_slot = time.monotonic()
@@ -344,16 +312,15 @@ class Shipper:
                 continue
             if rate > 0:
                 batches = batches[: max(1, int(rate))]
-            results = await asyncio.gather(
-                *(client.publish(self.topic, b.data, qos=1, timeout=self.config.mqtt.timeout_s)
-                  for b in batches), return_exceptions=True)
+            results = await asyncio.gather(*(sender.send(self.topic, b.data) for b in batches),
+                                           return_exceptions=True)
             acked = [b.seq for b, r in zip(batches, results, strict=True) if r is None]
             await self._run(self.spool.delete, acked)
             self.metrics.published.inc(len(acked))
             await self._refresh_gauges()
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
-                raise errors[0] if isinstance(errors[0], aiomqtt.MqttError) else aiomqtt.MqttError(
+                raise errors[0] if isinstance(errors[0], TransportError) else TransportError(
                     f"publish failed: {type(errors[0]).__name__}")
             if rate > 0:
                 next_slot = max(next_slot, time.monotonic()) + len(batches) / rate

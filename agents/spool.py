@@ -24,7 +24,6 @@ the event loop.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -36,6 +35,7 @@ import orjson
 
 from pipelines.config import Section
 from pipelines.record import Record, from_dict
+from plumbing.files import touch_private
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,7 @@ class Spool:
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._cache: dict[int, Record] = {}
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        touch_private(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                    timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")

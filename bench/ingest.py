@@ -128,7 +128,7 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
     from prometheus_client import CollectorRegistry
 
     from collector.ingest import IngestWorker
-    from collector.metrics import NocMetrics
+    from collector.outputs import build_outputs
     from collector.retention import RetentionService
     from collector.store.sink import StoreSink
     from pipelines.keys import load_collector_private_key
@@ -138,7 +138,9 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
         agents = {a: ed25519.Ed25519PublicKey.from_public_bytes(k) for a, k in agent_raw.items()}
         store = open_store(url)
         reg = CollectorRegistry()
-        sink = StoreSink(store, RetentionService(None).tag, NocMetrics(reg).observe)
+        outputs = build_outputs(["noc"], reg)
+        await outputs.start()
+        sink = StoreSink(store, RetentionService(None).tag, outputs)
         w = IngestWorker(broker_url=broker, sink=sink.sink, quarantine=sink.quarantine,
                          agent_keys=agents, collector_keys={ck.key_id: ck}, registry=reg,
                          shared_group=group, topic_filter=f"privtel/v1/{tenant}/+/batches",
@@ -150,6 +152,7 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
                 await asyncio.sleep(0.05)
         out.put(("received", index, reg.get_sample_value("privtel_batches_received_total"),
                  reg.get_sample_value("privtel_batches_accepted_total")))
+        await outputs.close()
         store.close()
 
     asyncio.run(main())

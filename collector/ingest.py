@@ -1,6 +1,6 @@
-"""MQTT ingest: verify, decrypt, dedupe, commit, and only then acknowledge.
+"""Batch ingest: verify, decrypt, dedupe, commit, and only then acknowledge.
 
-One `IngestWorker` holds one MQTT session. Several workers (processes or
+One `IngestWorker` holds one broker session. Several workers (processes or
 machines) share the load through a shared subscription
 (``$share/<group>/privtel/v1/+/+/batches``). Each message goes through:
 
@@ -15,12 +15,13 @@ the message in the worker's persistent session and delivers it again, and the
 store's (agent id, batch id) key turns the second delivery into a duplicate
 that is acknowledged without a second copy.
 
-Why a subclass: aiomqtt 2.5 queues each message for the application and lets
-paho-mqtt acknowledge it on receipt, with no switch to defer that
-(aiomqtt issue #345; its PR #346 is unmerged). paho-mqtt 2.x itself supports
-application acknowledgement (``manual_ack_set`` / ``ack``), so
-`_AckAfterCommitClient` turns that on for the wrapped paho client and exposes
-`ack(message)`: the one place this module reaches below aiomqtt's public API.
+The broker connection is a `plumbing.transport` receiver chosen by the URL's
+scheme (MQTT, acknowledgement after commit: `plumbing/mqtt.py`). When the sink
+fails (a store outage) the worker stays connected and subscribed and retries
+the same batch with backoff, logging once per outage: reconnecting would only
+make the broker send the same batch again, and a crowd of workers doing so is
+a reconnect storm.
+
 Each worker runs two stages. The stateless checks and the decryption of the
 next message (`_check`) run while the previous batch commits in a worker
 thread, which spends most of its time waiting for the database; the stateful
@@ -36,27 +37,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
-import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
-from urllib.parse import urlsplit
 
-import aiomqtt
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipelines import envelope
-from pipelines.config import require_private
 from pipelines.envelope import AgentKeys, EnvelopeError, Header
 from pipelines.keys import CollectorPrivateKey
+from pipelines.lifecycle import Lifecycle
 from pipelines.record import Record
+from plumbing.backoff import Backoff
+from plumbing.transport import (
+    Delivery,
+    ReceiverOptions,
+    TlsFiles,
+    TransportError,
+    open_receiver,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +84,15 @@ class IngestMetrics:
                                "batches", registry=registry)
         self.connected = Gauge("privtel_ingest_connected", "1 while the worker is connected",
                                registry=registry)
+        self.reconnects = Counter("privtel_ingest_reconnects", "Broker connections made after "
+                                  "the first", registry=registry)
+        self.sink_retries = Counter("privtel_ingest_sink_retries", "Batches offered to the "
+                                    "store again after it failed (the worker stays "
+                                    "subscribed)", registry=registry)
+        self.store_outages = Counter("privtel_ingest_store_outages", "Runs of store failures "
+                                     "that paused ingest", registry=registry)
         for r in envelope.REASONS:
             self.rejected.labels(r)
-
-
-class _AckAfterCommitClient(aiomqtt.Client):
-    """aiomqtt client whose QoS 1 messages are acknowledged by `ack`, not on receipt."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._client.manual_ack_set(True)
-
-    def ack(self, message: aiomqtt.Message) -> None:
-        if message.qos > 0:
-            self._client.ack(message.mid, message.qos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,19 +112,7 @@ class _SeqWindow:
     seen: dict[int, str] = field(default_factory=dict)
 
 
-def tls_context(ca_file: Path | None, cert_file: Path | None,
-                 key_file: Path | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                     cafile=str(ca_file) if ca_file else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert_file is not None:
-        if key_file is not None:
-            require_private(str(key_file), key_file.stat().st_mode)
-        ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
-    return ctx
-
-
-class IngestWorker:
+class IngestWorker(Lifecycle):
     """Subscribes, checks, commits through `sink`, quarantines rejections; async context manager.
 
     `agent_tenants` (agent id -> tenant), when given, binds each agent to its
@@ -138,8 +121,8 @@ class IngestWorker:
     already stored (a duplicate). `quarantine(reason, topic, header, payload)`
     keeps a rejected batch; `header` is None when none could be parsed, and is
     unauthenticated for rejections before the signature check. If either
-    raises, the message is left unacknowledged and the worker reconnects so the
-    broker delivers it again.
+    raises, the message is left unacknowledged and offered again after a backoff
+    while the worker stays subscribed.
     """
 
     def __init__(self, *, broker_url: str, sink: Sink, quarantine: Quarantine,
@@ -156,12 +139,6 @@ class IngestWorker:
                  replay_window_s: float = 8 * 86400.0, max_skew_s: float = 300.0,
                  seq_window: int = 10_000, backoff_initial_s: float = 0.5,
                  backoff_max_s: float = 30.0) -> None:
-        u = urlsplit(broker_url)
-        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-            raise IngestError(f"broker_url must be mqtt://host[:port] or mqtts://host[:port], "
-                              f"not {broker_url!r}")
-        if protocol not in ("5", "3.1.1"):
-            raise IngestError(f"protocol must be '5' or '3.1.1', not {protocol!r}")
         if shared_group is not None and (not shared_group or any(c in shared_group
                                                                   for c in "/+#")):
             raise IngestError("shared_group must be a non-empty name without '/', '+' or '#'")
@@ -172,24 +149,25 @@ class IngestWorker:
                         ("timeout_s", timeout_s)):
             if v <= 0:
                 raise IngestError(f"{name} must be positive, not {v}")
-        self._host = u.hostname
-        self._tls = u.scheme == "mqtts"
-        self._port = u.port or (8883 if self._tls else 1883)
-        self._tls_ctx = tls_context(ca_file, cert_file, key_file) if self._tls else None
         self._sink, self._quarantine = sink, quarantine
         self._agent_keys, self._collector_keys = agent_keys, collector_keys
         self._agent_tenants = agent_tenants
         self.metrics = metrics or IngestMetrics(registry)  # type: ignore[arg-type]
-        self._protocol = protocol
         self.subscription = (f"$share/{shared_group}/{topic_filter}" if shared_group
                              else topic_filter)
         self._client_id = client_id or f"privtel-ingest-{socket.gethostname()}"
-        self._keepalive, self._timeout, self._expiry = keepalive_s, timeout_s, session_expiry_s
+        try:
+            self._transport = open_receiver(broker_url, ReceiverOptions(
+                client_id=self._client_id, subscription=self.subscription, protocol=protocol,
+                keepalive_s=keepalive_s, timeout_s=timeout_s,
+                tls=TlsFiles(ca_file, cert_file, key_file), session_expiry_s=session_expiry_s))
+        except ValueError as e:
+            raise IngestError(f"broker_url or protocol: {e}") from None
         self._max_batch, self._max_body = max_batch_bytes, max_body_bytes
         self._replay_window, self._skew, self._seq_window = replay_window_s, max_skew_s, seq_window
-        self._backoff = (backoff_initial_s, backoff_max_s)
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
+        self._sink_backoff = Backoff(backoff_initial_s, backoff_max_s)
         self._seqs: dict[str, _SeqWindow] = {}
-        self._ahead: _Checked | None = None
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
@@ -204,77 +182,51 @@ class IngestWorker:
         if collector_keys is not None:
             self._collector_keys = collector_keys
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        if self._task is not None:
-            raise IngestError("an ingest worker starts once")
+    async def _start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"privtel-ingest-{self._client_id}")
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         """Disconnect; anything received and not yet committed stays unacknowledged."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def _client(self) -> _AckAfterCommitClient:
-        v5 = self._protocol == "5"
-        props = None
-        if v5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self._expiry
-        return _AckAfterCommitClient(
-            self._host, self._port, identifier=self._client_id,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else False,
-            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY, properties=props,
-            keepalive=self._keepalive, timeout=self._timeout, tls_context=self._tls_ctx,
-            logger=logging.getLogger("privtel.mqtt.ingest"))
-
     async def _run(self) -> None:
-        lo, hi = self._backoff
-        delay = lo
+        connected_before = False
         while True:
             try:
-                async with self._client() as client:
-                    await client.subscribe(self.subscription, qos=1, timeout=self._timeout)
+                async with self._transport.session() as deliveries:
+                    if connected_before:
+                        self.metrics.reconnects.inc()
+                    connected_before = True
                     self.metrics.connected.set(1)
                     self.subscribed.set()
-                    delay = lo
+                    self._backoff.reset()
                     log.info("ingest subscribed to %s", self.subscription)
-                    await self._pump(client)
-            except aiomqtt.MqttError as e:
+                    await self._pump(deliveries)
+            except TransportError as e:
+                delay = self._backoff.next()
                 log.warning("ingest connection failed or lost (%s); retrying in %.1f s",
-                            type(e).__name__, delay)
-            except SinkFailed as e:
-                log.warning("store failed (%s); reconnecting so the batch is delivered again",
-                            e)
+                            e, delay)
             except (OSError, ValueError) as e:
+                delay = self._backoff.next()
                 log.error("ingest cannot connect (%s: %s); retrying in %.1f s",
                           type(e).__name__, e, delay)
             finally:
                 self.metrics.connected.set(0)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, hi)
+            await asyncio.sleep(delay)
 
-    async def _pump(self, client: _AckAfterCommitClient) -> None:
+    async def _pump(self, deliveries: AsyncIterator[Delivery]) -> None:
         """Check the next message while the previous one settles; settle and
         acknowledge one at a time, in arrival order."""
-        queue: asyncio.Queue[tuple[aiomqtt.Message, _Checked] | Exception] = asyncio.Queue(1)
+        queue: asyncio.Queue[tuple[Delivery, _Checked] | Exception] = asyncio.Queue(1)
 
         async def read() -> None:
             try:
-                async for message in client.messages:
-                    await queue.put((message, self._check(str(message.topic),
-                                                          bytes(message.payload))))
-                raise aiomqtt.MqttError("the broker closed the message stream")
+                async for d in deliveries:
+                    await queue.put((d, self._check(d.topic, d.payload)))
+                raise TransportError("the message stream ended")
             except Exception as e:  # handed to the settling loop, which raises it
                 await queue.put(e)
 
@@ -284,28 +236,47 @@ class IngestWorker:
                 item = await queue.get()
                 if isinstance(item, Exception):
                     raise item
-                message, checked = item
-                self._ahead = checked
-                await self.handle(checked.topic, checked.payload)
-                client.ack(message)
+                delivery, checked = item
+                await self._settle_until_done(checked)
+                delivery.ack()
         finally:
-            self._ahead = None
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
+    async def _settle_until_done(self, checked: _Checked) -> str:
+        """Settle one batch, retrying a failing sink with backoff while the connection
+        stays up: one warning when a store outage begins, one info line when it ends."""
+        failed_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                outcome = await self._settle(checked)
+            except SinkFailed as e:
+                delay = self._sink_backoff.next()
+                if failed_since is None:
+                    failed_since = loop.time()
+                    self.metrics.store_outages.inc()
+                    log.warning("store failed (%s); ingest paused, still subscribed, retrying "
+                                "the batch with backoff (at most %.0f s apart)", e,
+                                self._sink_backoff.cap_s)
+                self.metrics.sink_retries.inc()
+                await asyncio.sleep(delay)
+                continue
+            if failed_since is not None:
+                self._sink_backoff.reset()
+                log.info("store back after %.1f s; ingest resumed", loop.time() - failed_since)
+            return outcome
+
     async def handle(self, topic: str, payload: bytes) -> str:
         """Process one message: 'accepted', or the reason it was not stored.
 
-        Raises `SinkFailed` when the sink or quarantine
-        raised, meaning the message must not be acknowledged. Inside the
-        worker's own loop the stateless checks of this very message (same
-        payload object) were already made ahead of time and are not repeated.
+        Raises `SinkFailed` when the sink or quarantine raised, meaning the
+        message must not be acknowledged. The worker's own loop does not come
+        through here: it checks the next message ahead of time and settles it
+        with retries (`_settle_until_done`).
         """
-        ahead, self._ahead = self._ahead, None
-        if ahead is None or ahead.payload is not payload or ahead.topic != topic:
-            ahead = self._check(topic, payload)
-        return await self._settle(ahead)
+        return await self._settle(self._check(topic, payload))
 
     def _check(self, topic: str, payload: bytes) -> _Checked:
         """The stateless checks, decryption and decoding: safe to run ahead of the

@@ -27,8 +27,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from collector.store.base import Store, TaggedRecord
 from pipelines.config import ConfigError
+from pipelines.lifecycle import TaskComponent
 from pipelines.record import Record
 from pipelines.retention import Policy, default_policy, parse_policy
+from plumbing.files import append_private
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,7 @@ class JsonlAuditLog:
         entry = {"ts": time.time(), "action": action, "actor": _actor(), **details}
         line = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS) + b"\n"
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            append_private(self.path, line)
 
 
 def _actor() -> str:
@@ -102,8 +100,9 @@ class PurgeResult:
         return sum(self.deleted.values())
 
 
-class RetentionService:
-    """Tags records with the policy in force and purges the store.
+class RetentionService(TaskComponent):
+    """Tags records with the policy in force and purges the store; as a component
+    (`start`/`close`) it runs the scheduled purges of `run`.
 
     `jurisdictions` (tenant -> jurisdiction, from the collector config) wins
     over the policy's own `[tenants]` table."""
@@ -114,6 +113,7 @@ class RetentionService:
                  interval_s: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
+        super().__init__(name="privtel-retention")
         self.store, self.audit, self.interval_s, self._clock = store, audit, interval_s, clock
         self.policy_path = Path(policy_path) if policy_path is not None else None
         self.jurisdictions = dict(jurisdictions or {})
@@ -247,6 +247,9 @@ class RetentionService:
         log.info("retention purge (%s%s): %d records %s", trigger, ", dry run" if dry_run else "",
                  result.total, "would go" if dry_run else "deleted")
         return result
+
+    async def _main(self, stop: asyncio.Event) -> None:
+        await self.run(stop)
 
     async def run(self, stop: asyncio.Event, *, reload_check_s: float = 30.0) -> None:
         """Scheduled purges until `stop` is set, with the policy file checked for

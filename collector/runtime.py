@@ -1,7 +1,10 @@
-"""The collector process: ingest -> retention tag -> store -> metrics, until SIGTERM.
+"""The collector process: ingest -> retention tag -> store -> outputs, until SIGTERM.
 
 The store call runs in a worker thread (`StoreSink`) so a slow disk never stalls
-the MQTT keepalive; the ingest worker acknowledges a batch only after it returns.
+the broker keepalive; the ingest worker acknowledges a batch only after it returns.
+Committed batches go to the post-commit outputs (`collector.outputs`; the NOC
+exporter first). Long-lived parts are `pipelines.lifecycle` components started
+in order and closed in reverse by `run_components`.
 """
 
 from __future__ import annotations
@@ -10,30 +13,29 @@ import asyncio
 import contextlib
 import logging
 import signal
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from collector.announce import announce_public_key
+from collector.announce import KeyAnnouncer
 from collector.api.schema import open_api_db
 from collector.audit import AuditLog
 from collector.config import CollectorConfig
 from collector.config import load as load_config
-from collector.ingest import IngestWorker
-from collector.metrics import InstrumentedStore, NocMetrics, StoreMetrics, serve
+from collector.ingest import DEFAULT_TOPIC, IngestWorker
+from collector.metrics import InstrumentedStore, StoreMetrics, StoreMetricsRefresh
+from collector.outputs import build_outputs
 from collector.retention import RetentionService
 from collector.store.base import Store, open_store
 from collector.store.sink import StoreSink
 from pipelines import keys
-from pipelines.config import ConfigError, require_private
+from pipelines.config import ConfigError
+from pipelines.lifecycle import Component, run_components
+from plumbing.files import read_private
+from plumbing.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
-
-
-def _read_private(path: Path) -> bytes:
-    require_private(str(path), path.stat().st_mode)
-    return path.read_bytes()
+OUTPUTS = ("noc",)
 
 
 def load_keys(cfg: CollectorConfig) -> tuple[dict[str, Any], dict[str, keys.CollectorPrivateKey]]:
@@ -41,11 +43,11 @@ def load_keys(cfg: CollectorConfig) -> tuple[dict[str, Any], dict[str, keys.Coll
     last one listed is the current key, the one announced and given to new agents."""
     agent_keys = {a.agent_id: keys.load_verify_key(a.public_key.read_bytes()) for a in cfg.agents}
     phrase = (None if cfg.key_passphrase_file is None
-              else keys.parse_passphrase(_read_private(cfg.key_passphrase_file)))
+              else keys.parse_passphrase(read_private(cfg.key_passphrase_file)))
     private = []
     for p in cfg.private_keys:
         try:
-            private.append(keys.load_collector_private_key(_read_private(p), phrase))
+            private.append(keys.load_collector_private_key(read_private(p), phrase))
         except keys.KeyFormatError as e:
             raise ConfigError(cfg.file, "keys.private_keys", f"{p}: {e}") from None
     return agent_keys, {k.key_id: k for k in private}
@@ -66,23 +68,23 @@ class Collector:
         raw_store.migrate()
         self.store_metrics = StoreMetrics(self.registry, raw_store.backend)
         self.store: Store = InstrumentedStore(raw_store, self.store_metrics)
-        self.noc = NocMetrics(self.registry)
+        self.outputs = build_outputs(OUTPUTS, self.registry)
         self.audit_db = open_api_db(cfg.store_url)
         self.retention = RetentionService(
             self.store, policy_path=cfg.retention_policy, registry=self.registry,
             audit=AuditLog(self.audit_db), interval_s=cfg.purge_interval_s)
-        self.sink = StoreSink(self.store, self.retention.tag, self.noc.observe)
+        self.sink = StoreSink(self.store, self.retention.tag, self.outputs)
         agent_keys, collector_keys = load_keys(cfg)
         self.current_key = current_key(collector_keys)
-        self._tasks: set[asyncio.Task[bool]] = set()
-        extra = {"topic_filter": topic_filter} if topic_filter else {}
+        self.announcer = KeyAnnouncer(cfg, self.current_key)
         self.ingest = IngestWorker(
             broker_url=cfg.mqtt_url, sink=self.sink.sink, quarantine=self.sink.quarantine,
             agent_keys=agent_keys, collector_keys=collector_keys, registry=self.registry,
             agent_tenants={a.agent_id: a.tenant for a in cfg.agents},
             protocol=cfg.mqtt_protocol, shared_group=cfg.shared_group, client_id=cfg.client_id,
             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file,
-            max_batch_bytes=cfg.max_batch_bytes, replay_window_s=cfg.replay_window_s, **extra)
+            max_batch_bytes=cfg.max_batch_bytes, replay_window_s=cfg.replay_window_s,
+            topic_filter=topic_filter or DEFAULT_TOPIC)
         self.metrics_port: int | None = None
 
     def reload(self) -> bool:
@@ -104,13 +106,7 @@ class Collector:
 
     def _announce(self, cfg: CollectorConfig, key: keys.CollectorPublicKey) -> None:
         self.current_key = key
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # reloaded outside the service loop: the next start announces
-            return
-        task = loop.create_task(announce_public_key(cfg, key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.announcer.announce(cfg, key)
 
     def _ready(self) -> bool:
         try:
@@ -119,26 +115,23 @@ class Collector:
             return False
         return self.ingest.subscribed.is_set()
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def components(self) -> list[Component]:
+        """In start order; `run` closes them in reverse (ingest first, outputs drain after)."""
         host, port = self.cfg.metrics_listen
-        server, _ = serve(self.registry, host, port, ready=self._ready)
-        self.metrics_port = server.server_port
+        self.metrics_server = MetricsServer(self.registry, host, port, ready=self._ready)
+        return [self.metrics_server, self.outputs, self.retention,
+                StoreMetricsRefresh(self.store_metrics, self.store), self.ingest, self.announcer]
+
+    def _started(self) -> None:
+        self.metrics_port = self.metrics_server.port
         log.info("collector serving /metrics, /healthz, /readyz", extra={"port": self.metrics_port})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`, or until a component fails (raised after everything closed)."""
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
-        tasks = [asyncio.create_task(self.retention.run(stop), name="privtel-retention"),
-                 asyncio.create_task(self.store_metrics.run(self.store, stop),
-                                     name="privtel-store-metrics")]
-        self._announce(self.cfg, self.current_key)
         try:
-            async with self.ingest:
-                await stop.wait()
+            await run_components(self.components(), stop, on_started=self._started)
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            server.shutdown()
             self.store.close()
             self.audit_db.close()

@@ -41,11 +41,10 @@ from typing import Any
 import orjson
 
 from collector.api.db import Cursor, Db
-from pipelines.config import ConfigError, require_private
+from pipelines.config import ConfigError
 from pipelines.pseudonym import (
     FieldClass,
     PrivacyPolicy,
-    PseudonymError,
     Pseudonymiser,
     TenantKey,
     classify,
@@ -53,6 +52,7 @@ from pipelines.pseudonym import (
 from pipelines.pseudonym.keys import archive_name, archived_epochs, current_epoch
 from pipelines.pseudonym.scan import find, parse_v4
 from pipelines.record import Kind
+from plumbing.keyfiles import read_tenant_key
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -119,11 +119,7 @@ class TenantKeys:
             files = [(d / name, current_epoch(1, archived))]
             files += [(d / archive_name(name, e), e) for e in archived]
             for path, epoch in files:
-                require_private(str(path), path.stat().st_mode)
-                try:
-                    k = TenantKey.from_hex(path.read_text("ascii", errors="replace"), epoch)
-                except PseudonymError as e:
-                    raise ConfigError(str(path), "", str(e)) from None
+                k = read_tenant_key(path, epoch)
                 keys.setdefault(m.group(1), []).append(k)
         return cls(keys, policy)
 

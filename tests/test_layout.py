@@ -1,5 +1,6 @@
-"""The design's floors, checked: pipelines imports nothing of ours; agents and collector
-never import each other; only privtel imports both. Plus the test tree's own rule."""
+"""The design's floors, checked: pipelines imports nothing of ours; plumbing (shared I/O)
+imports only pipelines; agents and collector may import both but never each other; only
+privtel imports both sides. Plus the test tree's own rule."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-OURS = {"pipelines", "agents", "collector", "privtel"}
+OURS = {"pipelines", "plumbing", "agents", "collector", "privtel"}
 ALLOWED = {
     "pipelines": {"pipelines"},
-    "agents": {"agents", "pipelines"},
-    "collector": {"collector", "pipelines"},
+    "plumbing": {"plumbing", "pipelines"},
+    "agents": {"agents", "plumbing", "pipelines"},
+    "collector": {"collector", "plumbing", "pipelines"},
     "privtel": OURS,
 }
 
@@ -35,6 +37,14 @@ def test_imports_follow_the_floors(package: str) -> None:
     wrong = {str(p.relative_to(ROOT)): sorted(_imports(p) - ALLOWED[package])
              for p in (ROOT / package).rglob("*.py")}
     assert {k: v for k, v in wrong.items() if v} == {}
+
+
+def test_the_shared_floor_is_a_package_that_shadows_no_stdlib_module() -> None:
+    import sys
+
+    assert (ROOT / "plumbing" / "__init__.py").is_file()
+    assert "plumbing" not in sys.stdlib_module_names
+    assert all("plumbing" not in _imports(p) for p in (ROOT / "pipelines").rglob("*.py"))
 
 
 def test_test_module_names_are_unique() -> None:

@@ -56,6 +56,7 @@ from agents.snmp.values import (
     oid_str,
 )
 from pipelines.config import ConfigError, Section
+from pipelines.lifecycle import Lifecycle
 from pipelines.record import Kind, Record
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def trap_fields(varbinds: list[VarBind], *, source_ip: str, version: str,
     return f
 
 
-class TrapReceiver:
+class TrapReceiver(Lifecycle):
     """Listens for notifications; `start()` binds, `close()` unbinds (safe without start)."""
 
     def __init__(self, cfg: TrapConfig, emit: Emit, *, tenant: str, site: str,
@@ -218,9 +219,7 @@ class TrapReceiver:
         self.received = 0
         self.port = cfg.port
 
-    async def start(self) -> None:
-        if self._engine is not None:
-            raise RuntimeError("trap receiver already started")
+    async def _start(self) -> None:
         eng = engine.SnmpEngine()
         transport = udp.UdpTransport().open_server_mode((self._cfg.listen, self._cfg.port))
         config.add_transport(eng, udp.DOMAIN_NAME, transport)
@@ -263,7 +262,7 @@ class TrapReceiver:
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         if self._engine is not None:
             if self._rcv is not None:
                 self._rcv.close(self._engine)

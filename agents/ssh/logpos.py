@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 from cryptography.hazmat.primitives import hashes, hmac
 
-from agents.files import write_private
+from plumbing.files import write_private
 
 log = logging.getLogger(__name__)
 

@@ -58,6 +58,7 @@ from agents.ssh.profiles import (
 )
 from pipelines.config import Section
 from pipelines.record import Kind, Record, Scalar
+from plumbing.files import append_private
 
 log = logging.getLogger(__name__)
 
@@ -499,10 +500,8 @@ class SshPoller:
             if hk.lookup(name) is not None:
                 return
             known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a") as f:
-                f.write(f"{paramiko.HostKeys.hash_host(name)} {key.get_name()} "
-                        f"{key.get_base64()}\n")
+            append_private(known_hosts, f"{paramiko.HostKeys.hash_host(name)} "
+                           f"{key.get_name()} {key.get_base64()}\n".encode())
         log.info("ssh: trusted the host key of %s on first use", device.name)
 
     def _records(self, device: Device, opts: SshOptions, state: _DeviceState, out: _Output,

@@ -34,8 +34,8 @@ from agents.credentials import (
     generate_key_file,
     load_key,
 )
-from agents.files import write_private
 from pipelines.config import ConfigError, require_private
+from plumbing.files import write_private
 
 SECRETS = ("password", "passphrase", "enable_secret", "snmp_community", "snmp_auth_key",
            "snmp_priv_key")

@@ -13,12 +13,14 @@ import argparse
 import getpass
 import os
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
 from collector import auth
 from collector.api.client import ApiClientError
+from plumbing.files import open_private
 from privtel.commands.query import client_args, make_client, read_lines
 
 # which requests ask for a TOTP code: read off the server's matrix, not restated
@@ -135,7 +137,7 @@ def _export(args: argparse.Namespace, client: Any, body: dict[str, Any],
     header = next(lines)
     total = int(header.get("count", 0))
     bar = Progress(total, sys.stderr, args.progress or sys.stderr.isatty())
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = open_private(Path(args.out))
     with os.fdopen(fd, "wb") as f:
         f.write(b'{"request_id":' + orjson.dumps(header.get("request_id")) + b',"count":'
                 + str(total).encode() + b',"per_tenant":' + orjson.dumps(header.get(

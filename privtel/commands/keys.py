@@ -12,10 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from agents.files import write_private
 from pipelines import keys
 from pipelines.config import ConfigError, require_private
 from pipelines.names import is_name
+from plumbing.files import write_private
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

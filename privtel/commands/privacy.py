@@ -22,14 +22,15 @@ from typing import Any
 
 import orjson
 
-from agents.runtime import rotate_tenant_key_file
+from agents.tenantkeys import rotate_tenant_key_file
 from pipelines import auditchain
 from pipelines.config import ConfigError, require_private
-from pipelines.pseudonym import PrivacyPolicy, PseudonymError, Pseudonymiser, TenantKey
+from pipelines.pseudonym import PrivacyPolicy, PseudonymError, Pseudonymiser
 from pipelines.pseudonym.core import canonical, non_identifying
 from pipelines.pseudonym.leakguard import normalise
 from pipelines.pseudonym.reverse import Reidentifier
 from pipelines.pseudonym.scan import find, parse_mac
+from plumbing.keyfiles import read_tenant_key
 
 CHUNK = 8 << 20
 OVERLAP = 128
@@ -97,16 +98,6 @@ def register(sub: Any) -> None:
 
 
 
-def read_key(path: str, epoch: int) -> TenantKey:
-    p = Path(path)
-    st = p.stat()
-    require_private(str(p), st.st_mode)
-    try:
-        return TenantKey.from_hex(p.read_text(encoding="ascii", errors="replace"), epoch)
-    except PseudonymError as e:
-        raise ConfigError(str(p), "", str(e)) from None
-
-
 def _policy(args: argparse.Namespace, **modes: str) -> PrivacyPolicy:
     try:
         return PrivacyPolicy(modes=dict(modes), preserve_prefix_v4=args.preserve_prefix_v4,
@@ -116,7 +107,7 @@ def _policy(args: argparse.Namespace, **modes: str) -> PrivacyPolicy:
 
 
 def cmd_pseudonymise(args: argparse.Namespace) -> int:
-    key = read_key(args.key_file, args.epoch)
+    key = read_tenant_key(Path(args.key_file), args.epoch)
     p = Pseudonymiser(key, _policy(args, text_ip=args.mode, mac=args.mode))
     out = sys.stdout.buffer
     for raw in sys.stdin.buffer:
@@ -421,7 +412,7 @@ def cmd_reidentify(args: argparse.Namespace) -> int:
     reason = args.reason.strip()
     if len(reason) < MIN_REASON:
         raise ValueError(f"--reason must say why in at least {MIN_REASON} characters")
-    key = read_key(args.key_file, args.epoch)
+    key = read_tenant_key(Path(args.key_file), args.epoch)
     candidates: list[str] = []
     if args.mode == "token":
         if not args.candidates:
@@ -458,7 +449,7 @@ def cmd_reidentify(args: argparse.Namespace) -> int:
 
 
 def cmd_key_show(args: argparse.Namespace) -> int:
-    key = read_key(args.key_file, args.epoch)
+    key = read_tenant_key(Path(args.key_file), args.epoch)
     print(f"key id {key.key_id}, epoch {key.epoch}")
     return 0
 

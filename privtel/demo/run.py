@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TextIO
 
 from agents import config as agent_config
-from agents.files import write_private
 from agents.runtime import Agent
 from collector import config as collector_config
 from collector.runtime import Collector
+from plumbing.files import write_private
 from privtel.commands.keys import key_files, write_key_files
 from privtel.demo.broker import EmbeddedBroker
 from privtel.demo.snmpsim import RECORDINGS, SnmpSim

@@ -22,13 +22,15 @@ from prometheus_client import CollectorRegistry
 
 from agents import config as agent_config
 from agents.pollers import REGISTRY, Device, PollerContext, PollerSpec, health_record
-from agents.runtime import Agent, load_tenant_key, read_tenant_key, rotate_tenant_key_file
-from agents.shipper import Shipper, broker_address
+from agents.runtime import Agent
+from agents.shipper import Shipper
+from agents.tenantkeys import load_tenant_key, read_tenant_key, rotate_tenant_key_file
 from pipelines import keys
 from pipelines.config import ConfigError, Section
 from pipelines.envelope import Header, open_sealed, topic_for
 from pipelines.pseudonym import TenantKey
 from pipelines.record import Kind, Record
+from plumbing.broker import parse_broker_url
 from privtel.demo.run import write_keys
 
 RAW = "198.51.100.7"
@@ -109,7 +111,8 @@ async def _batches(broker: str, tmp: Path, tenant: str, agent_id: str = "rot-age
     keydir = tmp / "keys"
     ck = keys.load_collector_private_key((keydir / "collector.key").read_bytes())
     vk = keys.load_verify_key((keydir / f"agent-{agent_id}.pub").read_bytes())
-    host, port, _ = broker_address(broker)
+    address = parse_broker_url(broker)
+    host, port = address.host, address.port
     got: list[tuple[Header, list[Record]]] = []
     ready = asyncio.Event()
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client import CollectorRegistry
 
 from collector.ingest import IngestWorker
-from collector.metrics import NocMetrics
+from collector.outputs import build_outputs
 from collector.retention import RetentionService
 from collector.store import open_store
 from collector.store.sink import StoreSink
@@ -60,12 +60,15 @@ async def test_two_workers_store_every_batch_once(mosquitto, store, store_url):
                                                           signers[agent])))
     duplicates = messages[::4]
 
-    workers, stores, registries = [], [], []
+    workers, stores, registries, fanouts = [], [], [], []
     for i in range(2):
         s = open_store(store_url)
         reg = CollectorRegistry()
-        sink = StoreSink(s, retention.tag, NocMetrics(reg).observe)
+        outputs = build_outputs(["noc"], reg)
+        await outputs.start()
+        sink = StoreSink(s, retention.tag, outputs)
         stores.append(s)
+        fanouts.append(outputs)
         registries.append(reg)
         workers.append(IngestWorker(
             broker_url=mosquitto, sink=sink.sink, quarantine=sink.quarantine,
@@ -95,6 +98,8 @@ async def test_two_workers_store_every_batch_once(mosquitto, store, store_url):
     finally:
         for w in workers:
             await w.close()
+        for o in fanouts:
+            await o.close()
         for s in stores:
             s.close()
 

@@ -10,7 +10,8 @@ import pytest
 from collector_kit import BACKENDS, meta, rec, tagged
 from prometheus_client import CollectorRegistry
 
-from collector.metrics import InstrumentedStore, NocMetrics, StoreMetrics
+from collector.metrics import InstrumentedStore, StoreMetrics
+from collector.outputs import build_outputs
 from collector.retention import RetentionService
 from collector.store import StorePermanentError
 from collector.store.sink import StoreSink
@@ -23,28 +24,38 @@ def header(batch_id: str | None = None) -> Header:
 
 
 @pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
-async def test_sink_tags_stores_and_observes_after_commit(store):
+async def test_sink_tags_stores_and_feeds_outputs_after_commit(store):
     reg = CollectorRegistry()
-    noc = NocMetrics(reg)
-    sink = StoreSink(store, RetentionService(None).tag, noc.observe)
+    outputs = build_outputs(["noc"], reg)
+    sink = StoreSink(store, RetentionService(None).tag, outputs)
     h = header()
     now = time.time()
     recs = [rec(i, ts=now, device="tok9") for i in range(3)]
-    assert await sink.sink(h, recs) is True
-    assert await sink.sink(h, recs) is False
+    async with outputs:
+        assert await sink.sink(h, recs) is True
+        assert await sink.sink(h, recs) is False
+    assert reg.get_sample_value("privtel_output_delivered_total", {"output": "noc"}) == 1
     assert store.count_records(retention_class="metrics", device="tok9") == 3
     assert reg.get_sample_value("privtel_interface_in_octets_total",
                                 {"tenant": "acme", "site": "site1", "device": "tok9",
                                  "ifname": "eth1"}) == 1.0
 
 
-async def test_sink_does_not_observe_a_failed_write(store):
-    seen: list[object] = []
-    sink = StoreSink(store, RetentionService(None).tag, seen.extend)
+class _Seen:
+    def __init__(self) -> None:
+        self.batches: list[object] = []
+
+    def offer(self, header: Header, records: object) -> None:
+        self.batches.append(records)
+
+
+async def test_sink_does_not_offer_a_failed_write(store):
+    seen = _Seen()
+    sink = StoreSink(store, RetentionService(None).tag, seen)
     bad = [rec(0, tenant="other")]
     with pytest.raises(StorePermanentError):
         await sink.sink(header(), bad)
-    assert seen == []
+    assert seen.batches == []
 
 
 async def test_quarantine_keeps_digest_and_size_not_payload(store):

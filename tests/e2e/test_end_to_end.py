@@ -16,7 +16,8 @@ from e2e_kit import unique_tenant, wait_for
 from peers.snmpd import run_snmpd
 
 from agents import config as agent_config
-from agents.runtime import Agent, load_pseudonymiser
+from agents.runtime import Agent
+from agents.tenantkeys import load_pseudonymiser
 from collector import config as collector_config
 from collector.runtime import Collector
 from privtel.demo.run import SimDevice, running, write_configs

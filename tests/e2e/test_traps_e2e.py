@@ -11,7 +11,8 @@ from e2e_kit import unique_tenant, wait_for, write_private
 from peers.ports import free_udp_port
 
 from agents import config as agent_config
-from agents.runtime import Agent, load_pseudonymiser
+from agents.runtime import Agent
+from agents.tenantkeys import load_pseudonymiser
 from collector import config as collector_config
 from collector.runtime import Collector
 from privtel.demo.run import running, write_configs

@@ -5,7 +5,8 @@ Usage: python collector_driver.py STORE URL TENANT CLIENT_ID GROUP AGENT AGENT_P
 
 MODE `hang-before-commit` never commits (the test kills it there), `hang-after-commit`
 commits and never returns (so never acknowledges), `normal` runs until killed.
-Prints `subscribed`, then `sink <batch id>` on each sink call and `outcome <result>`.
+Prints `subscribed`, then `sink <batch id>` on each sink call and `outcome <result>`
+(accepted or duplicate, as the store answered).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ async def main(store_path: str, url: str, tenant: str, client_id: str, group: st
         if mode == "hang-after-commit":
             print("committed", flush=True)
             await asyncio.Event().wait()
+        print(f"outcome {'accepted' if stored else 'duplicate'}", flush=True)
         return stored
 
     w = IngestWorker(broker_url=url, sink=sink, quarantine=store.quarantine,
@@ -43,14 +45,6 @@ async def main(store_path: str, url: str, tenant: str, client_id: str, group: st
                      collector_keys={ck.key_id: ck}, registry=CollectorRegistry(),
                      shared_group=group, topic_filter=f"privtel/v1/{tenant}/+/batches",
                      client_id=client_id, backoff_initial_s=0.1)
-    orig = w.handle
-
-    async def handle(topic: str, payload: bytes) -> str:
-        out = await orig(topic, payload)
-        print(f"outcome {out}", flush=True)
-        return out
-
-    w.handle = handle  # type: ignore[method-assign]
     async with w:
         await w.subscribed.wait()
         print("subscribed", flush=True)

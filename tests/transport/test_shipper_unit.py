@@ -9,18 +9,21 @@ import pytest
 from prometheus_client import CollectorRegistry
 from transport_helpers import Keys, SqliteSink, agent_config, records, uid, wait_for
 
-from agents.shipper import Shipper, ShipperError, broker_address
+from agents.shipper import Shipper, ShipperError
 from collector.ingest import IngestWorker
 from pipelines import keys
 from pipelines.config import ConfigError
 from pipelines.record import Kind, Record
+from plumbing.broker import BrokerAddress, BrokerUrlError, parse_broker_url
 
 
 def test_broker_address() -> None:
-    assert broker_address("mqtt://127.0.0.1") == ("127.0.0.1", 1883, False)
-    assert broker_address("mqtts://broker.example:9883") == ("broker.example", 9883, True)
-    with pytest.raises(ValueError, match="mqtt://host"):
-        broker_address("tcp://x:1")
+    assert parse_broker_url("mqtt://127.0.0.1") == BrokerAddress("mqtt", "127.0.0.1", 1883)
+    tls = parse_broker_url("mqtts://broker.example:9883")
+    assert (tls.host, tls.port, tls.tls) == ("broker.example", 9883, True)
+    for bad in ("tcp://x:1", "mqtt://", "mqtt://h:notaport"):
+        with pytest.raises(BrokerUrlError, match="broker url"):
+            parse_broker_url(bad)
 
 
 async def test_refusals(tmp_path: Path) -> None:

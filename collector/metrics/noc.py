@@ -14,28 +14,24 @@ Series per device: 11 device series + 9 per interface. `max_devices` and
 defaults (10,000 devices, 256 interfaces each) the worst case is stated in
 docs/store.md; a typical site (20 devices x 48 ports) is about 9,000 series.
 
-`StoreMetrics` and `InstrumentedStore` give the store's self-metrics; `serve` exposes
-the registry with `/healthz` and `/readyz` beside `/metrics`.
+It is fed after commit through `collector.outputs.noc.NocOutput`, the first
+post-commit output. Store self-metrics are in `collector.metrics.store`; the
+HTTP endpoint is `plumbing.metrics_http`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
-from collector.store.base import BatchMeta, Store, TaggedRecord
 from pipelines.record import HEALTH_REASONS, Record
 
 log = logging.getLogger(__name__)
@@ -321,169 +317,3 @@ class NocMetrics(Collector):
             for reason, n in self._dropped.items():
                 fams["privtel_metrics_dropped"].add_metric([reason], float(n))
         yield from fams.values()
-
-
-class StoreMetrics:
-    """Store self-metrics. Write-path series are updated inline; table sizes and
-    counts per class are refreshed by `refresh(store)` on the caller's schedule,
-    because counting a large table on every scrape would be the heaviest query
-    the collector runs."""
-
-    def __init__(self, registry: CollectorRegistry, backend: str) -> None:
-        self.backend = backend
-        self.write_seconds = Histogram(
-            "privtel_store_write_seconds", "Time to store one batch.", ["backend"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=registry).labels(backend)
-        self.batches = Counter("privtel_store_batches", "Batches offered to the store by "
-                               "result (stored, duplicate, error).", ["backend", "result"],
-                               registry=registry)
-        self.records = Counter("privtel_store_records_written", "Records stored, by retention "
-                               "class.", ["backend", "retention_class"], registry=registry)
-        self.quarantined = Counter("privtel_store_quarantined", "Rejected batches kept in "
-                                   "quarantine, by reason.", ["backend", "reason"],
-                                   registry=registry)
-        self.size = Gauge("privtel_store_size_bytes", "On-disk size of the store.", ["backend"],
-                          registry=registry).labels(backend)
-        self.rows = Gauge("privtel_store_records", "Records held, by retention class.",
-                          ["backend", "retention_class"], registry=registry)
-        self.lag = Histogram(
-            "privtel_store_batch_lag_seconds", "From the agent sealing a batch to its commit.",
-            ["backend"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400),
-            registry=registry).labels(backend)
-        self._classes: set[str] = set()
-        self.refreshed = Gauge("privtel_store_refresh_timestamp_seconds", "When size and "
-                               "counts were last read.", ["backend"],
-                               registry=registry).labels(backend)
-
-    def observe_write(self, records: Sequence[TaggedRecord], stored: bool | None,
-                      seconds: float, created: float | None = None) -> None:
-        self.write_seconds.observe(seconds)
-        if stored and created is not None:
-            self.lag.observe(max(0.0, time.time() - created))
-        result = "error" if stored is None else "stored" if stored else "duplicate"
-        self.batches.labels(self.backend, result).inc()
-        if stored:
-            per: dict[str, int] = {}
-            for t in records:
-                per[t.retention_class] = per.get(t.retention_class, 0) + 1
-            for klass, n in per.items():
-                self.records.labels(self.backend, klass).inc(n)
-
-    async def run(self, store: Store, stop: asyncio.Event, every_s: float = 60.0) -> None:
-        """Refresh size and counts every `every_s` until `stop`, off the event loop."""
-        while not stop.is_set():
-            try:
-                await asyncio.to_thread(self.refresh, store)
-            except Exception as e:
-                log.warning("store metrics refresh failed: %s", e)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every_s)
-
-    def refresh(self, store: Store) -> None:
-        self.size.set(store.size_bytes())
-        counts = store.counts_by_class()
-        for klass, n in counts.items():
-            self.rows.labels(self.backend, klass).set(n)
-        for klass in self._classes - set(counts):
-            self.rows.remove(self.backend, klass)
-        self._classes = set(counts)
-        self.refreshed.set(time.time())
-
-
-class InstrumentedStore:
-    """A `Store` that reports to `StoreMetrics`; every other call passes through."""
-
-    def __init__(self, store: Store, metrics: StoreMetrics) -> None:
-        self.inner, self.metrics = store, metrics
-        self.backend = store.backend
-
-    def write_batch(self, batch: BatchMeta, records: Sequence[TaggedRecord]) -> bool:
-        started = time.perf_counter()
-        stored: bool | None = None
-        try:
-            stored = self.inner.write_batch(batch, records)
-            return stored
-        finally:
-            self.metrics.observe_write(records, stored, time.perf_counter() - started,
-                                       batch.created)
-
-    def quarantine(self, reason: str, topic: str, agent_id: str | None, batch_id: str | None,
-                   size: int, digest: str) -> None:
-        self.inner.quarantine(reason, topic, agent_id, batch_id, size, digest)
-        self.metrics.quarantined.labels(self.backend, reason).inc()
-
-    def migrate(self) -> int:
-        return self.inner.migrate()
-
-    def count_records(self, **filters: Any) -> int:
-        return self.inner.count_records(**filters)
-
-    def count_batches(self, **filters: Any) -> int:
-        return self.inner.count_batches(**filters)
-
-    def count_quarantined(self, reason: str | None = None) -> int:
-        return self.inner.count_quarantined(reason)
-
-    def purge_expired(self, now: float, dry_run: bool = False) -> dict[str, int]:
-        return self.inner.purge_expired(now, dry_run)
-
-    def counts_by_class(self) -> dict[str, int]:
-        return self.inner.counts_by_class()
-
-    def size_bytes(self) -> int:
-        return self.inner.size_bytes()
-
-    def ping(self) -> None:
-        self.inner.ping()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes and probes every few seconds would drown the collector's own log."""
-
-
-def _probe(check: Callable[[], bool]) -> bool:
-    try:
-        return bool(check())
-    except Exception:
-        return False
-
-
-def http_app(registry: CollectorRegistry, *, live: Callable[[], bool] = lambda: True,
-             ready: Callable[[], bool] = lambda: True) -> Callable[..., Any]:
-    """WSGI app: `/metrics` (and every other path) from the registry, `/healthz` from
-    `live`, `/readyz` from `ready`; a check that raises counts as failing."""
-    metrics = make_wsgi_app(registry)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path in ("/healthz", "/readyz"):
-            ok = _probe(live if path == "/healthz" else ready)
-            body = b"ok\n" if ok else b"unavailable\n"
-            start_response("200 OK" if ok else "503 Service Unavailable",
-                           [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
-            return [body]
-        return list(metrics(environ, start_response))
-
-    return app
-
-
-def serve(registry: CollectorRegistry, host: str, port: int, *,
-          live: Callable[[], bool] = lambda: True, ready: Callable[[], bool] = lambda: True
-          ) -> tuple[ThreadingWSGIServer, threading.Thread]:
-    """Start `http_app` in a daemon thread; `server.server_port` is the bound port
-    (pass port 0 for any free one); stop with `server.shutdown()`."""
-    server = make_server(host, port, http_app(registry, live=live, ready=ready),
-                         ThreadingWSGIServer, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="privtel-metrics-http",
-                              daemon=True)
-    thread.start()
-    return server, thread
