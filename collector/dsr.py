@@ -19,7 +19,8 @@ any of their pseudonyms stays hidden (reported as `kept`). When in doubt it
 stays hidden.
 
 A restriction also covers the subject's records that arrive after it: the same
-replay (`restrictions_in_force`) is handed to the address index, which flags
+replay (`restrictions_in_force`) is the address index's restrictions hook
+(passed in where the index is built, `DsrService` checks it), which flags
 each new record of a restricted range as it indexes it. See `DsrService.run`
 for why a record arriving while a restrict runs is not missed.
 """
@@ -36,7 +37,6 @@ from typing import Any
 
 import orjson
 
-from collector.api.db import Cursor, Db
 from collector.search import (
     MAX_INDICATORS,
     Network,
@@ -44,11 +44,12 @@ from collector.search import (
     Restriction,
     Searcher,
     SearchQuery,
-    _time,
     mask_addresses,
     net_range,
     parse_network,
+    parse_time,
 )
+from collector.store import Cursor, Db
 
 KINDS = ("export", "erase", "restrict", "unrestrict", "correct")
 MAX_NOTE = 2000
@@ -110,7 +111,8 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
         raise QueryError(f"addresses must be a list of 1 to {MAX_INDICATORS} IP addresses "
                          "(or CIDR prefixes) identifying the subject")
     nets = tuple(parse_network(f"addresses[{i}]", a) for i, a in enumerate(addrs))
-    since, until = _time("since", body.get("since")), _time("until", body.get("until"))
+    since = parse_time("since", body.get("since"))
+    until = parse_time("until", body.get("until"))
     if since is not None and until is not None and since >= until:
         raise QueryError("since must be before until")
     reason = body.get("reason", "")
@@ -165,8 +167,11 @@ def restrictions_in_force(cur: Cursor) -> dict[str, list[Restriction]]:
 
 class DsrService:
     def __init__(self, db: Db, searcher: Searcher) -> None:
+        if searcher.index.restrictions is not restrictions_in_force:
+            raise ValueError("the searcher's address index must be built with "
+                             "restrictions=restrictions_in_force, or records of a restricted "
+                             "subject that arrive later are not hidden")
         self.db, self.searcher = db, searcher
-        searcher.index.restrictions = restrictions_in_force
 
     def _query(self, tenant: str, req: DsrRequest) -> SearchQuery:
         return SearchQuery(tenant=tenant, since=req.since, until=req.until,
@@ -301,24 +306,24 @@ class DsrService:
                             f"({marks})", [t, *chunk])
                 cur.execute(f"DELETE FROM annotations WHERE tenant = ? AND record_id IN "
                             f"({marks})", [t, *chunk])
-                cur.execute(f"DELETE FROM indexed_records WHERE record_id IN ({marks})", chunk)
+                cur.execute(f"DELETE FROM indexed_records WHERE tenant = ? AND record_id IN "
+                            f"({marks})", [t, *chunk])
 
     def _gone(self, ids: dict[str, list[str]]) -> bool:
         with self.db.tx() as cur:
-            for _t, chunk in self._chunks(ids):
+            for t, chunk in self._chunks(ids):
                 marks = ", ".join("?" for _ in chunk)
                 for table, col in (("records", "id"), ("record_addresses", "record_id"),
                                    ("annotations", "record_id")):
-                    n = cur.execute(f"SELECT COUNT(*) FROM {table} WHERE {col} IN ({marks})",
-                                    chunk).fetchone()[0]
+                    n = cur.execute(f"SELECT COUNT(*) FROM {table} WHERE tenant = ? AND {col} "
+                                    f"IN ({marks})", [t, *chunk]).fetchone()[0]
                     if n:
                         return False
         return True
 
     def _flag(self, ids: dict[str, list[str]], on: bool) -> dict[str, int]:
         """Set or clear `restricted`; per tenant, how many records changed."""
-        pg = self.db.dialect == "postgres"
-        value = ("true" if on else "false") if pg else str(int(on))
+        value = self.db.dialect.true if on else self.db.dialect.false
         changed = dict.fromkeys(ids, 0)
         with self.db.tx(write=True) as cur:
             for t, chunk in self._chunks(ids):

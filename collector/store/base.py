@@ -1,13 +1,11 @@
-"""The store seam: one `Store` protocol, two backends chosen by URL.
+"""The store seam: the `Store` protocol ingest writes through, and `SqlStore`,
+the same store with a `Dialect` and transactions for the query side (search,
+DSR, users, audit). Backends are chosen by URL scheme (`registry`).
 
 The collector runtime calls these methods from worker threads
 (`asyncio.to_thread`), so every backend serialises access to its connection.
-Errors from the database driver are translated here, at the boundary, into
-two classes the runtime can act on:
-
-    StoreError                 base; carries the backend name
-    +-- StorePermanentError    bad URL, bad data, schema newer than the code: do not retry
-    +-- StoreRetryableError    connection lost, lock timeout, serialisation failure: retry later
+Driver errors are translated once per driver, in the backend module, into the
+classes of `collector.store.errors` (permanent vs retryable).
 """
 
 from __future__ import annotations
@@ -15,29 +13,22 @@ from __future__ import annotations
 import importlib.resources
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from collector.store.dialect import Cursor, Dialect
+from collector.store.errors import StoreError, StorePermanentError, StoreRetryableError
+from collector.store.registry import open_db, open_store
 from pipelines.record import Record
+
+__all__ = ["BatchMeta", "Cursor", "Dialect", "SqlStore", "Store", "StoreError",
+           "StorePermanentError", "StoreRetryableError", "TaggedRecord", "check_filters",
+           "check_records", "migrations", "open_db", "open_store"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 _FILTERS = ("tenant", "site", "device", "kind", "name", "agent_id", "batch_id",
             "retention_class", "restricted")
-
-
-class StoreError(Exception):
-    def __init__(self, backend: str, why: str) -> None:
-        super().__init__(f"{backend} store: {why}")
-        self.backend, self.why = backend, why
-        self.sqlstate: str | None = None
-
-
-class StorePermanentError(StoreError):
-    """Retrying will not help: the input or the configuration is wrong."""
-
-
-class StoreRetryableError(StoreError):
-    """The database is unavailable or busy; the same call may succeed later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +117,22 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class SqlStore(Store, Protocol):
+    """A store the query side can run SQL on: `?` placeholders, one transaction per
+    `tx()`, and the dialect for what differs. Every table the collector owns is
+    created by `migrate()`."""
+
+    dialect: Dialect
+
+    def tx(self, write: bool = False) -> AbstractContextManager[Cursor]:
+        """One transaction. `write` takes the write lock at the start where the backend
+        has one, so a read-then-write (the audit chain head) cannot interleave."""
+        ...
+
+    def schema_version(self) -> int: ...
+
+
 def check_filters(backend: str, filters: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Filters by column equality; an unknown column is a caller bug, said clearly."""
     out = []
@@ -139,7 +146,8 @@ def check_filters(backend: str, filters: Mapping[str, Any]) -> list[tuple[str, A
 
 def check_records(backend: str, batch: BatchMeta, records: Sequence[TaggedRecord]) -> None:
     """A batch's records belong to its tenant and are unique within it; anything
-    else is a producer bug that must not reach the tables."""
+    else is a producer bug that must not reach the tables. Permanent: the same
+    batch fails the same way on every delivery, so ingest parks it."""
     seen: set[str] = set()
     for t in records:
         r = t.record
@@ -167,22 +175,3 @@ def migrations(backend: str) -> list[tuple[int, str, str]]:
     if versions != list(range(1, len(versions) + 1)):
         raise StorePermanentError(backend, f"migrations must be numbered 1..n, got {versions}")
     return out
-
-
-def open_store(url: str, **options: Any) -> Store:
-    """`sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:`, or
-    `postgresql://...`
-    (query `schema=NAME` picks a schema, `partition_days=N` the partition width)."""
-    if not isinstance(url, str):
-        raise StorePermanentError("any", "store URL must be a string")
-    if url.startswith("sqlite://"):
-        from collector.store.sqlite import SqliteStore
-
-        return SqliteStore.from_url(url, **options)
-    if url.startswith(("postgresql://", "postgres://")):
-        from collector.store.postgres import PostgresStore
-
-        return PostgresStore.from_url(url, **options)
-    scheme = url.split(":", 1)[0] if ":" in url else url[:20]
-    raise StorePermanentError("any", f"unsupported store URL scheme {scheme!r}; "
-                              "use sqlite:///path or postgresql://...")

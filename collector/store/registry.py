@@ -1,0 +1,60 @@
+"""URL scheme -> backend factory, the one place a store URL's scheme is read.
+
+Backends are named by import path and loaded on first use, so this module (and
+`base`, which re-exports `open_store`) imports no backend: adding a backend is
+its module, its migrations folder and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from collector.store.errors import StorePermanentError
+
+if TYPE_CHECKING:
+    from collector.store.base import SqlStore
+
+# scheme -> "module:class"; the class has `from_url(url, **options)`.
+BACKENDS: dict[str, str] = {
+    "sqlite": "collector.store.sqlite:SqliteStore",
+    "postgresql": "collector.store.postgres:PostgresStore",
+    "postgres": "collector.store.postgres:PostgresStore",
+}
+
+
+def scheme_of(url: object) -> str:
+    """The URL's scheme if a backend serves it; never echoes the rest (it may hold a
+    password or an address)."""
+    if not isinstance(url, str):
+        raise StorePermanentError("any", "store URL must be a string")
+    scheme = urlsplit(url).scheme.lower() if ":" in url else ""
+    if scheme not in BACKENDS:
+        shown = scheme or url.split(":", 1)[0][:20]
+        raise StorePermanentError("any", f"unsupported store URL scheme {shown!r}; use "
+                                  "sqlite:///path or postgresql://...")
+    return scheme
+
+
+def open_store(url: str, **options: Any) -> SqlStore:
+    """`sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:`, or
+    `postgresql://...` (query `schema=NAME` picks a schema, `partition_days=N` the
+    partition width). The store is not migrated: call `migrate()` (or `open_db`)."""
+    module, _, name = BACKENDS[scheme_of(url)].partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    store: SqlStore = factory.from_url(url, **options)
+    return store
+
+
+def open_db(url: str, *, migrate: bool = True, **options: Any) -> SqlStore:
+    """A store with the whole schema in force (records, batches, the address index,
+    users, DSR requests, audit log): what the query API and the CLI start from."""
+    store = open_store(url, **options)
+    if migrate:
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
+    return store
