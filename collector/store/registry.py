@@ -51,10 +51,13 @@ def open_db(url: str, *, migrate: bool = True, **options: Any) -> SqlStore:
     """A store with the whole schema in force (records, batches, the address index,
     users, DSR requests, audit log): what the query API and the CLI start from."""
     store = open_store(url, **options)
-    if migrate:
-        try:
+    try:
+        if migrate:
             store.migrate()
-        except BaseException:
-            store.close()
-            raise
+        elif store.schema_version() == 0:
+            raise StorePermanentError(store.backend, "the store has no schema yet; run the "
+                                      "collector or `privtel api serve` first")
+    except BaseException:
+        store.close()
+        raise
     return store
