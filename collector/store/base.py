@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import importlib.resources
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -23,7 +24,8 @@ from collector.store.registry import open_db, open_store
 from pipelines.record import Record
 
 __all__ = ["BatchMeta", "Cursor", "Dialect", "SqlStore", "Store", "StoreError",
-           "StorePermanentError", "StoreRetryableError", "TaggedRecord", "check_filters",
+           "StorePermanentError", "StoreRetryableError", "TaggedRecord", "apply_migrations",
+           "check_filters",
            "check_records", "migrations", "open_db", "open_store"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
@@ -175,3 +177,22 @@ def migrations(backend: str) -> list[tuple[int, str, str]]:
     if versions != list(range(1, len(versions) + 1)):
         raise StorePermanentError(backend, f"migrations must be numbered 1..n, got {versions}")
     return out
+
+
+def apply_migrations(cur: Cursor, backend: str, known: list[tuple[int, str, str]],
+                     run_script: Callable[[str], object]) -> int:
+    """The one migration scheme every backend runs, inside the transaction (and
+    under the cross-process lock) its caller holds: versions recorded in
+    `schema_version`, the missing ones applied in order, a newer schema refused.
+    `run_script` runs one migration file the way the driver can."""
+    cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
+    current = int(cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version"
+                              ).fetchone()[0])
+    if current > len(known):
+        raise StorePermanentError(backend, f"schema version {current} is newer than "
+                                  f"this privtel ({len(known)}); upgrade privtel")
+    for version, name, text in known[current:]:
+        run_script(text)
+        cur.execute("INSERT INTO schema_version VALUES (?, ?, ?)", (version, name, time.time()))
+    return len(known)

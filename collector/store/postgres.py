@@ -32,6 +32,7 @@ from psycopg import sql
 from collector.store.base import (
     BatchMeta,
     TaggedRecord,
+    apply_migrations,
     check_filters,
     check_records,
     migrations,
@@ -240,24 +241,14 @@ class PostgresStore:
             yield Cursor(cur, DIALECT)
 
     def migrate(self) -> int:
-        known = migrations(BACKEND)
-        with self._tx() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MIGRATE,))
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+        with self._tx() as raw:
+            raw.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MIGRATE,))
+            raw.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                 sql.Identifier(self.schema)))
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY,"
-                        " name text NOT NULL, applied_at double precision NOT NULL)")
-            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-            current = int(_one(cur))
-            if current > len(known):
-                raise StorePermanentError(BACKEND, f"schema version {current} is newer than "
-                                          f"this privtel ({len(known)}); upgrade privtel")
-            for version, name, text in known[current:]:
-                cur.execute(text.encode())
-                cur.execute("INSERT INTO schema_version VALUES (%s, %s, %s)",
-                            (version, name, time.time()))
+            version = apply_migrations(Cursor(raw, DIALECT), BACKEND, migrations(BACKEND),
+                                       lambda text: raw.execute(text.encode()))
         self._ranges = []
-        return len(known)
+        return version
 
     def schema_version(self) -> int:
         with self._tx() as cur:

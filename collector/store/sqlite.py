@@ -21,6 +21,7 @@ import orjson
 from collector.store.base import (
     BatchMeta,
     TaggedRecord,
+    apply_migrations,
     check_filters,
     check_records,
     migrations,
@@ -123,21 +124,14 @@ class SqliteStore:
             yield Cursor(cur, DIALECT)
 
     def migrate(self) -> int:
-        with self._tx("IMMEDIATE") as cur:
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
-                        " name TEXT NOT NULL, applied_at REAL NOT NULL)")
-            current = cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version"
-                                  ).fetchone()[0]
-            known = migrations(BACKEND)
-            if current > len(known):
-                raise StorePermanentError(BACKEND, f"schema version {current} is newer than "
-                                          f"this privtel ({len(known)}); upgrade privtel")
-            for version, name, sql in known[current:]:
-                for statement in _statements(sql):
-                    cur.execute(statement)
-                cur.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
-                            (version, name, time.time()))
-            return len(known)
+        with self._tx("IMMEDIATE") as raw:
+            cur = Cursor(raw, DIALECT)
+
+            def run(text: str) -> None:
+                for statement in _statements(text):
+                    raw.execute(statement)
+
+            return apply_migrations(cur, BACKEND, migrations(BACKEND), run)
 
     def schema_version(self) -> int:
         with self._tx() as cur:
