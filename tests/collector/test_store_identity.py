@@ -67,12 +67,15 @@ def test_batch_repeating_a_record_id_is_permanent_and_writes_nothing(store):
 
 
 def test_purge_frees_the_id_for_a_later_record(store):
+    """Row deletes and (PostgreSQL) whole dropped partitions both release the key."""
     now = 1_750_000_000.0
-    r = rec(1)
-    store.write_batch(meta("b1"), [tagged(r, "logs", now - 10), tagged(rec(2), "logs", None)])
-    assert store.purge_expired(now) == {"logs": 1}
-    assert store.write_batch(meta("b2"), [tagged(r, "logs", now + 10)])
-    assert store.count_records() == 2
+    r, old = rec(1), rec(3)
+    store.write_batch(meta("b1"), [tagged(r, "logs", now - 10), tagged(rec(2), "logs", None),
+                                   tagged(old, "logs", now - 60 * 86400)])
+    assert store.purge_expired(now) == {"logs": 2}
+    assert store.write_batch(meta("b2"), [tagged(r, "logs", now + 10),
+                                          tagged(old, "logs", now + 10)])
+    assert store.count_records() == 3
 
 
 def test_erasing_a_record_frees_its_id(store):
