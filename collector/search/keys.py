@@ -9,7 +9,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from collector.search.query import _TENANT_RE, Network, NoKeyError, QueryError
+from collector.search.query import TENANT_RE, Network, NoKeyError, QueryError
 from pipelines.config import ConfigError, require_private
 from pipelines.pseudonym import PrivacyPolicy, PseudonymError, Pseudonymiser, TenantKey
 from pipelines.pseudonym.keys import archive_name, archived_epochs, current_epoch
@@ -33,7 +33,7 @@ class TenantKeys:
         self._lock = threading.Lock()
         self._p: dict[str, list[Pseudonymiser]] = {}
         for tenant, ks in (keys or {}).items():
-            if not _TENANT_RE.match(tenant):
+            if not TENANT_RE.match(tenant):
                 raise ConfigError("tenant keys", tenant, "is not a valid tenant name")
             self._p[tenant] = [Pseudonymiser(k, self.policy)
                                for k in sorted(ks, key=lambda k: -k.epoch)]

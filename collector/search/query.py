@@ -21,7 +21,7 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_INDICATORS = 100
 MAX_TEXT = 256
-_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
 _QUERY_KEYS = ("tenant", "since", "until", "site", "device", "kind", "name", "text", "ip",
                "indicators", "limit", "cursor")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -152,7 +152,7 @@ def parse_query(body: Any) -> SearchQuery:
         names = ", ".join(repr(mask_addresses(str(u)[:40])) for u in unknown[:5])
         raise QueryError(f"unknown field(s) {names}; known: {', '.join(_QUERY_KEYS)}")
     tenant = body.get("tenant")
-    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
+    if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
         raise QueryError("tenant is required: lowercase letters, digits, '-' or '_'")
     kind = _str(body, "kind", 16)
     if kind is not None and kind not in {k.value for k in Kind}:

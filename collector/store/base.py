@@ -25,8 +25,7 @@ from pipelines.record import Record
 
 __all__ = ["BatchMeta", "Cursor", "Dialect", "SqlStore", "Store", "StoreError",
            "StorePermanentError", "StoreRetryableError", "TaggedRecord", "apply_migrations",
-           "check_filters",
-           "check_records", "migrations", "open_db", "open_store"]
+           "check_filters", "check_records", "migrations", "open_db", "open_store"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 _FILTERS = ("tenant", "site", "device", "kind", "name", "agent_id", "batch_id",
