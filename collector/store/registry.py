@@ -8,6 +8,7 @@ its module, its migrations folder and one line here.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -37,13 +38,23 @@ def scheme_of(url: object) -> str:
     return scheme
 
 
+def _factory(scheme: str) -> Any:
+    module, _, name = BACKENDS[scheme].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def resolve_url(url: str, base: Path) -> str:
+    """The URL as a config file means it: checked, and whatever the backend reads as
+    relative (a SQLite path) taken relative to `base`, the config file's folder."""
+    resolve = getattr(_factory(scheme_of(url)), "resolve_url", None)
+    return url if resolve is None else str(resolve(url, base))
+
+
 def open_store(url: str, **options: Any) -> SqlStore:
     """`sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:`, or
     `postgresql://...` (query `schema=NAME` picks a schema, `partition_days=N` the
     partition width). The store is not migrated: call `migrate()` (or `open_db`)."""
-    module, _, name = BACKENDS[scheme_of(url)].partition(":")
-    factory = getattr(importlib.import_module(module), name)
-    store: SqlStore = factory.from_url(url, **options)
+    store: SqlStore = _factory(scheme_of(url)).from_url(url, **options)
     return store
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -98,6 +99,16 @@ class SqliteStore:
             else:
                 raise StorePermanentError(BACKEND, f"unknown URL option {k!r}; known: synchronous")
         return cls(path, **options)
+
+    @classmethod
+    def resolve_url(cls, url: str, base: Path) -> str:
+        """A relative path (three slashes) taken relative to `base`."""
+        rest = url.partition(":")[2]
+        path, sep, query = rest[3:].partition("?")
+        if not rest.startswith("///") or not path or path == ":memory:" \
+                or Path(path).is_absolute():
+            return url
+        return f"sqlite:///{base / path}{sep}{query}"
 
     @contextmanager
     def _tx(self, mode: str = "DEFERRED") -> Iterator[sqlite3.Cursor]:
