@@ -169,8 +169,9 @@ def test_ping_answers_until_closed(store):
 
 def test_upgrade_from_first_schema_keeps_data(store_url, monkeypatch):
     """A store made by schema 3 (what privtel wrote before the one migration scheme),
-    holding the copies the old keys let in, upgrades in place: data kept, one
-    copy per (tenant, id), the query tables created, new writes deduplicated."""
+    holding the copies the old keys let in and the query tables the API used to
+    create beside the migrations, upgrades in place: data and users kept, one copy
+    per (tenant, id), the derived index re-keyed, new writes deduplicated."""
     import importlib
 
     from collector.store.base import migrations
@@ -195,6 +196,12 @@ def test_upgrade_from_first_schema_keeps_data(store_url, monkeypatch):
         with s.tx(write=True) as cur:
             cur.executemany(f"INSERT INTO records ({cols}) VALUES "
                             f"({', '.join('?' for _ in range(13))})", rows)
+        monkeypatch.setattr(module, "migrations", lambda b: migrations(b)[:4])
+        assert s.migrate() == 4  # the query tables as collector/api/schema.py made them
+        with s.tx(write=True) as cur:
+            cur.execute("INSERT INTO indexed_records (record_id) VALUES (?)", (r.record.id,))
+            cur.execute("INSERT INTO api_users (name, role, tenants, token_id, token_hash, "
+                        "created_at) VALUES ('ann', 'noc', 'acme', 't1', 'h', 0)")
         monkeypatch.setattr(module, "migrations", migrations)
         assert s.migrate() == len(migrations(backend)) >= 5
         assert s.schema_version() == len(migrations(backend))
@@ -206,7 +213,8 @@ def test_upgrade_from_first_schema_keeps_data(store_url, monkeypatch):
         assert s.write_batch(meta("b3"), [tagged(rec(1))])
         assert s.count_records() == (3 if backend == "postgres" else 2)
         with s.tx() as cur:  # the query side's tables came with the migrations
-            assert cur.execute("SELECT COUNT(*) FROM api_users").fetchone()[0] == 0
-            assert cur.execute("SELECT COUNT(*) FROM indexed_records").fetchone()[0] == 0
+            assert cur.execute("SELECT name FROM api_users").fetchall() == [("ann",)]
+            assert cur.execute("SELECT COUNT(*) FROM indexed_records WHERE tenant IS NOT NULL"
+                               ).fetchone()[0] == 0  # derived: rebuilt with the new key
     finally:
         s.close()
