@@ -233,23 +233,25 @@ class AddressIndex:
             for fam, addr in addresses_of(d.json(fields)):
                 addrs.append((rid, tenant, float(ts), fam, addr))
         if rows:
-            cur.executemany(d.insert_ignore("indexed_records", ("tenant", "record_id")),
-                            [(r[1], r[0]) for r in rows])
+            cur.executemany(d.insert_ignore("indexed_records", ("tenant", "record_id", "ts")),
+                            [(r[1], r[0], float(r[2])) for r in rows])
         if addrs:
             cur.executemany("INSERT INTO record_addresses (record_id, tenant, ts, family, "
                             "addr) VALUES (?, ?, ?, ?, ?)", addrs)
         if standing.tenants:
-            hit: dict[str, set[str]] = {}
+            hit: dict[str, dict[str, float]] = {}
             for a in addrs:
                 if a[1] in standing.tenants and standing.hit(a[1], a[3], a[4], a[2]):
-                    hit.setdefault(a[1], set()).add(a[0])
-            for tenant, ids in sorted(hit.items()):
-                chunks = sorted(ids)
-                for i in range(0, len(chunks), 500):
-                    chunk = chunks[i:i + 500]
-                    cur.execute(f"UPDATE records SET restricted = ? WHERE tenant = ? AND id IN "
+                    hit.setdefault(a[1], {})[a[0]] = a[2]
+            for tenant, found in sorted(hit.items()):
+                ids = sorted(found)
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    times = sorted({found[x] for x in chunk})
+                    cur.execute(f"UPDATE records SET restricted = ? WHERE tenant = ? AND ts IN "
+                                f"({', '.join('?' for _ in times)}) AND id IN "
                                 f"({', '.join('?' for _ in chunk)}) AND restricted = ?",
-                                [d.bool(True), tenant, *chunk, d.bool(False)])
+                                [d.bool(True), tenant, *times, *chunk, d.bool(False)])
 
     def _step(self) -> tuple[int, int]:
         since = self._watermark - self.margin_s
@@ -302,12 +304,12 @@ class AddressIndex:
         """Drop index rows whose record (or batch) is gone: retention purge, erasure."""
         with self.db.tx(write=True) as cur:
             cur.execute("DELETE FROM record_addresses WHERE NOT EXISTS (SELECT 1 FROM records r"
-                        " WHERE r.tenant = record_addresses.tenant AND "
-                        "r.id = record_addresses.record_id)")
+                        " WHERE r.tenant = record_addresses.tenant AND r.ts = record_addresses.ts"
+                        " AND r.id = record_addresses.record_id)")
             n = cur.rowcount
             cur.execute("DELETE FROM indexed_records WHERE NOT EXISTS (SELECT 1 FROM records r"
-                        " WHERE r.tenant = indexed_records.tenant AND "
-                        "r.id = indexed_records.record_id)")
+                        " WHERE r.tenant = indexed_records.tenant AND r.ts = indexed_records.ts"
+                        " AND r.id = indexed_records.record_id)")
             cur.execute("DELETE FROM indexed_batches WHERE NOT EXISTS (SELECT 1 FROM batches b"
                         " WHERE b.agent_id = indexed_batches.agent_id AND b.batch_id = "
                         "indexed_batches.batch_id)")

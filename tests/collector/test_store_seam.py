@@ -91,10 +91,9 @@ def test_dialect_pieces_work_on_the_backend(store_url: str) -> None:
             row = cur.execute("SELECT name FROM api_users WHERE name = ?" + d.row_lock,
                               ("nobody",)).fetchone()
             d.analyse(cur, ("records",))
-            cur.execute(d.insert_ignore("indexed_records", ("tenant", "record_id")),
-                        ("acme", r.id))
-            cur.execute(d.insert_ignore("indexed_records", ("tenant", "record_id")),
-                        ("acme", r.id))
+            for _ in range(2):
+                cur.execute(d.insert_ignore("indexed_records", ("tenant", "record_id", "ts")),
+                            ("acme", r.id, r.ts))
         assert [d.json(f) for (f,) in hit] == [{"message": "Peer DOWN"}]
         assert row is None
         with db.tx() as cur:

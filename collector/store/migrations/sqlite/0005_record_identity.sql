@@ -31,12 +31,14 @@ CREATE INDEX records_restricted ON records (id) WHERE restricted = 1;
 CREATE INDEX api_records_tenant_ts ON records (tenant, ts, id);
 CREATE INDEX api_records_batch ON records (agent_id, batch_id);
 
--- The derived address index, keyed the same way. It is rebuilt from the records
--- by the index's next refresh (restrictions are re-applied as it goes).
+-- The derived address index, keyed the same way, with the record time so that
+-- pruning finds the record through records (tenant, ts, id). It is rebuilt from
+-- the records by the index's next refresh (restrictions are re-applied as it goes).
 DROP TABLE indexed_records;
 CREATE TABLE indexed_records (
     tenant    TEXT NOT NULL,
     record_id TEXT NOT NULL,
+    ts        REAL NOT NULL,
     PRIMARY KEY (tenant, record_id)
 );
 DELETE FROM indexed_batches;
