@@ -14,10 +14,8 @@ import time
 
 import orjson
 
-from collector.api.db import Db
-from collector.api.schema import open_api_db
 from collector.search import AddressIndex, Searcher, SearchQuery, TenantKeys, parse_query
-from collector.store import BatchMeta, TaggedRecord, open_store
+from collector.store import BatchMeta, Db, TaggedRecord, open_db, open_store
 from pipelines.pseudonym import Pseudonymiser, TenantKey
 from pipelines.record import Kind, Record
 
@@ -61,7 +59,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     url = sys.argv[1] if len(sys.argv) > 1 else f"sqlite:///{tmp}/bench.db"
     seed(url)
-    db = open_api_db(url)
+    db = open_db(url)
     keys = TenantKeys({"acme": [KEY]})
     index = AddressIndex(db, min_interval_s=0.0)
     t = time.perf_counter()
@@ -92,7 +90,7 @@ def main() -> None:
         figures["page_100_ms"] / max(figures["baseline_sql_page_100_ms"], 1e-3), 2)
     for k, v in figures.items():
         print(f"{k:<26} {v}")
-    print(orjson.dumps({"bench": "api_search", "backend": db.dialect, **figures}).decode())
+    print(orjson.dumps({"bench": "api_search", "backend": db.backend, **figures}).decode())
     db.close()
 
 

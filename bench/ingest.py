@@ -14,8 +14,8 @@ For each backend (SQLite, PostgreSQL) this measures, in one run:
 Beside the rates it reports CPU time per record over the timed interval, read
 from /proc: the worker processes, their database backends (PostgreSQL), and the
 whole box (which includes whatever else runs on it: compare within one run).
-`--api-indexes` adds the query API's indexes (`collector.api.schema`), which a
-collector runtime creates on start, to both stores, to show what they cost.
+The query API's indexes are part of the store schema since migration 0004, so
+every run includes them; `--api-indexes` is accepted for old command lines.
 
 Prints a table and, last, one JSON line with sqlite_records_per_s,
 sqlite_raw_insert_per_s, postgres_records_per_s, postgres_raw_insert_per_s
@@ -320,13 +320,6 @@ def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path) -
             s = open_store(url)
             s.migrate()
             s.close()
-            if args.api_indexes:
-                from collector.api.db import Db
-                from collector.api.schema import ensure_schema
-
-                db = Db(url)
-                ensure_schema(db)
-                db.close()
         raw, raw_cpu = run_raw(ctx, raw_url, "bench", n_batches, args.batch, workers, now)
         verified, shares, cpu = run_verified(ctx, ing_url, args.broker, f"b{suffix}",
                                              n_batches, args.batch, workers, now)
@@ -352,7 +345,7 @@ def main() -> None:
     ap.add_argument("--pg", default=PG_DSN)
     ap.add_argument("--broker", default="mqtt://127.0.0.1:1883")
     ap.add_argument("--api-indexes", action="store_true",
-                    help="also create the query API's indexes, as a collector runtime does")
+                    help="no effect: the query API's indexes are in the schema (0004)")
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
     result: dict[str, Any] = {"records": args.records, "batch_records": args.batch,

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from collector.api.db import Db
+from collector.store import Db
 from pipelines import auditchain
 from pipelines.auditchain import AuditChainError
 
@@ -59,8 +59,7 @@ class AuditLog:
             "outcome": outcome, "count": int(count), "detail": dict(detail or {}),
         }
         with self.db.tx(write=True) as cur:
-            if self.db.dialect == "postgres":
-                cur.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK,))
+            self.db.dialect.lock(cur, _LOCK)
             row = cur.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
                               ).fetchone()
             seq, prev = (int(row[0]) + 1, str(row[1])) if row else (1, auditchain.GENESIS)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.twofactor.totp import TOTP
 from pipelines.digest import same, sha256_hex
 
 if TYPE_CHECKING:
-    from collector.api.db import Db
+    from collector.store import Db
 
 ROLES = ("noc", "security", "dpo", "admin")
 ALL_TENANTS = "*"
@@ -228,9 +228,9 @@ class Users:
             raise AuthError(401, "mfa_failed", "TOTP code must be 6 digits")
         now = time.time() if now is None else now
         with self.db.tx(write=True) as cur:
-            lock = " FOR UPDATE" if self.db.dialect == "postgres" else ""  # one use per code
             row = cur.execute("SELECT totp_secret, totp_last_step FROM api_users WHERE name = ?"
-                              + lock, (principal.name,)).fetchone()
+                              + self.db.dialect.row_lock,  # one use per code
+                              (principal.name,)).fetchone()
             if row is None or row[0] is None:
                 raise AuthError(403, "mfa_not_enrolled", "this action needs a second factor")
             totp = _totp(row[0])

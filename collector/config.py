@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.store.errors import StoreError
+from collector.store.registry import resolve_url
 from pipelines.config import ConfigError, listen_address, parse_toml, require_private
 from pipelines.envelope import MAX_BATCH_BYTES
 from pipelines.names import RULE, is_name
@@ -67,11 +69,10 @@ def load(path: str | os.PathLike[str]) -> CollectorConfig:
 def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
     root = parse_toml(text, file)
     c = root.section("collector", required=True)
-    store_url = c.str("store")
-    if not store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        raise c.error("store", "must be sqlite:///PATH or postgresql://...")
-    if store_url.startswith("sqlite:///") and not store_url.startswith("sqlite:////"):
-        store_url = "sqlite:///" + str(_resolve(base, store_url[len("sqlite:///"):]))
+    try:
+        store_url = resolve_url(c.str("store"), base)
+    except StoreError:
+        raise c.error("store", "must be sqlite:///PATH or postgresql://...") from None
     metrics_listen = listen_address(c, "metrics_listen", "127.0.0.1:9108")
     retention_policy = _opt(base, c.str("retention_policy", None))
     purge_interval_s = c.float("purge_interval_s", 3600.0, lo=1)

@@ -19,7 +19,8 @@ any of their pseudonyms stays hidden (reported as `kept`). When in doubt it
 stays hidden.
 
 A restriction also covers the subject's records that arrive after it: the same
-replay (`restrictions_in_force`) is handed to the address index, which flags
+replay (`restrictions_in_force`) is the address index's restrictions hook
+(passed in where the index is built, `DsrService` checks it), which flags
 each new record of a restricted range as it indexes it. See `DsrService.run`
 for why a record arriving while a restrict runs is not missed.
 """
@@ -36,7 +37,6 @@ from typing import Any
 
 import orjson
 
-from collector.api.db import Cursor, Db
 from collector.search import (
     MAX_INDICATORS,
     Network,
@@ -44,16 +44,18 @@ from collector.search import (
     Restriction,
     Searcher,
     SearchQuery,
-    _time,
     mask_addresses,
     net_range,
     parse_network,
+    parse_time,
 )
+from collector.store import Cursor, Db
 
 KINDS = ("export", "erase", "restrict", "unrestrict", "correct")
 MAX_NOTE = 2000
 _KEYS = {"tenants", "addresses", "since", "until", "reason", "note", "record_ids", "format"}
 _TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+Found = dict[str, dict[str, float]]  # per tenant, the records found: id -> ts
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,8 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
         raise QueryError(f"addresses must be a list of 1 to {MAX_INDICATORS} IP addresses "
                          "(or CIDR prefixes) identifying the subject")
     nets = tuple(parse_network(f"addresses[{i}]", a) for i, a in enumerate(addrs))
-    since, until = _time("since", body.get("since")), _time("until", body.get("until"))
+    since = parse_time("since", body.get("since"))
+    until = parse_time("until", body.get("until"))
     if since is not None and until is not None and since >= until:
         raise QueryError("since must be before until")
     reason = body.get("reason", "")
@@ -165,8 +168,11 @@ def restrictions_in_force(cur: Cursor) -> dict[str, list[Restriction]]:
 
 class DsrService:
     def __init__(self, db: Db, searcher: Searcher) -> None:
+        if searcher.index.restrictions is not restrictions_in_force:
+            raise ValueError("the searcher's address index must be built with "
+                             "restrictions=restrictions_in_force, or records of a restricted "
+                             "subject that arrive later are not hidden")
         self.db, self.searcher = db, searcher
-        searcher.index.restrictions = restrictions_in_force
 
     def _query(self, tenant: str, req: DsrRequest) -> SearchQuery:
         return SearchQuery(tenant=tenant, since=req.since, until=req.until,
@@ -191,11 +197,14 @@ class DsrService:
             out[r["tenant"]] += 1
         return out
 
-    def _ids(self, req: DsrRequest) -> dict[str, list[str]]:
+    def _ids(self, req: DsrRequest) -> Found:
         self.searcher.index.refresh(force=True)
-        out: dict[str, list[str]] = {t: [] for t in req.tenants}
+        return self._found(req)
+
+    def _found(self, req: DsrRequest) -> Found:
+        out: Found = {t: {} for t in req.tenants}
         for r in self.find(req):
-            out[r["tenant"]].append(r["id"])
+            out[r["tenant"]][r["id"]] = r["ts"]
         return out
 
     def run(self, req: DsrRequest, *, actor: str, request_id: str,
@@ -223,14 +232,12 @@ class DsrService:
 
     def _second_pass(self, req: DsrRequest) -> None:
         self.searcher.index.refresh(eager=True)
-        ids: dict[str, list[str]] = {t: [] for t in req.tenants}
-        for r in self.find(req):
-            ids[r["tenant"]].append(r["id"])
+        ids = self._found(req)
         if req.kind == "restrict":
             self._flag(ids, True)
         else:
             held = self._held(ids, self._standing(req, self.subject(req)))
-            self._flag({t: [i for i in v if i not in held[t]] for t, v in ids.items()}, False)
+            self._flag(_without(ids, held), False)
 
     def _run(self, req: DsrRequest, *, actor: str, request_id: str,
              now: float | None) -> DsrResult:
@@ -256,8 +263,7 @@ class DsrService:
                     self._flag(ids, True)
                 elif req.kind == "unrestrict":
                     held = self._held(ids, self._standing(req, subject))
-                    lift = {t: [i for i in v if i not in held[t]] for t, v in ids.items()}
-                    result.per_tenant = self._flag(lift, False)
+                    result.per_tenant = self._flag(_without(ids, held), False)
                     result.kept = {t: len(held[t]) for t in req.tenants}
                 else:
                     assert req.note is not None
@@ -286,45 +292,54 @@ class DsrService:
 
         return result, lines()
 
-    def _chunks(self, ids: dict[str, list[str]]) -> Iterator[tuple[str, list[str]]]:
+    def _chunks(self, ids: Found) -> Iterator[tuple[str, list[str]]]:
         for t, v in ids.items():
-            for i in range(0, len(v), 500):
-                yield t, v[i:i + 500]
+            keys = list(v)
+            for i in range(0, len(keys), 500):
+                yield t, keys[i:i + 500]
 
-    def _erase(self, ids: dict[str, list[str]]) -> None:
+    def _records(self, ids: Found, t: str, chunk: list[str]) -> tuple[str, list[Any]]:
+        """WHERE for these records: by (tenant, ts, id), the order of the search index,
+        which is the one index on records that serves a lookup by id."""
+        times = sorted({ids[t][i] for i in chunk})
+        return (f"tenant = ? AND ts IN ({', '.join('?' for _ in times)}) AND id IN "
+                f"({', '.join('?' for _ in chunk)})", [t, *times, *chunk])
+
+    def _erase(self, ids: Found) -> None:
         with self.db.tx(write=True) as cur:
             for t, chunk in self._chunks(ids):
                 marks = ", ".join("?" for _ in chunk)
-                cur.execute(f"DELETE FROM records WHERE tenant = ? AND id IN ({marks})",
-                            [t, *chunk])
+                where, args = self._records(ids, t, chunk)
+                cur.execute(f"DELETE FROM records WHERE {where}", args)
                 cur.execute(f"DELETE FROM record_addresses WHERE tenant = ? AND record_id IN "
                             f"({marks})", [t, *chunk])
                 cur.execute(f"DELETE FROM annotations WHERE tenant = ? AND record_id IN "
                             f"({marks})", [t, *chunk])
-                cur.execute(f"DELETE FROM indexed_records WHERE record_id IN ({marks})", chunk)
+                cur.execute(f"DELETE FROM indexed_records WHERE tenant = ? AND record_id IN "
+                            f"({marks})", [t, *chunk])
 
-    def _gone(self, ids: dict[str, list[str]]) -> bool:
+    def _gone(self, ids: Found) -> bool:
         with self.db.tx() as cur:
-            for _t, chunk in self._chunks(ids):
+            for t, chunk in self._chunks(ids):
                 marks = ", ".join("?" for _ in chunk)
-                for table, col in (("records", "id"), ("record_addresses", "record_id"),
-                                   ("annotations", "record_id")):
-                    n = cur.execute(f"SELECT COUNT(*) FROM {table} WHERE {col} IN ({marks})",
-                                    chunk).fetchone()[0]
-                    if n:
+                where, args = self._records(ids, t, chunk)
+                checks = [(f"records WHERE {where}", args)] + [
+                    (f"{table} WHERE tenant = ? AND record_id IN ({marks})", [t, *chunk])
+                    for table in ("record_addresses", "annotations")]
+                for what, what_args in checks:
+                    if cur.execute(f"SELECT COUNT(*) FROM {what}", what_args).fetchone()[0]:
                         return False
         return True
 
-    def _flag(self, ids: dict[str, list[str]], on: bool) -> dict[str, int]:
+    def _flag(self, ids: Found, on: bool) -> dict[str, int]:
         """Set or clear `restricted`; per tenant, how many records changed."""
-        pg = self.db.dialect == "postgres"
-        value = ("true" if on else "false") if pg else str(int(on))
+        value = self.db.dialect.true if on else self.db.dialect.false
         changed = dict.fromkeys(ids, 0)
         with self.db.tx(write=True) as cur:
             for t, chunk in self._chunks(ids):
-                marks = ", ".join("?" for _ in chunk)
-                cur.execute(f"UPDATE records SET restricted = {value} WHERE tenant = ? AND id IN"
-                            f" ({marks}) AND restricted <> {value}", [t, *chunk])
+                where, args = self._records(ids, t, chunk)
+                cur.execute(f"UPDATE records SET restricted = {value} WHERE {where} AND "
+                            f"restricted <> {value}", args)
                 changed[t] += max(cur.rowcount, 0)
         return changed
 
@@ -343,7 +358,7 @@ class DsrService:
                            for n in r.networks]
         return out
 
-    def _held(self, ids: dict[str, list[str]], standing: dict[str, list[Network]]
+    def _held(self, ids: Found, standing: dict[str, list[Network]]
               ) -> dict[str, set[str]]:
         """The records among `ids` that hold a pseudonym of a standing restriction."""
         held: dict[str, set[str]] = {t: set() for t in ids}
@@ -364,7 +379,7 @@ class DsrService:
                 held[t].update(r for (r,) in found)
         return held
 
-    def _correct(self, ids: dict[str, list[str]], note: str, actor: str, request_id: str,
+    def _correct(self, ids: Found, note: str, actor: str, request_id: str,
                  now: float | None) -> None:
         ts = time.time() if now is None else now
         rows = []
@@ -413,6 +428,10 @@ class DsrService:
             if len(out) >= limit:
                 break
         return out
+
+
+def _without(ids: Found, held: dict[str, set[str]]) -> Found:
+    return {t: {i: ts for i, ts in v.items() if i not in held[t]} for t, v in ids.items()}
 
 
 def _covers(outer: list[Network], inner: list[Network]) -> bool:

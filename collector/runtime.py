@@ -18,7 +18,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from collector.announce import KeyAnnouncer
-from collector.api.schema import open_api_db
 from collector.audit import AuditLog
 from collector.config import CollectorConfig
 from collector.config import load as load_config
@@ -26,6 +25,7 @@ from collector.ingest import DEFAULT_TOPIC, IngestWorker
 from collector.metrics import InstrumentedStore, StoreMetrics, StoreMetricsRefresh
 from collector.outputs import build_outputs
 from collector.retention import RetentionService
+from collector.store import open_db
 from collector.store.base import Store, open_store
 from collector.store.sink import StoreSink
 from pipelines import keys
@@ -69,7 +69,7 @@ class Collector:
         self.store_metrics = StoreMetrics(self.registry, raw_store.backend)
         self.store: Store = InstrumentedStore(raw_store, self.store_metrics)
         self.outputs = build_outputs(OUTPUTS, self.registry)
-        self.audit_db = open_api_db(cfg.store_url)
+        self.audit_db = open_db(cfg.store_url)
         self.retention = RetentionService(
             self.store, policy_path=cfg.retention_policy, registry=self.registry,
             audit=AuditLog(self.audit_db), interval_s=cfg.purge_interval_s)

@@ -28,11 +28,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from collector.api.openapi import document
-from collector.api.schema import open_api_db
 from collector.api.throttle import Clock, Throttle, Throttled, ThrottleLimits
 from collector.audit import AuditChainError, AuditLog
 from collector.auth import NEEDS_TOTP, Action, AuthError, Principal, Users, authorize
-from collector.dsr import KINDS, DsrService, parse_request
+from collector.dsr import KINDS, DsrService, parse_request, restrictions_in_force
 from collector.search import (
     AddressIndex,
     QueryError,
@@ -42,7 +41,7 @@ from collector.search import (
     ndjson,
     parse_query,
 )
-from collector.store import StoreError, StoreRetryableError
+from collector.store import StoreError, StoreRetryableError, open_db
 
 log = logging.getLogger("privtel.api")
 MAX_BODY = 64 * 1024
@@ -88,11 +87,12 @@ def _error(status: int, code: str, reason: str, rid: str,
 class Api:
     def __init__(self, cfg: ApiConfig) -> None:
         self.cfg = cfg
-        self.db = open_api_db(cfg.store_url, migrate=cfg.migrate)
+        self.db = open_db(cfg.store_url, migrate=cfg.migrate)
         self.users = Users(self.db)
         self.audit = AuditLog(self.db, cfg.audit_key)
         self.searcher = Searcher(self.db, cfg.keys,
-                                 AddressIndex(self.db, min_interval_s=cfg.index_interval_s))
+                                 AddressIndex(self.db, restrictions=restrictions_in_force,
+                                              min_interval_s=cfg.index_interval_s))
         self.dsr = DsrService(self.db, self.searcher)
         self.throttle = Throttle(cfg.throttle, cfg.clock)
 

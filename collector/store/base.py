@@ -1,43 +1,35 @@
-"""The store seam: one `Store` protocol, two backends chosen by URL.
+"""The store seam: the `Store` protocol ingest writes through, and `SqlStore`,
+the same store with a `Dialect` and transactions for the query side (search,
+DSR, users, audit). Backends are chosen by URL scheme (`registry`).
 
 The collector runtime calls these methods from worker threads
 (`asyncio.to_thread`), so every backend serialises access to its connection.
-Errors from the database driver are translated here, at the boundary, into
-two classes the runtime can act on:
-
-    StoreError                 base; carries the backend name
-    +-- StorePermanentError    bad URL, bad data, schema newer than the code: do not retry
-    +-- StoreRetryableError    connection lost, lock timeout, serialisation failure: retry later
+Driver errors are translated once per driver, in the backend module, into the
+classes of `collector.store.errors` (permanent vs retryable).
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from collector.store.dialect import Cursor, Dialect
+from collector.store.errors import StoreError, StorePermanentError, StoreRetryableError
+from collector.store.registry import open_db, open_store
 from pipelines.record import Record
+
+__all__ = ["BatchMeta", "Cursor", "Dialect", "SqlStore", "Store", "StoreError",
+           "StorePermanentError", "StoreRetryableError", "TaggedRecord", "apply_migrations",
+           "check_filters", "check_records", "migrations", "open_db", "open_store"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 _FILTERS = ("tenant", "site", "device", "kind", "name", "agent_id", "batch_id",
             "retention_class", "restricted")
-
-
-class StoreError(Exception):
-    def __init__(self, backend: str, why: str) -> None:
-        super().__init__(f"{backend} store: {why}")
-        self.backend, self.why = backend, why
-        self.sqlstate: str | None = None
-
-
-class StorePermanentError(StoreError):
-    """Retrying will not help: the input or the configuration is wrong."""
-
-
-class StoreRetryableError(StoreError):
-    """The database is unavailable or busy; the same call may succeed later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +118,22 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class SqlStore(Store, Protocol):
+    """A store the query side can run SQL on: `?` placeholders, one transaction per
+    `tx()`, and the dialect for what differs. Every table the collector owns is
+    created by `migrate()`."""
+
+    dialect: Dialect
+
+    def tx(self, write: bool = False) -> AbstractContextManager[Cursor]:
+        """One transaction. `write` takes the write lock at the start where the backend
+        has one, so a read-then-write (the audit chain head) cannot interleave."""
+        ...
+
+    def schema_version(self) -> int: ...
+
+
 def check_filters(backend: str, filters: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Filters by column equality; an unknown column is a caller bug, said clearly."""
     out = []
@@ -139,7 +147,8 @@ def check_filters(backend: str, filters: Mapping[str, Any]) -> list[tuple[str, A
 
 def check_records(backend: str, batch: BatchMeta, records: Sequence[TaggedRecord]) -> None:
     """A batch's records belong to its tenant and are unique within it; anything
-    else is a producer bug that must not reach the tables."""
+    else is a producer bug that must not reach the tables. Permanent: the same
+    batch fails the same way on every delivery, so ingest parks it."""
     seen: set[str] = set()
     for t in records:
         r = t.record
@@ -169,20 +178,20 @@ def migrations(backend: str) -> list[tuple[int, str, str]]:
     return out
 
 
-def open_store(url: str, **options: Any) -> Store:
-    """`sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:`, or
-    `postgresql://...`
-    (query `schema=NAME` picks a schema, `partition_days=N` the partition width)."""
-    if not isinstance(url, str):
-        raise StorePermanentError("any", "store URL must be a string")
-    if url.startswith("sqlite://"):
-        from collector.store.sqlite import SqliteStore
-
-        return SqliteStore.from_url(url, **options)
-    if url.startswith(("postgresql://", "postgres://")):
-        from collector.store.postgres import PostgresStore
-
-        return PostgresStore.from_url(url, **options)
-    scheme = url.split(":", 1)[0] if ":" in url else url[:20]
-    raise StorePermanentError("any", f"unsupported store URL scheme {scheme!r}; "
-                              "use sqlite:///path or postgresql://...")
+def apply_migrations(cur: Cursor, backend: str, known: list[tuple[int, str, str]],
+                     run_script: Callable[[str], object]) -> int:
+    """The one migration scheme every backend runs, inside the transaction (and
+    under the cross-process lock) its caller holds: versions recorded in
+    `schema_version`, the missing ones applied in order, a newer schema refused.
+    `run_script` runs one migration file the way the driver can."""
+    cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
+    current = int(cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version"
+                              ).fetchone()[0])
+    if current > len(known):
+        raise StorePermanentError(backend, f"schema version {current} is newer than "
+                                  f"this privtel ({len(known)}); upgrade privtel")
+    for version, name, text in known[current:]:
+        run_script(text)
+        cur.execute("INSERT INTO schema_version VALUES (?, ?, ?)", (version, name, time.time()))
+    return len(known)

@@ -31,23 +31,27 @@ from psycopg import sql
 
 from collector.store.base import (
     BatchMeta,
-    StoreError,
-    StorePermanentError,
-    StoreRetryableError,
     TaggedRecord,
+    apply_migrations,
     check_filters,
     check_records,
     migrations,
+)
+from collector.store.dialect import Cursor, Dialect
+from collector.store.errors import (
+    StoreError,
+    StorePermanentError,
+    StoreRetryableError,
+    first_line,
 )
 
 BACKEND = "postgres"
 DAY = 86400.0
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
-_IPV6 = re.compile(r"\b[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b")
 _COLUMNS = ("id", "agent_id", "batch_id", "tenant", "site", "device", "kind", "name", "ts",
             "fields", "retention_class", "legal_basis", "expires_at")
 _COPY = f"COPY records ({', '.join(_COLUMNS)}) FROM STDIN"
+_COPY_KEYS = "COPY record_keys (tenant, id) FROM STDIN"
 _LOCK_PARTITIONS = 0x70726976  # "priv": advisory lock key for partition DDL
 _LOCK_MIGRATE = 0x70726977
 _UNIQUE_VIOLATION = "23505"
@@ -125,26 +129,47 @@ def _covered(ranges: list[tuple[float, float]], v: float) -> bool:
     return i >= 0 and ranges[i][0] <= v < ranges[i][1]
 
 
-def _scrub(text: str) -> str:
-    """Driver messages name the server address; our rule is no raw IP in any error."""
-    return _IPV6.sub("<address>", _IPV4.sub("<address>", text))
-
-
 def _translate(e: psycopg.Error) -> StoreError:
-    text = _scrub(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    """The one translation of psycopg's errors: lost connections, lock and
+    serialisation conflicts and server shutdowns are worth a retry; the rest
+    (constraints, bad data, schema) is not. The SQLSTATE is kept for the store's
+    own decisions (unique violation, missing partition)."""
+    text = first_line(e)
     if isinstance(e, pgerr.SerializationFailure | pgerr.DeadlockDetected
                   | pgerr.LockNotAvailable | pgerr.QueryCanceled | pgerr.AdminShutdown
                   | pgerr.CannotConnectNow | pgerr.TooManyConnections):
         return StoreRetryableError(BACKEND, f"transient: {text}")
     if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
         return StoreRetryableError(BACKEND, f"connection problem: {text}")
-    out = StorePermanentError(BACKEND, f"{type(e).__name__}: {text}")
+    out: StoreError = StorePermanentError(BACKEND, f"{type(e).__name__}: {text}")
     out.sqlstate = e.sqlstate
     return out
 
 
+class PostgresDialect(Dialect):
+    name = BACKEND
+    true, false = "true", "false"
+    row_lock = " FOR UPDATE"
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    def bool(self, value: bool) -> Any:
+        return bool(value)
+
+    def ilike(self, column: str) -> str:
+        return f"{column}::text ILIKE ? ESCAPE '\\'"
+
+    def lock(self, cur: Cursor, key: int) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+
+DIALECT = PostgresDialect()
+
+
 class PostgresStore:
     backend = BACKEND
+    dialect: Dialect = DIALECT
 
     def __init__(self, conninfo: str, *, schema: str = "privtel", partition_days: float = 7.0,
                  connect_timeout_s: int = 10, statement_timeout_s: int = 300,
@@ -208,25 +233,22 @@ class PostgresStore:
             except psycopg.Error as e:
                 raise _translate(e) from None
 
-    def migrate(self) -> int:
-        known = migrations(BACKEND)
+    @contextmanager
+    def tx(self, write: bool = False) -> Iterator[Cursor]:
+        """`write` changes nothing here: PostgreSQL takes row locks as it goes, and
+        the callers that read-then-write take an advisory lock (`Dialect.lock`)."""
         with self._tx() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MIGRATE,))
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+            yield Cursor(cur, DIALECT)
+
+    def migrate(self) -> int:
+        with self._tx() as raw:
+            raw.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MIGRATE,))
+            raw.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                 sql.Identifier(self.schema)))
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY,"
-                        " name text NOT NULL, applied_at double precision NOT NULL)")
-            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-            current = int(_one(cur))
-            if current > len(known):
-                raise StorePermanentError(BACKEND, f"schema version {current} is newer than "
-                                          f"this privtel ({len(known)}); upgrade privtel")
-            for version, name, text in known[current:]:
-                cur.execute(text.encode())
-                cur.execute("INSERT INTO schema_version VALUES (%s, %s, %s)",
-                            (version, name, time.time()))
+            version = apply_migrations(Cursor(raw, DIALECT), BACKEND, migrations(BACKEND),
+                                       lambda text: raw.execute(text.encode()))
         self._ranges = []
-        return len(known)
+        return version
 
     def schema_version(self) -> int:
         with self._tx() as cur:
@@ -267,32 +289,43 @@ class PostgresStore:
         self._ranges = ranges
 
     def write_batch(self, batch: BatchMeta, records: Sequence[TaggedRecord]) -> bool:
+        """One transaction: the batch row (its key dedupes re-deliveries), the
+        records' (tenant, id) keys, the records. The keys live in `record_keys`, a
+        plain table, because a partitioned table cannot hold a unique key without
+        its partition key (expiry): that is what let a re-sent record with another
+        expiry, or another tenant's record with the same id, in twice or not at all.
+        Fast path: COPY keys and records; a key already stored fails the COPY, and
+        the batch goes again through a staging table that skips stored records."""
         check_records(BACKEND, batch, records)
         rows = _copy_text(batch, records)
+        keys = "".join(f"{t.record.tenant}\t{t.record.id}\n" for t in records).encode()
         expiries = {t.expires_at for t in records if t.expires_at is not None}
         with self._lock:
             for _ in range(_PARTITION_RETRIES):
                 self._ensure_partitions(expiries)
                 try:
-                    return self._write(batch, rows, fast=True)
+                    return self._write(batch, len(records), keys, rows, fast=True)
                 except StorePermanentError as e:
                     if e.sqlstate == _UNIQUE_VIOLATION:
-                        return self._write(batch, rows, fast=False)
+                        return self._write(batch, len(records), keys, rows, fast=False)
                     if e.sqlstate != _NO_PARTITION:
                         raise
                     self._ranges = []  # a purge dropped a partition this store had cached
         raise StoreRetryableError(BACKEND, "expiry partitions kept being dropped by a "
                                   "concurrent purge; retry the batch")
 
-    def _write(self, batch: BatchMeta, rows: bytes, *, fast: bool) -> bool:
+    def _write(self, batch: BatchMeta, count: int, keys: bytes, rows: bytes, *,
+               fast: bool) -> bool:
         with self._tx() as cur:
             cur.execute("INSERT INTO batches VALUES (%s, %s, %s, %s, %s, %s, %s) "
                         "ON CONFLICT DO NOTHING",
                         (batch.agent_id, batch.batch_id, batch.seq, batch.tenant,
-                         batch.created, batch.received_at, len(rows)))
+                         batch.created, batch.received_at, count))
             if cur.rowcount == 0:
                 return False
             if fast:
+                with cur.copy(_COPY_KEYS) as copy:
+                    copy.write(keys)
                 with cur.copy(_COPY) as copy:
                     copy.write(rows)
                 return True
@@ -301,8 +334,11 @@ class PostgresStore:
             with cur.copy(_COPY.replace("records", "records_stage", 1)) as copy:
                 copy.write(rows)
             cols = ", ".join(_COLUMNS)
-            cur.execute(f"INSERT INTO records ({cols}) SELECT {cols} FROM records_stage "
-                        "ON CONFLICT DO NOTHING")
+            staged = ", ".join(f"s.{c}" for c in _COLUMNS)
+            cur.execute(f"WITH fresh AS (INSERT INTO record_keys (tenant, id) SELECT tenant, id"
+                        f" FROM records_stage ON CONFLICT DO NOTHING RETURNING tenant, id) "
+                        f"INSERT INTO records ({cols}) SELECT {staged}"
+                        f" FROM records_stage s JOIN fresh f USING (tenant, id)")
             cur.execute("TRUNCATE records_stage")
         return True
 
@@ -378,6 +414,8 @@ class PostgresStore:
                     if _one(cur):
                         continue
                     add(before[name])
+                    cur.execute(sql.SQL("DELETE FROM record_keys k USING {} p WHERE "
+                                        "k.tenant = p.tenant AND k.id = p.id").format(table))
                     cur.execute(sql.SQL("DROP TABLE {}").format(table))
                     cur.execute("DELETE FROM record_partitions WHERE name = %s", (name,))
                 cur.execute("SELECT lo, hi FROM record_partitions ORDER BY lo")

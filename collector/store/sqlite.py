@@ -12,29 +12,51 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from collector.store.base import (
     BatchMeta,
-    StoreError,
-    StorePermanentError,
-    StoreRetryableError,
     TaggedRecord,
+    apply_migrations,
     check_filters,
     check_records,
     migrations,
+)
+from collector.store.dialect import Cursor, Dialect
+from collector.store.errors import (
+    StoreError,
+    StorePermanentError,
+    StoreRetryableError,
+    first_line,
 )
 
 BACKEND = "sqlite"
 _SYNC = ("off", "normal", "full", "extra")
 
 
+class SqliteDialect(Dialect):
+    """SQLite's LIKE is already case-insensitive (ASCII), its write transactions
+    exclude each other (`BEGIN IMMEDIATE`), so no advisory or row lock is needed;
+    ANALYZE is bounded so it stays cheap on a large file."""
+
+    name = BACKEND
+
+    def analyse(self, cur: Cursor, tables: Iterable[str]) -> None:
+        cur.execute("PRAGMA analysis_limit = 1000")
+        super().analyse(cur, tables)
+
+
+DIALECT = SqliteDialect()
+
+
 class SqliteStore:
     backend = BACKEND
+    dialect: Dialect = DIALECT
 
     def __init__(self, path: str, *, synchronous: str = "full", busy_timeout_s: float = 10.0
                  ) -> None:
@@ -62,10 +84,11 @@ class SqliteStore:
     def from_url(cls, url: str, **options: Any) -> SqliteStore:
         """SQLAlchemy's convention: three slashes then the path, so an absolute path
         shows four (`sqlite:////var/lib/privtel/store.db`)."""
-        if not url.startswith("sqlite:///"):
+        rest = url.partition(":")[2]  # the scheme was checked by the registry
+        if not rest.startswith("///"):
             raise StorePermanentError(BACKEND, "URL needs a path: sqlite:///relative.db, "
                                       "sqlite:////absolute/store.db or sqlite:///:memory:")
-        path, _, query = url[len("sqlite:///"):].partition("?")
+        path, _, query = rest[3:].partition("?")
         if not path:
             raise StorePermanentError(BACKEND, "URL needs a path: sqlite:///relative.db, "
                                       "sqlite:////absolute/store.db or sqlite:///:memory:")
@@ -76,6 +99,16 @@ class SqliteStore:
             else:
                 raise StorePermanentError(BACKEND, f"unknown URL option {k!r}; known: synchronous")
         return cls(path, **options)
+
+    @classmethod
+    def resolve_url(cls, url: str, base: Path) -> str:
+        """A relative path (three slashes) taken relative to `base`."""
+        rest = url.partition(":")[2]
+        path, sep, query = rest[3:].partition("?")
+        if not rest.startswith("///") or not path or path == ":memory:" \
+                or Path(path).is_absolute():
+            return url
+        return f"sqlite:///{base / path}{sep}{query}"
 
     @contextmanager
     def _tx(self, mode: str = "DEFERRED") -> Iterator[sqlite3.Cursor]:
@@ -96,22 +129,20 @@ class SqliteStore:
             finally:
                 cur.close()
 
+    @contextmanager
+    def tx(self, write: bool = False) -> Iterator[Cursor]:
+        with self._tx("IMMEDIATE" if write else "DEFERRED") as cur:
+            yield Cursor(cur, DIALECT)
+
     def migrate(self) -> int:
-        with self._tx("IMMEDIATE") as cur:
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
-                        " name TEXT NOT NULL, applied_at REAL NOT NULL)")
-            current = cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version"
-                                  ).fetchone()[0]
-            known = migrations(BACKEND)
-            if current > len(known):
-                raise StorePermanentError(BACKEND, f"schema version {current} is newer than "
-                                          f"this privtel ({len(known)}); upgrade privtel")
-            for version, name, sql in known[current:]:
-                for statement in _statements(sql):
-                    cur.execute(statement)
-                cur.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
-                            (version, name, time.time()))
-            return len(known)
+        with self._tx("IMMEDIATE") as raw:
+            cur = Cursor(raw, DIALECT)
+
+            def run(text: str) -> None:
+                for statement in _statements(text):
+                    raw.execute(statement)
+
+            return apply_migrations(cur, BACKEND, migrations(BACKEND), run)
 
     def schema_version(self) -> int:
         with self._tx() as cur:
@@ -134,9 +165,10 @@ class SqliteStore:
                          batch.created, batch.received_at, len(records)))
             if cur.rowcount == 0:
                 return False
-            cur.executemany("INSERT OR IGNORE INTO records (id, agent_id, batch_id, tenant, site,"
+            cur.executemany("INSERT INTO records (id, agent_id, batch_id, tenant, site,"
                             " device, kind, name, ts, fields, retention_class, legal_basis,"
-                            " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                            " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                            " ON CONFLICT DO NOTHING", rows)
         return True
 
     def quarantine(self, reason: str, topic: str, agent_id: str | None, batch_id: str | None,
@@ -216,7 +248,9 @@ def _statements(sql: str) -> list[str]:
 
 
 def _translate(e: sqlite3.Error) -> StoreError:
-    text = str(e)
+    """The one translation of sqlite3's errors: busy/locked is worth a retry, the
+    rest (constraint, schema, corrupt or unopenable file) is not."""
+    text = first_line(e)
     if isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         return StoreRetryableError(BACKEND, f"database is busy ({text})")
     if isinstance(e, sqlite3.OperationalError) and "unable to open" in text:

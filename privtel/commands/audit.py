@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from collector.api.schema import open_api_db
 from collector.audit import AuditChainError, AuditLog
+from collector.store import open_db
 from pipelines import auditchain
 from pipelines.config import ConfigError, require_private
 from privtel.commands.users import store_arg
@@ -70,7 +70,7 @@ def _check(args: argparse.Namespace, anchors: dict[int, str] | None) -> tuple[st
     if not args.store:
         raise ConfigError("--store", "", "a store URL is required (or set PRIVTEL_STORE)")
     key = read_audit_key(args.audit_key)
-    db = open_api_db(args.store)
+    db = open_db(args.store)
     try:
         v = AuditLog(db, key).verify(anchors)
     finally:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import orjson
 
-from collector.api.schema import open_api_db
 from collector.audit import AuditLog
 from collector.retention import AuditSink, JsonlAuditLog, RetentionService
-from collector.store import StoreError, StoreRetryableError, open_store
+from collector.store import StoreError, StoreRetryableError, open_db, open_store
 from pipelines.config import ConfigError
 from pipelines.retention import OPERATIONAL, Policy, default_policy, parse_policy
 
@@ -85,7 +84,7 @@ def purge_cmd(args: argparse.Namespace) -> int:
             if args.audit:
                 audit: AuditSink = JsonlAuditLog(args.audit)
             else:  # the store's own hash-chained audit log, as the collector's purges use
-                audit_db = open_api_db(url)
+                audit_db = open_db(url)
                 audit = AuditLog(audit_db)
             service = RetentionService(store, policy_path=policy_path, audit=audit)
             result = service.purge(dry_run=args.dry_run, trigger="on_demand")

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from collector.api.schema import open_api_db
 from collector.auth import ROLES, Users
+from collector.store import open_db
 
 
 def store_arg(p: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace, fn: object) -> int:
     if not args.store:
         print("privtel: error: --store URL is required (or set PRIVTEL_STORE)", file=sys.stderr)
         return 2
-    db = open_api_db(args.store)  # store and user errors: one sentence from `privtel.cli`
+    db = open_db(args.store)  # store and user errors: one sentence from `privtel.cli`
     try:
         return int(fn(Users(db)))  # type: ignore[operator]
     finally:

@@ -10,17 +10,15 @@ from pathlib import Path
 import pytest
 from api_kit import T0, seed
 
-from collector.api.db import Db
-from collector.api.schema import open_api_db
 from collector.audit import AuditChainError, AuditLog
 from collector.search import AddressIndex, addresses_of
-from collector.store import BatchMeta, TaggedRecord, open_store
+from collector.store import BatchMeta, TaggedRecord, open_db, open_store
 from pipelines.record import Kind, Record
 
 
 def test_two_connections_appending_at_once_keep_one_chain(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
-    dbs = [open_api_db(url), Db(url)]
+    dbs = [open_db(url), open_db(url, migrate=False)]
     logs = [AuditLog(d) for d in dbs]
 
     def work(i: int) -> None:
@@ -40,7 +38,7 @@ def test_two_connections_appending_at_once_keep_one_chain(tmp_path: Path) -> Non
 
 
 def test_keyed_chain_needs_the_key_and_retention_adapter(tmp_path: Path) -> None:
-    db = open_api_db(f"sqlite:///{tmp_path / 's.db'}")
+    db = open_db(f"sqlite:///{tmp_path / 's.db'}")
     key = b"k" * 32
     log = AuditLog(db, key)
     log.record("retention.purge", dry_run=False, deleted={"logs": 3}, total=3)
@@ -68,7 +66,7 @@ def test_addresses_of_finds_text_fields_ints_and_v6() -> None:
 def test_index_is_pruned_after_retention_purge(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     seed(url, ("acme",))
-    db = open_api_db(url)
+    db = open_db(url)
     index = AddressIndex(db, min_interval_s=0.0)
     assert index.refresh() == 10
     assert index.refresh() == 0
@@ -97,7 +95,7 @@ def test_retention_service_can_write_to_the_chained_log(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     seed(url, ("acme",))
-    db = open_api_db(url)
+    db = open_db(url)
     store = open_store(url)
     log = AuditLog(db)
     RetentionService(store, audit=log, clock=lambda: T0).purge(dry_run=True)
@@ -112,7 +110,7 @@ def test_retention_service_can_write_to_the_chained_log(tmp_path: Path) -> None:
 def test_late_batch_outside_the_window_is_caught_by_the_sweep(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     seed(url, ("acme",))
-    db = open_api_db(url)
+    db = open_db(url)
     index = AddressIndex(db, min_interval_s=0.0, margin_s=60)
     assert index.refresh() == 10
     store = open_store(url)
@@ -148,7 +146,7 @@ def test_ipv6_indicator_and_prefix(tmp_path: Path) -> None:
                                 created=T0, received_at=T0),
                       [TaggedRecord(r, "logs", "legitimate interest", None) for r in recs])
     store.close()
-    db = open_api_db(url)
+    db = open_db(url)
     s = Searcher(db, tenant_keys("acme"), AddressIndex(db, min_interval_s=0.0))
     one = s.search(parse_query({"tenant": "acme", "indicators": ["2001:db8::7"]}))
     assert [r["id"] for r in one.records] == [recs[0].id]
@@ -157,4 +155,34 @@ def test_ipv6_indicator_and_prefix(tmp_path: Path) -> None:
     pseudo = str(recs[2].fields["src_ip"])
     assert [r["id"] for r in s.search(parse_query({"tenant": "acme", "ip": pseudo})).records] \
         == [recs[2].id]
+    db.close()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+def test_index_keys_records_by_tenant_and_id(store_url: str) -> None:
+    """Two tenants' records with one id are two records to the index too: each is
+    indexed, found by its own tenant's address search and erased on its own."""
+    from collector.search import Searcher, parse_query
+
+    db = open_db(store_url)
+    mine = Record(kind=Kind.LOG, tenant="acme", site="hq", device="d", name="syslog",
+                  fields={"message": "peer 10.1.1.1 down"}, ts=T0)
+    theirs = Record(kind=Kind.LOG, tenant="globex", site="hq", device="d", name="syslog",
+                    fields={"message": "peer 10.2.2.2 down"}, ts=T0, id=mine.id)
+    for r, agent in ((mine, "a1"), (theirs, "a2")):
+        assert db.write_batch(BatchMeta(agent_id=agent, batch_id="b", seq=1, tenant=r.tenant,
+                                        created=T0, received_at=T0),
+                              [TaggedRecord(r, "logs", "legitimate interest", None)])
+    s = Searcher(db, index=AddressIndex(db, min_interval_s=0.0))
+    assert s.index.refresh(force=True) == 2
+    for tenant, ip in (("acme", "10.1.1.1"), ("globex", "10.2.2.2")):
+        found = s.search(parse_query({"tenant": tenant, "ip": ip})).records
+        assert [(x["tenant"], x["id"]) for x in found] == [(tenant, mine.id)]
+    with db.tx(write=True) as cur:
+        cur.execute("DELETE FROM records WHERE tenant = ? AND id = ?", ("acme", mine.id))
+    s.index.prune()
+    with db.tx() as cur:
+        left = cur.execute("SELECT tenant FROM indexed_records").fetchall()
+        addrs = cur.execute("SELECT tenant FROM record_addresses").fetchall()
+    assert [t for (t,) in left] == ["globex"] and [t for (t,) in addrs] == ["globex"]
     db.close()

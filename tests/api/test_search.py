@@ -110,9 +110,9 @@ def test_ndjson_export_and_restricted_rows_hidden(ann: Env) -> None:
     lines = [orjson.loads(x) for x in r.text.splitlines()]
     assert [x["id"] for x in lines] == [x.id for x in ann.records["acme"]]
     hidden = ann.records["acme"][1].id
-    flag = "true" if ann.api.db.dialect == "postgres" else "1"
     with ann.api.db.tx(write=True) as cur:
-        cur.execute(f"UPDATE records SET restricted = {flag} WHERE id = ?", (hidden,))
+        cur.execute("UPDATE records SET restricted = ? WHERE id = ?",
+                    (ann.api.db.dialect.bool(True), hidden))
     assert hidden not in ids(search(ann, tenant="acme"))
     assert hidden not in ids(search(ann, tenant="acme", indicators=[SUBJECT]))
     r = ann.client.post("/v1/search/export", json={"tenant": "acme"}, headers=ann.h("ann"))

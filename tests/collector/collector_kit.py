@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collector.store import BatchMeta, TaggedRecord
+from collector.store import BatchMeta, SqlStore, TaggedRecord
 from pipelines.record import Kind, Record
 
 BACKENDS = ["sqlite", "postgres"]
@@ -25,27 +25,19 @@ def meta(batch_id: str = "b1", *, agent_id: str = "agent1", tenant: str = "acme"
                      created=1_700_000_000.0, received_at=1_700_000_001.0)
 
 
-def restrict(store: object, record_id: str) -> None:
-    """Mark a record restricted the way the DSR API will (plain UPDATE on the table)."""
-    backend = store.backend  # type: ignore[attr-defined]
-    if backend == "sqlite":
-        with store._tx() as cur:  # type: ignore[attr-defined]
-            cur.execute("UPDATE records SET restricted = 1 WHERE id = ?", (record_id,))
-    else:
-        with store._tx() as cur:  # type: ignore[attr-defined]
-            cur.execute("UPDATE records SET restricted = true WHERE id = %s", (record_id,))
+def restrict(store: SqlStore, record_id: str) -> None:
+    """Mark a record restricted the way the DSR API does (plain UPDATE on the table)."""
+    with store.tx(write=True) as cur:
+        cur.execute("UPDATE records SET restricted = ? WHERE id = ?",
+                    (store.dialect.bool(True), record_id))
 
 
-def fetch(store: object, record_id: str) -> dict[str, object]:
-    """One stored row read back with plain SQL, fields decoded, as the query API will."""
-    import orjson
-
-    ph = "?" if store.backend == "sqlite" else "%s"  # type: ignore[attr-defined]
-    with store._tx() as cur:  # type: ignore[attr-defined]
-        cur.execute("SELECT site, device, fields, retention_class, legal_basis, expires_at, "
-                    f"restricted FROM records WHERE id = {ph}", (record_id,))
-        site, device, fields, klass, basis, expires, restricted = cur.fetchone()
-    if isinstance(fields, str):
-        fields = orjson.loads(fields)
-    return {"site": site, "device": device, "fields": fields, "retention_class": klass,
-            "legal_basis": basis, "expires_at": expires, "restricted": bool(restricted)}
+def fetch(store: SqlStore, record_id: str) -> dict[str, object]:
+    """One stored row read back with plain SQL, fields decoded, as the query API does."""
+    with store.tx() as cur:
+        site, device, fields, klass, basis, expires, restricted = cur.execute(
+            "SELECT site, device, fields, retention_class, legal_basis, expires_at, "
+            "restricted FROM records WHERE id = ?", (record_id,)).fetchone()
+    return {"site": site, "device": device, "fields": store.dialect.json(fields),
+            "retention_class": klass, "legal_basis": basis, "expires_at": expires,
+            "restricted": bool(restricted)}

@@ -168,6 +168,10 @@ def test_ping_answers_until_closed(store):
 
 
 def test_upgrade_from_first_schema_keeps_data(store_url, monkeypatch):
+    """A store made by schema 3 (what privtel wrote before the one migration scheme),
+    holding the copies the old keys let in and the query tables the API used to
+    create beside the migrations, upgrades in place: data and users kept, one copy
+    per (tenant, id), the derived index re-keyed, new writes deduplicated."""
     import importlib
 
     from collector.store.base import migrations
@@ -175,17 +179,42 @@ def test_upgrade_from_first_schema_keeps_data(store_url, monkeypatch):
     module = importlib.import_module(
         "collector.store.sqlite" if store_url.startswith("sqlite") else "collector.store.postgres")
     backend = "sqlite" if store_url.startswith("sqlite") else "postgres"
-    monkeypatch.setattr(module, "migrations", lambda b: migrations(b)[:1])
+    monkeypatch.setattr(module, "migrations", lambda b: migrations(b)[:3])
     s = open_store(store_url)
     try:
-        assert s.migrate() == 1
+        assert s.migrate() == 3
         r = tagged(rec(0))
-        assert s.write_batch(meta("b1"), [r])
+        cols = ("id, agent_id, batch_id, tenant, site, device, kind, name, ts, fields, "
+                "retention_class, legal_basis, expires_at")
+        row = [r.record.id, "agent1", "b1", "acme", "site1", "dev1", "metric", "if", 1.0,
+               '{"in_octets": 0}', "metrics", "contract", 1_800_000_000.0]
+        rows = [row]
+        if backend == "postgres":  # what (id, expires_at) let in: a later copy, and
+            rows.append([*row[:12], 1_900_000_000.0])  # another tenant's same id
+            rows.append([row[0], "agent9", "b9", "globex", *row[4:12], 2_000_000_000.0])
+            s._ensure_partitions({1_800_000_000.0, 1_900_000_000.0, 2_000_000_000.0})
+        with s.tx(write=True) as cur:
+            cur.executemany(f"INSERT INTO records ({cols}) VALUES "
+                            f"({', '.join('?' for _ in range(13))})", rows)
+        monkeypatch.setattr(module, "migrations", lambda b: migrations(b)[:4])
+        assert s.migrate() == 4  # the query tables as collector/api/schema.py made them
+        with s.tx(write=True) as cur:
+            cur.execute("INSERT INTO indexed_records (record_id) VALUES (?)", (r.record.id,))
+            cur.execute("INSERT INTO api_users (name, role, tenants, token_id, token_hash, "
+                        "created_at) VALUES ('ann', 'noc', 'acme', 't1', 'h', 0)")
         monkeypatch.setattr(module, "migrations", migrations)
-        assert s.migrate() == len(migrations(backend)) >= 3
+        assert s.migrate() == len(migrations(backend)) >= 5
         assert s.schema_version() == len(migrations(backend))
-        assert fetch(s, r.record.id)["fields"] == dict(r.record.fields)
-        assert s.write_batch(meta("b2"), [tagged(rec(1))])
-        assert s.count_records() == 2
+        assert fetch(s, r.record.id)["fields"] == {"in_octets": 0}
+        assert s.count_records(tenant="acme") == 1
+        assert s.count_records(tenant="globex") == (1 if backend == "postgres" else 0)
+        assert s.write_batch(meta("b2"), [r])  # its batch is new, the record is not
+        assert s.count_records(tenant="acme") == 1
+        assert s.write_batch(meta("b3"), [tagged(rec(1))])
+        assert s.count_records() == (3 if backend == "postgres" else 2)
+        with s.tx() as cur:  # the query side's tables came with the migrations
+            assert cur.execute("SELECT name FROM api_users").fetchall() == [("ann",)]
+            assert cur.execute("SELECT COUNT(*) FROM indexed_records WHERE tenant IS NOT NULL"
+                               ).fetchone()[0] == 0  # derived: rebuilt with the new key
     finally:
         s.close()

@@ -86,3 +86,16 @@ def test_sqlite_relative_path_follows_sqlalchemy_convention(tmp_path, monkeypatc
     finally:
         s.close()
     assert (tmp_path / "rel.db").exists()
+
+
+def test_config_urls_resolve_relative_sqlite_paths_only(tmp_path):
+    from collector.store.registry import resolve_url
+
+    assert resolve_url("sqlite:///data/s.db?synchronous=normal", tmp_path) == \
+        f"sqlite:///{tmp_path}/data/s.db?synchronous=normal"
+    assert resolve_url("sqlite:////var/s.db", tmp_path) == "sqlite:////var/s.db"
+    assert resolve_url("sqlite:///:memory:", tmp_path) == "sqlite:///:memory:"
+    pg = "postgresql://u@127.0.0.1/db?schema=x"
+    assert resolve_url(pg, tmp_path) == pg
+    with pytest.raises(StorePermanentError, match="unsupported store URL scheme 'mysql'"):
+        resolve_url("mysql://x", tmp_path)

@@ -1,0 +1,40 @@
+"""Search over pseudonymised records: filters, address and prefix search,
+forward-pseudonymised indicators, cursor pages, NDJSON export.
+
+One job per module: `keys` (tenant keys, forward only), `index` (the derived
+address index, a write path), `query` (parsing a request into a query),
+`searcher` (SQL through the store's dialect, pages, export).
+"""
+
+from collector.search.index import (
+    AddressIndex,
+    Restriction,
+    Restrictions,
+    RestrictionsHook,
+    addresses_of,
+    net_range,
+)
+from collector.search.keys import TenantKeys
+from collector.search.query import (
+    DEFAULT_LIMIT,
+    MAX_INDICATORS,
+    MAX_LIMIT,
+    MAX_TEXT,
+    Network,
+    NoKeyError,
+    QueryError,
+    SearchQuery,
+    decode_cursor,
+    encode_cursor,
+    mask_addresses,
+    parse_network,
+    parse_query,
+    parse_time,
+)
+from collector.search.searcher import Page, Searcher, ndjson
+
+__all__ = ["DEFAULT_LIMIT", "MAX_INDICATORS", "MAX_LIMIT", "MAX_TEXT", "AddressIndex",
+           "Network", "NoKeyError", "Page", "QueryError", "Restriction", "Restrictions",
+           "RestrictionsHook", "SearchQuery", "Searcher", "TenantKeys", "addresses_of",
+           "decode_cursor", "encode_cursor", "mask_addresses", "ndjson", "net_range",
+           "parse_network", "parse_query", "parse_time"]

@@ -1,0 +1,184 @@
+"""Query parsing: a search body from the API or the CLI into a `SearchQuery`, and
+the errors the API answers 400 with. Pure: no database, no keys."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from pipelines.pseudonym.scan import find, parse_v4
+from pipelines.record import Kind
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+MAX_INDICATORS = 100
+MAX_TEXT = 256
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+_QUERY_KEYS = ("tenant", "since", "until", "site", "device", "kind", "name", "text", "ip",
+               "indicators", "limit", "cursor")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class QueryError(ValueError):
+    """A query the API refuses (400). The text never repeats an address or text
+    the caller sent: it names the parameter and what is expected."""
+
+
+class NoKeyError(QueryError):
+    """The server holds no key for the tenant, so it cannot pseudonymise indicators."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    tenant: str
+    since: float | None = None
+    until: float | None = None
+    site: str | None = None
+    device: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    text: str | None = None
+    ip: Network | None = None
+    indicators: tuple[Network, ...] = ()
+    limit: int = DEFAULT_LIMIT
+    cursor: tuple[float, str] | None = None
+
+    def audit_detail(self) -> dict[str, Any]:
+        """What the audit trail keeps of the query: filters, the pseudonymous ip, the
+        text with any address masked, the number of indicators (never their values)."""
+        d: dict[str, Any] = {}
+        for k in ("since", "until", "site", "device", "kind", "name"):
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = v
+        if self.text is not None:
+            d["text"] = mask_addresses(self.text)
+        if self.ip is not None:
+            d["ip"] = str(self.ip)
+        if self.indicators:
+            d["indicators"] = len(self.indicators)
+        d["limit"] = self.limit
+        return d
+
+
+def mask_addresses(s: str) -> str:
+    out = s
+    for f in sorted(find(s), key=lambda f: -len(f.text)):
+        out = out.replace(f.text, "<address>")
+    return out
+
+
+def parse_time(name: str, v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        raise QueryError(f"{name} must be unix seconds or an ISO 8601 time")
+    if isinstance(v, int | float):
+        f = float(v)
+    elif isinstance(v, str) and len(v) <= 40:
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise QueryError(f"{name} must be unix seconds or an ISO 8601 time "
+                             "like 2026-01-31T12:00:00Z") from None
+        if dt.tzinfo is None:
+            raise QueryError(f"{name} needs a time zone (e.g. a trailing Z for UTC)")
+        f = dt.timestamp()
+    else:
+        raise QueryError(f"{name} must be unix seconds or an ISO 8601 time")
+    if not 0 <= f < 4102444800:
+        raise QueryError(f"{name} must be between 1970 and 2100")
+    return f
+
+
+def _str(body: Mapping[str, Any], name: str, maxlen: int = 128) -> str | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if not isinstance(v, str) or not 0 < len(v) <= maxlen:
+        raise QueryError(f"{name} must be a non-empty string of at most {maxlen} characters")
+    if "\x00" in v:
+        raise QueryError(f"{name} must not contain NUL characters")
+    return v
+
+
+def parse_network(name: str, v: Any) -> Network:
+    if not isinstance(v, str) or not 0 < len(v) <= 64:
+        raise QueryError(f"{name} must be an IPv4/IPv6 address or CIDR prefix")
+    s = v.strip()
+    try:
+        if "/" not in s:
+            a4 = parse_v4(s)
+            a = a4 if a4 is not None else ipaddress.ip_address(s)
+            return ipaddress.ip_network(a)
+        return ipaddress.ip_network(s, strict=False)
+    except ValueError:
+        raise QueryError(f"{name} must be an IPv4/IPv6 address or CIDR prefix") from None
+
+
+def decode_cursor(v: Any) -> tuple[float, str]:
+    bad = QueryError("cursor is not one this API issued; start again without a cursor")
+    if not isinstance(v, str) or not 0 < len(v) <= 200:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(v + "=" * (-len(v) % 4))
+        ts, rid = orjson.loads(raw)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise bad from None
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not isinstance(rid, str) \
+            or not re.fullmatch(r"[0-9a-f]{32}", rid):
+        raise bad
+    return float(ts), rid
+
+
+def encode_cursor(ts: float, rid: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([ts, rid])).rstrip(b"=").decode()
+
+
+def parse_query(body: Any) -> SearchQuery:
+    """A search body from the API (or the CLI) into a query; QueryError for anything off."""
+    if not isinstance(body, Mapping):
+        raise QueryError("the request body must be a JSON object")
+    unknown = sorted(set(body) - set(_QUERY_KEYS))
+    if unknown:
+        names = ", ".join(repr(mask_addresses(str(u)[:40])) for u in unknown[:5])
+        raise QueryError(f"unknown field(s) {names}; known: {', '.join(_QUERY_KEYS)}")
+    tenant = body.get("tenant")
+    if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
+        raise QueryError("tenant is required: lowercase letters, digits, '-' or '_'")
+    kind = _str(body, "kind", 16)
+    if kind is not None and kind not in {k.value for k in Kind}:
+        raise QueryError(f"kind must be one of {', '.join(k.value for k in Kind)}")
+    limit = body.get("limit", DEFAULT_LIMIT)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise QueryError("limit must be a positive integer")
+    if limit > MAX_LIMIT:
+        raise QueryError(f"limit must be at most {MAX_LIMIT}; page with the cursor instead")
+    since, until = parse_time("since", body.get("since")), parse_time("until", body.get("until"))
+    if since is not None and until is not None and since >= until:
+        raise QueryError("since must be before until")
+    inds = body.get("indicators")
+    indicators: tuple[Network, ...] = ()
+    if inds is not None:
+        if not isinstance(inds, list) or not 0 < len(inds) <= MAX_INDICATORS:
+            raise QueryError(f"indicators must be a list of 1 to {MAX_INDICATORS} addresses "
+                             "or CIDR prefixes")
+        indicators = tuple(parse_network(f"indicators[{i}]", v) for i, v in enumerate(inds))
+    ip = body.get("ip")
+    cursor = body.get("cursor")
+    return SearchQuery(
+        tenant=tenant, since=since, until=until, site=_str(body, "site"),
+        device=_str(body, "device"), kind=kind, name=_str(body, "name", 64),
+        text=_str(body, "text", MAX_TEXT),
+        ip=None if ip is None else parse_network("ip", ip), indicators=indicators,
+        limit=limit, cursor=None if cursor is None else decode_cursor(cursor))
+
+
