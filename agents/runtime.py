@@ -36,6 +36,8 @@ from agents.pollers import HEALTH_NAME
 from agents.scheduler import Scheduler
 from agents.shipper import Shipper
 from agents.snmp.traps import TrapReceiver, parse_trap_config
+from agents.syslog.config import parse_syslog_config
+from agents.syslog.receiver import SyslogReceiver
 from pipelines import keys
 from pipelines.config import ConfigError, Section, require_private
 from pipelines.pseudonym import PrivacyPolicy, PseudonymError, Pseudonymiser, TenantKey
@@ -220,6 +222,7 @@ class Agent:
         self.up_devices: set[str] = set()
         self.shipper: Shipper | None = None
         self.scheduler: Scheduler | None = None
+        self.syslog: SyslogReceiver | None = None
 
     async def _emit(self, records: list[Record]) -> None:
         self.records_polled += len(records)
@@ -246,6 +249,20 @@ class Agent:
         await receiver.start()
         return receiver
 
+    async def _start_syslog(self) -> SyslogReceiver | None:
+        """The syslog receiver, when the config has a `[syslog]` table."""
+        if "syslog" not in self.cfg.extra:
+            return None
+        cfg = self.cfg
+        receiver = SyslogReceiver(
+            parse_syslog_config(Section(cfg.extra["syslog"], cfg.file, "syslog"),
+                                base=Path(cfg.file).parent),
+            self._emit, tenant=cfg.tenant, site=cfg.site, devices=cfg.devices,
+            registry=self.registry)
+        await receiver.start()
+        self.syslog = receiver
+        return receiver
+
     def reload(self) -> bool:
         """SIGHUP: new device set and collector public key (rotation) from the config file;
         a bad file is logged and everything keeps running as it was."""
@@ -263,6 +280,8 @@ class Agent:
             return False
         if self.scheduler is not None:
             self.scheduler.reload(cfg.devices)
+        if self.syslog is not None:
+            self.syslog.set_devices(cfg.devices)
         if self.shipper is not None:
             self.shipper.set_collector_key(key)
         log.info("config reloaded", extra={"devices": len(cfg.devices),
@@ -285,6 +304,7 @@ class Agent:
                                            context=cfg.pollers)
                 await self.scheduler.start()
                 traps = await self._start_traps()
+                syslog = await self._start_syslog()
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
                 log.info("agent started", extra={"agent_id": cfg.agent_id,
@@ -294,6 +314,8 @@ class Agent:
                 await self.scheduler.close()
                 if traps is not None:
                     await traps.close()
+                if syslog is not None:
+                    await syslog.close()
                 flushed = await sh.flush(flush_timeout_s)
                 if not flushed:
                     log.warning("broker did not acknowledge everything before shutdown; "
