@@ -56,6 +56,7 @@ _BSD_TIME = re.compile(
     r"(?:\.(\d{1,6}))?(?: (UTC|GMT))?:? ?")
 _ISO_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)?) ")
 _TAG = re.compile(r"([^\s\[\]:]{1,48})(?:\[([^\]\s]{1,128})\])?: ?")
+_BARE_TAG = re.compile(r"([\w.\-/]{1,32}) ")
 _HOST = re.compile(r"([^\s:\[\]]{1,255}) ")
 _BOM = "\ufeff"
 
@@ -208,6 +209,13 @@ class SyslogParser:
             if mt.group(2) is not None:
                 fields["procid"] = mt.group(2)
             rest = rest[mt.end():]
+        elif "hostname" in fields:
+            # a full header: the TAG ends at the first non-alphanumeric character
+            # (RFC 3164 4.1.3), a space too, as rsyslog reads it
+            mw = _BARE_TAG.match(rest)
+            if mw is not None:
+                fields["app_name"] = mw.group(1)
+                rest = rest[mw.end():]
         fields["message"] = rest
         return ts, fields
 
