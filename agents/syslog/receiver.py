@@ -364,6 +364,8 @@ class _Stream:
                         await rx.handover.put(records)
                 if not chunk:
                     break
+        except asyncio.CancelledError:
+            pass  # closing; asyncio's stream callback would log a cancelled handler
         finally:
             rx.connections -= 1
             rx.metrics.connections.set(rx.connections)
