@@ -62,7 +62,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 async def tcp_send(port: int, *chunks: bytes) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
     for c in chunks:
         writer.write(c)
         await writer.drain()
