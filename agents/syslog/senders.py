@@ -1,5 +1,9 @@
 """Which device sent a message: by sender address, else by the host name in it.
 
+When several devices share the sender's address (behind one NAT address, or a
+relay), the host name in the message picks among all devices, and failing
+that the first device configured at the address is taken.
+
 So a device's logs and its polls share one site-local name, and so one
 pseudonymous device id, site and tenant. A sender that is no configured device
 is either dropped or accepted under its own address as device name, which the
@@ -39,12 +43,15 @@ class Senders:
     def set_devices(self, devices: Sequence[Device]) -> None:
         by_addr: dict[str, Device] = {}
         by_name: dict[str, Device] = {}
+        shared: set[str] = set()
         for d in devices:
-            by_addr.setdefault(canonical_address(d.address), d)
-            by_addr.setdefault(d.address.lower(), d)
+            for a in {canonical_address(d.address), d.address.lower()}:
+                if a in by_addr:
+                    shared.add(a)
+                by_addr.setdefault(a, d)
             by_name.setdefault(d.name.lower(), d)
             by_name.setdefault(d.name.lower().split(".", 1)[0], d)
-        self._by_addr, self._by_name = by_addr, by_name
+        self._by_addr, self._by_name, self._shared = by_addr, by_name, shared
         self._cache: dict[tuple[str, str | None], tuple[str, str] | None] = {}
 
     def lookup(self, addr: str, hostname: str | None) -> tuple[str, str] | None:
@@ -54,9 +61,9 @@ class Senders:
         if hit is not False:
             return hit  # type: ignore[return-value]
         d = self._by_addr.get(addr)
-        if d is None and hostname:
+        if (d is None or addr in self._shared) and hostname:
             low = hostname.lower()
-            d = self._by_name.get(low) or self._by_name.get(low.split(".", 1)[0])
+            d = self._by_name.get(low) or self._by_name.get(low.split(".", 1)[0]) or d
         out: tuple[str, str] | None
         if d is not None:
             out = (d.name, d.site)
