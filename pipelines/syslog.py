@@ -94,7 +94,7 @@ class SyslogParser:
         if max_size < 64:
             raise ValueError("max_size must be at least 64 bytes")
         self.tz, self.max_size = tz, max_size
-        self._stamps: dict[tuple[str, ...], float | None] = {}
+        self._stamps: dict[tuple[str | None, ...], float | None] = {}
         self._stamp_hour = -1
 
     def parse(self, data: bytes, received: float, *,
@@ -224,12 +224,18 @@ class SyslogParser:
         if hour != self._stamp_hour or len(self._stamps) > 4096:
             self._stamps.clear()
             self._stamp_hour = hour
-        key = g  # type: ignore[assignment]
-        if key in self._stamps:
-            return self._stamps[key]  # type: ignore[index]
-        ts = bsd_timestamp(g, received, self.tz)
-        self._stamps[key] = ts  # type: ignore[index]
-        return ts
+        mon, day, year, h, mi, sec, frac, zone = g
+        # zone offsets change on the hour: the hour's start is computed once
+        key = (mon, day, year, h, zone)
+        start = self._stamps.get(key, False)
+        if start is False:
+            start = self._stamps[key] = bsd_timestamp(
+                (mon, day, year, h, "00", "00", None, zone), received, self.tz)
+        m, s = int(mi or ""), int(sec or "")
+        if start is None or m > 59 or s > 60:
+            return None
+        t = start + m * 60 + s  # type: ignore[operator]
+        return t + int(frac.ljust(6, "0")) / 1e6 if frac else t
 
 
 def bsd_timestamp(g: tuple[str | None, ...], received: float, tz: tzinfo) -> float | None:
