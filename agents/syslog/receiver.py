@@ -171,10 +171,14 @@ class _Handover:
                 except RecordError:
                     self.m.dropped.labels("invalid_record").inc()
 
-    async def drain(self, timeout: float) -> None:
-        """Closing: stop waiting for room, give `run` until timeout to hand the rest."""
+    def release(self) -> None:
+        """Closing: readers waiting for room hand their records over without waiting."""
         self._closing = True
         self._room.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Closing: give `run` until timeout to hand the rest to `emit`."""
+        self.release()
         deadline = time.monotonic() + timeout
         while len(self) and time.monotonic() < deadline:
             self._wake.set()
@@ -491,6 +495,8 @@ class SyslogReceiver:
         self._closed = True
         for u in self._udp:
             u.close()
+        self.handover.release()
+        await asyncio.sleep(0)  # readers woken from a wait for room hand over what they read
         for st in self._streams:
             await st.close()
         if self._task is not None:

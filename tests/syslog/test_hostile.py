@@ -183,3 +183,23 @@ async def test_backpressure_tcp_waits_udp_counts() -> None:
         await until(lambda: sum(m.startswith("tcp-") for m in sink.messages()) == n)
     assert [m for m in sink.messages() if m.startswith("tcp-")] == [f"tcp-{i}"
                                                                      for i in range(n)]
+
+
+async def test_close_hands_over_everything_read() -> None:
+    registry = CollectorRegistry()
+    sink = Sink(registry)
+    sink.hold.clear()
+    r = SyslogReceiver(config(queue=100), sink, tenant="acme", site="lab", registry=registry)
+    await r.start()
+    frames = b"".join(b"<13>Dec  7 10:00:00 host app: c-%d\n" % i for i in range(20_000))
+    sender = asyncio.create_task(tcp_send(r.ports["t"], frames))
+    await until(lambda: len(r.handover) > 100)  # a reader is waiting for room
+    closing = asyncio.create_task(r.close())
+    await asyncio.sleep(0.2)
+    sink.hold.set()
+    await asyncio.wait_for(closing, 20)
+    await r.close()  # idempotent
+    sender.cancel()
+    read = value(registry, "privtel_agent_syslog_received_total", listener="t", protocol="tcp")
+    assert read > 100 and len(sink.records) == read
+    assert value(registry, "privtel_agent_syslog_dropped_total", reason="shutdown") == 0
