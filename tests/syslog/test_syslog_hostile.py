@@ -203,3 +203,25 @@ async def test_close_hands_over_everything_read() -> None:
     read = value(registry, "privtel_agent_syslog_received_total", listener="t", protocol="tcp")
     assert read > 100 and len(sink.records) == read
     assert value(registry, "privtel_agent_syslog_dropped_total", reason="shutdown") == 0
+
+
+async def test_kernel_drops_are_counted_from_so_rxq_ovfl() -> None:
+    registry = CollectorRegistry()
+    sink = Sink(registry)
+    sent = 3000
+    async with SyslogReceiver(config(receive_buffer=4096), sink, tenant="acme", site="lab",
+                              registry=registry) as r:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(sent):  # the loop does not run meanwhile: the socket overflows
+                s.sendto(b"<13>Dec  7 10:00:00 host app: burst %d" % i,
+                         ("127.0.0.1", r.ports["u"]))
+            await asyncio.sleep(0.2)
+            s.sendto(b"<13>after the burst", ("127.0.0.1", r.ports["u"]))  # reports the count
+        received = "privtel_agent_syslog_received_total"
+        kernel = "privtel_agent_syslog_dropped_total"
+        await until(lambda: value(registry, received, listener="u", protocol="udp")
+                    + value(registry, kernel, reason="kernel") >= sent + 1)
+    got = value(registry, received, listener="u", protocol="udp")
+    dropped = value(registry, kernel, reason="kernel")
+    assert dropped > 0 and got + dropped == sent + 1
+    assert len(sink.records) == got
