@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from agents.pollers import Device
 from agents.syslog.config import Listener, SyslogConfig
 from agents.syslog.senders import Senders, canonical_address
+from pipelines.config import require_private
 from pipelines.record import Kind, Record, RecordError
 from pipelines.syslog import FrameDecoder, SyslogParser
 
@@ -455,6 +456,7 @@ class SyslogReceiver:
                                          cafile=str(t.client_ca_file) if t.client_ca_file
                                          else None)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        require_private(str(t.key_file), t.key_file.stat().st_mode)
         ctx.load_cert_chain(str(t.cert_file), str(t.key_file))
         ctx.verify_mode = ssl.CERT_REQUIRED if t.client_ca_file else ssl.CERT_NONE
         return ctx
