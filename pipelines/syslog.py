@@ -51,8 +51,9 @@ _V5424 = re.compile(
     r"1 (\S+) (\S{1,255}) (\S{1,48}) (\S{1,128}) (\S{1,32}) (-|(?:" + _SD_ELEMENT + r")+)"
     r"(?: (.*))?\Z", re.S)
 _V5424_HEAD = re.compile(r"1 (\S+) (\S{1,255}) (\S{1,48}) (\S{1,128}) (\S{1,32}) ")
-_BSD_TIME = re.compile(
-    r"(?:\d{1,10}: )?[*.]?([A-Z][a-z]{2}) ([ \d]?\d) (?:(\d{4}) )?(\d\d):(\d\d):(\d\d)"
+_BSD_TIME = re.compile(  # Cisco: optional sequence number and `origin-id` host name first
+    r"(?:\d{1,10}: )?(?:([\w.\-]{1,255}): )?[*.]?([A-Z][a-z]{2}) ([ \d]?\d) (?:(\d{4}) )?"
+    r"(\d\d):(\d\d):(\d\d)"
     r"(?:\.(\d{1,6}))?(?: (UTC|GMT))?:? ?")
 _ISO_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)?) ")
 _TAG = re.compile(r"([^\s\[\]:]{1,48})(?:\[([^\]\s]{1,128})\])?: ?")
@@ -179,12 +180,14 @@ class SyslogParser:
         fields: dict[str, Scalar] = {"format": "rfc3164", "facility": fac, "severity": sev}
         ts: float | None = None
         m = _BSD_TIME.match(rest)
+        origin = None
         if m is not None:
-            ts = self._bsd_time(m.groups(), received)
+            ts = self._bsd_time(m.groups()[1:], received)
             if ts is None:
                 return None, _raw(text, "bad_timestamp", pri)
-            fields["time_quality"] = "inferred" if m.group(3) is None or m.group(8) is None \
+            fields["time_quality"] = "inferred" if m.group(4) is None or m.group(9) is None \
                 else "exact"
+            origin = m.group(1)
             rest = rest[m.end():]
         else:
             mi = _ISO_TIME.match(rest)
@@ -197,7 +200,9 @@ class SyslogParser:
                 rest = rest[mi.end():]
             else:
                 fields["time_quality"] = "received"
-        if ts is not None:
+        if origin is not None:
+            fields["hostname"] = origin
+        elif ts is not None:
             # a host name follows the time unless the next word is already the tag
             mh = _HOST.match(rest)
             if mh is not None and not _TAG.match(rest):

@@ -70,7 +70,11 @@ def test_rfc3164_without_hostname_and_cisco_form() -> None:
                   b"console by admin on vty0 (10.0.0.1)")
     assert ts == datetime(2026, 12, 7, 10, 46, 11, 123000, tzinfo=UTC).timestamp()
     assert f["time_quality"] == "inferred" and f["facility"] == 23 and f["severity"] == 5
-    assert f["message"].startswith("Configured from console")
+    assert f["message"].startswith("Configured from console") and "hostname" not in f
+    ts2, f = parse(b"<189>53: edge-rtr1.example.net: *Dec  7 10:46:11.123 UTC: %SYS-5-CONFIG_I: "
+                   b"Configured from console")
+    assert ts2 == ts and f["hostname"] == "edge-rtr1.example.net"
+    assert f["app_name"] == "%SYS-5-CONFIG_I" and f["message"] == "Configured from console"
 
 
 @pytest.mark.parametrize(("stamp", "now", "year"), [
