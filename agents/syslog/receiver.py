@@ -14,7 +14,9 @@ dropped because the socket's receive queue overflowed (`reason="kernel"`, read
 from SO_RXQ_OVFL on every datagram). Every other loss has its own reason:
 `rate_limit` (a sender over `[syslog] rate_limit`), `unknown_sender` (with
 `unknown = "drop"`), `invalid_record` (a record the pseudonymiser could not
-rebuild within the record limits), `connections` (over `max_connections`).
+rebuild within the record limits), `connections` (over `max_connections`),
+`tls_handshake` (a TLS connection refused: no or a wrong client certificate,
+not TLS at all, or too slow), `shutdown` (left over when `close()` timed out).
 
 A record is read past (the TCP stream moves on) only once it is in the
 hand-over; it is in the spool once `emit` returned. An agent killed in between
@@ -55,6 +57,7 @@ BATCH = 2000
 BATCH_DELAY_S = 0.02
 RETRY_S = (0.05, 2.0)
 _TS_MAX = 4102444800.0
+TLS_HANDSHAKE_S = 10.0
 
 
 class _Metrics:
@@ -320,9 +323,10 @@ class _Stream:
         self.server: asyncio.Server | None = None
         self.port = listener.port
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.ctx: ssl.SSLContext | None = None
 
     async def start(self) -> None:
-        ctx = self.rx.tls_context() if self.listener.protocol == "tls" else None
+        self.ctx = self.rx.tls_context() if self.listener.protocol == "tls" else None
         sock = socket.socket(socket.AF_INET6 if ":" in self.listener.address
                              else socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -333,9 +337,8 @@ class _Stream:
         except BaseException:
             sock.close()
             raise
-        self.server = await asyncio.start_server(
-            self._conn, sock=sock, ssl=ctx, ssl_handshake_timeout=10.0 if ctx else None,
-            limit=READ_CHUNK)
+        # TLS is started per connection (not by the server) so a failed handshake is counted
+        self.server = await asyncio.start_server(self._conn, sock=sock, limit=READ_CHUNK)
         self.port = int(sock.getsockname()[1])
 
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -353,6 +356,13 @@ class _Stream:
         addr = canonical_address(str(peer[0])) if peer else "0.0.0.0"
         dec = FrameDecoder(rx.cfg.max_message_size)
         try:
+            if self.ctx is not None:
+                try:
+                    await writer.start_tls(self.ctx, ssl_handshake_timeout=TLS_HANDSHAKE_S)
+                except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as e:
+                    rx.metrics.dropped.labels("tls_handshake").inc()
+                    log.info("syslog TLS handshake failed: %s", type(e).__name__)
+                    return
             while True:
                 try:
                     chunk = await reader.read(READ_CHUNK)

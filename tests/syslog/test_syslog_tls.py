@@ -51,6 +51,7 @@ async def test_client_certificate_required_when_a_client_ca_is_set(tmp_path: Pat
     assert "no certificate" not in sink.messages()
     assert value(registry, "privtel_agent_syslog_received_total", listener="s",
                  protocol="tls") == 1
+    assert value(registry, "privtel_agent_syslog_dropped_total", reason="tls_handshake") == 1
 
 
 async def test_world_readable_key_is_refused(tmp_path: Path) -> None:
