@@ -58,6 +58,7 @@ BATCH_DELAY_S = 0.02
 RETRY_S = (0.05, 2.0)
 _TS_MAX = 4102444800.0
 TLS_HANDSHAKE_S = 10.0
+CLOSE_GRACE_S = 1.0
 
 
 class _Metrics:
@@ -391,8 +392,12 @@ class _Stream:
                 self.tasks.discard(task)
 
     async def close(self) -> None:
+        """Stop listening; connections get a moment to read what their senders already
+        sent (a sender that closed is read to its end), then are cut."""
         if self.server is not None:
             self.server.close()
+            if self.tasks:
+                await asyncio.wait(list(self.tasks), timeout=CLOSE_GRACE_S)
             for t in list(self.tasks):
                 t.cancel()
             if self.tasks:
