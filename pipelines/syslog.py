@@ -111,10 +111,11 @@ class SyslogParser:
         try:
             text = data.decode()
         except UnicodeDecodeError as e:
-            text = _decode_cut(data, e) if "truncated" in extra else None
-            if text is None:
-                text = data.decode(errors="replace")
+            cut = _decode_cut(data, e) if "truncated" in extra else None
+            if cut is None:
+                cut = data.decode(errors="replace")
                 extra["invalid_utf8"] = True
+            text = cut
         if "\0" in text:  # PostgreSQL refuses NUL in text; one character for one
             text = text.replace("\0", NUL_SIGN)
             extra["nul_bytes"] = True

@@ -87,8 +87,8 @@ class SyslogSim:
                         continue
                     try:
                         if writer is None:
-                            _, writer = await asyncio.wait_for(
-                                asyncio.open_connection("127.0.0.1", self.tcp_port), 5)
+                            writer = (await asyncio.wait_for(
+                                asyncio.open_connection("127.0.0.1", self.tcp_port), 5))[1]
                         writer.write(line + b"\n")
                         await asyncio.wait_for(writer.drain(), 5)
                         self.sent += 1
