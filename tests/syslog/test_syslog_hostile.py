@@ -225,3 +225,34 @@ async def test_kernel_drops_are_counted_from_so_rxq_ovfl() -> None:
     dropped = value(registry, kernel, reason="kernel")
     assert dropped > 0 and got + dropped == sent + 1
     assert len(sink.records) == got
+
+
+async def test_message_that_outgrows_the_record_limit_is_counted_alone() -> None:
+    """A sender named `ab` whose line is `ab ab ab ...`: each name becomes a token, the
+    line outgrows a record's string limit; that record is dropped and counted, the
+    others of its batch are kept."""
+    registry = CollectorRegistry()
+    sink = Sink(registry)
+    async with SyslogReceiver(config(max_message_size=16384), sink, tenant="acme",
+                              site="lab", registry=registry) as r:
+        bomb = b"<13>Dec  7 10:00:00 ab app: " + b"ab " * 5000
+        await tcp_send(r.ports["t"], b"<13>Dec  7 10:00:00 ab app: before\n", bomb + b"\n",
+                       b"<13>Dec  7 10:00:00 ab app: after\n")
+        await until(lambda: value(registry, "privtel_agent_syslog_dropped_total",
+                                  reason="invalid_record") == 1)
+        await until(lambda: {"before", "after"} <= set(sink.messages()))
+    assert len(sink.records) == 2
+
+
+async def test_unknown_senders_dropped_when_configured() -> None:
+    registry = CollectorRegistry()
+    sink = Sink(registry)
+    async with SyslogReceiver(config(unknown="drop"), sink, tenant="acme", site="lab",
+                              registry=registry) as r:
+        await tcp_send(r.ports["t"], b"<13>Dec  7 10:00:00 host app: from a stranger\n")
+        await until(lambda: value(registry, "privtel_agent_syslog_dropped_total",
+                                  reason="unknown_sender") == 1)
+        assert r.senders.unknown == {"127.0.0.1"}
+    assert sink.records == []
+    assert value(registry, "privtel_agent_syslog_rejected_total", listener="t",
+                 protocol="tcp") == 1
