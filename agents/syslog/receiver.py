@@ -170,11 +170,14 @@ class _Handover:
             await self.emit(batch)
         except RecordError:
             # one record grew past the limits when pseudonymised; the rest go on
-            for r in batch:
+            for i, r in enumerate(batch):
                 try:
                     await self.emit([r])
                 except RecordError:
                     self.m.dropped.labels("invalid_record").inc()
+                except BaseException:
+                    del batch[:i]  # those are spooled; `run` keeps only the rest
+                    raise
 
     def release(self) -> None:
         """Closing: readers waiting for room hand their records over without waiting."""
