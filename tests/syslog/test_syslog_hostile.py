@@ -256,3 +256,24 @@ async def test_unknown_senders_dropped_when_configured() -> None:
     assert sink.records == []
     assert value(registry, "privtel_agent_syslog_rejected_total", listener="t",
                  protocol="tcp") == 1
+
+
+async def test_spool_errors_are_retried_without_loss_or_duplicates() -> None:
+    registry = CollectorRegistry()
+    sink = Sink(registry)
+    failures = [3]
+
+    async def flaky(records: list[Record]) -> None:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise OSError("disk full")
+        await sink(records)
+
+    async with SyslogReceiver(config(), flaky, tenant="acme", site="lab",
+                              registry=registry) as r:
+        n = 5000
+        await tcp_send(r.ports["t"], b"".join(
+            b"<13>Dec  7 10:00:00 host app: retry-%d\n" % i for i in range(n)))
+        await until(lambda: len(sink.records) >= n)
+    assert failures[0] == 0
+    assert sink.messages() == [f"retry-{i}" for i in range(n)]
