@@ -12,6 +12,7 @@ from agents.pollers import REGISTRY, Device, PollerContext
 from agents.protocols import load_builtin
 from agents.snmp.traps import parse_trap_config, trap_table
 from agents.spool import SpoolConfig
+from agents.syslog.config import parse_syslog_config
 from pipelines.config import ConfigError, Section, listen_address, parse_toml, require_private
 from pipelines.names import PATTERN as NAME_PATTERN
 from pipelines.names import BadName, check_name, is_name
@@ -147,7 +148,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         d.done()
 
     extra = {}
-    for name in ("privacy", "spool", "traps"):
+    for name in ("privacy", "spool", "traps", "syslog"):
         if name in root:
             extra[name] = root.raw(name)
     root.done()
@@ -159,6 +160,8 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         extra["traps"] = trap_table(parse_trap_config(
             Section(extra["traps"], file, "traps"),
             ConfigSecrets(pollers.credentials_file, pollers.credentials_key_file)))
+    if "syslog" in extra:
+        parse_syslog_config(Section(extra["syslog"], file, "syslog"), base=base)
     return AgentConfig(
         file=file, agent_id=agent_id, tenant=tenant, site=site,
         state_dir=state_dir,  # type: ignore[arg-type]

@@ -27,6 +27,8 @@ from agents.pollers import HEALTH_NAME
 from agents.scheduler import Scheduler
 from agents.shipper import Shipper
 from agents.snmp.traps import TrapReceiver, parse_trap_config
+from agents.syslog.config import parse_syslog_config
+from agents.syslog.receiver import SyslogReceiver
 from agents.tenantkeys import KeySchedule, load_pseudonymiser
 from pipelines import keys
 from pipelines.config import ConfigError, Section
@@ -87,6 +89,7 @@ class Agent:
         self.up_devices: set[str] = set()
         self.shipper: Shipper | None = None
         self.scheduler: Scheduler | None = None
+        self.syslog: SyslogReceiver | None = None
 
     async def _emit(self, records: list[Record]) -> None:
         self.records_polled += len(records)
@@ -111,6 +114,18 @@ class Agent:
             tenant=cfg.tenant, site=cfg.site,
             devices_by_address={d.address: d.name for d in cfg.devices})
 
+    def _syslog(self) -> SyslogReceiver | None:
+        """The syslog receiver, when the config has a `[syslog]` table."""
+        if "syslog" not in self.cfg.extra:
+            return None
+        cfg = self.cfg
+        self.syslog = SyslogReceiver(
+            parse_syslog_config(Section(cfg.extra["syslog"], cfg.file, "syslog"),
+                                base=Path(cfg.file).parent),
+            self._emit, tenant=cfg.tenant, site=cfg.site, devices=cfg.devices,
+            registry=self.registry)
+        return self.syslog
+
     def reload(self) -> bool:
         """SIGHUP: new device set and collector public key (rotation) from the config file;
         a bad file is logged and everything keeps running as it was."""
@@ -128,6 +143,8 @@ class Agent:
             return False
         if self.scheduler is not None:
             self.scheduler.reload(cfg.devices)
+        if self.syslog is not None:
+            self.syslog.set_devices(cfg.devices)
         if self.shipper is not None:
             self.shipper.set_collector_key(key)
         log.info("config reloaded", extra={"devices": len(cfg.devices),
@@ -146,9 +163,7 @@ class Agent:
         self.scheduler = Scheduler(cfg.devices, self._emit, registry=self.registry,
                                    max_concurrent=cfg.max_concurrent_polls, context=cfg.pollers)
         out += [self.shipper, self.scheduler]
-        traps = self._traps()
-        if traps is not None:
-            out.append(traps)
+        out += [c for c in (self._traps(), self._syslog()) if c is not None]
         return out
 
     def _started(self) -> None:

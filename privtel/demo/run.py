@@ -27,7 +27,8 @@ from plumbing.files import write_private
 from privtel.commands.keys import key_files, write_key_files
 from privtel.demo.broker import EmbeddedBroker
 from privtel.demo.snmpsim import RECORDINGS, SnmpSim
-from privtel.sim.demo import start_demo_ssh
+from privtel.demo.syslogsim import SYSLOG_TOML, SyslogSim
+from privtel.sim.demo import snmp_credential, start_demo_ssh
 
 TENANT, AGENT_ID = "demo", "demo-agent"
 
@@ -52,6 +53,7 @@ class SimDevice:
     port: int
     community: str
     protocol: str = "snmp"
+    credential: str | None = None  # the community by name from the credential store
 
 
 def write_configs(data: Path, *, broker_url: str, protocol: str, devices: list[SimDevice],
@@ -69,7 +71,7 @@ protocol = "{d.protocol}"
 interval_s = {interval_s}
 [devices.snmp]
 version = "2c"
-community = "{d.community}"
+{f'credential = "{d.credential}"' if d.credential else f'community = "{d.community}"'}
 timeout_s = 2.0
 retries = 1
 """ for d in devices)
@@ -125,6 +127,8 @@ class Summary:
     records_shipped: int = 0
     batches_sealed: int = 0
     records_stored: int = 0
+    syslog_sent: int = 0
+    syslog_stored: int = 0
     batches_rejected: int = 0
     metrics_url: str = ""
     data_dir: str = ""
@@ -136,6 +140,8 @@ class Summary:
             f"records shipped: {self.records_shipped}",
             f"batches sealed: {self.batches_sealed}",
             f"records stored: {self.records_stored}",
+            f"syslog lines sent: {self.syslog_sent} (stored as log records: "
+            f"{self.syslog_stored})",
             f"rejected batches: {self.batches_rejected}",
             f"metrics: {self.metrics_url}",
             f"data dir: {self.data_dir}",
@@ -173,23 +179,34 @@ async def run_demo(*, duration: float | None, data_dir: Path | None, broker: str
         say(f"starting {len(RECORDINGS)} simulated SNMP devices (snmpsim recordings) "
             f"on udp 127.0.0.1:{snmp_port}")
         await stack.enter_async_context(SnmpSim(snmp_port))
-        devices = [SimDevice(f"sim-{name.split('-')[0].lower()}", snmp_port, name)
-                   for name in RECORDINGS]
-        ssh = await start_demo_ssh(data / "ssh")
+        ssh = await start_demo_ssh(data / "ssh", snmp_communities=RECORDINGS)
+        devices = [SimDevice(f"sim-{name.split('-')[0].lower()}", snmp_port, name,
+                             credential=snmp_credential(name)) for name in RECORDINGS]
         stack.push_async_callback(ssh.stop)
         say(f"starting a simulated {ssh.sim.vendor} device over SSH on tcp 127.0.0.1:"
             f"{ssh.sim.port} (credentials encrypted in {ssh.credentials_file.name})")
+        syslog_ports = free_port(socket.SOCK_DGRAM), free_port()
         agent_path, collector_path = write_configs(
             data, broker_url=broker_url, protocol=protocol, devices=devices,
             interval_s=interval_s, metrics_port=metrics_port,
-            extra_toml=ssh.config_toml() + ssh.device_toml(interval_s=max(interval_s, 5.0)))
+            extra_toml=ssh.config_toml() + ssh.device_toml(interval_s=max(interval_s, 5.0))
+            + SYSLOG_TOML.format(udp=syslog_ports[0], tcp=syslog_ports[1]))
         acfg = agent_config.load(agent_path)
         ccfg = collector_config.load(collector_path)
         collector, agent = Collector(ccfg), Agent(acfg)
         pair = await stack.enter_async_context(running(collector, agent))
+        t0 = time.monotonic()
         summary.metrics_url = f"http://127.0.0.1:{collector.metrics_port}/metrics"
         summary.devices = len(acfg.devices)
         say(f"collector metrics at {summary.metrics_url}")
+        say(f"agent syslog listener on udp and tcp 127.0.0.1:{syslog_ports[0]}/"
+            f"{syslog_ports[1]}; the simulated devices log logins, link flaps, config "
+            f"changes and DHCP leases to it")
+        while agent.syslog is None and time.monotonic() - t0 < 30:
+            pair.check()
+            await asyncio.sleep(0.05)
+        logsim = await stack.enter_async_context(SyslogSim(
+            [d.name for d in acfg.devices], *syslog_ports))
         say("polling; Ctrl-C to stop" if duration is None else f"polling for {duration:.0f}s")
         started = time.monotonic()
         try:
@@ -202,8 +219,12 @@ async def run_demo(*, duration: float | None, data_dir: Path | None, broker: str
                     f"records, shipped {agent.records_shipped}, stored {stored}")
         except (KeyboardInterrupt, asyncio.CancelledError):
             say("stopping")
+        await logsim.close()
         await pair.stop_agent()
         summary.records_stored = await asyncio.to_thread(collector.store.count_records)
+        summary.syslog_sent = logsim.sent
+        summary.syslog_stored = await asyncio.to_thread(collector.store.count_records,
+                                                        name="syslog")
         summary.records_polled = agent.records_polled
         summary.records_shipped = agent.records_shipped
         summary.batches_sealed = int(_sample(agent.registry, "privtel_agent_batches_sealed_total"))

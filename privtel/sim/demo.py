@@ -53,8 +53,15 @@ class DemoSshDevice:
         await self.sim.stop()
 
 
-async def start_demo_ssh(workdir: Path, vendor: str = "cisco_ios",
-                         port: int = 0) -> DemoSshDevice:
+def snmp_credential(community: str) -> str:
+    """The credential name under which the demo keeps an SNMP community."""
+    return f"snmp-{community.lower()}"
+
+
+async def start_demo_ssh(workdir: Path, vendor: str = "cisco_ios", port: int = 0,
+                         snmp_communities: tuple[str, ...] | list[str] = ()) -> DemoSshDevice:
+    """The SSH simulator and the agent's credential store, which also keeps the SNMP
+    communities (`snmp_credential(c)`): no secret sits inline in the demo's agent.toml."""
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     password = secrets.token_urlsafe(18)
     sim = SshDeviceSim(vendor, port, {DEMO_USER: password})
@@ -63,8 +70,10 @@ async def start_demo_ssh(workdir: Path, vendor: str = "cisco_ios",
     if not key_file.exists():
         generate_key_file(key_file)
     creds = workdir / "credentials.enc"
-    CredentialStore(creds, load_key(key_file=key_file)).set(
-        CREDENTIAL, Credential(username=DEMO_USER, password=password))
+    store = CredentialStore(creds, load_key(key_file=key_file))
+    store.set(CREDENTIAL, Credential(username=DEMO_USER, password=password))
+    for c in snmp_communities:
+        store.set(snmp_credential(c), Credential(snmp_community=c))
     known_hosts = workdir / "ssh_known_hosts"
     name = f"[127.0.0.1]:{sim.port}"
     kind, b64 = sim.public_host_key.split()[:2]
