@@ -42,12 +42,14 @@ def test_the_configured_name_is_replaced_as_a_whole_word_only(p: Pseudonymiser) 
     assert "FW1" not in msg and msg.count(out.device) == 2
 
 
-def test_metrics_and_other_devices_are_left_alone(p: Pseudonymiser) -> None:
-    p.records([rec(Kind.INVENTORY, "ssh.inventory", hostname="core-sw-9")])
+def test_a_name_the_tenant_knows_is_replaced_in_all_its_text(p: Pseudonymiser) -> None:
+    """Issue 17: a host name learnt from one device's records is replaced in every
+    text of the tenant (other devices' logs, interface aliases), with its field token."""
+    (inv,) = p.records([rec(Kind.INVENTORY, "ssh.inventory", hostname="core-sw-9")])
     metric = p.record(rec(Kind.METRIC, "if", if_alias="uplink core-sw-9", in_octets=5))
-    assert metric.fields["if_alias"] == "uplink core-sw-9"  # measurements: not scanned
+    assert metric.fields["if_alias"] == f"uplink {inv.fields['hostname']}"
     other = p.record(rec(Kind.LOG, "log.line", device="edge-8", message="peer core-sw-9 up"))
-    assert other.fields["message"] == "peer core-sw-9 up"  # not edge-8's own name
+    assert other.fields["message"] == f"peer {inv.fields['hostname']} up"
 
 
 def test_short_numeric_and_too_many_names_are_not_learnt() -> None:
