@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pipelines.digest import HmacSha256
+from pipelines.pseudonym.classes import canonical as class_canonical
 from pipelines.pseudonym.cryptopan import CryptoPAn, LimitedPrefix
 from pipelines.pseudonym.errors import PseudonymError
-from pipelines.pseudonym.classes import canonical as class_canonical
 from pipelines.pseudonym.geo import coarsen_lat, coarsen_lon, place
 from pipelines.pseudonym.idscan import EMAIL, PHONE, Finder, PublicNames
 from pipelines.pseudonym.idscan import _phone as phone_e164

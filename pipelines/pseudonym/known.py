@@ -20,11 +20,13 @@ from collections.abc import Callable, Iterable
 from pipelines.digest import HmacSha256
 
 MIN_LEN = 3
-COMMON = frozenset("""
-root admin administrator user users guest test nobody daemon system operator support
-oracle postgres mysql www-data apache nginx ftp git backup service default
-from for port sshd session opened closed invalid none unknown local localhost console
-""".split())
+COMMON = frozenset((
+    "root", "admin", "administrator", "user", "users", "guest", "test", "nobody", "daemon",
+    "system", "operator", "support", "oracle", "postgres", "mysql", "www-data", "apache",
+    "nginx", "ftp", "git", "backup", "service", "default", "from", "for", "port", "sshd",
+    "session", "opened", "closed", "invalid", "none", "unknown", "local", "localhost",
+    "console",
+))
 WORD = re.compile(r"(?<![\w.@-])[A-Za-z0-9_][\w.-]*[A-Za-z0-9_]")
 
 

@@ -59,7 +59,8 @@ DECLARED: dict[str, FieldClass] = {
     "serial": C.TEXT, "model": C.TEXT, "sw_version": C.TEXT, "device_type": C.PUBLIC,
     # common identifiers, logs, geo
     "hostname": C.IDENTIFIER, "host": C.IDENTIFIER, "user": C.USER,
-    "username": C.USER, "contact": C.PERSON, "email": C.EMAIL, "phone": C.PHONE, "message": C.TEXT, "line": C.TEXT, "msg": C.TEXT,
+    "username": C.USER, "contact": C.PERSON, "email": C.EMAIL, "phone": C.PHONE,
+    "message": C.TEXT, "line": C.TEXT, "msg": C.TEXT,
     "lat": C.GEO_LAT, "latitude": C.GEO_LAT, "lon": C.GEO_LON, "lng": C.GEO_LON,
     "longitude": C.GEO_LON, "location": C.GEO_PLACE,
     # written by the pseudonymiser itself
