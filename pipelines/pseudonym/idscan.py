@@ -25,6 +25,7 @@ from urllib.parse import unquote
 import phonenumbers
 
 from pipelines.pseudonym.grammar import Rule, builtin_grammars
+from pipelines.pseudonym.scan import parse_mac
 
 REGIONS = ("NG", "GH", "KE", "ZA", "GB", "US")
 TOKEN = re.compile(r"tk-[0-9a-f]{6}-[0-9a-f]{20}")
@@ -34,7 +35,8 @@ EMAIL = re.compile(
     r"(?<![\w.+%-])[A-Za-z0-9][A-Za-z0-9._%+-]*@"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
     r"\.[A-Za-z]{2,}(?![\w-])")
-OCTETS = re.compile(r"(?<!\d)(\d{1,3})([-.])(\d{1,3})\2(\d{1,3})\2(\d{1,3})(?!\d)")
+_OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|0?\d?\d)"
+OCTETS = re.compile(rf"(?<!\d){_OCTET}([-.]){_OCTET}\2{_OCTET}\2{_OCTET}(?!\d)")
 PHONE = re.compile(
     r"(?<![\w+.:/=-])(?:"
     r"(?:\+|00)[1-9][\d ()-]{6,17}\d"  # international, E.164 with separators
@@ -84,8 +86,8 @@ class PublicNames:
 def _phone(candidate: str) -> str | None:
     """The E.164 form of a real phone number, or None (a counter, a date, a serial)."""
     digits = sum(c.isdigit() for c in candidate)
-    if not 7 <= digits <= 15:
-        return None
+    if not 7 <= digits <= 15 or parse_mac(candidate) is not None:
+        return None  # a MAC of decimal digits is the address scanner's
     s = candidate
     if s.startswith("00"):
         s = "+" + s[2:]
@@ -109,8 +111,6 @@ def _addrhost(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     s, e = m.span()
     if not ((s and text[s - 1] in _HOSTCH) or (e < len(text) and text[e] in _HOSTCH)):
         return None  # a bare address: the address scanner's
-    if any(int(g) > 255 for g in m.group(1, 3, 4, 5)):
-        return None
     ws, we = s, e
     while ws and text[ws - 1] in _HOSTCH:
         ws -= 1
@@ -119,9 +119,10 @@ def _addrhost(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     while we > e and text[we - 1] in ".-":
         we -= 1
     rest = text[ws:s] + text[e:we]
-    if not any(c.isalpha() for c in rest) or not any(c in ".-_" for c in rest):
+    if not any(c.isalpha() for c in rest) or not any(c in ".-" for c in rest):
         return None  # `IP10.9.8.5`, `10.9.8.5ms`: an address glued to a word
-    if TOKEN.fullmatch(text[ws:we]) or rest.startswith("tk-"):
+    if TOKEN.fullmatch(text[ws:we]) or rest.startswith("tk-") \
+            or parse_mac(text[ws:we]) is not None:
         return None
     return ws, we
 
@@ -150,7 +151,7 @@ class Finder:
         addresses (the address scanner's), allowlisted public names."""
         if value.lower() in NOT_A_VALUE or TOKEN.fullmatch(value):
             return True
-        if cls == "host" and _ADDRLIKE.match(value):
+        if cls == "host" and (_ADDRLIKE.match(value) or parse_mac(value.strip("()[]"))):
             return True
         return bool(self.public) and value in self.public
 
