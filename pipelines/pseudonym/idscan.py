@@ -35,8 +35,7 @@ EMAIL = re.compile(
     r"(?<![\w.+%-])[A-Za-z0-9][A-Za-z0-9._%+-]*@"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
     r"\.[A-Za-z]{2,}(?![\w-])")
-_OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|0?\d?\d)"
-OCTETS = re.compile(rf"(?<!\d){_OCTET}([-.]){_OCTET}\2{_OCTET}\2{_OCTET}(?!\d)")
+OCTETS = re.compile(r"(?<!\d)(\d{1,3})([-.])(\d{1,3})\2(\d{1,3})\2(\d{1,3})(?!\d)")
 PHONE = re.compile(
     r"(?<![\w+.:/=-])(?:"
     r"(?:\+|00)[1-9][\d ()-]{6,17}\d"  # international, E.164 with separators
@@ -140,7 +139,13 @@ class Finder:
             if any(c in self.classes for _, c in r.groups):
                 by_anchor.setdefault(r.anchor, []).append(r)
         self._always = tuple(by_anchor.pop("", ()))
-        self._anchored = tuple((a, tuple(rs)) for a, rs in by_anchor.items())
+        self._anchored = {a: tuple(rs) for a, rs in by_anchor.items()}
+        # every anchor in one alternation, longest first: one C-level scan per line
+        # finds which grammars may apply (an anchor inside a longer one is tested
+        # with `in` for the few lines that hold the longer one)
+        self._anchor_rx = re.compile("|".join(
+            re.escape(a) for a in sorted(by_anchor, key=len, reverse=True))) \
+            if by_anchor else None
         self._phones: dict[str, str | None] = {}
         self._email = "email" in self.classes
         self._phone_on = "phone" in self.classes
@@ -159,9 +164,10 @@ class Finder:
         """Every identifier in `text`, in order, without overlaps (first wins)."""
         found: list[Hit] = []
         rules: list[Rule] = list(self._always)
-        for anchor, rs in self._anchored:
-            if anchor in text:
-                rules.extend(rs)
+        if self._anchor_rx is not None and self._anchor_rx.search(text) is not None:
+            for anchor, rs in self._anchored.items():
+                if anchor in text:
+                    rules.extend(rs)
         classes = self.classes
         for rule in rules:
             for m in rule.regex.finditer(text):
@@ -178,10 +184,15 @@ class Finder:
                 if not self._keep("email", m.group()):
                     found.append(Hit(m.start(), m.end(), "email", m.group().lower()))
         if self._host:
-            for m in OCTETS.finditer(text):
+            m = OCTETS.search(text)
+            while m is not None:
+                if any(int(g) > 255 for g in m.group(1, 3, 4, 5)):
+                    m = OCTETS.search(text, m.start() + 1)  # `300-10-9-8-7`: look inside
+                    continue
                 span = _addrhost(text, m)
                 if span is not None and not self._keep("host", text[span[0]:span[1]]):
                     found.append(Hit(span[0], span[1], "host", text[span[0]:span[1]]))
+                m = OCTETS.search(text, m.end())
         if self._phone_on:
             for m in PHONE.finditer(text):
                 c = m.group()

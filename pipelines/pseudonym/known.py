@@ -38,6 +38,8 @@ class KnownNames:
         self.limit = limit
         self._digests: dict[str, str] = {}
         self._words: dict[str, str | None] = {}  # word -> class or None (a cache)
+        self._pieces_seen: set[str] = set()
+        self._pieces_hit: set[str] = set()
         self.changed = False
 
     def __len__(self) -> int:
@@ -60,7 +62,6 @@ class KnownNames:
         if d in self._digests:
             return False
         self.add(d, cls)
-        self._words.pop(name.strip(), None)
         return True
 
     def add(self, digest: str, cls: str) -> None:
@@ -68,7 +69,9 @@ class KnownNames:
         self._digests[digest] = cls
         if len(self._digests) > self.limit:
             del self._digests[next(iter(self._digests))]
-            self._words.clear()
+        self._words.clear()  # what a word or piece is may have changed
+        self._pieces_seen.clear()
+        self._pieces_hit.clear()
         self.changed = True
 
     def entries(self) -> list[tuple[str, str]]:
@@ -91,9 +94,29 @@ class KnownNames:
             self._words[word] = cls
         return cls
 
+    def _pieces(self, token: str) -> list[tuple[str, str]]:
+        """(class, word) for the known names inside one blank-separated piece."""
+        return [(c, w) for w in WORD.findall(token) if (c := self.known(w)) is not None]
+
+    def _hit(self, text: str) -> bool:
+        """Whether any blank-separated piece of `text` holds a known name. Set
+        operations in C on the pieces, each piece judged once: the warm path."""
+        pieces = set(text.split())
+        seen = self._pieces_seen
+        new = pieces.difference(seen)
+        if new:
+            if len(seen) > 200_000:
+                seen.clear()
+                self._pieces_hit.clear()
+            for t in new:
+                seen.add(t)
+                if self._pieces(t):
+                    self._pieces_hit.add(t)
+        return not pieces.isdisjoint(self._pieces_hit)
+
     def rewrite(self, text: str, token: Callable[[str, str], str]) -> str:
         """`text` with every known name, as a whole word, replaced by its token."""
-        if not self._digests:
+        if not self._digests or not self._hit(text):
             return text
         known = self.known
 
