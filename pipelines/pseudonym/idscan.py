@@ -184,15 +184,18 @@ class Finder:
                 if not self._keep("email", m.group()):
                     found.append(Hit(m.start(), m.end(), "email", m.group().lower()))
         if self._host:
-            m = OCTETS.search(text)
-            while m is not None:
+            n = len(text)
+            for m in OCTETS.finditer(text):
+                s, e = m.span()
+                if not ((s and text[s - 1] in _HOSTCH) or (e < n and text[e] in _HOSTCH)):
+                    continue  # a bare address, the common case: the address scanner's
                 if any(int(g) > 255 for g in m.group(1, 3, 4, 5)):
-                    m = OCTETS.search(text, m.start() + 1)  # `300-10-9-8-7`: look inside
-                    continue
+                    m = OCTETS.search(text, s + 1)  # `300-10-9-8-7`: look inside once
+                    if m is None or any(int(g) > 255 for g in m.group(1, 3, 4, 5)):
+                        continue
                 span = _addrhost(text, m)
                 if span is not None and not self._keep("host", text[span[0]:span[1]]):
                     found.append(Hit(span[0], span[1], "host", text[span[0]:span[1]]))
-                m = OCTETS.search(text, m.end())
         if self._phone_on:
             for m in PHONE.finditer(text):
                 c = m.group()
