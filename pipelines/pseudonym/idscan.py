@@ -19,7 +19,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote
 
 import phonenumbers
@@ -49,8 +49,7 @@ _HOSTCH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 _ADDRLIKE = re.compile(r"^[0-9A-Fa-f:.%\[\]]+$")
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
     start: int
     end: int
     cls: str
@@ -147,24 +146,32 @@ class Finder:
             re.escape(a) for a in sorted(by_anchor, key=len, reverse=True))) \
             if by_anchor else None
         self._phones: dict[str, str | None] = {}
+        self._kept: dict[tuple[str, str], bool] = {}
         self._email = "email" in self.classes
         self._phone_on = "phone" in self.classes
         self._host = "host" in self.classes
 
     def _keep(self, cls: str, value: str) -> bool:
         """Values that are not raw identifiers: placeholders, our own tokens,
-        addresses (the address scanner's), allowlisted public names."""
-        if value.lower() in NOT_A_VALUE or TOKEN.fullmatch(value):
-            return True
-        if cls == "host" and (_ADDRLIKE.match(value) or parse_mac(value.strip("()[]"))):
-            return True
-        return bool(self.public) and value in self.public
+        addresses and MACs (the address scanner's), allowlisted public names.
+        Remembered per value: the same header host comes on every line."""
+        k = self._kept.get((cls, value))
+        if k is None:
+            k = value.lower() in NOT_A_VALUE or TOKEN.fullmatch(value) is not None or (
+                cls == "host" and (_ADDRLIKE.match(value) is not None
+                                   or parse_mac(value.strip("()[]")) is not None)) or (
+                bool(self.public) and value in self.public)
+            if len(self._kept) > 65536:
+                self._kept.clear()
+            self._kept[(cls, value)] = k
+        return k
 
     def hits(self, text: str) -> list[Hit]:
         """Every identifier in `text`, in order, without overlaps (first wins)."""
         found: list[Hit] = []
-        rules: list[Rule] = list(self._always)
+        rules: tuple[Rule, ...] | list[Rule] = self._always
         if self._anchor_rx is not None and self._anchor_rx.search(text) is not None:
+            rules = list(rules)
             for anchor, rs in self._anchored.items():
                 if anchor in text:
                     rules.extend(rs)

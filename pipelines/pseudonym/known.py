@@ -39,6 +39,7 @@ class KnownNames:
         self._digests: dict[str, str] = {}
         self._words: dict[str, str | None] = {}  # word -> class or None (a cache)
         self._pieces_seen: set[str] = set()
+        self._raw: set[str] = set()  # names learnt by this process (memory only)
         self._pieces_hit: set[str] = set()
         self.changed = False
 
@@ -56,8 +57,13 @@ class KnownNames:
 
     def learn(self, cls: str, name: str) -> bool:
         """Remember `name` as class `cls`; True when it was new."""
+        if name in self._raw:  # learnt before in this process: no digest to compute
+            return False
         if not self.learnable(name):
             return False
+        if len(self._raw) > self.limit:
+            self._raw.clear()
+        self._raw.add(name)
         d = self.digest(name.strip())
         if d in self._digests:
             return False

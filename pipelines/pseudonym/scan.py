@@ -21,20 +21,26 @@ from typing import Any, Protocol
 
 _HEX = "0-9A-Fa-f"
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+_V4_END = r"(?![0-9]|\.\d+\.\d|\.\d+[A-Za-z_])"
 CANDIDATES = re.compile(
     rf"(?=[{_HEX}:])(?:"
-    rf"(?<![0-9A-Za-z.])(?P<v6>(?=[{_HEX}:.]*::|(?:[{_HEX}]{{0,4}}:){{5}})"
+    # the common case, not inside a word: one lookbehind rejects most positions fast
+    rf"(?<![0-9A-Za-z.])(?:"
+    rf"(?P<v6>(?=[{_HEX}:.]*::|(?:[{_HEX}]{{0,4}}:){{5}})"
     rf"[{_HEX}]{{0,4}}:[{_HEX}:.]{{1,50}}(?:%[\w.\-]+)?)"
-    # an IPv4 may be glued to letters (`IP10.9.8.5`, `10.9.8.5ms`) and followed by a
-    # tcpdump-style ".port", but not by more dotted numbers (an SNMP OID such as
-    # 1.3.6.1.4.1.9 is not an address); `v1.2.3.4` is a version
-    rf"|(?<![0-9.])(?<!\b[vV])(?P<v4>{_V4})(?![0-9]|\.\d+\.\d|\.\d+[A-Za-z_])"
-    rf"|(?<![\w.:\-])(?P<mac>[{_HEX}]{{1,2}}(?:-[{_HEX}]{{1,2}}){{5}}"
-    rf"|[{_HEX}]{{4}}(?P<msep>[.\-])[{_HEX}]{{4}}(?P=msep)[{_HEX}]{{4}}|[{_HEX}]{{12}})(?![\w\-])"
-    # IPv6 glued to a letter (`addr2001:db8::1`): at least three colons, so that
-    # `std::vector` and clock times stay text
-    rf"|(?<=[A-Za-z_])(?P<v6g>[{_HEX}]{{1,4}}(?::[{_HEX}]{{0,4}}){{3,7}}"
-    rf"(?:%[\w.\-]+)?)"
+    # an IPv4 may be followed by a tcpdump-style ".port" or by letters (`10.9.8.5ms`),
+    # but not by more dotted numbers (an SNMP OID such as 1.3.6.1.4.1.9 is not one)
+    rf"|(?P<v4>{_V4}){_V4_END}"
+    rf"|(?P<mac>[{_HEX}]{{1,2}}(?:-[{_HEX}]{{1,2}}){{5}}"
+    rf"|[{_HEX}]{{4}}(?P<msep>[.\-])[{_HEX}]{{4}}(?P=msep)[{_HEX}]{{4}}|[{_HEX}]{{12}})"
+    rf"(?![\w\-])"
+    rf")"
+    # glued to a letter: `IP10.9.8.5`, `addr2001:db8::1` (at least three colons, so
+    # `std::vector` and clock times stay text); `v1.2.3.4` is a version
+    rf"|(?<=[A-Za-z_])(?:"
+    rf"(?<!\b[vV])(?P<v4g>{_V4}){_V4_END}"
+    rf"|(?P<v6g>[{_HEX}]{{1,4}}(?::[{_HEX}]{{0,4}}){{3,7}}(?:%[\w.\-]+)?)"
+    rf")"
     rf")"
 )
 _DOT_PORT = re.compile(r"^(.+)\.(\d{1,5})$")
@@ -124,7 +130,7 @@ def rewrite(text: str, replace: Replace, memo: Memo | None = None) -> str:
         return text
 
     def resolve(s: str, g: str | None, rep: Replace) -> str:
-        if g == "v4":
+        if g == "v4" or g == "v4g":
             a = parse_v4(s)
             return rep(Found("v4", a, s)) if a is not None else s
         if g == "mac":
