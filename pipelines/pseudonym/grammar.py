@@ -20,7 +20,7 @@ from pipelines.pseudonym.errors import PolicyError
 @dataclass(frozen=True, slots=True)
 class Rule:
     family: str
-    anchor: str  # a literal the line must contain; "" runs on every line
+    anchors: tuple[str, ...]  # literals, one of which the line must contain; () runs always
     regex: re.Pattern[str]
     groups: tuple[tuple[str, str], ...]  # (group name, identifier class)
     learn: bool  # a value found here is a real session's name
@@ -44,9 +44,11 @@ def parse_grammar(text: str, source: str = "<grammar>") -> list[Rule]:
         if not isinstance(r, dict) or set(r) - {"anchor", "pattern", "learn"}:
             raise PolicyError(f"{where}: only anchor, pattern and learn are known")
         anchor, pattern, learn = r.get("anchor", ""), r.get("pattern"), r.get("learn", False)
-        if not isinstance(anchor, str) or not isinstance(pattern, str) \
-                or not isinstance(learn, bool):
-            raise PolicyError(f"{where}: anchor and pattern are text, learn is true/false")
+        anchors = (anchor,) if isinstance(anchor, str) else anchor
+        if not isinstance(anchors, list | tuple) or not all(isinstance(a, str) for a in anchors) \
+                or not isinstance(pattern, str) or not isinstance(learn, bool):
+            raise PolicyError(f"{where}: anchor is text or a list of text, pattern is text, "
+                              "learn is true/false")
         try:
             rx = re.compile(pattern)
         except re.error as e:
@@ -60,7 +62,7 @@ def parse_grammar(text: str, source: str = "<grammar>") -> list[Rule]:
             groups.append((name, cls))
         if not groups:
             raise PolicyError(f"{where}: pattern has no named group for an identifier")
-        out.append(Rule(family, anchor, rx, tuple(groups), learn))
+        out.append(Rule(family, tuple(a for a in anchors if a), rx, tuple(groups), learn))
     return out
 
 

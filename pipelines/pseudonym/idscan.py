@@ -134,10 +134,14 @@ class Finder:
         self.classes = frozenset(classes)
         self.public = public or PublicNames()
         by_anchor: dict[str, list[Rule]] = {}
+        always: list[Rule] = []
         for r in builtin_grammars() if rules is None else rules:
             if any(c in self.classes for _, c in r.groups):
-                by_anchor.setdefault(r.anchor, []).append(r)
-        self._always = tuple(by_anchor.pop("", ()))
+                for a in r.anchors:
+                    by_anchor.setdefault(a, []).append(r)
+                if not r.anchors:
+                    always.append(r)
+        self._always = tuple(always)
         self._anchored = {a: tuple(rs) for a, rs in by_anchor.items()}
         # every anchor in one alternation, longest first: one C-level scan per line
         # finds which grammars may apply (an anchor inside a longer one is tested
@@ -171,10 +175,11 @@ class Finder:
         found: list[Hit] = []
         rules: tuple[Rule, ...] | list[Rule] = self._always
         if self._anchor_rx is not None and self._anchor_rx.search(text) is not None:
-            rules = list(rules)
+            chosen = dict.fromkeys(rules)  # a rule under two anchors runs once
             for anchor, rs in self._anchored.items():
                 if anchor in text:
-                    rules.extend(rs)
+                    chosen.update(dict.fromkeys(rs))
+            rules = list(chosen)
         classes = self.classes
         for rule in rules:
             for m in rule.regex.finditer(text):
