@@ -104,7 +104,7 @@ class KnownNames:
         """(class, word) for the known names inside one blank-separated piece."""
         return [(c, w) for w in WORD.findall(token) if (c := self.known(w)) is not None]
 
-    def _hit(self, text: str) -> bool:
+    def hit(self, text: str) -> bool:
         """Whether any blank-separated piece of `text` holds a known name. Set
         operations in C on the pieces, each piece judged once: the warm path."""
         pieces = set(text.split())
@@ -122,7 +122,7 @@ class KnownNames:
 
     def rewrite(self, text: str, token: Callable[[str, str], str]) -> str:
         """`text` with every known name, as a whole word, replaced by its token."""
-        if not self._digests or not self._hit(text):
+        if not self._digests or not self.hit(text):
             return text
         known = self.known
 

@@ -35,6 +35,7 @@ from collections.abc import Collection, Iterable, Iterator
 
 from pipelines.pseudonym.core import Pseudonymiser, canonical, non_identifying
 from pipelines.pseudonym.idscan import Finder
+from pipelines.pseudonym.known import KnownNames
 from pipelines.pseudonym.scan import CANDIDATES, Found, find
 from pipelines.record import Record
 
@@ -142,11 +143,19 @@ def find_leaks_by_class(records: Iterable[Record], pseudonymiser: Pseudonymiser 
     return leaks
 
 
-def _text_classes(value: str, finder: Finder, known: object) -> list[str]:
-    classes = {h.cls for h in finder.hits(value)}
-    if known is not None:
-        classes |= {c for c, _ in known.find(value)}  # type: ignore[attr-defined]
-    return sorted(classes)
+def _text_classes(value: str, finder: Finder, known: KnownNames | None) -> list[str]:
+    """The classes of the raw identifiers in `value`. What the finder says of a
+    value never changes, so it is remembered (field values repeat every poll)."""
+    memo = finder.guard_memo
+    classes = memo.get(value)
+    if classes is None:
+        classes = sorted({h.cls for h in finder.hits(value)})
+        if len(memo) > 65536:
+            memo.clear()
+        memo[value] = classes
+    if known is not None and len(known) and known.hit(value):
+        return sorted(set(classes) | {c for c, _ in known.find(value)})
+    return classes
 
 
 def ingest_findings(record: Record, finder: Finder | None = None) -> list[tuple[str, str]]:
