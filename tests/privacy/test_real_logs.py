@@ -100,3 +100,20 @@ def test_the_template_oracle_accepts_the_raw_lines() -> None:
     rows = _rows("OpenSSH") + _rows("Linux")
     ok = sum(1 for _, r in rows if _template_rx(r["EventTemplate"]).fullmatch(r["Content"]))
     assert ok / len(rows) >= 0.99
+
+
+RECORDINGS = Path(__file__).parents[2] / "privtel" / "sim" / "recordings"
+
+
+@pytest.mark.parametrize("vendor", ["arista_eos", "cisco_ios", "cisco_nxos", "juniper_junos"])
+def test_our_simulated_devices_logs_lose_their_names(p: Pseudonymiser, vendor: str) -> None:
+    """The demo's own device recordings: login names, the device's host name and
+    addresses are replaced; the log templates stay."""
+    text = (RECORDINGS / vendor / "log_buffer.txt").read_text()
+    text = text.replace("{{hostname}}", "ikeja-core-01")
+    out = p.text(text)
+    for raw in ("netops", "ikeja-core-01", "203.0.113.77", "[user: admin]", "user=admin"):
+        assert raw not in out
+    assert out.count("\n") == text.count("\n")
+    for keep in ("%LINEPROTO-5-UPDOWN", "%BGP-", "Interface", "changed state", "port"):
+        assert (keep in text) <= (keep in out)
