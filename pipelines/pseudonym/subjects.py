@@ -89,6 +89,9 @@ def forward(subjects: list[Subject], p: Pseudonymiser) -> list[Pseudonymous]:
         if s.cls == "ip":
             out.append(Pseudonymous("ip", p.ip(s.value)))
         elif s.cls == "net":
+            if p.policy.modes["ip"] not in ("prefix", "ipcrypt-pfx"):
+                raise PseudonymError("net: subjects need a prefix-preserving ip mode "
+                                     "(prefix or ipcrypt-pfx)")
             net = ipaddress.ip_network(s.value)
             first = p.ip(str(net.network_address))
             out.append(Pseudonymous("net", str(ipaddress.ip_network(

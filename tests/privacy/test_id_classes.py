@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.pseudonym import PolicyError, PrivacyPolicy, Pseudonymiser, TenantKey
+from pipelines.pseudonym import (
+    PolicyError,
+    PrivacyPolicy,
+    PseudonymError,
+    Pseudonymiser,
+    TenantKey,
+)
 from pipelines.pseudonym.grammar import builtin_grammars, parse_grammar
 from pipelines.pseudonym.idscan import Finder
 from pipelines.pseudonym.leakguard import ingest_findings, label_findings
@@ -156,6 +162,9 @@ def test_subject_file_lines_are_pseudonymised_forward() -> None:
     with pytest.raises(ValueError, match="line 1") as e:
         parse_subjects("pet:rex")
     assert "rex" not in str(e.value)
+    tokens = Pseudonymiser(KEY, PrivacyPolicy(modes={"ip": "token"}))
+    with pytest.raises(PseudonymError, match="prefix-preserving"):
+        forward(parse_subjects("net:10.1.2.0/24"), tokens)
 
 
 def test_collector_ingest_check_by_class() -> None:
