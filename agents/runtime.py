@@ -14,15 +14,15 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from agents import config as agent_config
 from agents.config import AgentConfig
+from agents.guard import Guard
 from agents.pollers import HEALTH_NAME
 from agents.scheduler import Scheduler
 from agents.shipper import Shipper
@@ -33,46 +33,10 @@ from agents.tenantkeys import KeySchedule, load_pseudonymiser
 from pipelines import keys
 from pipelines.config import ConfigError, Section
 from pipelines.lifecycle import Component, run_components
-from pipelines.pseudonym import Pseudonymiser
-from pipelines.pseudonym.leakguard import find_leaks
 from pipelines.record import Record
-from plumbing.files import append_private
 from plumbing.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
-
-
-class Guard:
-    """Pseudonymises records and holds back any that still leak, with a count and a
-    local quarantine file (owner-only) naming the record ids, never the values."""
-
-    def __init__(self, pseudonymiser: Pseudonymiser, registry: CollectorRegistry,
-                 quarantine_dir: Path | None) -> None:
-        self.pseudonymiser = pseudonymiser
-        self.quarantine_dir = quarantine_dir
-        self.leaks = Counter("privtel_agent_leak_quarantined_records",
-                             "Records held back because a raw address survived pseudonymisation",
-                             registry=registry)
-
-    def apply(self, records: Sequence[Record]) -> list[Record]:
-        out = self.pseudonymiser.records(list(records))
-        leaks = find_leaks(out, self.pseudonymiser)
-        if not leaks:
-            return out
-        bad = {rid for rid, _ in leaks}
-        self.leaks.inc(len(bad))
-        for rid, field in leaks:
-            log.error("record held back: raw address in field after pseudonymisation",
-                      extra={"record_id": rid, "field": field})
-        if self.quarantine_dir is not None:
-            self._quarantine([r for r in out if r.id in bad])
-        return [r for r in out if r.id not in bad]
-
-    def _quarantine(self, records: list[Record]) -> None:
-        assert self.quarantine_dir is not None
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.quarantine_dir / f"leaks-{int(time.time())}.ndjson"
-        append_private(path, b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in records))
 
 
 class Agent:
@@ -83,7 +47,8 @@ class Agent:
         self.cfg = cfg
         self.registry = registry or CollectorRegistry()
         self.keys = KeySchedule(cfg, self.registry, clock=clock)
-        self.guard = Guard(self.keys.pseudonymiser, self.registry, cfg.state_dir / "quarantine")
+        self.guard = Guard(self.keys.pseudonymiser, self.registry, cfg.state_dir / "quarantine",
+                           cfg.state_dir)
         self.records_polled = 0
         self.records_shipped = 0
         self.up_devices: set[str] = set()

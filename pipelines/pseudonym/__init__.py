@@ -3,13 +3,18 @@
 Public surface:
     TenantKey(secret, epoch) / TenantKey.from_hex(hex64, epoch=1) / .key_id / KeyRing
     Pseudonymiser(key, policy=None): .record(r) .records(rs) .ip(a) .mac(m) .token(v) .text(s)
+        .id_token(cls, value) .contact(s)   the keyed token of a user/email/phone/host/person
     PrivacyPolicy(...) / PrivacyPolicy.from_section(section)   the `[privacy]` table
     FieldClass, classify(name)
     find_leaks(records, pseudonymiser=None, *, raw=None) -> [(record id, field)]
+    leakguard.find_leaks_by_class / ingest_findings / label_findings   every class
+    subjects.parse_subjects(text) / forward(subjects, p)   `user:adaeze` subject files
     pipelines.pseudonym.reverse.Reidentifier(key, policy): .address(text, mode) .mac(text)
         .token(token, candidates)   for the privileged key holder only
-Modules: keys, cryptopan, ipcrypt, scan (finding addresses in text), geo, policy,
-core (the pseudonymiser), leakguard, reverse.
+Modules: classes (the identifier class table), keys, cryptopan, ipcrypt, scan (finding
+addresses in text), grammar + grammars/*.toml (log grammars as data), idscan (finding
+names, e-mails, phones, address-bearing hosts), known (names the tenant has learnt),
+geo, policy, core (the pseudonymiser), leakguard, subjects, reverse.
 """
 
 from pipelines.pseudonym.core import Pseudonymiser, non_identifying

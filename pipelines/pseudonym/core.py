@@ -19,11 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 from pipelines.digest import HmacSha256
+from pipelines.pseudonym.classes import canonical as class_canonical
 from pipelines.pseudonym.cryptopan import CryptoPAn, LimitedPrefix
 from pipelines.pseudonym.errors import PseudonymError
-from pipelines.pseudonym.geo import coarsen_lat, coarsen_lon, cut_place
+from pipelines.pseudonym.geo import coarsen_lat, coarsen_lon, place
+from pipelines.pseudonym.idscan import EMAIL, PHONE, Finder, PublicNames
+from pipelines.pseudonym.idscan import _phone as phone_e164
 from pipelines.pseudonym.ipcrypt import Deterministic, Ndx, Pfx
 from pipelines.pseudonym.keys import TenantKey
+from pipelines.pseudonym.known import KnownNames
 from pipelines.pseudonym.names import DeviceNames
 from pipelines.pseudonym.policy import FieldClass, PrivacyPolicy, classify
 from pipelines.pseudonym.scan import Found, format_mac, parse_mac, parse_v4, rewrite
@@ -223,6 +227,14 @@ class Pseudonymiser:
         self._plans: dict[str, int] = {}
         self._inert: set[str] = set()
         self._names = DeviceNames()
+        classes = self.policy.classes
+        self.finder = Finder(classes=classes & {"user", "email", "phone", "host"},
+                             public=PublicNames(self.policy.public_names))
+        self._ids_on = bool(self.finder.classes)
+        self.known = KnownNames(key.derive("known-names"))
+        self._addr_classes = classes & {"ip", "mac"}
+        if self._addr_classes != {"ip", "mac"}:
+            self._replace_found = self._replace_some  # type: ignore[method-assign]
 
     def _token(self, value: str) -> str:
         digest = self._token_mac.hex(value.encode("utf-8", "surrogatepass"))
@@ -231,6 +243,17 @@ class Pseudonymiser:
     def token(self, value: str) -> str:  # replaced per instance by a cached version
         """Keyed token (HMAC-SHA256, 80 bits, key id prefix): equal in, equal out, no structure."""
         return self._token(value)
+
+    def id_token(self, cls: str, value: str) -> str:
+        """The one token of a user, e-mail, phone, host or person value, the same
+        whether it came from a field or from text (classes.py)."""
+        return self.token(class_canonical(cls, value))
+
+    def learn_name(self, cls: str, value: str) -> None:
+        """A name this tenant now knows (a real session's login, a device's name):
+        replaced wherever it appears in the tenant's text from now on (known.py)."""
+        if cls in ("user", "host"):
+            self.known.learn(cls, value)
 
     def ip(self, addr: str | IPAddress) -> str:
         """One address (text or ipaddress object) under the policy's ip mode. Text that
@@ -262,8 +285,37 @@ class Pseudonymiser:
         return self._mac_mode.found(Found("mac", m[0], value.strip(), m[1]))
 
     def text(self, s: str) -> str:
-        """Free text with every IPv4, IPv6 and MAC address replaced in place."""
+        """Free text with every identifier of the policy's classes replaced in place:
+        grammar-found names, e-mails, phones, address-bearing host names, known
+        names, then every IPv4, IPv6 and MAC address."""
+        if self._ids_on:
+            s = self._ids(s)
         return rewrite(s, self._replace_found, self._memo)
+
+    def _ids(self, s: str) -> str:
+        s = self.finder.rewrite(s, self.id_token, self.learn_name)
+        if len(self.known):
+            s = self.known.rewrite(s, self.id_token)
+        return s
+
+    def contact(self, s: str) -> str:
+        """A contact text (`sys_contact`: a name, an e-mail, a phone) as person, email
+        and phone tokens, in that order; nothing of it in clear."""
+        out: list[str] = []
+        rest = s
+        for m in EMAIL.finditer(s):
+            out.append(self.id_token("email", m.group()))
+            rest = rest.replace(m.group(), " ")
+        for m in PHONE.finditer(rest):
+            e164 = phone_e164(m.group())
+            if e164 is not None:
+                out.append(self.id_token("phone", e164))
+                rest = rest.replace(m.group(), " ")
+        name = " ".join(w for w in rest.replace("<", " ").replace(">", " ").replace(
+            ",", " ").split() if any(c.isalnum() for c in w))
+        if name:
+            out.insert(0, self.id_token("person", name))
+        return " ".join(out)
 
     def field_text(self, s: str) -> str:
         """`text` for record fields: whole values repeat every poll (interface
@@ -277,6 +329,9 @@ class Pseudonymiser:
         if not self._text_mode.deterministic:
             return self.text(s)
         made: list[str] = []
+        raw = s
+        if self._ids_on:
+            s = self._ids(s)
 
         def rep(f: Found) -> str:
             r = self._replace_found(f)
@@ -284,10 +339,16 @@ class Pseudonymiser:
             return r
 
         out = rewrite(s, rep)
-        memo.put(s, (out, made))
+        memo.put(raw, (out, made))
         return out
 
     def _replace_found(self, f: Found) -> str:
+        return (self._mac_mode if f.kind == "mac" else self._text_mode).found(f)
+
+    def _replace_some(self, f: Found) -> str:
+        """`_replace_found` when the policy narrows the classes (`--classes`)."""
+        if ("mac" if f.kind == "mac" else "ip") not in self._addr_classes:
+            return f.text
         return (self._mac_mode if f.kind == "mac" else self._text_mode).found(f)
 
     def is_pseudonym(self, canon: str) -> bool:
@@ -331,6 +392,15 @@ class Pseudonymiser:
                 else None
         if cls is FieldClass.IDENTIFIER:
             return self.token(value if isinstance(value, str) else str(value))
+        if cls is FieldClass.USER:
+            return self.id_token("user", value if isinstance(value, str) else str(value))
+        if cls is FieldClass.EMAIL:
+            return self.id_token("email", str(value))
+        if cls is FieldClass.PHONE:
+            e164 = phone_e164(str(value))
+            return self.id_token("phone", e164 if e164 is not None else str(value))
+        if cls is FieldClass.PERSON:
+            return self.contact(str(value))
         if cls is FieldClass.IP:
             if isinstance(value, int) and 0 <= value < 2**32:
                 out = self.ip(ipaddress.IPv4Address(value))
@@ -343,8 +413,10 @@ class Pseudonymiser:
             return None
         grid = self.policy.geo_grid_km
         if cls is FieldClass.GEO_PLACE:
-            return self.text(cut_place(value, self.policy.place_level)) \
-                if isinstance(value, str) else None
+            if not isinstance(value, str):
+                return None
+            kept, _ = place(value, self.policy.place_level)
+            return self.text(kept) if kept is not None else self.id_token("person", value)
         try:
             f = float(value)
         except ValueError:
@@ -393,6 +465,11 @@ class Pseudonymiser:
         plans = self._plans
         inert = self._inert
         src = r.fields
+        if r.kind in _NAMED:  # the device's own names first, before any grammar sees them
+            rewrite, dev, token = self._names.rewrite, r.device, self.token
+            src = {k: rewrite(dev, v, token) if type(v) is str and (
+                       plans[k] if k in plans else self._plan_name(k)) == _TEXT
+                   else v for k, v in src.items()}
         fields: dict[str, Scalar] = dict(src)  # numbers and public values stay as is
         geo: list[str] = []
         memo = self._field_memo
@@ -419,35 +496,40 @@ class Pseudonymiser:
                 fields[k] = self.value(k, v)
         if geo:
             self._geo(r, geo, fields)
-        if r.kind in _NAMED:
-            rewrite, dev, token = self._names.rewrite, r.device, self.token
-            for k, v in fields.items():
-                if type(v) is str and plans.get(k) == _TEXT:
-                    fields[k] = rewrite(dev, v, token)
         fields["pkid"] = self.key_id
         return r.with_fields(fields, device=self.token(r.device))
 
     def _learn(self, r: Record) -> None:
-        """Remember the device's own names from its identifier-class fields (names.py)."""
+        """Remember the device's own names from its identifier-class fields (names.py),
+        and the tenant's user and host names for all of its text (known.py)."""
         for k, v in r.fields.items():
-            if type(v) is str and self.field_class(k, v) is FieldClass.IDENTIFIER:
-                self._names.learn(r.device, v)
+            if type(v) is str:
+                c = self.field_class(k, v)
+                if c is FieldClass.IDENTIFIER:
+                    self._names.learn(r.device, v)
+                    self.known.learn("host", v)
+                elif c is FieldClass.USER:
+                    self.known.learn("user", v)
 
     def _geo(self, r: Record, names: list[str], fields: dict[str, Scalar]) -> None:
         lat = next((r.fields[k] for k in names
                     if self.field_class(k, r.fields[k]) is FieldClass.GEO_LAT), None)
-        place = coords = False
+        coords = False
+        levels: list[str] = []
         for k in names:
             fields[k] = self.value(k, r.fields[k], lat)
-            if self.field_class(k, r.fields[k]) is FieldClass.GEO_PLACE:
-                place = True
+            v = r.fields[k]
+            if self.field_class(k, v) is FieldClass.GEO_PLACE:
+                levels.append(place(v, self.policy.place_level)[1]
+                              if isinstance(v, str) else "token")
             else:
                 coords = True
         if self.policy.modes["geo"] == "generalise":
             if coords:
                 fields["geo_precision_km"] = self.policy.geo_grid_km
-            if place:
-                fields["geo_level"] = self.policy.place_level
+            if levels:  # the finest level any place field really kept
+                fields["geo_level"] = "token" if "token" in levels else \
+                    "region" if "region" in levels else "country"
 
     def records(self, rs: list[Record]) -> list[Record]:
         """Names are learnt from the whole list first, so a poll's log lines are

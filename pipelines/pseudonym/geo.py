@@ -36,3 +36,20 @@ def cut_place(name: str, level: str) -> str:
     parts = [p.strip() for p in name.split(",") if p.strip()]
     keep = 1 if level == "country" else 2
     return ", ".join(parts[-keep:])
+
+
+def place(name: str, level: str) -> tuple[str | None, str]:
+    """(what is kept, the level really kept) for a place text.
+
+    Cutting only proves something when there was more to cut: "Room 3, Clinic of
+    Dr Okafor, Ikeja, Lagos, NG" cut to region keeps "Lagos, NG", a region. A text
+    with no more parts than the level keeps ("Dr Okafor's clinic") may be as
+    precise as a room, so it is not kept (None: the caller tokenises it) and the
+    level says so. A lone country code (two capitals) is a country."""
+    parts = [p.strip() for p in name.split(",") if p.strip()]
+    keep = 1 if level == "country" else 2
+    if len(parts) > keep:
+        return ", ".join(parts[-keep:]), level
+    if len(parts) == 1 and len(parts[0]) == 2 and parts[0].isalpha() and parts[0].isupper():
+        return parts[0], "country"
+    return None, "token"

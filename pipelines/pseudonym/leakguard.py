@@ -1,4 +1,12 @@
-"""The last check before a batch is sealed: is any raw address still in it?
+"""The last check before a batch is sealed: is any raw identifier still in it?
+
+Every class is checked: addresses and MACs as described below; user names,
+e-mails, phones and host names by running the same finder the scrubber uses
+(`idscan.py`: a value it still finds is one that was never replaced, since a
+replaced one is a `tk-` token), and the tenant's known names (`known.py`).
+`ingest_findings` is the collector's re-check of one record at ingest: it has no
+key, so it cannot tell an address pseudonym from an address, but every other
+class it can.
 
 Why the guard needs the pseudonymiser. A prefix-preserving pseudonym of an
 address is itself a valid address, and Crypto-PAn is a permutation: every
@@ -26,10 +34,21 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator
 
 from pipelines.pseudonym.core import Pseudonymiser, canonical, non_identifying
+from pipelines.pseudonym.idscan import Finder
+from pipelines.pseudonym.known import KnownNames
 from pipelines.pseudonym.scan import CANDIDATES, Found, find
 from pipelines.record import Record
 
 Leak = tuple[str, str]
+ClassLeak = tuple[str, str, str]  # record id, field, identifier class
+_FINDER: list[Finder] = []
+
+
+def default_finder() -> Finder:
+    """A finder for every text class with the shipped grammars, built once."""
+    if not _FINDER:
+        _FINDER.append(Finder())
+    return _FINDER[0]
 
 
 def normalise(text: str) -> str | None:
@@ -91,21 +110,68 @@ def _is_leak(fact: Fact, pseudonymiser: Pseudonymiser | None,
 
 def find_leaks(records: Iterable[Record], pseudonymiser: Pseudonymiser | None = None, *,
                raw: Collection[str] | None = None) -> list[Leak]:
-    """(record id, field name) for every field still holding a raw address.
+    """(record id, field name) for every field still holding a raw identifier.
 
     Pass the pseudonymiser that made the records (the agent's seal-time check),
     or `raw`, canonical raw addresses (see `normalise`) to look for. With
     neither, every identifying address counts, which is right only for data
-    that should hold no address at all.
+    that should hold no address at all. Other classes are always checked.
     """
-    leaks: list[Leak] = []
+    seen: set[tuple[str, str]] = set()
+    out: list[Leak] = []
+    for rid, name, _ in find_leaks_by_class(records, pseudonymiser, raw=raw):
+        if (rid, name) not in seen:
+            seen.add((rid, name))
+            out.append((rid, name))
+    return out
+
+
+def find_leaks_by_class(records: Iterable[Record], pseudonymiser: Pseudonymiser | None = None,
+                        *, raw: Collection[str] | None = None) -> list[ClassLeak]:
+    """`find_leaks` with the class of each finding (one per field and class)."""
+    finder = pseudonymiser.finder if pseudonymiser is not None else default_finder()
+    known = pseudonymiser.known if pseudonymiser is not None else None
+    leaks: list[ClassLeak] = []
     for r in records:
         for name, value in _strings(r):
             for fact in _facts(value):
                 if _is_leak(fact, pseudonymiser, raw):
-                    leaks.append((r.id, name))
+                    leaks.append((r.id, name, "mac" if fact[2].kind == "mac" else "ip"))
                     break
+            for cls in _text_classes(value, finder, known):
+                leaks.append((r.id, name, cls))
     return leaks
+
+
+def _text_classes(value: str, finder: Finder, known: KnownNames | None) -> list[str]:
+    """The classes of the raw identifiers in `value`. What the finder says of a
+    value never changes, so it is remembered (field values repeat every poll)."""
+    memo = finder.guard_memo
+    classes = memo.get(value)
+    if classes is None:
+        classes = sorted({h.cls for h in finder.hits(value)})
+        if len(memo) > 65536:
+            memo.clear()
+        memo[value] = classes
+    if known is not None and len(known) and known.hit(value):
+        return sorted(set(classes) | {c for c, _ in known.find(value)})
+    return classes
+
+
+def ingest_findings(record: Record, finder: Finder | None = None) -> list[tuple[str, str]]:
+    """(field, class) for every user name, e-mail, phone or host name still in
+    clear in a record arriving at the collector. Addresses are not judged here:
+    without the tenant key a pseudonym and a raw address look alike."""
+    f = finder or default_finder()
+    return [(name, cls) for name, value in _strings(record)
+            for cls in _text_classes(value, f, None)]
+
+
+def label_findings(labels: dict[str, str], finder: Finder | None = None) -> list[tuple[str, str]]:
+    """(label, class) for exported Prometheus labels (`site`, `device`, `ifname`,
+    `profile`) that still carry a user name, e-mail, phone or host name."""
+    f = finder or default_finder()
+    return [(k, cls) for k, v in labels.items() for cls in _text_classes(v, f, None)]
 
 
 def count_leaks(texts: Iterable[str], *, raw: Collection[str] | None = None) -> int:

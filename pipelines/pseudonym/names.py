@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from pipelines.pseudonym.known import is_address
+
 MIN_NAME = 2
 MAX_NAMES = 16  # per device; a device with more "own names" is feeding us data, not names
 
@@ -42,7 +44,8 @@ class DeviceNames:
     def _add(names: dict[str, str], name: str) -> bool:
         name = name.strip()
         low = name.lower()
-        if len(name) < MIN_NAME or name.isdigit() or low in names or len(names) >= MAX_NAMES:
+        if (len(name) < MIN_NAME or name.isdigit() or low in names or len(names) >= MAX_NAMES
+                or is_address(name)):
             return False
         names[low] = name
         return True

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from pipelines.config import Section
+from pipelines.pseudonym.classes import ALL as _ALL
 from pipelines.pseudonym.errors import PolicyError
 from pipelines.pseudonym.geo import MIN_GRID_KM
 
@@ -27,6 +28,10 @@ class FieldClass(StrEnum):
     GEO_LON = "geo_lon"
     GEO_PLACE = "geo_place"
     IDENTIFIER = "identifier"
+    USER = "user"
+    EMAIL = "email"
+    PHONE = "phone"
+    PERSON = "person"
     TEXT = "text"
     MEASUREMENT = "measurement"
     PUBLIC = "public"
@@ -39,7 +44,7 @@ DECLARED: dict[str, FieldClass] = {
     "poll_duration_s": C.MEASUREMENT, "uptime_s": C.MEASUREMENT,
     # snmp.system
     "sys_descr": C.TEXT, "sys_object_id": C.PUBLIC, "sys_name": C.IDENTIFIER,
-    "sys_contact": C.IDENTIFIER, "sys_location": C.GEO_PLACE,
+    "sys_contact": C.PERSON, "sys_location": C.GEO_PLACE,
     # if
     "if_index": C.MEASUREMENT, "if_descr": C.TEXT, "if_name": C.TEXT, "if_alias": C.TEXT,
     "in_octets": C.MEASUREMENT, "out_octets": C.MEASUREMENT,
@@ -53,8 +58,9 @@ DECLARED: dict[str, FieldClass] = {
     # `[privacy.fields] serial = "identifier"` to token them
     "serial": C.TEXT, "model": C.TEXT, "sw_version": C.TEXT, "device_type": C.PUBLIC,
     # common identifiers, logs, geo
-    "hostname": C.IDENTIFIER, "host": C.IDENTIFIER, "user": C.IDENTIFIER,
-    "username": C.IDENTIFIER, "message": C.TEXT, "line": C.TEXT, "msg": C.TEXT,
+    "hostname": C.IDENTIFIER, "host": C.IDENTIFIER, "user": C.USER,
+    "username": C.USER, "contact": C.PERSON, "email": C.EMAIL, "phone": C.PHONE,
+    "message": C.TEXT, "line": C.TEXT, "msg": C.TEXT,
     "lat": C.GEO_LAT, "latitude": C.GEO_LAT, "lon": C.GEO_LON, "lng": C.GEO_LON,
     "longitude": C.GEO_LON, "location": C.GEO_PLACE,
     # written by the pseudonymiser itself
@@ -67,9 +73,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], FieldClass], ...] = (
     (re.compile(r"^(?:.*_)?(?:lat|latitude)$"), C.GEO_LAT),
     (re.compile(r"^(?:.*_)?(?:lon|lng|longitude)$"), C.GEO_LON),
     (re.compile(r"^(?:.*_)?location$"), C.GEO_PLACE),
-    (re.compile(r"^(?:.*_)?(?:hostname|user|username|login)$"), C.IDENTIFIER),
+    (re.compile(r"^(?:.*_)?hostname$"), C.IDENTIFIER),
+    (re.compile(r"^(?:.*_)?(?:user|username|login)$"), C.USER),
+    (re.compile(r"^(?:.*_)?(?:email|e_mail|mail)$"), C.EMAIL),
+    (re.compile(r"^(?:.*_)?(?:phone|mobile|msisdn)$"), C.PHONE),
+    (re.compile(r"^(?:.*_)?contact$"), C.PERSON),
 )
 
+ALL_CLASSES = frozenset(_ALL)
 IP_MODES = ("prefix", "token", "ipcrypt", "ipcrypt-pfx", "ipcrypt-ndx")
 MODES: dict[str, tuple[str, ...]] = {
     "ip": IP_MODES,
@@ -108,6 +119,9 @@ class PrivacyPolicy:
     place_level: str = "region"
     cache_size: int = 65536
     fields: dict[str, FieldClass] = field(default_factory=dict)
+    classes: frozenset[str] = ALL_CLASSES
+    public_names: tuple[str, ...] = ()
+    quarantine_retention_days: float = 7.0
 
     def __post_init__(self) -> None:
         for cls, mode in self.modes.items():
@@ -129,6 +143,11 @@ class PrivacyPolicy:
             raise PolicyError("place_level must be region or country")
         if self.cache_size < 16:
             raise PolicyError("cache_size must be at least 16")
+        unknown = sorted(set(self.classes) - set(ALL_CLASSES))
+        if unknown:
+            raise PolicyError(f"unknown identifier class {', '.join(unknown)}")
+        if not self.quarantine_retention_days > 0:
+            raise PolicyError("quarantine_retention_days must be more than 0")
 
     @classmethod
     def from_section(cls, section: Section) -> PrivacyPolicy:
@@ -142,6 +161,9 @@ class PrivacyPolicy:
         geo_grid_km = 10.0               # at least 1
         place_level = "region"           # or "country"
         cache_size = 65536
+        public_names = []                # names that identify no one, kept in clear:
+                                         # e.g. ["pool.ntp.org", "*.windowsupdate.com"]
+        quarantine_retention_days = 7    # the leak guard's quarantine is purged after
         [privacy.modes]
         ip = "prefix"                    # prefix | token | ipcrypt | ipcrypt-pfx | ipcrypt-ndx
         text_ip = "prefix"               # addresses found inside free text
@@ -182,6 +204,9 @@ class PrivacyPolicy:
             place_level=section.str("place_level", "region", choices=("region", "country")),
             cache_size=section.int("cache_size", 65536, lo=16, hi=10_000_000),
             fields=fields,
+            public_names=tuple(section.str_list("public_names", [])),
+            quarantine_retention_days=section.float("quarantine_retention_days", 7.0,
+                                                    lo=0.01, hi=3650.0),
         )
         section.done()
         return cls(**kwargs)

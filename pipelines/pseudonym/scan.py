@@ -21,19 +21,30 @@ from typing import Any, Protocol
 
 _HEX = "0-9A-Fa-f"
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+_V4_END = r"(?![0-9]|\.\d+\.\d|\.\d+[A-Za-z_])"
 CANDIDATES = re.compile(
-    rf"(?=[{_HEX}:])(?<![0-9A-Za-z.])(?:"
+    rf"(?=[{_HEX}:])(?:"
+    # the common case, not inside a word: one lookbehind rejects most positions fast
+    rf"(?<![0-9A-Za-z.])(?:"
     rf"(?P<v6>(?=[{_HEX}:.]*::|(?:[{_HEX}]{{0,4}}:){{5}})"
     rf"[{_HEX}]{{0,4}}:[{_HEX}:.]{{1,50}}(?:%[\w.\-]+)?)"
-    # an IPv4 may be followed by a tcpdump-style ".port", but not by more
-    # dotted numbers (an SNMP OID such as 1.3.6.1.4.1.9 is not an address)
-    rf"|(?P<v4>{_V4})(?!\w|\.\d+\.\d|\.\d+[A-Za-z_])"
-    rf"|(?P<mac>[{_HEX}]{{2}}(?:-[{_HEX}]{{2}}){{5}}|[{_HEX}]{{4}}\.[{_HEX}]{{4}}\.[{_HEX}]{{4}})"
+    # an IPv4 may be followed by a tcpdump-style ".port" or by letters (`10.9.8.5ms`),
+    # but not by more dotted numbers (an SNMP OID such as 1.3.6.1.4.1.9 is not one)
+    rf"|(?P<v4>{_V4}){_V4_END}"
+    rf"|(?P<mac>[{_HEX}]{{1,2}}(?:-[{_HEX}]{{1,2}}){{5}}"
+    rf"|[{_HEX}]{{4}}(?P<msep>[.\-])[{_HEX}]{{4}}(?P=msep)[{_HEX}]{{4}}|[{_HEX}]{{12}})"
     rf"(?![\w\-])"
+    rf")"
+    # glued to a letter: `IP10.9.8.5`, `addr2001:db8::1` (at least three colons, so
+    # `std::vector` and clock times stay text); `v1.2.3.4` is a version
+    rf"|(?<=[A-Za-z_])(?:"
+    rf"(?<!\b[vV])(?P<v4g>{_V4}){_V4_END}"
+    rf"|(?P<v6g>[{_HEX}]{{1,4}}(?::[{_HEX}]{{0,4}}){{3,7}}(?:%[\w.\-]+)?)"
+    rf")"
     rf")"
 )
 _DOT_PORT = re.compile(r"^(.+)\.(\d{1,5})$")
-_MAC_COLON = re.compile(rf"^[{_HEX}]{{2}}(?::[{_HEX}]{{2}}){{5}}$")
+_MAC_COLON = re.compile(rf"^[{_HEX}]{{1,2}}(?::[{_HEX}]{{1,2}}){{5}}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,20 +74,23 @@ def parse_v4(text: str) -> ipaddress.IPv4Address | None:
 
 
 def parse_mac(text: str) -> tuple[int, str] | None:
+    """A MAC in any common spelling: `aa:bb:..`, `aa-bb-..`, unpadded octets
+    (`0:1b:..`), `aabb.ccdd.eeff`, `aabb-ccdd-eeff`, or 12 bare hex digits with at
+    least one letter (12 decimal digits are far more often a counter)."""
     t = text.lower()
-    if len(t) == 17 and (t.count(":") == 5 or t.count("-") == 5):
-        style = t[2]
-        digits = t.replace(style, "")
-    elif len(t) == 14 and t.count(".") == 2:
-        style, digits = ".", t.replace(".", "")
+    style = next((c for c in ":-." if c in t), "")
+    parts = t.split(style) if style else [t]
+    if len(parts) == 6 and all(1 <= len(p) <= 2 for p in parts):
+        digits = "".join(p.zfill(2) for p in parts)
+    elif len(parts) == 3 and style in ".-" and all(len(p) == 4 for p in parts):
+        digits = "".join(parts)
+    elif len(parts) == 1 and len(t) == 12 and not t.isdigit():
+        digits = t
     else:
         return None
-    if len(digits) != 12:
+    if not all(c in "0123456789abcdef" for c in digits):
         return None
-    try:
-        return int(digits, 16), style
-    except ValueError:
-        return None
+    return int(digits, 16), style
 
 
 def format_mac(value: int, style: str) -> str:
@@ -116,13 +130,13 @@ def rewrite(text: str, replace: Replace, memo: Memo | None = None) -> str:
         return text
 
     def resolve(s: str, g: str | None, rep: Replace) -> str:
-        if g == "v4":
+        if g == "v4" or g == "v4g":
             a = parse_v4(s)
             return rep(Found("v4", a, s)) if a is not None else s
         if g == "mac":
             mac = parse_mac(s)
             return rep(Found("mac", mac[0], s, mac[1])) if mac else s
-        return _candidate(s, rep)
+        return _candidate(s, rep)  # v6 and v6g
 
     if memo is None:
         return CANDIDATES.sub(lambda m: resolve(m.group(), m.lastgroup, replace), text)

@@ -42,12 +42,14 @@ def test_the_configured_name_is_replaced_as_a_whole_word_only(p: Pseudonymiser) 
     assert "FW1" not in msg and msg.count(out.device) == 2
 
 
-def test_metrics_and_other_devices_are_left_alone(p: Pseudonymiser) -> None:
-    p.records([rec(Kind.INVENTORY, "ssh.inventory", hostname="core-sw-9")])
+def test_a_name_the_tenant_knows_is_replaced_in_all_its_text(p: Pseudonymiser) -> None:
+    """Issue 17: a host name learnt from one device's records is replaced in every
+    text of the tenant (other devices' logs, interface aliases), with its field token."""
+    (inv,) = p.records([rec(Kind.INVENTORY, "ssh.inventory", hostname="core-sw-9")])
     metric = p.record(rec(Kind.METRIC, "if", if_alias="uplink core-sw-9", in_octets=5))
-    assert metric.fields["if_alias"] == "uplink core-sw-9"  # measurements: not scanned
+    assert metric.fields["if_alias"] == f"uplink {inv.fields['hostname']}"
     other = p.record(rec(Kind.LOG, "log.line", device="edge-8", message="peer core-sw-9 up"))
-    assert other.fields["message"] == "peer core-sw-9 up"  # not edge-8's own name
+    assert other.fields["message"] == f"peer {inv.fields['hostname']} up"
 
 
 def test_short_numeric_and_too_many_names_are_not_learnt() -> None:
@@ -60,3 +62,17 @@ def test_short_numeric_and_too_many_names_are_not_learnt() -> None:
     names.learn("dev-c", "ccc")  # over max_devices: everything learnt is dropped
     assert names.rewrite("dev-a", "name0", lambda s: "X") == "name0"
     assert names.rewrite("dev-c", "ccc dev-c", lambda s: "X") == "X X"
+
+
+def test_an_identifier_field_of_a_log_record_is_tokenised_once() -> None:
+    """A device's own name in a log record's identifier field gets the same token as in a
+    metric record: the own-name rewrite is for text fields only, even on the first record."""
+    from pipelines.pseudonym import PrivacyPolicy, Pseudonymiser, TenantKey
+    from pipelines.record import Kind, Record
+
+    p = Pseudonymiser(TenantKey.generate(1), PrivacyPolicy())
+    r = Record(kind=Kind.LOG, tenant="t", site="s", device="d1", name="syslog",
+               fields={"hostname": "vm", "message": "vm rebooted"}, ts=1e9)
+    out = p.record(r).fields
+    assert out["hostname"] == p.token("vm")
+    assert "vm" not in str(out["message"]).split()

@@ -52,8 +52,11 @@ def test_pseudonymise_replaces_every_address(key_file: Path, tmp_path: Path,
     out = tmp_path / "shared.log"
     out.write_text(r.stdout)
     assert main(["scan-leaks", "--addresses", str(addresses), str(out)]) == 0
-    t = run("pseudonymise", "--key-file", str(key_file), "--mode", "token", stdin=LOG)
-    assert t.returncode == 0 and t.stdout.count("tk-") == 4
+    t = run("pseudonymise", "--key-file", str(key_file), "--mode", "token",
+            "--classes", "ip,mac", stdin=LOG)
+    assert t.returncode == 0 and t.stdout.count("tk-") == 4  # the 4 addresses, no host
+    a = run("pseudonymise", "--key-file", str(key_file), "--mode", "token", stdin=LOG)
+    assert a.returncode == 0 and a.stdout.count("tk-") == 6  # and both syslog header hosts
 
 
 def test_pseudonymise_refuses_a_readable_or_bad_key(key_file: Path) -> None:

@@ -1,0 +1,1 @@
+"""Log grammars as data: one TOML table per log family (see docs/privacy.md)."""
