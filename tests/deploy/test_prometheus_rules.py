@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from agents.shipper import _Metrics as ShipperMetrics
 from collector.ingest import IngestMetrics
-from collector.metrics import DEVICE_SERIES, INTERFACE_SERIES, StoreMetrics
+from collector.metrics import StoreMetrics
+from collector.metrics.noc import DEVICE_SERIES, INTERFACE_SERIES
 from collector.retention import RetentionMetrics
 
 PROM = DEPLOY / "prometheus"
