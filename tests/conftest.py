@@ -71,3 +71,35 @@ def with_example_credentials(tmp_path: Path):  # type: ignore[no-untyped-def]
         return (text.replace("/etc/privtel/credentials.enc", str(store.path))
                 .replace("/etc/privtel/keys/credentials.key", str(key)))
     return fill
+
+
+# `peers`: the test talks to a real service (broker, database, snmpd, sshd, rsyslog,
+# Prometheus...); `slow`: whole processes end to end. `pytest -m "not peers"` runs the
+# pure tests in seconds. Marked here, from what a test uses, so a new test needs nothing.
+_PEER_FIXTURES = frozenset({"mosquitto", "pg_dsn", "store_url"})
+_PEER_HELPERS = frozenset({"peers", "transport_helpers", "syslog_kit", "e2e_kit", "deploy_kit",
+                           "api_kit", "collector_kit", "helpers", "agent_driver",
+                           "collector_driver", "faults_kit"})
+_PEER_DIRS = frozenset({"e2e", "faults", "deploy", "syslog"})
+_SLOW_DIRS = frozenset({"e2e", "faults"})
+
+
+def _helper_of(value: object) -> str:
+    name = getattr(value, "__module__", None) or getattr(value, "__name__", "")
+    return name.split(".")[0] if isinstance(name, str) else ""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    seen: dict[str, bool] = {}
+    for item in items:
+        path = Path(str(item.path))
+        folder = path.parent.name if path.parent != tests else ""
+        if path.name not in seen:
+            mod = getattr(item, "module", None)
+            seen[path.name] = folder in _PEER_DIRS or any(
+                _helper_of(v) in _PEER_HELPERS for v in vars(mod).values()) if mod else False
+        if seen[path.name] or _PEER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.peers)
+        if folder in _SLOW_DIRS or path.name == "test_benches.py":
+            item.add_marker(pytest.mark.slow)
