@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.config import AgentEntry
+from collector.config import AgentEntry, CollectorConfig
 from collector.parking import Refused
 from pipelines.envelope import EnvelopeError, Header
 from pipelines.record import Record
@@ -39,6 +39,10 @@ class Admission:
         if agent_tenants is None:
             return cls()
         return cls({a: AgentEntry(a, t, Path()) for a, t in agent_tenants.items()})
+
+    @classmethod
+    def from_config(cls, cfg: CollectorConfig) -> Admission:
+        return cls({a.agent_id: a for a in cfg.agents}, cfg.region, cfg.tenant_regions())
 
     def before_decrypt(self, h: Header) -> None:
         """On a header whose signature verified."""
