@@ -9,7 +9,13 @@ window, locking the agent out.
 
 `StoreSequences` keeps the window in the store (`agent_sequence`, and the
 `batches` table for which batch used a number), so a restart or another
-worker of the share group sees the same window. `MemorySequences` is the
+worker of the share group sees the same window. Which batch used a number is
+exact (it commits with the batch); the highest number is written only when it
+moved by more than a tenth of the window, so a batch costs one read and not a
+second write transaction (an fsync): the stored highest may lag by that much,
+which widens the window by as much and never refuses a good batch. Replays of
+parked batches never move it (`IngestWorker.replay`), so replaying a batch
+parked for `sequence_jump` cannot lock its agent out either. `MemorySequences` is the
 same rule for a worker without a store (tests, benchmarks).
 """
 
@@ -93,14 +99,16 @@ class StoreSequences:
         if window <= 0 or max_jump <= 0:
             raise ValueError("window and max_jump must be positive")
         self.db, self.window, self.max_jump = db, window, max_jump
+        self._slack = max(1, window // 10)
+        self._stored: dict[str, int] = {}  # agent -> highest as last read or written
 
     def state(self, agent_id: str, seq: int) -> tuple[int | None, str | None]:
-        with self.db.tx() as cur:
-            row = cur.execute("SELECT highest FROM agent_sequence WHERE agent_id = ?",
-                              (agent_id,)).fetchone()
-            used = cur.execute("SELECT batch_id FROM batches WHERE agent_id = ? AND seq = ? "
-                               "LIMIT 1", (agent_id, seq)).fetchone()
-        return (None if row is None else int(row[0])), (None if used is None else str(used[0]))
+        with self.db.tx() as cur:  # one round trip: this runs once per batch
+            highest, used = cur.execute(
+                "SELECT (SELECT highest FROM agent_sequence WHERE agent_id = ?), "
+                "(SELECT batch_id FROM batches WHERE agent_id = ? AND seq = ? LIMIT 1)",
+                (agent_id, agent_id, seq)).fetchone()
+        return (None if highest is None else int(highest)), (None if used is None else str(used))
 
     def advance(self, agent_id: str, seq: int) -> None:
         with self.db.tx(write=True) as cur:
@@ -112,10 +120,17 @@ class StoreSequences:
 
     async def check(self, h: Header) -> None:
         highest, used = await asyncio.to_thread(self.state, h.agent_id, h.seq)
+        if highest is None:
+            self._stored.pop(h.agent_id, None)
+        else:
+            self._stored[h.agent_id] = highest
         judge(h, highest, used, window=self.window, max_jump=self.max_jump)
 
     async def remember(self, h: Header) -> None:
-        await asyncio.to_thread(self.advance, h.agent_id, h.seq)
+        stored = self._stored.get(h.agent_id)
+        if stored is None or h.seq > stored + self._slack:
+            await asyncio.to_thread(self.advance, h.agent_id, h.seq)
+            self._stored[h.agent_id] = h.seq if stored is None else max(stored, h.seq)
 
 
 __all__ = ["DEFAULT_MAX_JUMP", "DEFAULT_WINDOW", "MemorySequences", "Sequences",
