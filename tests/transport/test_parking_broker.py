@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import aiomqtt
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
 
 def write_config(tmp: Path, name: str, store_url: str, k: Keys, tenant: str,
                  private: list[keys.CollectorPrivateKey], *, region: str | None = None,
-                 allowed: list[str] | None = None) -> Path:
+                 allowed: list[str] | None = None, collector_extra: str = "") -> Path:
     for i, key in enumerate(private):
         write_private(tmp / f"{name}-c{i}.key", key.pem)
     write_private(tmp / "agent.pub", keys.verify_key_pem(k.signing.public_key()))
@@ -40,6 +41,7 @@ def write_config(tmp: Path, name: str, store_url: str, k: Keys, tenant: str,
 store = "{store_url}"
 metrics_listen = "127.0.0.1:0"
 {f'region = "{region}"' if region else ''}
+{collector_extra}
 
 [mqtt]
 url = "mqtt://127.0.0.1:1883"
@@ -162,3 +164,39 @@ async def test_residency_parks_and_a_collector_of_an_allowed_region_stores_once(
         assert lot.payload(pid) is None
     finally:
         db.close()
+
+
+async def test_the_collector_purge_service_expires_parked_batches(
+        tmp_path: Path, store_url: str) -> None:
+    tenant, agent = f"t{uid()}", f"a{uid()}"
+    k = Keys(agent)
+    policy = tmp_path / "retention.toml"
+    policy.write_text("""
+version = 1
+[classes.short]
+days = 1
+legal_basis = "test"
+[[rules]]
+kind = "*"
+class = "short"
+[operational.parked_batches]
+days = 30
+legal_basis = "kept for an operator to fix the cause and replay"
+""")
+    cfg_path = write_config(tmp_path, "p", store_url, k, tenant, [k.collector],
+                            collector_extra=f'retention_policy = "{policy}"')
+    col = Collector(collector_config.load(cfg_path))
+    try:
+        now = time.time()
+        old = ParkingLot(col.audit_db, clock=lambda: now - 31 * 86400)
+        stale = old.park("unknown_key", topic_for(tenant, agent), None, os.urandom(80), "old")
+        fresh = col.parking.park("unknown_key", topic_for(tenant, agent), None,
+                                 os.urandom(80), "new")
+        result = col.retention.purge(trigger="scheduled")
+        assert result.parked == 1
+        assert col.parking.payload(stale) is None and col.parking.payload(fresh) is not None
+        assert col.registry.get_sample_value(
+            "privtel_retention_purged_parked_batches_total") == 1
+    finally:
+        col.store.close()
+        col.audit_db.close()
