@@ -48,16 +48,16 @@ def judge(h: Header, highest: int | None, used_by: str | None, *, window: int,
           max_jump: int) -> None:
     """The one rule, given the agent's highest stored number and the batch that used
     `h.seq` (None when none did)."""
-    if highest is None:
-        return
     if used_by == h.batch_id:
         raise EnvelopeError("duplicate", f"batch {h.batch_id} already committed")
-    if h.seq <= highest - window:
-        raise EnvelopeError("replayed", f"sequence {h.seq} is behind the window "
-                            f"(highest seen {highest})")
     if used_by is not None:
         raise EnvelopeError("replayed", f"sequence {h.seq} was already used by another "
                             "batch of this agent")
+    if highest is None:
+        return
+    if h.seq <= highest - window:
+        raise EnvelopeError("replayed", f"sequence {h.seq} is behind the window "
+                            f"(highest seen {highest})")
     if h.seq > highest + max_jump:
         raise Refused("sequence_jump", f"sequence {h.seq} is more than {max_jump} ahead of "
                       f"the highest seen ({highest}); parked, not adopted")

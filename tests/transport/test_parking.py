@@ -26,7 +26,7 @@ from collector.retention import RetentionService
 from collector.sequence import StoreSequences
 from collector.store import SqlStore, StoreRetryableError, TaggedRecord, open_db
 from collector.store.sink import StoreSink
-from pipelines.envelope import Header, seal, topic_for
+from pipelines.envelope import EnvelopeError, Header, seal, topic_for
 from pipelines.record import Kind, Record
 
 BACKENDS = ["sqlite", "postgres"]
@@ -220,3 +220,32 @@ class = "short"
 days = 2
 legal_basis = "kept for an operator to fix and replay"
 """
+
+
+async def test_an_upgraded_store_starts_the_window_where_its_batches_left_it(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.store.postgres as pg_backend
+    import collector.store.sqlite as sqlite_backend
+    from collector.store import open_store
+
+    backend = sqlite_backend if store_url.startswith("sqlite") else pg_backend
+    full = backend.migrations(backend.BACKEND)
+    monkeypatch.setattr(backend, "migrations", lambda name: full[:5])
+    old = open_store(store_url)
+    try:
+        assert old.migrate() == 5
+        e_tenant, agent = f"t{uid()}", f"a{uid()}"
+        sink = StoreSink(old, RetentionService(None).tag)
+        assert sink.write(header(e_tenant, agent, seq=40_000), records(e_tenant))
+    finally:
+        old.close()
+    monkeypatch.setattr(backend, "migrations", lambda name: full)
+    db = open_db(store_url)
+    try:
+        assert db.schema_version() >= 6
+        seqs = StoreSequences(db)
+        assert seqs.state(agent, 1) == (40_000, None)
+        with pytest.raises(EnvelopeError, match="behind the window"):
+            await seqs.check(header(e_tenant, agent, seq=1))
+    finally:
+        db.close()

@@ -29,3 +29,6 @@ CREATE TABLE agent_sequence (
 );
 -- Which batch used a sequence number (`replayed` vs `duplicate`).
 CREATE INDEX batches_agent_seq ON batches (agent_id, seq);
+-- A store upgraded to this schema starts the window where its batches left it.
+INSERT INTO agent_sequence (agent_id, highest, updated_at)
+    SELECT agent_id, MAX(seq), CAST(strftime('%s', 'now') AS REAL) FROM batches GROUP BY agent_id;
