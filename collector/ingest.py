@@ -391,9 +391,6 @@ class IngestWorker(Lifecycle):
         """Park what an operator can fix, quarantine the rest; either way the batch is
         settled and will be acknowledged."""
         header, reason = c.header, e.reason
-        records = e.records if isinstance(e, Refused) else {}
-        for what, n in records.items():
-            self.metrics.records_rejected.labels(what).inc(n)
         parkable = isinstance(e, Refused) or reason in PARKED_ENVELOPE_REASONS
         where = c.topic if header else "(unparsed)"
         if self._park is None or not parkable:
@@ -402,7 +399,7 @@ class IngestWorker(Lifecycle):
                 await self._quarantine(reason, c.topic, header, c.payload)
             except Exception as qe:
                 raise SinkFailed(f"quarantine: {type(qe).__name__}") from qe
-            self.metrics.rejected.labels(reason).inc()
+            self._count_refused(e)
             return reason
         log.warning("batch parked on %s: %s", where, e)
         try:
@@ -410,10 +407,17 @@ class IngestWorker(Lifecycle):
         except Exception as pe:
             raise SinkFailed(f"park: {type(pe).__name__}") from pe
         self.metrics.parked.labels(reason).inc()
-        self.metrics.rejected.labels(reason).inc()
+        self._count_refused(e)
         if header is not None and reason not in UNAUTHENTICATED and self._on_outcome:
             self._on_outcome(header.tenant, header.agent_id, header.batch_id, "parked")
         return reason
+
+
+    def _count_refused(self, e: EnvelopeError | Refused) -> None:
+        """Once the refusal is kept: a failed park or quarantine is retried, not counted."""
+        self.metrics.rejected.labels(e.reason).inc()
+        for what, n in (e.records if isinstance(e, Refused) else {}).items():
+            self.metrics.records_rejected.labels(what).inc(n)
 
 
 class SinkFailed(Exception):
