@@ -106,7 +106,7 @@ class ParkingLot:
                          payload: bytes, detail: str) -> None:
         await asyncio.to_thread(self.park, reason, topic, header, payload, detail)
 
-    def list(self, *, reason: str | None = None, tenant: str | None = None,
+    def find(self, *, reason: str | None = None, tenant: str | None = None,
              ids: Iterable[str] = (), limit: int = 10_000) -> list[ParkedBatch]:
         where, args = self._where(reason=reason, tenant=tenant, ids=ids)
         with self.db.tx() as cur:

@@ -69,7 +69,7 @@ class Replayer:
         (any more) is skipped. A store outage raises `SinkFailed` and leaves the rest
         parked."""
         out = []
-        for p in self.parking.list(ids=ids):
+        for p in self.parking.find(ids=ids):
             payload = self.parking.payload(p.id)
             if payload is None:  # replayed or purged by someone else meanwhile
                 continue

@@ -75,7 +75,7 @@ def _list(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
     db = open_db(cfg.store_url)
     try:
-        rows = ParkingLot(db).list(reason=args.reason, tenant=args.tenant)
+        rows = ParkingLot(db).find(reason=args.reason, tenant=args.tenant)
     finally:
         db.close()
     for r in rows:
@@ -98,7 +98,7 @@ def _replay(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
     cfg = config.load(args.config)
     with Replayer(cfg) as r:
-        ids = args.ids or [p.id for p in r.parking.list(reason=args.reason)]
+        ids = args.ids or [p.id for p in r.parking.find(reason=args.reason)]
         try:
             done = asyncio.run(r.replay(ids))
         except SinkFailed as e:

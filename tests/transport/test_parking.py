@@ -87,7 +87,7 @@ async def test_store_refusing_a_batch_for_good_parks_it(db: SqlStore) -> None:
     e = Env(db, tag=no_basis)
     payload = e.sealed()
     assert await e.worker.handle(e.topic, payload) == "store_refused"  # settled: acknowledged
-    [p] = e.parking.list(tenant=e.tenant)
+    [p] = e.parking.find(tenant=e.tenant)
     assert (p.reason, p.agent_id, p.size) == ("store_refused", e.agent, len(payload))
     assert e.parking.payload(p.id) == payload
     assert e.value(e.worker, "privtel_batches_parked_total", reason="store_refused") == 1
@@ -103,7 +103,7 @@ async def test_a_retryable_store_error_is_not_acknowledged(db: SqlStore) -> None
     w = e.make(sink=down)
     with pytest.raises(SinkFailed):
         await w.handle(e.topic, e.sealed())
-    assert e.parking.list(tenant=e.tenant) == []
+    assert e.parking.find(tenant=e.tenant) == []
     assert e.value(w, "privtel_batches_parked_total", reason="store_refused") == 0
 
 
@@ -113,7 +113,7 @@ async def test_a_batch_repeating_a_record_id_is_parked_not_retried(db: SqlStore)
     body = orjson.dumps([r.to_dict() for r in twice])
     poison = raw_seal(raw_header(e.k, e.tenant, 2, seq=1), body, e.k)
     assert await e.worker.handle(e.topic, poison) == "invalid_record"
-    assert [p.reason for p in e.parking.list(tenant=e.tenant)] == ["invalid_record"]
+    assert [p.reason for p in e.parking.find(tenant=e.tenant)] == ["invalid_record"]
     assert await e.worker.handle(e.topic, e.sealed(seq=2)) == "accepted"
     assert db.count_records(tenant=e.tenant) == 3
 
@@ -123,7 +123,7 @@ async def test_one_huge_sequence_number_no_longer_locks_the_agent_out(db: SqlSto
     assert await e.worker.handle(e.topic, e.sealed(seq=5)) == "accepted"
     assert await e.worker.handle(e.topic, e.sealed(seq=10**12)) == "sequence_jump"
     assert await e.worker.handle(e.topic, e.sealed(seq=6)) == "accepted"
-    assert [p.reason for p in e.parking.list(tenant=e.tenant)] == ["sequence_jump"]
+    assert [p.reason for p in e.parking.find(tenant=e.tenant)] == ["sequence_jump"]
     # the window is in the store: a second worker (or a restart) sees it
     other = e.make()
     assert await other.handle(e.topic, e.sealed(seq=6)) == "replayed"  # seq 6 used by another
@@ -148,7 +148,7 @@ async def test_records_for_other_sites_or_kinds_park_the_batch(db: SqlStore) -> 
     assert await w.handle(e.topic, e.sealed(3)) == "accepted"
     assert e.value(w, "privtel_records_rejected_total", reason="site") == 2
     assert e.value(w, "privtel_records_rejected_total", reason="kind") == 1
-    assert sorted(p.reason for p in e.parking.list(tenant=e.tenant)) == ["kind", "site"]
+    assert sorted(p.reason for p in e.parking.find(tenant=e.tenant)) == ["kind", "site"]
     assert db.count_records(tenant=e.tenant) == 3  # the allowed batch only
 
 
@@ -159,11 +159,11 @@ async def test_residency_is_decided_before_decryption(db: SqlStore) -> None:
     w = e.make(admission=here, collector_keys={})
     payload = e.sealed()
     assert await w.handle(e.topic, payload) == "residency"
-    assert [p.reason for p in e.parking.list(tenant=e.tenant)] == ["residency"]
+    assert [p.reason for p in e.parking.find(tenant=e.tenant)] == ["residency"]
     # a replay on a collector of an allowed region stores it, once
     there = e.make(admission=Admission(region="ng",
                                        tenant_regions={e.tenant: frozenset({"ng"})}))
-    [p] = e.parking.list(tenant=e.tenant)
+    [p] = e.parking.find(tenant=e.tenant)
     assert await there.replay(p.topic, payload, p.parked_at) == "accepted"
     assert await there.replay(p.topic, payload, p.parked_at) == "duplicate"
     assert db.count_records(tenant=e.tenant) == 3
@@ -182,7 +182,7 @@ async def test_unauthenticated_parks_tell_no_agent(db: SqlStore) -> None:
     real = seal(h, records(e.tenant), e.k.collector.public, e.k.signing)
     assert await w.handle(e.topic, real) == "unknown_key"  # authenticated: the agent hears
     assert told == [(e.tenant, e.agent, h.batch_id, "parked")]
-    assert sorted(p.reason for p in e.parking.list(tenant=e.tenant)) == ["bad_signature",
+    assert sorted(p.reason for p in e.parking.find(tenant=e.tenant)) == ["bad_signature",
                                                                          "unknown_key"]
 
 
@@ -195,7 +195,7 @@ async def test_parking_lot_keeps_one_copy_and_expires_by_policy(db: SqlStore,
     pid = old.park("unknown_key", e.topic, None, a, "x")
     assert old.park("unknown_key", e.topic, None, a, "again") == pid
     e.parking.park("residency", e.topic, None, b, "y")
-    rows = {p.id: p for p in e.parking.list(ids=[pid])}
+    rows = {p.id: p for p in e.parking.find(ids=[pid])}
     assert rows[pid].attempts == 2 and e.parking.count() >= 2
     with pytest.raises(ValueError):
         e.parking.purge()
