@@ -8,7 +8,9 @@ time the batch was first parked, and no sequence window (a parked batch is
 late by design and must not move the window). The store's (agent, batch) key
 turns a batch already stored into a duplicate. Afterwards a batch stored,
 found stored, or now judged garbage (quarantined as a digest) leaves the
-parking table; one refused again stays parked with the new reason.
+parking table; one refused again stays parked with the new reason. The
+post-commit outputs (the NOC exporter) are not fed: they show live traffic, and
+a replayed batch is history by the time it is stored.
 """
 
 from __future__ import annotations
