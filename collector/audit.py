@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,12 +27,27 @@ import orjson
 from collector.store import Db
 from pipelines import auditchain
 from pipelines.auditchain import AuditChainError
+from pipelines.config import ConfigError, require_private
 
 _LOCK = 0x70726979
 _COLS = ("seq", "ts", "actor", "role", "action", "tenants", "request_id", "outcome",
          "result_count", "detail", "prev", "hash")
 
-__all__ = ["AuditChainError", "AuditLog", "Verified"]
+__all__ = ["AuditChainError", "AuditLog", "Verified", "read_key"]
+
+
+def read_key(path: Path | None) -> bytes | None:
+    """The chain's HMAC key file (mode 0600, at least 16 bytes), or None without one.
+    Every writer of one store's chain (API, purge service, `retention purge`,
+    `reidentify --store`, parked-batch commands) reads the same file, so the chain
+    stays one chain whoever appends to it."""
+    if path is None:
+        return None
+    require_private(str(path), path.stat().st_mode)
+    data = path.read_bytes().strip()
+    if len(data) < 16:
+        raise ConfigError(str(path), "", "audit key must be at least 16 bytes")
+    return data
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ class Action(enum.StrEnum):
     DSR_CORRECT = "dsr.correct"
     DSR_LIST = "dsr.list"
     AUDIT_VERIFY = "audit.verify"
+    REIDENTIFY = "reidentify"  # `privtel reidentify --store`: pseudonyms back to raw values
 
 
 A = Action
@@ -66,14 +67,18 @@ A = Action
 # actions only: search and search export never return them, whoever asks.
 MATRIX: dict[str, frozenset[Action]] = {
     "noc": frozenset({A.STATS}),
-    "security": frozenset({A.STATS, A.SEARCH, A.SEARCH_INDICATOR, A.SEARCH_EXPORT}),
+    "security": frozenset({A.STATS, A.SEARCH, A.SEARCH_INDICATOR, A.SEARCH_EXPORT,
+                           A.REIDENTIFY}),
     "dpo": frozenset({A.STATS, A.DSR_EXPORT, A.DSR_ERASE, A.DSR_RESTRICT, A.DSR_UNRESTRICT,
-                      A.DSR_CORRECT, A.DSR_LIST, A.AUDIT_VERIFY}),
+                      A.DSR_CORRECT, A.DSR_LIST, A.AUDIT_VERIFY, A.REIDENTIFY}),
     "admin": frozenset(Action),
 }
 # Actions that reveal a person's data or delete it: the token alone is not enough.
 # Lifting a restriction reveals: the records reach the security team's search again.
-NEEDS_TOTP: frozenset[Action] = frozenset({A.DSR_EXPORT, A.DSR_ERASE, A.DSR_UNRESTRICT})
+NEEDS_TOTP: frozenset[Action] = frozenset({A.DSR_EXPORT, A.DSR_ERASE, A.DSR_UNRESTRICT,
+                                           A.REIDENTIFY})
+CLI_ONLY: frozenset[Action] = frozenset({A.REIDENTIFY})
+"""Actions taken by the CLI against the store, not through an API route."""
 
 
 class AuthError(Exception):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.store.errors import StoreError
 from collector.store.registry import resolve_url
-from pipelines.config import ConfigError, listen_address, parse_toml, require_private
+from pipelines.config import ConfigError, Section, listen_address, parse_toml, require_private
 from pipelines.envelope import MAX_BATCH_BYTES
 from pipelines.names import RULE, is_name
 from pipelines.record import Kind
@@ -30,6 +32,20 @@ class AgentEntry:
                 and (self.kinds is None or kind in self.kinds))
 
 
+REGION_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
+DEFAULT_MAX_SEQUENCE_JUMP = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TenantEntry:
+    """What the collector knows of a tenant from its own config: where its data may
+    be processed (`regions`, None when the tenant names none) and its jurisdiction."""
+
+    name: str
+    regions: frozenset[str] | None = None
+    jurisdiction: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CollectorConfig:
     file: str
@@ -49,6 +65,17 @@ class CollectorConfig:
     max_batch_bytes: int
     replay_window_s: float
     key_passphrase_file: Path | None = None   # unlocks encrypted private_keys
+    region: str | None = None                 # residency: None enforces nothing
+    tenants: Mapping[str, TenantEntry] = field(default_factory=dict)
+    max_sequence_jump: int = DEFAULT_MAX_SEQUENCE_JUMP
+    audit_key_file: Path | None = None        # HMAC key of the store's audit chain
+
+    def tenant_regions(self) -> dict[str, frozenset[str]]:
+        return {t.name: t.regions for t in self.tenants.values() if t.regions is not None}
+
+    def jurisdictions(self) -> dict[str, str]:
+        return {t.name: t.jurisdiction for t in self.tenants.values()
+                if t.jurisdiction is not None}
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -78,6 +105,11 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
     purge_interval_s = c.float("purge_interval_s", 3600.0, lo=1)
     max_batch_bytes = c.int("max_batch_bytes", MAX_BATCH_BYTES, lo=1024, hi=256 * 1024 * 1024)
     replay_window_s = c.float("replay_window_s", 8 * 86400.0, lo=1)
+    region = c.str("region", None)
+    if region is not None and not REGION_RE.match(region):
+        raise c.error("region", f"must match {REGION_RE.pattern}")
+    max_sequence_jump = c.int("max_sequence_jump", DEFAULT_MAX_SEQUENCE_JUMP, lo=1)
+    audit_key_file = _opt(base, c.str("audit_key", None))
     c.done()
 
     m = root.section("mqtt")
@@ -123,6 +155,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         seen.add(entry.agent_id)
         agents.append(entry)
         a.done()
+    tenants = _tenants(root)
     root.done()
     if not agents:
         raise ConfigError(file, "agents", "at least one [[agents]] entry is required")
@@ -133,4 +166,35 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         agents=tuple(agents), retention_policy=retention_policy,
         purge_interval_s=purge_interval_s, max_batch_bytes=max_batch_bytes,
         replay_window_s=replay_window_s, key_passphrase_file=key_passphrase_file,
+        region=region, tenants=tenants, max_sequence_jump=max_sequence_jump,
+        audit_key_file=audit_key_file,
     )
+
+
+def _tenants(root: Section) -> dict[str, TenantEntry]:
+    """`[tenants.NAME]` tables, or `[[tenants]]` with `name` (the shape `privtel ropa`
+    and `retention check` read too): `regions` and `jurisdiction`, both optional."""
+    raw = root.raw("tenants", {})
+    if isinstance(raw, dict):
+        section = root.section("tenants")
+        tables = [(name, section.section(name)) for name in raw]
+    elif isinstance(raw, list):
+        tables = []
+        for t in root.sections("tenants"):
+            tables.append((t.str("name"), t))
+    else:
+        raise root.error("tenants", "must be [tenants.NAME] tables or [[tenants]] entries")
+    out: dict[str, TenantEntry] = {}
+    for name, t in tables:
+        if not is_name(name):
+            raise ConfigError(root.file, "tenants", f"tenant name {name!r}: {RULE}")
+        if name in out:
+            raise t.error("name", f"tenant {name!r} is listed twice")
+        regions = t.str_list("regions", None)
+        if regions is not None and not all(REGION_RE.match(r) for r in regions):
+            raise t.error("regions", f"each region must match {REGION_RE.pattern}")
+        jurisdiction = t.str("jurisdiction", None)
+        t.done()
+        out[name] = TenantEntry(name, None if regions is None else frozenset(regions),
+                                jurisdiction)
+    return out

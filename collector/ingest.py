@@ -5,8 +5,17 @@ machines) share the load through a shared subscription
 (``$share/<group>/privtel/v1/+/+/batches``). Each message goes through:
 
 size and framing -> topic matches the signed header -> known agent and valid
-signature -> a collector key with that id -> decrypt and decode -> created
-within the replay window -> per-agent sequence window -> sink commit -> PUBACK.
+signature -> agent bound to the tenant, tenant allowed in this region -> a
+collector key with that id -> decrypt and decode (record ids unique) -> records
+within the agent's sites and kinds -> created within the replay window ->
+per-agent sequence window (in the store) -> sink commit -> PUBACK.
+
+Each refusal is final and acknowledged. A cause an operator can fix (a wrong
+key, an unregistered agent, residency, a sequence jump, a site or kind the
+agent is not bound to, the store refusing the batch for good) parks the batch
+with its sealed bytes (`collector.parking`); garbage and forgeries are
+quarantined as a digest. A store error that may pass (`StoreRetryableError`,
+or anything not known to be permanent) leaves the batch unacknowledged.
 
 The PUBACK is the broker's signal that the batch is ours, so it is sent only
 after the sink (the store transaction) returned, or after a rejection was
@@ -39,11 +48,15 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collector.admission import Admission
+from collector.parking import PARK_REASONS, PARKED_ENVELOPE_REASONS, UNAUTHENTICATED, Refused
+from collector.sequence import DEFAULT_MAX_JUMP, MemorySequences, Sequences
+from collector.store.errors import StorePermanentError
 from pipelines import envelope
 from pipelines.envelope import AgentKeys, EnvelopeError, Header
 from pipelines.keys import CollectorPrivateKey
@@ -62,6 +75,10 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[Header, list[Record]], Awaitable[bool]]
 Quarantine = Callable[[str, str, Header | None, bytes], Awaitable[None]]
+Park = Callable[[str, str, Header | None, bytes, str], Awaitable[None]]
+OutcomeHook = Callable[[str, str, str, str], None]
+"""(tenant, agent id, batch id, outcome): called when a batch reached a final
+outcome the agent may be told of; must not block."""
 DEFAULT_TOPIC = "privtel/v1/+/+/batches"
 
 
@@ -91,8 +108,18 @@ class IngestMetrics:
                                     "subscribed)", registry=registry)
         self.store_outages = Counter("privtel_ingest_store_outages", "Runs of store failures "
                                      "that paused ingest", registry=registry)
+        self.parked = Counter("privtel_batches_parked", "Batches parked with their sealed "
+                              "bytes for an operator to fix and replay, by reason",
+                              ["reason"], registry=registry)
+        self.records_rejected = Counter("privtel_records_rejected", "Records of parked "
+                                        "batches outside what their agent is bound to",
+                                        ["reason"], registry=registry)
         for r in envelope.REASONS:
             self.rejected.labels(r)
+        for r in PARK_REASONS:
+            self.parked.labels(r)
+        for r in ("site", "kind"):
+            self.records_rejected.labels(r)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,20 +130,21 @@ class _Checked:
     payload: bytes
     header: Header | None
     records: list[Record]
-    error: EnvelopeError | None
-
-
-@dataclass
-class _SeqWindow:
-    highest: int = -1
-    seen: dict[int, str] = field(default_factory=dict)
+    error: EnvelopeError | Refused | None
 
 
 class IngestWorker(Lifecycle):
     """Subscribes, checks, commits through `sink`, quarantines rejections; async context manager.
 
     `agent_tenants` (agent id -> tenant), when given, binds each agent to its
-    tenant: a correctly signed batch claiming another tenant is `unknown_agent`.
+    tenant: a correctly signed batch claiming another tenant is `unknown_agent`;
+    `admission` (`collector.admission`) says the same and more (residency,
+    sites, kinds) and wins over it. `park(reason, topic, header, payload,
+    detail)` keeps a batch refused for a fixable cause; without it such a
+    batch is quarantined like garbage. `sequences` holds the per-agent window
+    (`collector.sequence.StoreSequences` in the collector; in memory by
+    default). `on_outcome` hears of every batch parked with an authenticated
+    header.
     `sink(header, records)` returns True when stored, False when the batch was
     already stored (a duplicate). `quarantine(reason, topic, header, payload)`
     keeps a rejected batch; `header` is None when none could be parsed, and is
@@ -129,6 +157,10 @@ class IngestWorker(Lifecycle):
                  agent_keys: AgentKeys, collector_keys: Mapping[str, CollectorPrivateKey],
                  registry: CollectorRegistry | None = None, metrics: IngestMetrics | None = None,
                  agent_tenants: Mapping[str, str] | None = None,
+                 admission: Admission | None = None, park: Park | None = None,
+                 sequences: Sequences | None = None,
+                 max_sequence_jump: int = DEFAULT_MAX_JUMP,
+                 on_outcome: OutcomeHook | None = None,
                  protocol: str = "5", shared_group: str | None = None,
                  topic_filter: str = DEFAULT_TOPIC, client_id: str | None = None,
                  ca_file: Path | None = None, cert_file: Path | None = None,
@@ -151,7 +183,8 @@ class IngestWorker(Lifecycle):
                 raise IngestError(f"{name} must be positive, not {v}")
         self._sink, self._quarantine = sink, quarantine
         self._agent_keys, self._collector_keys = agent_keys, collector_keys
-        self._agent_tenants = agent_tenants
+        self._admission = admission or Admission.from_tenants(agent_tenants)
+        self._park, self._on_outcome = park, on_outcome
         self.metrics = metrics or IngestMetrics(registry)  # type: ignore[arg-type]
         self.subscription = (f"$share/{shared_group}/{topic_filter}" if shared_group
                              else topic_filter)
@@ -164,19 +197,24 @@ class IngestWorker(Lifecycle):
         except ValueError as e:
             raise IngestError(f"broker_url or protocol: {e}") from None
         self._max_batch, self._max_body = max_batch_bytes, max_body_bytes
-        self._replay_window, self._skew, self._seq_window = replay_window_s, max_skew_s, seq_window
+        self._replay_window, self._skew = replay_window_s, max_skew_s
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
         self._sink_backoff = Backoff(backoff_initial_s, backoff_max_s)
-        self._seqs: dict[str, _SeqWindow] = {}
+        self._sequences: Sequences = sequences or MemorySequences(seq_window, max_sequence_jump)
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
     def update_keys(self, *, agent_keys: AgentKeys | None = None,
                     collector_keys: Mapping[str, CollectorPrivateKey] | None = None,
-                    agent_tenants: Mapping[str, str] | None = None) -> None:
-        """Swap key registries (agent added, collector key rotated) without reconnecting."""
-        if agent_tenants is not None:
-            self._agent_tenants = agent_tenants
+                    agent_tenants: Mapping[str, str] | None = None,
+                    admission: Admission | None = None) -> None:
+        """Swap key registries (agent added, collector key rotated) and the collector's own
+        rules without reconnecting."""
+        if admission is not None:
+            self._admission = admission
+        elif agent_tenants is not None:
+            self._admission = replace(self._admission,
+                                      agents=Admission.from_tenants(agent_tenants).agents)
         if agent_keys is not None:
             self._agent_keys = agent_keys
         if collector_keys is not None:
@@ -289,39 +327,48 @@ class IngestWorker(Lifecycle):
             if topic != header.topic:
                 raise EnvelopeError("wrong_topic", f"topic does not match the header's "
                                     f"tenant/agent ({header.tenant}/{header.agent_id})")
-            header, records = envelope.open_sealed(
-                payload, self._agent_keys, self._collector_keys, max_size=self._max_batch,
-                max_body=self._max_body)
-            if (self._agent_tenants is not None
-                    and self._agent_tenants.get(header.agent_id) != header.tenant):
-                raise EnvelopeError("unknown_agent", f"agent {header.agent_id!r} is not "
-                                    f"registered for tenant {header.tenant!r}")
-        except EnvelopeError as e:
+            verified = envelope.verify(payload, self._agent_keys, max_size=self._max_batch)
+            header = verified.header
+            self._admission.before_decrypt(header)
+            records = envelope.open_verified(verified, self._collector_keys,
+                                             max_body=self._max_body)
+            self._admission.records(header, records)
+        except (EnvelopeError, Refused) as e:
             return _Checked(topic, payload, header, [], e)
         return _Checked(topic, payload, header, records, None)
 
-    async def _settle(self, c: _Checked) -> str:
+    async def replay(self, topic: str, payload: bytes, received_at: float) -> str:
+        """A parked batch through the same checks, with freshness judged at the time it
+        first arrived and without the sequence window (a parked batch is late by
+        design and must not move the window); the store's (agent, batch) key keeps
+        it exactly once. Raises `SinkFailed` like `handle`."""
+        return await self._settle(self._check(topic, payload), replay_at=received_at)
+
+    async def _settle(self, c: _Checked, replay_at: float | None = None) -> str:
         """The stateful checks and the commit, for one message at a time."""
         error, header = c.error, c.header
         if error is None and header is not None:
             try:
-                envelope.check_fresh(header, max_age_s=self._replay_window,
+                envelope.check_fresh(header, now=replay_at, max_age_s=self._replay_window,
                                      max_skew_s=self._skew)
-                self._check_sequence(header)
-            except EnvelopeError as e:
+                if replay_at is None:
+                    await self._sequence(self._sequences.check(header))
+            except (EnvelopeError, Refused) as e:
                 error = e
         if error is not None:
             if error.reason == "duplicate":
                 self.metrics.rejected.labels("duplicate").inc()
                 return "duplicate"
-            await self._reject(error, c.topic, header, c.payload)
-            return error.reason
+            return await self._refuse(error, c)
         assert header is not None  # no error means the header was opened
         try:
             stored = await self._sink(header, c.records)
+        except StorePermanentError as e:
+            return await self._refuse(Refused("store_refused", e.why), c)
         except Exception as e:
             raise SinkFailed(type(e).__name__) from e
-        self._remember(header)
+        if replay_at is None:
+            await self._sequence(self._sequences.remember(header))
         if not stored:
             self.metrics.rejected.labels("duplicate").inc()
             log.info("duplicate batch from agent %s acknowledged, not stored", header.agent_id)
@@ -330,37 +377,47 @@ class IngestWorker(Lifecycle):
         self.metrics.records.inc(len(c.records))
         return "accepted"
 
-    async def _reject(self, e: EnvelopeError, topic: str, header: Header | None,
-                      payload: bytes) -> None:
-        log.warning("batch rejected on %s: %s", topic if header else "(unparsed)", e)
+    @staticmethod
+    async def _sequence(step: Awaitable[None]) -> None:
+        """A sequence-window call; a store failure in it is a sink failure (retried)."""
         try:
-            await self._quarantine(e.reason, topic, header, payload)
-        except Exception as qe:
-            raise SinkFailed(f"quarantine: {type(qe).__name__}") from qe
+            await step
+        except (EnvelopeError, Refused):
+            raise
+        except Exception as e:
+            raise SinkFailed(f"sequence window: {type(e).__name__}") from e
+
+    async def _refuse(self, e: EnvelopeError | Refused, c: _Checked) -> str:
+        """Park what an operator can fix, quarantine the rest; either way the batch is
+        settled and will be acknowledged."""
+        header, reason = c.header, e.reason
+        parkable = isinstance(e, Refused) or reason in PARKED_ENVELOPE_REASONS
+        where = c.topic if header else "(unparsed)"
+        if self._park is None or not parkable:
+            log.warning("batch rejected on %s: %s", where, e)
+            try:
+                await self._quarantine(reason, c.topic, header, c.payload)
+            except Exception as qe:
+                raise SinkFailed(f"quarantine: {type(qe).__name__}") from qe
+            self._count_refused(e)
+            return reason
+        log.warning("batch parked on %s: %s", where, e)
+        try:
+            await self._park(reason, c.topic, header, c.payload, e.detail)
+        except Exception as pe:
+            raise SinkFailed(f"park: {type(pe).__name__}") from pe
+        self.metrics.parked.labels(reason).inc()
+        self._count_refused(e)
+        if header is not None and reason not in UNAUTHENTICATED and self._on_outcome:
+            self._on_outcome(header.tenant, header.agent_id, header.batch_id, "parked")
+        return reason
+
+
+    def _count_refused(self, e: EnvelopeError | Refused) -> None:
+        """Once the refusal is kept: a failed park or quarantine is retried, not counted."""
         self.metrics.rejected.labels(e.reason).inc()
-
-    def _check_sequence(self, h: Header) -> None:
-        w = self._seqs.get(h.agent_id)
-        if w is None:
-            return
-        if h.seq <= w.highest - self._seq_window:
-            raise EnvelopeError("replayed", f"sequence {h.seq} is behind the window "
-                                f"(highest seen {w.highest})")
-        seen = w.seen.get(h.seq)
-        if seen == h.batch_id:
-            raise EnvelopeError("duplicate", f"batch {h.batch_id} already committed")
-        if seen is not None:
-            raise EnvelopeError("replayed", f"sequence {h.seq} was already used by another "
-                                "batch of this agent")
-
-    def _remember(self, h: Header) -> None:
-        w = self._seqs.setdefault(h.agent_id, _SeqWindow())
-        w.seen[h.seq] = h.batch_id
-        if h.seq > w.highest:
-            w.highest = h.seq
-            floor = w.highest - self._seq_window
-            if len(w.seen) > 2 * self._seq_window:
-                w.seen = {s: b for s, b in w.seen.items() if s > floor}
+        for what, n in (e.records if isinstance(e, Refused) else {}).items():
+            self.metrics.records_rejected.labels(what).inc(n)
 
 
 class SinkFailed(Exception):

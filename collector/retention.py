@@ -6,6 +6,9 @@ policy stays, because a collector that stops ingesting over a typo would lose
 more than it protects. Purges run on a schedule (`run`) and on demand
 (`purge`), each leaving one audit entry and updating the metrics, dry runs
 included, so the audit log shows who looked as well as what was deleted.
+Parked batches (`collector.parking`) go by the policy's
+`[operational.parked_batches]` period, counted from when they were parked;
+without that setting they are kept until an operator replays or purges them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Protocol
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collector.parking import ParkingLot
 from collector.store.base import Store, TaggedRecord
 from pipelines.config import ConfigError
 from pipelines.lifecycle import TaskComponent
@@ -74,6 +78,9 @@ class RetentionMetrics:
                               "last successful purge.", registry=registry)
         self.duration = Gauge("privtel_retention_last_purge_duration_seconds", "Duration of the "
                               "last successful purge.", registry=registry)
+        self.parked_purged = Counter("privtel_retention_purged_parked_batches", "Parked "
+                                     "batches deleted by the retention purge.",
+                                     registry=registry)
         self.unmatched = Counter("privtel_retention_unmatched_records", "Records no rule "
                                  "matched, stored under the most restrictive default class.",
                                  ["kind"], registry=registry)
@@ -94,6 +101,7 @@ class PurgeResult:
     dry_run: bool
     now: float
     seconds: float
+    parked: int = 0  # parked batches deleted (would go, under dry_run)
 
     @property
     def total(self) -> int:
@@ -110,11 +118,13 @@ class RetentionService(TaskComponent):
     def __init__(self, store: Store | None, *, policy_path: str | os.PathLike[str] | None = None,
                  jurisdictions: Mapping[str, str] | None = None,
                  registry: CollectorRegistry | None = None, audit: AuditSink | None = None,
-                 interval_s: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
+                 interval_s: float = 3600.0, clock: Callable[[], float] = time.time,
+                 parking: ParkingLot | None = None) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         super().__init__(name="privtel-retention")
         self.store, self.audit, self.interval_s, self._clock = store, audit, interval_s, clock
+        self.parking = parking
         self.policy_path = Path(policy_path) if policy_path is not None else None
         self.jurisdictions = dict(jurisdictions or {})
         self.metrics = RetentionMetrics(registry) if registry is not None else None
@@ -225,6 +235,7 @@ class RetentionService(TaskComponent):
         started = time.perf_counter()
         try:
             deleted = self.store.purge_expired(at, dry_run=dry_run)
+            parked = self._purge_parked(at, dry_run)
         except Exception as e:
             if self.metrics is not None:
                 self.metrics.runs.labels(trigger, "error").inc()
@@ -232,21 +243,28 @@ class RetentionService(TaskComponent):
                 self.audit.record("retention.purge", trigger=trigger, dry_run=dry_run, now=at,
                                   result="error", error=type(e).__name__)
             raise
-        result = PurgeResult(deleted, dry_run, at, time.perf_counter() - started)
+        result = PurgeResult(deleted, dry_run, at, time.perf_counter() - started, parked)
         if self.metrics is not None:
             self.metrics.runs.labels(trigger, "dry_run" if dry_run else "ok").inc()
             if not dry_run:
                 for klass, n in deleted.items():
                     self.metrics.purged.labels(klass).inc(n)
+                self.metrics.parked_purged.inc(parked)
                 self.metrics.last_run.set(self._clock())
                 self.metrics.duration.set(result.seconds)
         if self.audit is not None:
             self.audit.record("retention.purge", trigger=trigger, dry_run=dry_run, now=at,
                               result="ok", deleted=deleted, total=result.total,
-                              store=self.store.backend)
+                              parked_batches=parked, store=self.store.backend)
         log.info("retention purge (%s%s): %d records %s", trigger, ", dry run" if dry_run else "",
                  result.total, "would go" if dry_run else "deleted")
         return result
+
+    def _purge_parked(self, at: float, dry_run: bool) -> int:
+        period = self.policy.operational.get("parked_batches")
+        if self.parking is None or period is None or period.seconds is None:
+            return 0
+        return self.parking.purge(parked_before=at - period.seconds, dry_run=dry_run)
 
     async def _main(self, stop: asyncio.Event) -> None:
         await self.run(stop)

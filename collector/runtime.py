@@ -17,14 +17,17 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from collector.admission import Admission
 from collector.announce import KeyAnnouncer
-from collector.audit import AuditLog
+from collector.audit import AuditLog, read_key
 from collector.config import CollectorConfig
 from collector.config import load as load_config
 from collector.ingest import DEFAULT_TOPIC, IngestWorker
 from collector.metrics import InstrumentedStore, StoreMetrics, StoreMetricsRefresh
 from collector.outputs import build_outputs
+from collector.parking import ParkingLot
 from collector.retention import RetentionService
+from collector.sequence import StoreSequences
 from collector.store import open_db
 from collector.store.base import Store, open_store
 from collector.store.sink import StoreSink
@@ -69,10 +72,14 @@ class Collector:
         self.store_metrics = StoreMetrics(self.registry, raw_store.backend)
         self.store: Store = InstrumentedStore(raw_store, self.store_metrics)
         self.outputs = build_outputs(OUTPUTS, self.registry)
+        # the query-side connection: audit chain, parked batches, the sequence window
         self.audit_db = open_db(cfg.store_url)
+        self.parking = ParkingLot(self.audit_db)
         self.retention = RetentionService(
             self.store, policy_path=cfg.retention_policy, registry=self.registry,
-            audit=AuditLog(self.audit_db), interval_s=cfg.purge_interval_s)
+            audit=AuditLog(self.audit_db, read_key(cfg.audit_key_file)),
+            interval_s=cfg.purge_interval_s, jurisdictions=cfg.jurisdictions(),
+            parking=self.parking)
         self.sink = StoreSink(self.store, self.retention.tag, self.outputs)
         agent_keys, collector_keys = load_keys(cfg)
         self.current_key = current_key(collector_keys)
@@ -80,7 +87,8 @@ class Collector:
         self.ingest = IngestWorker(
             broker_url=cfg.mqtt_url, sink=self.sink.sink, quarantine=self.sink.quarantine,
             agent_keys=agent_keys, collector_keys=collector_keys, registry=self.registry,
-            agent_tenants={a.agent_id: a.tenant for a in cfg.agents},
+            admission=Admission.from_config(cfg), park=self.parking.park_async,
+            sequences=StoreSequences(self.audit_db, max_jump=cfg.max_sequence_jump),
             protocol=cfg.mqtt_protocol, shared_group=cfg.shared_group, client_id=cfg.client_id,
             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file,
             max_batch_bytes=cfg.max_batch_bytes, replay_window_s=cfg.replay_window_s,
@@ -98,7 +106,7 @@ class Collector:
             log.error("config reload failed, keeping the running keys and agents: %s", e)
             return False
         self.ingest.update_keys(agent_keys=agent_keys, collector_keys=collector_keys,
-                                agent_tenants={a.agent_id: a.tenant for a in cfg.agents})
+                                admission=Admission.from_config(cfg))
         self._announce(cfg, current_key(collector_keys))
         log.info("config reloaded", extra={"agents": len(cfg.agents),
                                            "collector_keys": sorted(collector_keys)})

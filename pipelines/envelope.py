@@ -240,16 +240,19 @@ def _decompress(data: bytes, limit: int) -> bytes:
     return out
 
 
-def open_sealed(data: bytes, agent_keys: AgentKeys,
-                collector_keys: Mapping[str, CollectorPrivateKey], *,
-                max_size: int = MAX_BATCH_BYTES,
-                max_body: int = MAX_BODY_BYTES) -> tuple[Header, list[Record]]:
-    """Verify, decrypt and decode a batch, or raise `EnvelopeError` with the first failed check.
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A batch whose signature verified: its header is now authenticated, its body
+    still sealed. What the collector decides before it decrypts (tenant binding,
+    residency) it decides on this."""
 
-    `agent_keys` maps agent id to its Ed25519 public key (or several, during a
-    rotation); `collector_keys` maps key id to the collector's private keys, so
-    batches sealed to a retired key still open while they drain from spools.
-    """
+    header: Header
+    header_json: bytes
+    ciphertext: bytes
+
+
+def verify(data: bytes, agent_keys: AgentKeys, *, max_size: int = MAX_BATCH_BYTES) -> Verified:
+    """Framing, known agent and signature, or `EnvelopeError`; nothing is decrypted."""
     h, hjson, ct, signed = _split(data, max_size)
     vk = _agent_key(agent_keys, h)
     try:
@@ -257,6 +260,17 @@ def open_sealed(data: bytes, agent_keys: AgentKeys,
     except InvalidSignature:
         raise EnvelopeError("bad_signature", f"signature of agent {h.agent_id!r} does not "
                             "verify") from None
+    return Verified(h, hjson, ct)
+
+
+def open_verified(v: Verified, collector_keys: Mapping[str, CollectorPrivateKey], *,
+                  max_body: int = MAX_BODY_BYTES) -> list[Record]:
+    """Decrypt and decode a verified batch, or raise `EnvelopeError`.
+
+    Record ids must be unique within the batch: a repeated id would make the
+    store refuse the batch on every delivery (a poison batch), so it is refused
+    here, once, as `invalid_record`."""
+    h = v.header
     ck = collector_keys.get(h.collector_key_id)
     if ck is None:
         raise EnvelopeError("unknown_key", f"no collector key {h.collector_key_id}")
@@ -264,7 +278,8 @@ def open_sealed(data: bytes, agent_keys: AgentKeys,
         raise EnvelopeError("unknown_key", f"collector key {h.collector_key_id} is for suite "
                             f"{ck.suite}, batch says {h.suite}")
     try:
-        compressed = hpke_suite(h.suite).decrypt(ct, ck.key, info=HPKE_INFO_PREFIX + hjson)
+        compressed = hpke_suite(h.suite).decrypt(v.ciphertext, ck.key,
+                                                 info=HPKE_INFO_PREFIX + v.header_json)
     except Exception as e:  # the Rust binding raises InvalidTag or ValueError; both mean "no"
         raise EnvelopeError("decrypt_failed", f"HPKE open failed ({type(e).__name__})") from None
     body = _decompress(compressed, max_body)
@@ -277,7 +292,23 @@ def open_sealed(data: bytes, agent_keys: AgentKeys,
                             f"{len(records)}")
     if any(r.tenant != h.tenant for r in records):
         raise EnvelopeError("invalid_record", "a record's tenant differs from the header's")
-    return h, records
+    if len({r.id for r in records}) != len(records):
+        raise EnvelopeError("invalid_record", "a record id appears more than once in the batch")
+    return records
+
+
+def open_sealed(data: bytes, agent_keys: AgentKeys,
+                collector_keys: Mapping[str, CollectorPrivateKey], *,
+                max_size: int = MAX_BATCH_BYTES,
+                max_body: int = MAX_BODY_BYTES) -> tuple[Header, list[Record]]:
+    """Verify, decrypt and decode a batch, or raise `EnvelopeError` with the first failed check.
+
+    `agent_keys` maps agent id to its Ed25519 public key (or several, during a
+    rotation); `collector_keys` maps key id to the collector's private keys, so
+    batches sealed to a retired key still open while they drain from spools.
+    """
+    v = verify(data, agent_keys, max_size=max_size)
+    return v.header, open_verified(v, collector_keys, max_body=max_body)
 
 
 def check_fresh(h: Header, *, now: float | None = None, max_age_s: float,

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from collector.audit import AuditChainError, AuditLog
+from collector.audit import AuditChainError, AuditLog, read_key
 from collector.store import open_db
 from pipelines import auditchain
-from pipelines.config import ConfigError, require_private
+from pipelines.config import ConfigError
 from privtel.commands.users import store_arg
 
 
@@ -43,14 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     a.set_defaults(func=cmd_anchor)
 
 
-def read_audit_key(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    require_private(str(path), path.stat().st_mode)
-    data = path.read_bytes().strip()
-    if len(data) < 16:
-        raise ConfigError(str(path), "", "audit key must be at least 16 bytes")
-    return data
+read_audit_key = read_key
 
 
 def _anchors(path: Path | None) -> dict[int, str] | None:

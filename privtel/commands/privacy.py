@@ -71,14 +71,28 @@ def register(sub: Any) -> None:
     r = sub.add_parser("reidentify", help="reverse pseudonyms with the tenant key "
                        "(privileged, audited)",
                        description="Reverses address or MAC pseudonyms, or matches a token "
-                       "against candidates. Every use is appended to the audit log first.")
+                       "against candidates. Every use is appended to the audit log first: "
+                       "with --store, to the store's audit chain, as an API user with a "
+                       "role that may re-identify and a TOTP code; with --audit-log, to a "
+                       "hash-chained file (for use away from any store).")
     r.add_argument("pseudonyms", nargs="+", metavar="PSEUDONYM")
     r.add_argument("--key-file", required=True)
     r.add_argument("--epoch", type=int, default=1)
     r.add_argument("--reason", required=True,
                    help=f"why (at least {MIN_REASON} characters, e.g. a ticket reference)")
-    r.add_argument("--audit-log", required=True, metavar="FILE")
-    r.add_argument("--who", default=None, help="operator (default: the login name)")
+    where = r.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", metavar="URL",
+                       help="append to this store's audit chain (needs --tenant, an API "
+                       "token and --totp)")
+    where.add_argument("--audit-log", metavar="FILE")
+    r.add_argument("--tenant", help="with --store: the tenant whose key this is")
+    r.add_argument("--token-file", type=Path, metavar="FILE",
+                   help="with --store: the API token, mode 0600 (default: $PRIVTEL_TOKEN)")
+    r.add_argument("--totp", metavar="CODE", help="with --store: the current TOTP code")
+    r.add_argument("--audit-key", type=Path, metavar="FILE",
+                   help="with --store: the audit chain's HMAC key (mode 0600), as the API's")
+    r.add_argument("--who", default=None, help="with --audit-log: operator (default: the "
+                   "login name); with --store the token says who")
     r.add_argument("--mode", default="prefix",
                    choices=("prefix", "ipcrypt", "ipcrypt-pfx", "ipcrypt-ndx", "mac", "token"))
     r.add_argument("--candidates", metavar="FILE", help="for --mode token: values to test")
@@ -173,6 +187,50 @@ def _append_audit(path: Path, entry: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def _append_store_audit(args: argparse.Namespace, entry: dict[str, Any]) -> None:
+    """Authenticate the caller as an API user, check role, tenant scope and TOTP (the
+    matrix in `collector.auth`), and append to the store's audit chain with the chain's
+    key; a refusal is appended too, and nothing is shown."""
+    from collector.audit import AuditLog, read_key
+    from collector.auth import Action, AuthError, Users, authorize
+    from collector.store import open_db
+
+    if not args.tenant:
+        raise ValueError("--store needs --tenant (the tenant whose key this is)")
+    if args.who:
+        raise ValueError("--who goes with --audit-log; with --store the API token says who")
+    if args.token_file is not None:
+        require_private(str(args.token_file), args.token_file.stat().st_mode)
+        token = args.token_file.read_text("ascii", errors="replace").strip()
+    else:
+        token = os.environ.get("PRIVTEL_TOKEN", "")
+    if not token:
+        raise ValueError("--store needs an API token: --token-file FILE or $PRIVTEL_TOKEN")
+    key = read_key(args.audit_key)
+    db = open_db(args.store)
+    try:
+        audit, users = AuditLog(db, key), Users(db)
+        detail = {k: entry[k] for k in ("reason", "key_id", "epoch", "mode", "pseudonyms")}
+        rid = os.urandom(8).hex()
+        try:
+            who = users.authenticate(f"Bearer {token}")
+        except AuthError as e:
+            raise ValueError(f"refused: {e.reason}") from None
+        try:
+            authorize(who, Action.REIDENTIFY, (args.tenant,))
+            users.check_totp(who, args.totp)
+        except AuthError as e:
+            audit.append(actor=who.name, role=who.role, action="reidentify",
+                         tenants=(args.tenant,), request_id=rid, outcome=f"denied:{e.code}",
+                         detail={"reason": detail["reason"]})
+            raise ValueError(f"refused: {e.reason}") from None
+        audit.append(actor=who.name, role=who.role, action="reidentify", tenants=(args.tenant,),
+                     request_id=rid, outcome="ok", count=len(detail["pseudonyms"]),
+                     detail=detail)
+    finally:
+        db.close()
+
+
 def cmd_reidentify(args: argparse.Namespace) -> int:
     reason = args.reason.strip()
     if len(reason) < MIN_REASON:
@@ -202,7 +260,10 @@ def cmd_reidentify(args: argparse.Namespace) -> int:
                 results.append(rev.address(ps, args.mode))
         except PseudonymError as e:
             raise ValueError(f"{ps}: {e}") from None
-    _append_audit(Path(args.audit_log), entry)
+    if args.store:
+        _append_store_audit(args, entry)
+    else:
+        _append_audit(Path(args.audit_log), entry)
     status = 0
     for ps, raw in zip(args.pseudonyms, results, strict=True):
         if raw is None:

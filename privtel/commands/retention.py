@@ -11,7 +11,8 @@ from pathlib import Path
 
 import orjson
 
-from collector.audit import AuditLog
+from collector.audit import AuditLog, read_key
+from collector.parking import ParkingLot
 from collector.retention import AuditSink, JsonlAuditLog, RetentionService
 from collector.store import StoreError, StoreRetryableError, open_db, open_store
 from pipelines.config import ConfigError
@@ -36,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     purge.add_argument("--audit", type=Path, metavar="FILE",
                        help="append the audit entry to this JSON-lines file instead of the store's "
                        "hash-chained audit log")
+    purge.add_argument("--audit-key", type=Path, metavar="FILE",
+                       help="HMAC key of the store's audit chain (mode 0600), the one the API "
+                       "and the collector use; with --config, the config's audit_key")
     purge.add_argument("--json", action="store_true", help="print the result as one JSON line")
     purge.set_defaults(func=purge_cmd)
     check = sub.add_parser("check", help="validate a retention policy, list its gaps and the "
@@ -62,13 +66,16 @@ def _period(policy: Policy, klass: str) -> str:
 
 
 def purge_cmd(args: argparse.Namespace) -> int:
-    url, policy_path = args.store, args.policy
+    url, policy_path, key_file = args.store, args.policy, args.audit_key
+    jurisdictions: dict[str, str] = {}
     if args.config is not None:
         from collector import config as collector_config
 
         cfg = collector_config.load(args.config)
         url = cfg.store_url
         policy_path = policy_path or cfg.retention_policy
+        key_file = key_file or cfg.audit_key_file
+        jurisdictions = cfg.jurisdictions()
     elif url == "env":
         url = os.environ.get("PRIVTEL_STORE")
         if not url:
@@ -76,17 +83,19 @@ def purge_cmd(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     policy = _policy(policy_path)
+    key = read_key(key_file)
     audit_db = None
     try:
         store = open_store(url)
         try:
             store.migrate()
-            if args.audit:
-                audit: AuditSink = JsonlAuditLog(args.audit)
-            else:  # the store's own hash-chained audit log, as the collector's purges use
-                audit_db = open_db(url)
-                audit = AuditLog(audit_db)
-            service = RetentionService(store, policy_path=policy_path, audit=audit)
+            audit_db = open_db(url)
+            audit: AuditSink = (JsonlAuditLog(args.audit) if args.audit
+                                # the store's chain, keyed as the API and collector key it
+                                else AuditLog(audit_db, key))
+            service = RetentionService(store, policy_path=policy_path, audit=audit,
+                                       jurisdictions=jurisdictions,
+                                       parking=ParkingLot(audit_db))
             result = service.purge(dry_run=args.dry_run, trigger="on_demand")
         finally:
             store.close()
@@ -97,7 +106,8 @@ def purge_cmd(args: argparse.Namespace) -> int:
         return EX_TEMPFAIL if isinstance(e, StoreRetryableError) else 2
     if args.json:
         print(orjson.dumps({"dry_run": result.dry_run, "now": result.now,
-                            "deleted": result.deleted, "total": result.total}).decode())
+                            "deleted": result.deleted, "total": result.total,
+                            "parked_batches": result.parked}).decode())
         return 0
     when = datetime.fromtimestamp(result.now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"retention purge{' (dry run)' if result.dry_run else ''} at {when}, "
@@ -107,6 +117,7 @@ def purge_cmd(args: argparse.Namespace) -> int:
         print(f"  {klass:<20} {_period(policy, klass):<16} {result.deleted.get(klass, 0):>10}")
     verb = "would be deleted" if result.dry_run else "deleted"
     print(f"  {'total':<37} {result.total:>10} {verb}")
+    print(f"  {'parked batches':<37} {result.parked:>10} {verb}")
     return 0
 
 
