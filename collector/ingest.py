@@ -44,6 +44,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collector.recheck import screen
 from pipelines import envelope
 from pipelines.envelope import AgentKeys, EnvelopeError, Header
 from pipelines.keys import CollectorPrivateKey
@@ -318,6 +319,7 @@ class IngestWorker(Lifecycle):
             return error.reason
         assert header is not None  # no error means the header was opened
         try:
+            c = await screen(c, self._quarantine)  # a raw identifier left: record quarantined
             stored = await self._sink(header, c.records)
         except Exception as e:
             raise SinkFailed(type(e).__name__) from e
