@@ -414,11 +414,15 @@ class DsrService:
                 held[t].update(r for (r,) in found)
             for i in range(0, len(toks), 100):
                 part = toks[i:i + 100]
+                these = ", ".join("?" for _ in part)
+                where, args = self._records(ids, t, chunk)
                 with self.db.tx() as cur:
                     found = cur.execute(
                         f"SELECT DISTINCT record_id FROM record_tokens WHERE tenant = ? AND "
-                        f"record_id IN ({marks}) AND token IN ({', '.join('?' for _ in part)})",
+                        f"record_id IN ({marks}) AND token IN ({these})",
                         [t, *chunk, *part]).fetchall()
+                    found += cur.execute(f"SELECT id FROM records WHERE {where} AND device IN "
+                                         f"({these})", [*args, *part]).fetchall()
                 held[t].update(r for (r,) in found)
         return held
 

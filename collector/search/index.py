@@ -11,9 +11,11 @@ drops rows of purged records.
 Every other identifier class goes to `record_tokens(record_id, tenant, ts,
 token)`: the keyed `tk-...` tokens (user, e-mail, phone, host, person; the
 same token in a field and inside text, so one regex finds them all) and MAC
-pseudonyms in canonical colon form, from every string field and from the
-record's `device` (itself a host token). A subject named by any class is then
-one equality probe per token (`TenantKeys.tokens`).
+pseudonyms in canonical colon form, from every string field. The record's
+`device` (itself a host token) is not copied: `records (tenant, device, ts)`
+already finds it, so the searcher asks it there, and the restriction check
+below looks at it as it indexes. A subject named by any class is then one
+equality probe per token (`TenantKeys.tokens`).
 
 Indexing is also where a record that arrives after a DSR restriction gets its
 `restricted` flag: the index is the first code to see its addresses, so it
@@ -57,16 +59,15 @@ def addresses_of(fields: Mapping[str, Any]) -> set[tuple[int, str]]:
     return identifiers_of(fields)[0]
 
 
-def identifiers_of(fields: Mapping[str, Any], *extra: str
-                   ) -> tuple[set[tuple[int, str]], set[str]]:
-    """(addresses, tokens) a record holds: addresses as in `addresses_of`; every
-    `tk-` token and MAC (canonical colon form) in its strings and in `extra` (the
-    record's device). One pass of the address finder per string serves both."""
+def identifiers_of(fields: Mapping[str, Any]) -> tuple[set[tuple[int, str]], set[str]]:
+    """(addresses, tokens) a record's fields hold: addresses as in `addresses_of`;
+    every `tk-` token and MAC (canonical colon form) in its strings. One pass of
+    the address finder per string serves both."""
     addrs: set[tuple[int, str]] = set()
     tokens: set[str] = set()
-    texts = [v for v in fields.values() if isinstance(v, str)]
-    texts += extra
-    for v in texts:
+    for v in fields.values():
+        if not isinstance(v, str):
+            continue
         if "tk-" in v:
             tokens.update(TOKEN.findall(v))
         for f in find(v):
@@ -264,8 +265,10 @@ class AddressIndex:
     def _index(self, cur: Cursor, rows: list[Any], standing: _Standing) -> None:
         d = self.db.dialect
         addrs, toks = [], []
+        devices = []
         for rid, tenant, ts, fields, device in rows:
-            found, tokens = identifiers_of(d.json(fields), device)
+            devices.append((rid, tenant, float(ts), device))
+            found, tokens = identifiers_of(d.json(fields))
             for fam, addr in found:
                 addrs.append((rid, tenant, float(ts), fam, addr))
             for tok in tokens:
@@ -284,7 +287,7 @@ class AddressIndex:
             for a in addrs:
                 if a[1] in standing.tenants and standing.hit(a[1], a[3], a[4], a[2]):
                     hit.setdefault(a[1], {})[a[0]] = a[2]
-            for k in toks:
+            for k in toks + devices:
                 if k[1] in standing.tenants and standing.token_hit(k[1], k[3], k[2]):
                     hit.setdefault(k[1], {})[k[0]] = k[2]
             for tenant, found_ids in sorted(hit.items()):

@@ -177,7 +177,9 @@ class Searcher:
 
 def _match(nets: list[Network], tokens: list[str], tenant: str, args: list[Any]) -> str:
     """WHERE part: the record holds an address in one of `nets` or one of `tokens`
-    (the derived indexes); appends its arguments. Nothing named matches nothing."""
+    (the derived indexes; a host token may also be the record's own device), as one
+    `id IN (...)` so the planner can keep a semi-join; appends its arguments.
+    Nothing named matches nothing."""
     parts = []
     if nets:
         ranges = []
@@ -186,13 +188,15 @@ def _match(nets: list[Network], tokens: list[str], tenant: str, args: list[Any])
             fam, lo, hi = net_range(n)
             ranges.append("(family = ? AND addr BETWEEN ? AND ?)")
             args += [fam, lo, hi]
-        parts.append("id IN (SELECT record_id FROM record_addresses WHERE tenant = ? AND ("
-                     + " OR ".join(ranges) + "))")
+        parts.append("SELECT record_id FROM record_addresses WHERE tenant = ? AND ("
+                     + " OR ".join(ranges) + ")")
     if tokens:
-        parts.append("id IN (SELECT record_id FROM record_tokens WHERE tenant = ? AND token "
-                     f"IN ({', '.join('?' for _ in tokens)}))")
-        args += [tenant, *tokens]
-    return "(" + " OR ".join(parts) + ")" if parts else "1 = 0"
+        marks = ", ".join("?" for _ in tokens)
+        parts.append(f"SELECT record_id FROM record_tokens WHERE tenant = ? AND token IN "
+                     f"({marks})")
+        parts.append(f"SELECT id FROM records WHERE tenant = ? AND device IN ({marks})")
+        args += [tenant, *tokens, tenant, *tokens]
+    return "id IN (" + " UNION ALL ".join(parts) + ")" if parts else "1 = 0"
 
 
 def ndjson(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:

@@ -303,3 +303,21 @@ def test_cli_subject_file(live_http: tuple[Env, str], tmp_path: Path,
     assert main(["dsr", "restrict", *common, "--token-file", tokens["dora"], "--tenant",
                  "acme"]) == 2
     assert "--subject-file" in capsys.readouterr()[1]
+
+
+def test_a_device_name_is_a_host_subject(cenv: Env) -> None:
+    """A device named after its owner: its records are found by `host:` through the
+    stored device token, and a restriction covers the device's later records."""
+    ids = seed_classes(cenv)
+    assert search(cenv, subjects=["host:gw1"]) == set(ids.values())
+    assert dsr(cenv, "restrict", ["host:gw1"])["count"] == len(ids)
+    p = Pseudonymiser(TenantKey.from_hex(KEYS["acme"]))
+    late = p.record(Record(kind=Kind.LOG, tenant="acme", site="clinic", device="gw1",
+                           name="syslog", ts=T0 + 9000, fields={"message": "carrier regained"}))
+    other = p.record(Record(kind=Kind.LOG, tenant="acme", site="clinic", device="gw2",
+                            name="syslog", ts=T0 + 9001, fields={"message": "carrier regained"}))
+    store_batch(cenv.url, "acme", [late, other], T0 + 9002)
+    assert search(cenv, text="carrier regained") == {other.id}
+    lifted = dsr(cenv, "unrestrict", ["host:gw1"])
+    assert lifted["count"] == len(ids) + 1
+    assert search(cenv, text="carrier regained") == {late.id, other.id}

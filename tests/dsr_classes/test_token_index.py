@@ -12,11 +12,11 @@ TOK = "tk-8ce7b6-980e3a5feadcde8b934f"
 DEV = "tk-8ce7b6-1ba03db7578394f1fe54"
 
 
-def test_tokens_and_macs_from_fields_text_and_device() -> None:
+def test_tokens_and_macs_from_fields_and_text() -> None:
     fields = {"message": f"sshd: Accepted publickey for {TOK} from 10.0.0.1 port 22",
               "client_mac": "06:1B:7C:5E:42:28", "note": "seen 061b.7c5e.4229 twice",
               "if_index": 3}
-    addrs, tokens = identifiers_of(fields, DEV)
+    addrs, tokens = identifiers_of({**fields, "hostname": DEV})
     assert tokens == {TOK, DEV, "06:1b:7c:5e:42:28", "06:1b:7c:5e:42:29"}
     assert addrs == {(4, "0a000001")}
 
