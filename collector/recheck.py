@@ -72,16 +72,19 @@ class RecheckCounts(Collector):
             self.labels[label, cls] = self.labels.get((label, cls), 0) + 1
 
     def describe(self) -> list[Metric]:
-        return [CounterMetricFamily("privtel_records_quarantined", "Records kept out of the "
+        return list(self._families())
+
+    def _families(self) -> tuple[CounterMetricFamily, CounterMetricFamily]:
+        return (CounterMetricFamily("privtel_records_quarantined", "Records kept out of the "
                                     "store at ingest because they still carried a raw "
                                     "identifier, by identifier class.", labels=["class"]),
                 CounterMetricFamily("privtel_metric_labels_withheld", "Records that fed no "
                                     "NOC series because a label would carry a raw "
                                     "identifier, by label and class.",
-                                    labels=["label", "class"])]
+                                    labels=["label", "class"]))
 
     def collect(self) -> Iterator[Metric]:
-        recs, labs = self.describe()
+        recs, labs = self._families()
         with self._lock:
             for c, n in sorted(self.records.items()):
                 recs.add_metric([c], float(n))
