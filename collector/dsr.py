@@ -1,9 +1,13 @@
 """Data-subject requests: export, erase, restrict, unrestrict, correct.
 
-A subject is identified by raw addresses (and optionally a time range). The
-records hold only pseudonyms, so each address is pseudonymised forward with
-each tenant's key(s) and looked up in the address index; nothing raw is ever
-stored: the request row keeps the subject as pseudonymous ranges per tenant.
+A subject is identified by raw addresses and by identifiers of any other
+class (`subjects`: user, e-mail, phone, host, person, MAC; the subject-file
+format of `pipelines.pseudonym.subjects`), optionally with a time range. The
+records hold only pseudonyms, so each is pseudonymised forward with each
+tenant's key(s) and looked up in the derived index (addresses by range,
+everything else by token); nothing raw is ever stored: the request row keeps
+the subject as pseudonymous ranges and tokens per tenant (an entry with a `/`
+is a range, any other a token).
 
 Erasure deletes the records and every derived copy (address index, indexing
 marks, correction annotations) in one transaction, then searches again and
@@ -44,16 +48,19 @@ from collector.search import (
     Restriction,
     Searcher,
     SearchQuery,
-    mask_addresses,
     net_range,
     parse_network,
+    parse_subjects,
     parse_time,
+    unknown_names,
 )
 from collector.store import Cursor, Db
+from pipelines.pseudonym.subjects import Subject
 
 KINDS = ("export", "erase", "restrict", "unrestrict", "correct")
 MAX_NOTE = 2000
-_KEYS = {"tenants", "addresses", "since", "until", "reason", "note", "record_ids", "format"}
+_KEYS = {"tenants", "addresses", "subjects", "since", "until", "reason", "note", "record_ids",
+         "format"}
 _TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 Found = dict[str, dict[str, float]]  # per tenant, the records found: id -> ts
 
@@ -69,6 +76,7 @@ class DsrRequest:
     note: str | None = field(default=None, repr=False)
     record_ids: tuple[str, ...] | None = None
     ndjson: bool = False
+    subjects: tuple[Subject, ...] = field(default=(), repr=False)  # raw, as `addresses`
 
 
 @dataclass
@@ -98,20 +106,29 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
         raise QueryError(f"request kind must be one of {', '.join(KINDS)}")
     if not isinstance(body, Mapping):
         raise QueryError("the request body must be a JSON object")
-    unknown = sorted(set(body) - _KEYS)
+    unknown = sorted(str(k) for k in set(body) - _KEYS)
     if unknown:
-        names = ", ".join(repr(mask_addresses(str(u)[:40])) for u in unknown[:5])
-        raise QueryError(f"unknown field(s) {names}; known: {', '.join(sorted(_KEYS))}")
+        raise QueryError(unknown_names(unknown, _KEYS, "field"))
     tenants = body.get("tenants")
     if not isinstance(tenants, list) or not 0 < len(tenants) <= 100 or not all(
             isinstance(t, str) and 0 < len(t) <= 63 and set(t) <= _TENANT_CHARS
             and t[0] not in "-_" for t in tenants):
         raise QueryError("tenants must be a list of 1 to 100 tenant names")
-    addrs = body.get("addresses")
-    if not isinstance(addrs, list) or not 0 < len(addrs) <= MAX_INDICATORS:
-        raise QueryError(f"addresses must be a list of 1 to {MAX_INDICATORS} IP addresses "
-                         "(or CIDR prefixes) identifying the subject")
-    nets = tuple(parse_network(f"addresses[{i}]", a) for i, a in enumerate(addrs))
+    addrs, named = body.get("addresses"), body.get("subjects")
+    if named is None and addrs is None:
+        raise QueryError("addresses or subjects is required: the identifiers of the subject")
+    nets: tuple[Network, ...] = ()
+    if addrs is not None:
+        if not isinstance(addrs, list) or not 0 < len(addrs) <= MAX_INDICATORS:
+            raise QueryError(f"addresses must be a list of 1 to {MAX_INDICATORS} IP addresses"
+                             " (or CIDR prefixes) identifying the subject")
+        nets = tuple(parse_network(f"addresses[{i}]", a) for i, a in enumerate(addrs))
+    subjects: tuple[Subject, ...] = ()
+    if named is not None:
+        more, subjects = parse_subjects("subjects", named)
+        nets = tuple(dict.fromkeys(nets + more))
+    if len(nets) + len(subjects) > MAX_INDICATORS:
+        raise QueryError(f"a subject is at most {MAX_INDICATORS} identifiers")
     since = parse_time("since", body.get("since"))
     until = parse_time("until", body.get("until"))
     if since is not None and until is not None and since >= until:
@@ -134,7 +151,14 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
     if fmt not in ("json", "ndjson") or (fmt == "ndjson" and kind != "export"):
         raise QueryError("format must be json, or ndjson for export")
     return DsrRequest(kind, tuple(dict.fromkeys(tenants)), nets, since, until, reason, note,
-                      None if ids is None else tuple(ids), fmt == "ndjson")
+                      None if ids is None else tuple(ids), fmt == "ndjson", subjects)
+
+
+def split_subject(entries: list[str]) -> tuple[list[Network], frozenset[str]]:
+    """A request row's subject entries for one tenant: ranges (with a `/`) and
+    tokens (keyed `tk-` tokens and MAC pseudonyms, everything else)."""
+    nets = [ipaddress.ip_network(e) for e in entries if "/" in e]
+    return nets, frozenset(e for e in entries if "/" not in e)
 
 
 def restrictions_in_force(cur: Cursor) -> dict[str, list[Restriction]]:
@@ -150,14 +174,17 @@ def restrictions_in_force(cur: Cursor) -> dict[str, list[Restriction]]:
                        "WHERE kind IN ('restrict', 'unrestrict') ORDER BY ts, id").fetchall()
     standing: list[tuple[str, Restriction]] = []
     for kind, subj, since, until, status, detail in rows:
-        ranges = {t: [ipaddress.ip_network(n) for n in v] for t, v in orjson.loads(subj).items()}
+        parts = {t: split_subject(v) for t, v in orjson.loads(subj).items()}
         since = None if since is None else float(since)
         until = None if until is None else float(until)
         if kind == "restrict":
-            standing += [(t, Restriction(tuple(v), since, until)) for t, v in ranges.items() if v]
+            standing += [(t, Restriction(tuple(n), since, until, k))
+                         for t, (n, k) in parts.items() if n or k]
         elif status == "done" and "record_ids" not in orjson.loads(detail):
+            none: tuple[list[Network], frozenset[str]] = ([], frozenset())
             standing = [(t, r) for t, r in standing if not (
-                _covers(ranges.get(t, []), list(r.networks))
+                _covers(parts.get(t, none)[0], list(r.networks))
+                and r.tokens <= parts.get(t, none)[1]
                 and (since is None or (r.since is not None and since <= r.since))
                 and (until is None or (r.until is not None and until >= r.until)))]
     out: dict[str, list[Restriction]] = {}
@@ -176,12 +203,14 @@ class DsrService:
 
     def _query(self, tenant: str, req: DsrRequest) -> SearchQuery:
         return SearchQuery(tenant=tenant, since=req.since, until=req.until,
-                           indicators=req.addresses, limit=1000)
+                           indicators=req.addresses, subjects=req.subjects, limit=1000)
 
     def subject(self, req: DsrRequest) -> dict[str, list[str]]:
-        """The subject as pseudonymous ranges per tenant: what the request row keeps."""
-        return {t: sorted({str(n) for a in req.addresses
-                           for n in self.searcher.keys.networks(t, a)}) for t in req.tenants}
+        """The subject as pseudonymous ranges and tokens per tenant: what the request
+        row keeps. Raises NoKeyError for a tenant without a key, before any change."""
+        keys = self.searcher.keys
+        return {t: sorted({str(n) for a in req.addresses for n in keys.networks(t, a)}
+                          | set(keys.tokens(t, req.subjects))) for t in req.tenants}
 
     def find(self, req: DsrRequest) -> Iterator[dict[str, Any]]:
         """Every record of the subject, restricted ones included, tenant by tenant."""
@@ -241,9 +270,7 @@ class DsrService:
 
     def _run(self, req: DsrRequest, *, actor: str, request_id: str,
              now: float | None) -> DsrResult:
-        for t in req.tenants:
-            self.searcher.keys.networks(t, req.addresses[0])  # NoKeyError before any change
-        subject = self.subject(req)
+        subject = self.subject(req)  # NoKeyError before any change
         result = DsrResult(request_id, req.kind, "failed", 0, {})
         try:
             if req.kind == "export":
@@ -278,11 +305,10 @@ class DsrService:
                       now: float | None = None) -> tuple[DsrResult, Iterator[bytes]]:
         """An export as NDJSON: a header line with the count (for progress bars), then
         one record per line. Counted first, recorded before the first byte is sent."""
-        for t in req.tenants:
-            self.searcher.keys.networks(t, req.addresses[0])
+        subject = self.subject(req)  # NoKeyError before anything runs
         per = self.count(req)
         result = DsrResult(request_id, "export", "done", sum(per.values()), per)
-        self._record(req, result, actor, self.subject(req), now)
+        self._record(req, result, actor, subject, now)
 
         def lines() -> Iterator[bytes]:
             yield orjson.dumps({"request_id": request_id, "count": result.count,
@@ -313,6 +339,8 @@ class DsrService:
                 cur.execute(f"DELETE FROM records WHERE {where}", args)
                 cur.execute(f"DELETE FROM record_addresses WHERE tenant = ? AND record_id IN "
                             f"({marks})", [t, *chunk])
+                cur.execute(f"DELETE FROM record_tokens WHERE tenant = ? AND record_id IN "
+                            f"({marks})", [t, *chunk])
                 cur.execute(f"DELETE FROM annotations WHERE tenant = ? AND record_id IN "
                             f"({marks})", [t, *chunk])
                 cur.execute(f"DELETE FROM indexed_records WHERE tenant = ? AND record_id IN "
@@ -325,7 +353,7 @@ class DsrService:
                 where, args = self._records(ids, t, chunk)
                 checks = [(f"records WHERE {where}", args)] + [
                     (f"{table} WHERE tenant = ? AND record_id IN ({marks})", [t, *chunk])
-                    for table in ("record_addresses", "annotations")]
+                    for table in ("record_addresses", "record_tokens", "annotations")]
                 for what, what_args in checks:
                     if cur.execute(f"SELECT COUNT(*) FROM {what}", what_args).fetchone()[0]:
                         return False
@@ -344,26 +372,34 @@ class DsrService:
         return changed
 
     def _standing(self, req: DsrRequest, subject: dict[str, list[str]]
-                  ) -> dict[str, list[Network]]:
-        """Per tenant, the pseudonymous ranges of restrictions still in force
-        (`restrictions_in_force`) that are not this subject's: a restriction whose
-        ranges all lie within the subject's is the one being lifted."""
+                  ) -> dict[str, tuple[list[Network], set[str]]]:
+        """Per tenant, the pseudonymous ranges and tokens of restrictions still in
+        force (`restrictions_in_force`) that are not this subject's: a restriction
+        whose ranges and tokens all lie within the subject's is the one being lifted."""
         with self.db.tx() as cur:
             force = restrictions_in_force(cur)
-        mine = {t: [ipaddress.ip_network(n) for n in v] for t, v in subject.items()}
-        out: dict[str, list[Network]] = {t: [] for t in req.tenants}
+        mine = {t: split_subject(v) for t, v in subject.items()}
+        out: dict[str, tuple[list[Network], set[str]]] = {t: ([], set()) for t in req.tenants}
         for t, rs in force.items():
-            if t in out:
-                out[t] += [n for r in rs if not _covers(mine.get(t, []), list(r.networks))
-                           for n in r.networks]
+            if t not in out:
+                continue
+            nets, toks = mine.get(t, ([], frozenset()))
+            for r in rs:
+                if not (_covers(nets, list(r.networks)) and r.tokens <= toks):
+                    out[t][0].extend(r.networks)
+                    out[t][1].update(r.tokens)
         return out
 
-    def _held(self, ids: Found, standing: dict[str, list[Network]]
+    def _held(self, ids: Found, standing: dict[str, tuple[list[Network], set[str]]]
               ) -> dict[str, set[str]]:
-        """The records among `ids` that hold a pseudonym of a standing restriction."""
+        """The records among `ids` that hold a pseudonym or token of a standing
+        restriction."""
         held: dict[str, set[str]] = {t: set() for t in ids}
         for t, chunk in self._chunks(ids):
-            nets = sorted(set(standing.get(t, [])), key=str)
+            nets_all, toks_all = standing.get(t, ([], set()))
+            nets = sorted(set(nets_all), key=str)
+            toks = sorted(toks_all)
+            marks = ", ".join("?" for _ in chunk)
             for i in range(0, len(nets), 100):
                 parts: list[str] = []
                 args: list[Any] = [t, *chunk]
@@ -371,11 +407,22 @@ class DsrService:
                     fam, lo, hi = net_range(n)
                     parts.append("(family = ? AND addr BETWEEN ? AND ?)")
                     args += [fam, lo, hi]
-                marks = ", ".join("?" for _ in chunk)
                 with self.db.tx() as cur:
                     found = cur.execute(f"SELECT DISTINCT record_id FROM record_addresses "
                                         f"WHERE tenant = ? AND record_id IN ({marks}) AND ("
                                         + " OR ".join(parts) + ")", args).fetchall()
+                held[t].update(r for (r,) in found)
+            for i in range(0, len(toks), 100):
+                part = toks[i:i + 100]
+                these = ", ".join("?" for _ in part)
+                where, args = self._records(ids, t, chunk)
+                with self.db.tx() as cur:
+                    found = cur.execute(
+                        f"SELECT DISTINCT record_id FROM record_tokens WHERE tenant = ? AND "
+                        f"record_id IN ({marks}) AND token IN ({these})",
+                        [t, *chunk, *part]).fetchall()
+                    found += cur.execute(f"SELECT id FROM records WHERE {where} AND device IN "
+                                         f"({these})", [*args, *part]).fetchall()
                 held[t].update(r for (r,) in found)
         return held
 

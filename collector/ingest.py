@@ -55,6 +55,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from collector.admission import Admission
 from collector.parking import PARK_REASONS, PARKED_ENVELOPE_REASONS, UNAUTHENTICATED, Refused
+from collector.recheck import screen
 from collector.sequence import DEFAULT_MAX_JUMP, MemorySequences, Sequences
 from collector.store.errors import StorePermanentError
 from pipelines import envelope
@@ -362,6 +363,7 @@ class IngestWorker(Lifecycle):
             return await self._refuse(error, c)
         assert header is not None  # no error means the header was opened
         try:
+            c = await screen(c, self._quarantine)  # a raw identifier left: record quarantined
             stored = await self._sink(header, c.records)
         except StorePermanentError as e:
             return await self._refuse(Refused("store_refused", e.why), c)

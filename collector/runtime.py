@@ -17,6 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from collector import recheck
 from collector.admission import Admission
 from collector.announce import KeyAnnouncer
 from collector.audit import AuditLog, read_key
@@ -67,6 +68,7 @@ class Collector:
                  topic_filter: str | None = None) -> None:
         self.cfg = cfg
         self.registry = registry or CollectorRegistry()
+        recheck.COUNTS.register(self.registry)
         raw_store = open_store(cfg.store_url)
         raw_store.migrate()
         self.store_metrics = StoreMetrics(self.registry, raw_store.backend)

@@ -37,9 +37,10 @@ from collector.search import (
     QueryError,
     Searcher,
     TenantKeys,
-    mask_addresses,
     ndjson,
     parse_query,
+    subject_classes,
+    unknown_names,
 )
 from collector.store import StoreError, StoreRetryableError, open_db
 
@@ -186,9 +187,9 @@ class Api:
         params = request.query_params
         unknown = sorted(set(params.keys()) - set(known))
         if unknown:
-            names = ", ".join(repr(mask_addresses(u[:40])) for u in unknown[:5])
-            raise _Refused(400, "bad_request", f"unknown query parameter(s) {names}; known: "
-                           f"{', '.join(known) or 'none'}")
+            raise _Refused(400, "bad_request", unknown_names(unknown, known, "query parameter")
+                           if known else f"{len(unknown)} unknown query parameter(s); "
+                           "this endpoint takes none")
         for k in known:
             if len(params.getlist(k)) > 1:
                 raise _Refused(400, "bad_request", f"{k} given more than once")
@@ -253,7 +254,7 @@ class Api:
     async def search(self, request: Request, rid: str) -> Response:
         p = await self._principal(request, rid)
         q = parse_query(await self._body(request))
-        actions = [Action.SEARCH] + ([Action.SEARCH_INDICATOR] if q.indicators else [])
+        actions = [Action.SEARCH] + ([Action.SEARCH_INDICATOR] if q.by_identifier else [])
         await self._allow(p, request, rid, actions, (q.tenant,))
         page = await run_in_threadpool(self.searcher.search, q)
         await self._audit(p, actions[-1].value, (q.tenant,), rid, "ok", len(page.records),
@@ -262,14 +263,18 @@ class Api:
                                "request_id": rid}
         if q.indicators:
             out["indicator_ranges"] = page.pseudonymous_ranges
+        if q.subjects:
+            out["subject_tokens"] = await run_in_threadpool(self.searcher.tokens, q)
         return _json(out, rid=rid)
 
     async def export(self, request: Request, rid: str) -> Response:
         p = await self._principal(request, rid)
         q = parse_query(await self._body(request))
-        actions = [Action.SEARCH_EXPORT] + ([Action.SEARCH_INDICATOR] if q.indicators else [])
+        actions = [Action.SEARCH_EXPORT] + ([Action.SEARCH_INDICATOR] if q.by_identifier
+                                            else [])
         await self._allow(p, request, rid, actions, (q.tenant,))
         await run_in_threadpool(self.searcher.ranges, q)  # NoKeyError before streaming
+        await run_in_threadpool(self.searcher.tokens, q)
 
         def lines() -> Iterator[bytes]:
             n = 0
@@ -300,7 +305,8 @@ class Api:
                     lambda: self.dsr.export_stream(req, actor=p.name, request_id=rid))
                 await self._audit(p, action.value, req.tenants, rid, result.status,
                                   result.count, {"per_tenant": result.per_tenant,
-                                                 "format": "ndjson"})
+                                                 "format": "ndjson",
+                                                 "subjects": _classes(req)})
                 return StreamingResponse(lines, media_type="application/x-ndjson",
                                          headers={"X-Request-Id": rid,
                                                   "X-Record-Count": str(result.count)})
@@ -312,7 +318,8 @@ class Api:
             except Exception:
                 await self._audit(p, action.value, req.tenants, rid, "error")
                 raise
-            detail: dict[str, Any] = {"per_tenant": result.per_tenant}
+            detail: dict[str, Any] = {"per_tenant": result.per_tenant,
+                                      "subjects": _classes(req)}
             if result.verified is not None:
                 detail["verified"] = result.verified
             if result.kept is not None:
@@ -367,6 +374,14 @@ class Api:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _classes(req: Any) -> dict[str, int]:
+    """How many identifiers of each class named the subject: all the audit keeps."""
+    out = subject_classes(req.subjects)
+    if req.addresses:
+        out["ip"] = len(req.addresses)
+    return dict(sorted(out.items()))
 
 
 def _not_found(request: Request, exc: Exception) -> Response:

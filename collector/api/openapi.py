@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from collector.search import DEFAULT_LIMIT, MAX_INDICATORS, MAX_LIMIT, MAX_TEXT
+from pipelines.pseudonym.subjects import SUBJECT_CLASSES
 
 _TENANT = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}
 _TIME = {"oneOf": [{"type": "number", "minimum": 0, "maximum": 4102444799},
@@ -13,6 +14,19 @@ _TIME = {"oneOf": [{"type": "number", "minimum": 0, "maximum": 4102444799},
          "description": "unix seconds or RFC 3339 with a zone"}
 _NET = {"type": "string", "maxLength": 64, "description": "IPv4/IPv6 address or CIDR prefix"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_SUBJECTS = {
+    "oneOf": [
+        {"type": "array", "minItems": 1, "maxItems": MAX_INDICATORS, "items": {"oneOf": [
+            {"type": "object", "additionalProperties": False, "required": ["class", "value"],
+             "properties": {"class": {"type": "string", "enum": list(SUBJECT_CLASSES)},
+                            "value": {"type": "string", "minLength": 1, "maxLength": 300}}},
+            {"type": "string", "minLength": 3, "maxLength": 320,
+             "pattern": "^(" + "|".join(SUBJECT_CLASSES) + "):.+$"}]}},
+        {"type": "string", "minLength": 3, "maxLength": 32000,
+         "description": "the subject-file format: class:value a line, # comments"}],
+    "description": "raw identifiers of any class (ip, net, user, email, mac, host, phone, "
+                   "person); the server pseudonymises them with the tenant key and never "
+                   "stores, logs or echoes them"}
 
 
 def _err(desc: str) -> dict[str, Any]:
@@ -47,17 +61,22 @@ SEARCH_BODY: dict[str, Any] = {
                        "items": _NET,
                        "description": "raw addresses or prefixes; the server pseudonymises "
                        "them with the tenant key and never returns or logs them"},
+        "token": {"type": "string", "maxLength": 64,
+                  "description": "pseudonymous token (tk-...) or MAC pseudonym, as stored"},
+        "subjects": _SUBJECTS,
         "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
                   "default": DEFAULT_LIMIT},
         "cursor": {"type": "string", "maxLength": 200},
     }}
 
 DSR_BODY: dict[str, Any] = {
-    "type": "object", "additionalProperties": False, "required": ["tenants", "addresses"],
+    "type": "object", "additionalProperties": False, "required": ["tenants"],
+    "anyOf": [{"required": ["addresses"]}, {"required": ["subjects"]}],
     "properties": {
         "tenants": {"type": "array", "minItems": 1, "maxItems": 100, "items": _TENANT},
         "addresses": {"type": "array", "minItems": 1, "maxItems": MAX_INDICATORS,
                       "items": _NET, "description": "the subject's raw addresses"},
+        "subjects": _SUBJECTS,
         "since": _TIME, "until": _TIME,
         "reason": {"type": "string", "maxLength": 200,
                    "description": "ticket reference, kept with the request"},

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from collector.recheck import screen_labels
 from pipelines.record import HEALTH_REASONS, Record
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ class NocMetrics(Collector):
             tenant: str | None = None
             device: str | None = None
             d: _Device | None = None
-            for r in records:
+            for r in screen_labels(records):  # no raw identifier in a label (issue 17)
                 handler = handlers.get(r.name)
                 if handler is None:
                     self._observe_other(r)

@@ -2,7 +2,7 @@
 forward-pseudonymised indicators, cursor pages, NDJSON export.
 
 One job per module: `keys` (tenant keys, forward only), `index` (the derived
-address index, a write path), `query` (parsing a request into a query),
+address and token index, a write path), `query` (parsing a request into a query),
 `searcher` (SQL through the store's dialect, pages, export).
 """
 
@@ -12,6 +12,7 @@ from collector.search.index import (
     Restrictions,
     RestrictionsHook,
     addresses_of,
+    identifiers_of,
     net_range,
 )
 from collector.search.keys import TenantKeys
@@ -29,12 +30,18 @@ from collector.search.query import (
     mask_addresses,
     parse_network,
     parse_query,
+    parse_subjects,
     parse_time,
+    parse_token,
+    subject_classes,
+    token_key,
+    unknown_names,
 )
 from collector.search.searcher import Page, Searcher, ndjson
 
 __all__ = ["DEFAULT_LIMIT", "MAX_INDICATORS", "MAX_LIMIT", "MAX_TEXT", "AddressIndex",
            "Network", "NoKeyError", "Page", "QueryError", "Restriction", "Restrictions",
            "RestrictionsHook", "SearchQuery", "Searcher", "TenantKeys", "addresses_of",
-           "decode_cursor", "encode_cursor", "mask_addresses", "ndjson", "net_range",
-           "parse_network", "parse_query", "parse_time"]
+           "decode_cursor", "encode_cursor", "identifiers_of", "mask_addresses", "ndjson",
+           "net_range", "parse_network", "parse_query", "parse_subjects", "parse_time",
+           "parse_token", "subject_classes", "token_key", "unknown_names"]

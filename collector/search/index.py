@@ -1,4 +1,4 @@
-"""The derived address index: a write path beside the records.
+"""The derived identifier index: a write path beside the records.
 
 Addresses sit inside the `fields` JSON (IP-classed fields, and free text such
 as log lines). `AddressIndex` extracts every address of every record once into
@@ -7,6 +7,15 @@ hex, so any prefix is one range scan (`addr BETWEEN lo AND hi`), which works
 on pseudonyms because they preserve prefixes. Rows are keyed by (tenant,
 record id), like the records. A DSR erasure deletes from it too, and `prune()`
 drops rows of purged records.
+
+Every other identifier class goes to `record_tokens(record_id, tenant, ts,
+token)`: the keyed `tk-...` tokens (user, e-mail, phone, host, person; the
+same token in a field and inside text, so one regex finds them all) and MAC
+pseudonyms in canonical colon form, from every string field. The record's
+`device` (itself a host token) is not copied: `records (tenant, device, ts)`
+already finds it, so the searcher asks it there, and the restriction check
+below looks at it as it indexes. A subject named by any class is then one
+equality probe per token (`TenantKeys.tokens`).
 
 Indexing is also where a record that arrives after a DSR restriction gets its
 `restricted` flag: the index is the first code to see its addresses, so it
@@ -28,7 +37,8 @@ from typing import Any
 from collector.search.query import Network
 from collector.store import Cursor, Db
 from pipelines.pseudonym import FieldClass, classify
-from pipelines.pseudonym.scan import find
+from pipelines.pseudonym.idscan import TOKEN
+from pipelines.pseudonym.scan import find, format_mac
 
 
 def _hex(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[int, str]:
@@ -46,27 +56,43 @@ def net_range(n: Network) -> tuple[int, str, str]:
 
 def addresses_of(fields: Mapping[str, Any]) -> set[tuple[int, str]]:
     """Every address a record's fields hold: in any string, and integer IP fields."""
-    out: set[tuple[int, str]] = set()
+    return identifiers_of(fields)[0]
+
+
+def identifiers_of(fields: Mapping[str, Any]) -> tuple[set[tuple[int, str]], set[str]]:
+    """(addresses, tokens) a record's fields hold: addresses as in `addresses_of`;
+    every `tk-` token and MAC (canonical colon form) in its strings. One pass of
+    the address finder per string serves both."""
+    addrs: set[tuple[int, str]] = set()
+    tokens: set[str] = set()
+    for v in fields.values():
+        if not isinstance(v, str):
+            continue
+        if "tk-" in v:
+            tokens.update(TOKEN.findall(v))
+        for f in find(v):
+            if f.kind == "mac":
+                tokens.add(format_mac(int(f.value), ":"))  # type: ignore[arg-type]
+            else:
+                addrs.add(_hex(f.value))  # type: ignore[arg-type]
     for k, v in fields.items():
-        if isinstance(v, str):
-            for f in find(v):
-                if f.kind in ("v4", "v6"):
-                    out.add(_hex(f.value))  # type: ignore[arg-type]
-        elif isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 \
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 \
                 and classify(k) is FieldClass.IP:
-            out.add((4, f"{v:08x}"))
-    return out
+            addrs.add((4, f"{v:08x}"))
+    return addrs, tokens
 
 
 @dataclass(frozen=True, slots=True)
 class Restriction:
-    """One restriction in force for one tenant: the pseudonymous ranges of one
-    restrict request, over record times in [since, until) where those are set.
-    The ranges stay together because a lift must cover all of them (dsr.py)."""
+    """One restriction in force for one tenant: the pseudonymous ranges and tokens
+    (any other identifier class) of one restrict request, over record times in
+    [since, until) where those are set. They stay together because a lift must
+    cover all of them (dsr.py)."""
 
     networks: tuple[Network, ...]
     since: float | None = None
     until: float | None = None
+    tokens: frozenset[str] = frozenset()
 
 
 Restrictions = Mapping[str, Sequence[Restriction]]  # per tenant
@@ -81,11 +107,15 @@ class _Standing:
     probe per prefix length in use, not one comparison per restricted range."""
 
     def __init__(self, by_tenant: Restrictions) -> None:
-        self.tenants = frozenset(t for t, rs in by_tenant.items() if any(r.networks for r in rs))
+        self.tenants = frozenset(t for t, rs in by_tenant.items()
+                                 if any(r.networks or r.tokens for r in rs))
         self._spans: dict[tuple[str, int], dict[int, dict[int, list[tuple[
             float | None, float | None]]]]] = {}
+        self._tokens: dict[tuple[str, str], list[tuple[float | None, float | None]]] = {}
         for t, rs in by_tenant.items():
             for r in rs:
+                for tok in r.tokens:
+                    self._tokens.setdefault((t, tok), []).append((r.since, r.until))
                 for n in r.networks:
                     fam, bits, plen, net = _span(n)
                     (self._spans.setdefault((t, fam), {}).setdefault(plen, {})
@@ -102,6 +132,12 @@ class _Standing:
                 if (since is None or ts >= since) and (until is None or ts < until):
                     return True
         return False
+
+
+    def token_hit(self, tenant: str, token: str, ts: float) -> bool:
+        """Whether an index token row (identifier token, record time) is restricted."""
+        return any((since is None or ts >= since) and (until is None or ts < until)
+                   for since, until in self._tokens.get((tenant, token), ()))
 
 
 def _span(n: Network) -> tuple[int, int, int, int]:
@@ -223,31 +259,42 @@ class AddressIndex:
                 self._last_analyze = now
                 with self.db.tx(write=True) as cur:
                     self.db.dialect.analyse(cur, ("records", "record_addresses",
-                                                  "indexed_records"))
+                                                  "record_tokens", "indexed_records"))
             return total
 
     def _index(self, cur: Cursor, rows: list[Any], standing: _Standing) -> None:
         d = self.db.dialect
-        addrs = []
-        for rid, tenant, ts, fields in rows:
-            for fam, addr in addresses_of(d.json(fields)):
+        addrs, toks = [], []
+        devices = []
+        for rid, tenant, ts, fields, device in rows:
+            devices.append((rid, tenant, float(ts), device))
+            found, tokens = identifiers_of(d.json(fields))
+            for fam, addr in found:
                 addrs.append((rid, tenant, float(ts), fam, addr))
+            for tok in tokens:
+                toks.append((rid, tenant, float(ts), tok))
         if rows:
             cur.executemany(d.insert_ignore("indexed_records", ("tenant", "record_id", "ts")),
                             [(r[1], r[0], float(r[2])) for r in rows])
         if addrs:
             cur.executemany("INSERT INTO record_addresses (record_id, tenant, ts, family, "
                             "addr) VALUES (?, ?, ?, ?, ?)", addrs)
+        if toks:
+            cur.executemany("INSERT INTO record_tokens (record_id, tenant, ts, token) "
+                            "VALUES (?, ?, ?, ?)", toks)
         if standing.tenants:
             hit: dict[str, dict[str, float]] = {}
             for a in addrs:
                 if a[1] in standing.tenants and standing.hit(a[1], a[3], a[4], a[2]):
                     hit.setdefault(a[1], {})[a[0]] = a[2]
-            for tenant, found in sorted(hit.items()):
-                ids = sorted(found)
+            for k in toks + devices:
+                if k[1] in standing.tenants and standing.token_hit(k[1], k[3], k[2]):
+                    hit.setdefault(k[1], {})[k[0]] = k[2]
+            for tenant, found_ids in sorted(hit.items()):
+                ids = sorted(found_ids)
                 for i in range(0, len(ids), 500):
                     chunk = ids[i:i + 500]
-                    times = sorted({found[x] for x in chunk})
+                    times = sorted({found_ids[x] for x in chunk})
                     cur.execute(f"UPDATE records SET restricted = ? WHERE tenant = ? AND ts IN "
                                 f"({', '.join('?' for _ in times)}) AND id IN "
                                 f"({', '.join('?' for _ in chunk)}) AND restricted = ?",
@@ -269,7 +316,8 @@ class AddressIndex:
             standing: _Standing | None = None
             for agent_id, batch_id, _ in batches:
                 rows = cur.execute(
-                    "SELECT r.id, r.tenant, r.ts, r.fields FROM records r WHERE r.agent_id = ? "
+                    "SELECT r.id, r.tenant, r.ts, r.fields, r.device FROM records r WHERE "
+                    "r.agent_id = ? "
                     "AND r.batch_id = ? AND NOT EXISTS (SELECT 1 FROM indexed_records i "
                     "WHERE i.tenant = r.tenant AND i.record_id = r.id)",
                     (agent_id, batch_id)).fetchall()
@@ -290,7 +338,8 @@ class AddressIndex:
             with self.db.tx(write=True) as cur:
                 self.db.dialect.lock(cur, _LOCK)
                 rows = cur.execute(
-                    "SELECT r.id, r.tenant, r.ts, r.fields FROM records r WHERE NOT EXISTS "
+                    "SELECT r.id, r.tenant, r.ts, r.fields, r.device FROM records r WHERE NOT "
+                    "EXISTS "
                     "(SELECT 1 FROM indexed_records i WHERE i.tenant = r.tenant AND "
                     "i.record_id = r.id) LIMIT ?",
                     (limit,)).fetchall()
@@ -307,6 +356,10 @@ class AddressIndex:
                         " WHERE r.tenant = record_addresses.tenant AND r.ts = record_addresses.ts"
                         " AND r.id = record_addresses.record_id)")
             n = cur.rowcount
+            cur.execute("DELETE FROM record_tokens WHERE NOT EXISTS (SELECT 1 FROM records r"
+                        " WHERE r.tenant = record_tokens.tenant AND r.ts = record_tokens.ts"
+                        " AND r.id = record_tokens.record_id)")
+            n += cur.rowcount
             cur.execute("DELETE FROM indexed_records WHERE NOT EXISTS (SELECT 1 FROM records r"
                         " WHERE r.tenant = indexed_records.tenant AND r.ts = indexed_records.ts"
                         " AND r.id = indexed_records.record_id)")

@@ -6,13 +6,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from collector.search.query import TENANT_RE, Network, NoKeyError, QueryError
+from collector.search.query import TENANT_RE, Network, NoKeyError, QueryError, token_key
 from pipelines.config import ConfigError
-from pipelines.pseudonym import PrivacyPolicy, Pseudonymiser, TenantKey
+from pipelines.pseudonym import PrivacyPolicy, PseudonymError, Pseudonymiser, TenantKey
 from pipelines.pseudonym.keys import archive_name, archived_epochs, current_epoch
+from pipelines.pseudonym.subjects import Subject, forward
 from plumbing.keyfiles import read_tenant_key
 
 _KEY_FILE = re.compile(r"^tenant-([a-z0-9][a-z0-9_\-]{0,62})\.key$")
@@ -90,6 +91,19 @@ class TenantKeys:
                 pseudo = ipaddress.ip_address(p.ip(raw.network_address))
                 out.append(ipaddress.ip_network(f"{pseudo}/{raw.prefixlen}", strict=False))
         return out
+
+    def tokens(self, tenant: str, subjects: Sequence[Subject]) -> list[str]:
+        """The index tokens (keyed `tk-` tokens, MAC pseudonyms) of subjects of any
+        class but ip/net, one per key epoch, in the form the index keeps them."""
+        others = [s for s in subjects if s.cls not in ("ip", "net")]
+        out: list[str] = []
+        with self._lock:
+            for p in self._get(tenant):
+                try:
+                    out += [token_key(f.value) for f in forward(others, p)]
+                except PseudonymError as e:
+                    raise QueryError(str(e)) from None
+        return sorted(set(out))
 
     def ips(self, tenant: str, raw: str) -> list[str]:
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -14,7 +15,10 @@ from typing import Any
 
 import orjson
 
-from pipelines.pseudonym.scan import find, parse_v4
+from pipelines.pseudonym.errors import PseudonymError
+from pipelines.pseudonym.idscan import TOKEN
+from pipelines.pseudonym.scan import find, format_mac, parse_v4
+from pipelines.pseudonym.subjects import Subject, parse_subject
 from pipelines.record import Kind
 
 MAX_LIMIT = 1000
@@ -23,7 +27,7 @@ MAX_INDICATORS = 100
 MAX_TEXT = 256
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
 _QUERY_KEYS = ("tenant", "since", "until", "site", "device", "kind", "name", "text", "ip",
-               "indicators", "limit", "cursor")
+               "token", "indicators", "subjects", "limit", "cursor")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -50,6 +54,13 @@ class SearchQuery:
     indicators: tuple[Network, ...] = ()
     limit: int = DEFAULT_LIMIT
     cursor: tuple[float, str] | None = None
+    token: str | None = None  # a pseudonymous token or MAC pseudonym, as stored
+    subjects: tuple[Subject, ...] = ()  # raw identifiers of any other class: never logged
+
+    @property
+    def by_identifier(self) -> bool:
+        """Whether the query names raw identifiers the server must pseudonymise."""
+        return bool(self.indicators or self.subjects)
 
     def audit_detail(self) -> dict[str, Any]:
         """What the audit trail keeps of the query: filters, the pseudonymous ip, the
@@ -63,8 +74,12 @@ class SearchQuery:
             d["text"] = mask_addresses(self.text)
         if self.ip is not None:
             d["ip"] = str(self.ip)
+        if self.token is not None:
+            d["token"] = self.token
         if self.indicators:
             d["indicators"] = len(self.indicators)
+        if self.subjects:
+            d["subjects"] = subject_classes(self.subjects)
         d["limit"] = self.limit
         return d
 
@@ -74,6 +89,87 @@ def mask_addresses(s: str) -> str:
     for f in sorted(find(s), key=lambda f: -len(f.text)):
         out = out.replace(f.text, "<address>")
     return out
+
+
+def unknown_names(given: list[str], known: tuple[str, ...] | set[str], what: str) -> str:
+    """The refusal for unknown names without echoing them: a name the caller sent
+    may be an address, a login or an e-mail in any spelling, so the reason holds
+    only our own words (how many, the closest known name, the known names)."""
+    names = sorted(known)
+    close = sorted({m for g in given for m in difflib.get_close_matches(str(g)[:64], names, 1)})
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    return f"{len(given)} unknown {what}(s){hint}; known: {', '.join(names)}"
+
+
+def subject_classes(subjects: tuple[Subject, ...]) -> dict[str, int]:
+    """How many subjects of each class: all an audit entry or a log line may keep."""
+    out: dict[str, int] = {}
+    for s in subjects:
+        out[s.cls] = out.get(s.cls, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def token_key(value: str) -> str:
+    """A pseudonymous token as the index keeps it: a MAC pseudonym in canonical
+    colon form, anything else as given."""
+    v = value.strip()
+    for f in find(v):
+        if f.kind == "mac" and f.text == v:
+            return format_mac(int(f.value), ":")  # type: ignore[arg-type]
+    return v
+
+
+def parse_token(name: str, v: Any) -> str:
+    """A pseudonymous token as the records show it (`tk-...` or a MAC pseudonym)."""
+    if isinstance(v, str) and (TOKEN.fullmatch(v.strip()) or any(
+            f.kind == "mac" and f.text == v.strip() for f in find(v.strip()))):
+        return token_key(v)
+    raise QueryError(f"{name} must be a pseudonymous token (tk-...) or MAC pseudonym as "
+                     "stored")
+
+
+def parse_subjects(name: str, v: Any) -> tuple[tuple[Network, ...], tuple[Subject, ...]]:
+    """A subject list from the API: a JSON list of {"class", "value"} objects or of
+    `class:value` strings, or one string in the subject-file format (one a line).
+    `ip:`/`net:` become networks (searched through the address index), the rest
+    stay raw `Subject`s for the server to pseudonymise. Errors name the entry,
+    never its value."""
+    if isinstance(v, str):
+        lines = [ln.split("#", 1)[0].strip() for ln in v.splitlines()]
+        items: list[Any] = [ln for ln in lines if ln]
+    elif isinstance(v, list):
+        items = v
+    else:
+        items = []
+    if not 0 < len(items) <= MAX_INDICATORS:
+        raise QueryError(f"{name} must list 1 to {MAX_INDICATORS} identifiers, each "
+                         '{"class": ..., "value": ...} or "class:value"')
+    nets: list[Network] = []
+    subjects: list[Subject] = []
+    for i, item in enumerate(items):
+        where = f"{name}[{i}]"
+        if isinstance(item, Mapping):
+            cls, value = item.get("class"), item.get("value")
+            if set(item) - {"class", "value"} or not isinstance(cls, str) \
+                    or not isinstance(value, str):
+                raise QueryError(f'{where} must be {{"class": ..., "value": ...}} with '
+                                 "string values")
+            line = f"{cls}:{value}"
+        elif isinstance(item, str):
+            line = item
+        else:
+            raise QueryError(f'{where} must be "class:value" or {{"class", "value"}}')
+        if not 0 < len(line) <= 320 or "\x00" in line or "\n" in line:
+            raise QueryError(f"{where} must be one line of at most 320 characters")
+        try:
+            s = parse_subject(line, where)
+        except PseudonymError as e:
+            raise QueryError(str(e)) from None
+        if s.cls in ("ip", "net"):
+            nets.append(parse_network(where, s.value))
+        else:
+            subjects.append(s)
+    return tuple(nets), tuple(dict.fromkeys(subjects))
 
 
 def parse_time(name: str, v: Any) -> float | None:
@@ -147,10 +243,9 @@ def parse_query(body: Any) -> SearchQuery:
     """A search body from the API (or the CLI) into a query; QueryError for anything off."""
     if not isinstance(body, Mapping):
         raise QueryError("the request body must be a JSON object")
-    unknown = sorted(set(body) - set(_QUERY_KEYS))
+    unknown = sorted(str(k) for k in set(body) - set(_QUERY_KEYS))
     if unknown:
-        names = ", ".join(repr(mask_addresses(str(u)[:40])) for u in unknown[:5])
-        raise QueryError(f"unknown field(s) {names}; known: {', '.join(_QUERY_KEYS)}")
+        raise QueryError(unknown_names(unknown, _QUERY_KEYS, "field"))
     tenant = body.get("tenant")
     if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
         raise QueryError("tenant is required: lowercase letters, digits, '-' or '_'")
@@ -172,13 +267,22 @@ def parse_query(body: Any) -> SearchQuery:
             raise QueryError(f"indicators must be a list of 1 to {MAX_INDICATORS} addresses "
                              "or CIDR prefixes")
         indicators = tuple(parse_network(f"indicators[{i}]", v) for i, v in enumerate(inds))
+    subjects: tuple[Subject, ...] = ()
+    if body.get("subjects") is not None:
+        nets, subjects = parse_subjects("subjects", body["subjects"])
+        indicators = tuple(dict.fromkeys(indicators + nets))
+        if len(indicators) + len(subjects) > MAX_INDICATORS:
+            raise QueryError(f"indicators and subjects together must be at most "
+                             f"{MAX_INDICATORS}")
     ip = body.get("ip")
+    token = body.get("token")
     cursor = body.get("cursor")
     return SearchQuery(
         tenant=tenant, since=since, until=until, site=_str(body, "site"),
         device=_str(body, "device"), kind=kind, name=_str(body, "name", 64),
         text=_str(body, "text", MAX_TEXT),
         ip=None if ip is None else parse_network("ip", ip), indicators=indicators,
-        limit=limit, cursor=None if cursor is None else decode_cursor(cursor))
+        limit=limit, cursor=None if cursor is None else decode_cursor(cursor),
+        token=None if token is None else parse_token("token", token), subjects=subjects)
 
 

@@ -2,7 +2,10 @@
 cursor pages, NDJSON export, DSR annotations attached.
 
 Indicators (raw addresses from a threat feed) are pseudonymised forward with
-the tenant's key (`TenantKeys`) and matched through the address index.
+the tenant's key (`TenantKeys`) and matched through the address index;
+subjects of any other class (user, e-mail, phone, host, person, MAC) become
+their keyed tokens and are matched through the token index. A record matches
+if it holds any of them.
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ class Searcher:
             nets.extend(self.keys.networks(q.tenant, n))
         return nets
 
+    def tokens(self, q: SearchQuery) -> list[str]:
+        """The index tokens the query names: its pseudonymous `token` and its subjects'."""
+        out = [] if q.token is None else [q.token]
+        if q.subjects:
+            out += self.keys.tokens(q.tenant, q.subjects)
+        return sorted(set(out))
+
     def _guard(self, tenant: str, include_restricted: bool) -> bool:
         """Whether the query must read only checked (indexed) rows; if so, index first."""
         if include_restricted or not self.index.guarded(tenant):
@@ -59,7 +69,8 @@ class Searcher:
         return True
 
     def _sql(self, q: SearchQuery, nets: list[Network], include_restricted: bool,
-             limit: int | None, checked_only: bool = False) -> tuple[str, list[Any]]:
+             limit: int | None, checked_only: bool = False,
+             tokens: list[str] | None = None) -> tuple[str, list[Any]]:
         d = self.db.dialect
         where: list[str] = ["tenant = ?"]
         args: list[Any] = [q.tenant]
@@ -83,16 +94,8 @@ class Searcher:
             pattern = "%" + re.sub(r"([\\%_])", r"\\\1", q.text) + "%"
             where.append(d.ilike("fields"))
             args.append(pattern)
-        if q.ip is not None or q.indicators:
-            parts = []
-            sub_args: list[Any] = [q.tenant]
-            for n in nets:
-                fam, lo, hi = net_range(n)
-                parts.append("(family = ? AND addr BETWEEN ? AND ?)")
-                sub_args += [fam, lo, hi]
-            where.append("id IN (SELECT record_id FROM record_addresses WHERE tenant = ? AND ("
-                         + " OR ".join(parts) + "))")
-            args += sub_args
+        if q.ip is not None or q.by_identifier or q.token is not None:
+            where.append(_match(nets, tokens or [], q.tenant, args))
         if q.cursor is not None:
             where.append("(ts > ? OR (ts = ? AND id > ?))")
             args += [q.cursor[0], q.cursor[0], q.cursor[1]]
@@ -110,11 +113,11 @@ class Searcher:
 
     def search(self, q: SearchQuery, *, include_restricted: bool = False,
                fresh: bool = False) -> Page:
-        nets = self.ranges(q)
+        nets, toks = self.ranges(q), self.tokens(q)
         checked = self._guard(q.tenant, include_restricted)
-        if fresh or (nets and not checked):
+        if fresh or ((nets or toks) and not checked):
             self.index.refresh(force=fresh)
-        sql, args = self._sql(q, nets, include_restricted, q.limit + 1, checked)
+        sql, args = self._sql(q, nets, include_restricted, q.limit + 1, checked, toks)
         with self.db.tx() as cur:
             rows = cur.execute(sql, args).fetchall()
         more = len(rows) > q.limit
@@ -127,13 +130,13 @@ class Searcher:
                 page: int = 500) -> Iterator[dict[str, Any]]:
         """Every match in time order, page by page (NDJSON export), from `q.cursor` on."""
         cursor = q.cursor
-        nets = self.ranges(q)
+        nets, toks = self.ranges(q), self.tokens(q)
         checked = self._guard(q.tenant, include_restricted)
-        if nets and not checked:
+        if (nets or toks) and not checked:
             self.index.refresh()
         while True:
             qq = dataclasses.replace(q, cursor=cursor, limit=page)
-            sql, args = self._sql(qq, nets, include_restricted, page, checked)
+            sql, args = self._sql(qq, nets, include_restricted, page, checked, toks)
             with self.db.tx() as cur:
                 rows = [self._row(r) for r in cur.execute(sql, args).fetchall()]
             self.annotate(rows)
@@ -170,6 +173,30 @@ class Searcher:
                                f"restricted = {self.db.dialect.false} GROUP BY kind",
                                (tenant,)).fetchall()
         return {str(k): int(n) for k, n in rows}
+
+
+def _match(nets: list[Network], tokens: list[str], tenant: str, args: list[Any]) -> str:
+    """WHERE part: the record holds an address in one of `nets` or one of `tokens`
+    (the derived indexes; a host token may also be the record's own device), as one
+    `id IN (...)` so the planner can keep a semi-join; appends its arguments.
+    Nothing named matches nothing."""
+    parts = []
+    if nets:
+        ranges = []
+        args.append(tenant)
+        for n in nets:
+            fam, lo, hi = net_range(n)
+            ranges.append("(family = ? AND addr BETWEEN ? AND ?)")
+            args += [fam, lo, hi]
+        parts.append("SELECT record_id FROM record_addresses WHERE tenant = ? AND ("
+                     + " OR ".join(ranges) + ")")
+    if tokens:
+        marks = ", ".join("?" for _ in tokens)
+        parts.append(f"SELECT record_id FROM record_tokens WHERE tenant = ? AND token IN "
+                     f"({marks})")
+        parts.append(f"SELECT id FROM records WHERE tenant = ? AND device IN ({marks})")
+        args += [tenant, *tokens, tenant, *tokens]
+    return "id IN (" + " UNION ALL ".join(parts) + ")" if parts else "1 = 0"
 
 
 def ndjson(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:

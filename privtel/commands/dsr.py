@@ -1,8 +1,10 @@
 """`privtel dsr export|erase|restrict|unrestrict|correct`: data-subject requests
 via the API.
 
-The subject's addresses come from `--addresses-file` (or stdin), never from
-the command line, so they stay out of shell history and `ps`. Export, erase
+The subject's identifiers come from `--subject-file` (`class:value` a line,
+any identifier class: `user:adaeze`, `email:a@b.ng`, `ip:10.1.2.3`, ...) or
+`--addresses-file` (addresses only), or stdin, never from the command line,
+so they stay out of shell history and `ps`. Export, erase
 and unrestrict (which shows the records to the security team again) need the
 current TOTP code (`--totp`, or prompted).
 """
@@ -20,8 +22,9 @@ import orjson
 
 from collector import auth
 from collector.api.client import ApiClientError
+from pipelines.config import ConfigError
 from plumbing.files import open_private
-from privtel.commands.query import client_args, make_client, read_lines
+from privtel.commands.query import client_args, make_client, read_lines, read_subjects
 
 # which requests ask for a TOTP code: read off the server's matrix, not restated
 NEEDS_TOTP = tuple(sorted(a.value.removeprefix("dsr.") for a in auth.NEEDS_TOTP
@@ -41,8 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         client_args(s)
         s.add_argument("--tenant", action="append", required=True, metavar="TENANT",
                        help="tenant to search (repeat for several)")
-        s.add_argument("--addresses-file", required=True, metavar="FILE",
+        s.add_argument("--addresses-file", metavar="FILE",
                        help="the subject's addresses, one per line ('-' for stdin)")
+        s.add_argument("--subject-file", metavar="FILE",
+                       help="the subject's identifiers of any class, 'class:value' a line: "
+                       "ip, net, user, email, mac, host, phone, person ('-' for stdin)")
         s.add_argument("--since")
         s.add_argument("--until")
         s.add_argument("--reason", default="", help="ticket reference, kept with the request")
@@ -86,8 +92,15 @@ class Progress:
 
 
 def _body(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = {"tenants": args.tenant,
-                            "addresses": read_lines(args.addresses_file)}
+    if not args.addresses_file and not args.subject_file:
+        raise ConfigError("dsr", "", "give --subject-file FILE or --addresses-file FILE")
+    if args.addresses_file == "-" and args.subject_file == "-":
+        raise ConfigError("dsr", "", "only one of the files may be stdin")
+    body: dict[str, Any] = {"tenants": args.tenant}
+    if args.addresses_file:
+        body["addresses"] = read_lines(args.addresses_file)
+    if args.subject_file:
+        body["subjects"] = read_subjects(args.subject_file)
     for name in ("since", "until"):
         v = getattr(args, name)
         if v is not None:
@@ -100,8 +113,8 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_dsr(args: argparse.Namespace) -> int:
-    client = make_client(args)
     body = _body(args)
+    client = make_client(args)
     headers = {}
     if args.kind in NEEDS_TOTP:
         code = args.totp or getpass.getpass("TOTP code: ")

@@ -1,8 +1,10 @@
 """`privtel query`: search the pseudonymised records through the API.
 
-Raw indicators are read from a file or stdin (`--indicators-file`), so they
-stay out of shell history and the process list; the server pseudonymises
-them and never returns or logs them.
+Raw indicators are read from a file or stdin (`--indicators-file`, or
+`--subject-file` for identifiers of any class: `user:adaeze`, `email:a@b.ng`,
+`mac:...`, `host:...`, `phone:...`, `ip:...`, `net:...`), so they stay out of
+shell history and the process list; the server pseudonymises them and never
+returns or logs them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import orjson
 
 from collector.api.client import ApiClient, ApiClientError
 from pipelines.config import ConfigError, require_private
+from pipelines.pseudonym.subjects import parse_subjects
 
 
 def client_args(p: argparse.ArgumentParser) -> None:
@@ -45,6 +48,18 @@ def read_lines(path: str) -> list[str]:
     return [s for s in (ln.split("#", 1)[0].strip() for ln in text.splitlines()) if s]
 
 
+def read_subjects(path: str) -> list[str]:
+    """A subject file (`class:value` a line, # comments; '-' reads stdin) as the API
+    takes it. Checked here first, so a mistake is named by its line; the error
+    never repeats the value."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text("utf-8")
+    try:
+        parse_subjects(text, "stdin" if path == "-" else path)
+    except ValueError as e:
+        raise ConfigError("subject file", "", str(e)) from None
+    return [s for s in (ln.split("#", 1)[0].strip() for ln in text.splitlines()) if s]
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q = subparsers.add_parser("query", help="search pseudonymised records via the API",
                               description="Prints matching records as JSON lines, oldest "
@@ -56,8 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     for name in ("site", "device", "kind", "name", "text"):
         q.add_argument(f"--{name}")
     q.add_argument("--ip", help="pseudonymous address or prefix, as stored")
+    q.add_argument("--token", help="pseudonymous token (tk-...) or MAC pseudonym, as stored")
     q.add_argument("--indicators-file", metavar="FILE",
                    help="raw addresses/prefixes, one per line ('-' for stdin)")
+    q.add_argument("--subject-file", metavar="FILE",
+                   help="raw identifiers of any class, 'class:value' a line (ip, net, user, "
+                   "email, mac, host, phone, person; '-' for stdin)")
     q.add_argument("--limit", type=int, default=100, help="page size (max 1000)")
     q.add_argument("--all", action="store_true", help="follow the cursor to the end "
                    "(uses the NDJSON export endpoint)")
@@ -67,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def _body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"tenant": args.tenant}
-    for name in ("site", "device", "kind", "name", "text", "ip", "cursor"):
+    for name in ("site", "device", "kind", "name", "text", "ip", "token", "cursor"):
         v = getattr(args, name)
         if v is not None:
             body[name] = v
@@ -77,6 +96,8 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
             body[name] = float(v) if v.replace(".", "", 1).isdigit() else v
     if args.indicators_file:
         body["indicators"] = read_lines(args.indicators_file)
+    if args.subject_file:
+        body["subjects"] = read_subjects(args.subject_file)
     return body
 
 

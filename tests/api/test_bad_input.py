@@ -24,7 +24,7 @@ def post(env: Env, body: object, who: str = "ann", path: str = "/v1/search", **k
 
 
 @pytest.mark.parametrize(("body", "words"), [
-    ({"tenant": "acme", "colour": "red"}, "unknown field(s) 'colour'"),
+    ({"tenant": "acme", "colour": "red"}, "1 unknown field(s)"),
     ({"tenant": "acme", "limit": 5000}, "limit must be at most 1000"),
     ({"tenant": "acme", "limit": 0}, "limit must be a positive integer"),
     ({"tenant": "acme", "limit": "10"}, "limit must be a positive integer"),
@@ -61,7 +61,7 @@ def test_not_json_oversized_unknown_route_and_method(benv: Env) -> None:
     r = benv.client.get("/v1/search", headers=benv.h("ann"))
     assert r.status_code == 405
     r = benv.client.get("/v1/stats", params={"tenant": "acme", "x": "1"}, headers=benv.h("ann"))
-    assert r.status_code == 400 and "unknown query parameter(s) 'x'" in r.json()["reason"]
+    assert r.status_code == 400 and "1 unknown query parameter(s)" in r.json()["reason"]
 
 
 def test_wrong_tokens_are_401_and_audited_without_the_secret(benv: Env) -> None:
@@ -164,7 +164,7 @@ def test_indicator_prefix_longer_than_the_policy_keeps_is_refused() -> None:
 
 def test_unknown_names_that_look_like_addresses_are_masked(benv: Env) -> None:
     r = post(benv, {"tenant": "acme", "192.0.2.55": 1})
-    assert r.status_code == 400 and "<address>" in r.json()["reason"]
+    assert r.status_code == 400 and "1 unknown field(s)" in r.json()["reason"]
     assert "192.0.2.55" not in r.text
     r = benv.client.get("/v1/stats", params={"tenant": "acme", "10.9.8.7": "x"},
                         headers=benv.h("ann"))
