@@ -264,8 +264,15 @@ _INTLIKE = {INTEGER: _INT32, COUNTER32: (0, 2**32 - 1), GAUGE32: (0, 2**32 - 1),
 
 
 def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
-    """The hot loop: short-form lengths and one-byte OID arcs take a straight path,
-    everything else goes through the general `_hdr`/`_oid`/`decode_value`."""
+    """The hot loop, straight from the datagram into `(oid, tag, value)` tuples.
+
+    The OIDs of a GETBULK reply are mostly one column's rows: they differ from the
+    one before only in the last arc. So the bytes before the last arc are compared
+    with the previous OID's (one `startswith`, no slicing) and, when equal, its
+    decoded prefix is reused and only the last arc (one or two bytes) is read.
+    Short-form lengths and one-byte positive integers skip the general path too;
+    anything else goes through `_hdr`/`_oid`/`decode_value`, the reference.
+    """
     tag, pos, lend = _hdr(b, pos, end)
     if tag != _SEQ:
         raise SnmpDecodeError("expected varbind list")
@@ -273,6 +280,10 @@ def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
     append = out.append
     from_bytes = int.from_bytes
     intlike = _INTLIKE
+    starts = b.startswith
+    head = b""  # the previous OID up to its last arc, and that part decoded
+    hlen = -2  # no previous OID: `oe - os_ - hlen` is never 1 or 2
+    prefix: Oid = ()
     while pos < lend:
         if b[pos] != _SEQ:
             raise SnmpDecodeError("expected varbind")
@@ -287,15 +298,30 @@ def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
         if b[s] != OBJECT_ID:
             raise SnmpDecodeError("expected OID")
         n = b[s + 1]
-        if n < 0x80 and n:
+        if n < 0x80:
             os_ = s + 2
             oe = os_ + n
             if oe > vend:
                 raise SnmpDecodeError("length runs past the end")
-            oid: Oid = _oid(b, os_, oe)
         else:
             _, os_, oe = _hdr(b, s, vend)
+        if oe == os_:
+            raise SnmpDecodeError("empty OID")
+        last = b[oe - 1]
+        if last & 0x80:
+            raise SnmpDecodeError("OID ends mid-arc")
+        tail = oe - os_ - hlen
+        if tail == 1 and starts(head, os_):
+            oid: Oid = prefix + (last,)
+        elif tail == 2 and b[oe - 2] > 0x80 and starts(head, os_):
+            oid = prefix + (((b[oe - 2] & 0x7F) << 7) | last,)
+        else:
             oid = _oid(b, os_, oe)
+            i = oe - 1
+            while i > os_ and b[i - 1] & 0x80:
+                i -= 1
+            if i > os_:
+                head, hlen, prefix = b[os_:i], i - os_, oid[:-1]
         if oe + 2 > vend:
             raise SnmpDecodeError("truncated value")
         vtag = b[oe]
@@ -309,11 +335,14 @@ def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
             raise SnmpDecodeError("trailing bytes in varbind")
         rng = intlike.get(vtag)
         if rng is not None:
-            if vs == ve:
-                raise SnmpDecodeError("empty integer")
-            v: object = from_bytes(b[vs:ve], "big", signed=True)
-            if not rng[0] <= v <= rng[1]:  # type: ignore[operator]
-                raise SnmpDecodeError("integer value out of range for its type")
+            if n == 1 and b[vs] < 0x80:
+                v: object = b[vs]  # one positive byte: in range for every integer type
+            else:
+                if vs == ve:
+                    raise SnmpDecodeError("empty integer")
+                v = from_bytes(b[vs:ve], "big", signed=True)
+                if not rng[0] <= v <= rng[1]:  # type: ignore[operator]
+                    raise SnmpDecodeError("integer value out of range for its type")
         elif vtag == OCTET_STRING:
             v = b[vs:ve]
         else:
