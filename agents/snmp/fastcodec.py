@@ -259,6 +259,8 @@ def decode_value(b: bytes, tag: int, s: int, e: int) -> object:
     raise SnmpDecodeError(f"unknown value tag 0x{tag:02x}")
 
 
+# every two-byte arc as one shared int: table indices repeat in each column
+_ARC2: Final = tuple(range(1 << 14))
 _INTLIKE = {INTEGER: _INT32, COUNTER32: (0, 2**32 - 1), GAUGE32: (0, 2**32 - 1),
             TIMETICKS: (0, 2**32 - 1), COUNTER64: (0, 2**64 - 1)}
 
@@ -281,8 +283,9 @@ def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
     from_bytes = int.from_bytes
     intlike = _INTLIKE
     starts = b.startswith
+    arc2 = _ARC2
     head = b""  # the previous OID up to its last arc, and that part decoded
-    hlen = -2  # no previous OID: `oe - os_ - hlen` is never 1 or 2
+    hlen = 1 << 30  # no previous OID yet: `oe - os_ - hlen` is never 1 or 2
     prefix: Oid = ()
     while pos < lend:
         if b[pos] != _SEQ:
@@ -297,16 +300,14 @@ def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
             _, s, vend = _hdr(b, pos, lend)
         if b[s] != OBJECT_ID:
             raise SnmpDecodeError("expected OID")
+        # An OID or value that runs past its varbind shows as `ve != vend` below, and
+        # an empty OID (oe == os_) never matches the prefix and fails in `_oid`.
         n = b[s + 1]
         if n < 0x80:
             os_ = s + 2
             oe = os_ + n
-            if oe > vend:
-                raise SnmpDecodeError("length runs past the end")
         else:
             _, os_, oe = _hdr(b, s, vend)
-        if oe == os_:
-            raise SnmpDecodeError("empty OID")
         last = b[oe - 1]
         if last & 0x80:
             raise SnmpDecodeError("OID ends mid-arc")
@@ -314,7 +315,7 @@ def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
         if tail == 1 and starts(head, os_):
             oid: Oid = prefix + (last,)
         elif tail == 2 and b[oe - 2] > 0x80 and starts(head, os_):
-            oid = prefix + (((b[oe - 2] & 0x7F) << 7) | last,)
+            oid = prefix + (arc2[((b[oe - 2] & 0x7F) << 7) | last],)
         else:
             oid = _oid(b, os_, oe)
             i = oe - 1
@@ -322,8 +323,6 @@ def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
                 i -= 1
             if i > os_:
                 head, hlen, prefix = b[os_:i], i - os_, oid[:-1]
-        if oe + 2 > vend:
-            raise SnmpDecodeError("truncated value")
         vtag = b[oe]
         n = b[oe + 1]
         if n < 0x80:
@@ -332,7 +331,7 @@ def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
         else:
             vtag, vs, ve = _hdr(b, oe, vend)
         if ve != vend:
-            raise SnmpDecodeError("trailing bytes in varbind")
+            raise SnmpDecodeError("varbind lengths do not add up")
         rng = intlike.get(vtag)
         if rng is not None:
             if n == 1 and b[vs] < 0x80:
