@@ -313,9 +313,9 @@ def decode_varbinds(b: bytes, pos: int, end: int) -> tuple[list[VarBind], int]:
             raise SnmpDecodeError("OID ends mid-arc")
         tail = oe - os_ - hlen
         if tail == 1 and starts(head, os_):
-            oid: Oid = prefix + (last,)
+            oid: Oid = prefix + (last,)  # noqa: RUF005 (concat: 40% faster than unpacking)
         elif tail == 2 and b[oe - 2] > 0x80 and starts(head, os_):
-            oid = prefix + (arc2[((b[oe - 2] & 0x7F) << 7) | last],)
+            oid = prefix + (arc2[((b[oe - 2] & 0x7F) << 7) | last],)  # noqa: RUF005
         else:
             oid = _oid(b, os_, oe)
             i = oe - 1
@@ -408,7 +408,7 @@ class V3Message:
     auth_params: bytes
     auth_span: tuple[int, int]  # where authParameters sit in the raw message
     priv_params: bytes
-    data: bytes
+    data: memoryview
     encrypted: bool
 
 
@@ -457,50 +457,75 @@ def peek_version_and_id(data: bytes) -> tuple[int, int]:
 
 
 
+def _seq(b: bytes, pos: int, end: int, n: int) -> list[tuple[int, int, int]]:
+    """(tag, start, end) of exactly `n` TLVs filling pos..end: one call for a whole
+    SEQUENCE's fields instead of one `_hdr` per field."""
+    out = []
+    for _ in range(n):
+        k = b[pos + 1]
+        if k < 0x80:
+            s = pos + 2
+            e = s + k
+            if e > end:
+                raise SnmpDecodeError("length runs past the end")
+            out.append((b[pos], s, e))
+        else:
+            t = _hdr(b, pos, end)
+            out.append(t)
+            e = t[2]
+        pos = e
+    if pos != end:
+        raise SnmpDecodeError("trailing bytes" if pos < end else "truncated")
+    return out
+
+
+def _uint31(b: bytes, t: tuple[int, int, int], what: str) -> int:
+    tag, s, e = t
+    if tag != INTEGER or s == e:
+        raise SnmpDecodeError(f"expected {what}")
+    v = int.from_bytes(b[s:e], "big", signed=True)
+    if not 0 <= v <= _INT32[1]:
+        raise SnmpDecodeError(f"{what} out of range")
+    return v
+
+
 @_decoder
 def decode_v3(data: bytes) -> V3Message:
+    """The v3 envelope; `data` stays a view into the datagram (decrypted or parsed
+    from there, never copied here)."""
     b = bytes(data)
     tag, pos, end = _hdr(b, 0, len(b))
     if tag != _SEQ or end != len(b):
         raise SnmpDecodeError("not an SNMP message")
-    version, pos = _expect_int(b, pos, end)
-    if version != 3:
+    if b[pos:pos + 3] != b"\x02\x01\x03":
         raise SnmpDecodeError("not a v3 message")
-    tag, g, gend = _hdr(b, pos, end)
-    if tag != _SEQ:
+    (_, _, _), glob, sec, dat = _seq(b, pos, end, 4)
+    if glob[0] != _SEQ:
         raise SnmpDecodeError("expected msgGlobalData")
-    msg_id, g = _expect_int(b, g, gend)
-    max_size, g = _expect_int(b, g, gend)
-    fs, fe = _octets(b, g, gend, "msgFlags")
-    if fe - fs != 1:
+    mid, msize, fl, model = _seq(b, glob[1], glob[2], 4)
+    msg_id = _uint31(b, mid, "msgID")
+    max_size = _uint31(b, msize, "msgMaxSize")
+    if fl[0] != OCTET_STRING or fl[2] - fl[1] != 1:
         raise SnmpDecodeError("msgFlags must be one byte")
-    model, g = _expect_int(b, fe, gend)
-    if g != gend or model != USM:
+    if model[0] != INTEGER or b[model[1]:model[2]] != b"\x03":
         raise SnmpDecodeError("not a USM message")
-    ss, se = _octets(b, gend, end, "msgSecurityParameters")
-    tag, u, uend = _hdr(b, ss, se)
-    if tag != _SEQ or uend != se:
+    if sec[0] != OCTET_STRING:
+        raise SnmpDecodeError("expected msgSecurityParameters")
+    tag, u, uend = _hdr(b, sec[1], sec[2])
+    if tag != _SEQ or uend != sec[2]:
         raise SnmpDecodeError("bad UsmSecurityParameters")
-    es, ee = _octets(b, u, uend, "engine id")
-    boots, u = _expect_int(b, ee, uend)
-    etime, u = _expect_int(b, u, uend)
-    us, ue = _octets(b, u, uend, "user name")
-    as_, ae = _octets(b, ue, uend, "authParameters")
-    ps, pe = _octets(b, ae, uend, "privParameters")
-    if pe != uend:
-        raise SnmpDecodeError("trailing bytes in USM parameters")
-    if not (0 <= boots <= _INT32[1] and 0 <= etime <= _INT32[1]
-            and 0 <= msg_id <= _INT32[1]):
-        raise SnmpDecodeError("USM counters out of range")
-    flags = b[fs]
-    tag, ds, de = _hdr(b, se, end)
-    if de != end:
-        raise SnmpDecodeError("trailing bytes")
-    encrypted = tag == OCTET_STRING
-    if not encrypted and tag != _SEQ:
+    eng, bts, tim, usr, aut, prv = _seq(b, u, uend, 6)
+    if not eng[0] == usr[0] == aut[0] == prv[0] == OCTET_STRING:
+        raise SnmpDecodeError("bad UsmSecurityParameters")
+    boots = _uint31(b, bts, "msgAuthoritativeEngineBoots")
+    etime = _uint31(b, tim, "msgAuthoritativeEngineTime")
+    encrypted = dat[0] == OCTET_STRING
+    if not encrypted and dat[0] != _SEQ:
         raise SnmpDecodeError("expected a scoped PDU")
-    return V3Message(msg_id, max_size, flags, b[es:ee], boots, etime, b[us:ue], b[as_:ae],
-                     (as_, ae), b[ps:pe], b[ds:de] if encrypted else b[se:de], encrypted)
+    view = memoryview(b)
+    return V3Message(msg_id, max_size, b[fl[1]], b[eng[1]:eng[2]], boots, etime,
+                     b[usr[1]:usr[2]], b[aut[1]:aut[2]], (aut[1], aut[2]), b[prv[1]:prv[2]],
+                     view[dat[1]:dat[2]] if encrypted else view[sec[2]:end], encrypted)
 
 
 @_decoder
