@@ -1,14 +1,18 @@
-"""A lean BER codec for the SNMPv2c messages the poller sends and receives most.
+"""A lean BER codec for the SNMP messages the fast path sends and receives: v2c
+messages, and v3 (RFC 3412) envelopes with USM parameters and their scoped PDUs.
 
 pysnmp decodes through pyasn1's generic, schema-driven machinery: every TLV
 becomes an object with constraints and tag maps. A GETBULK response is a
 fixed, shallow structure (message -> PDU -> varbind list -> (OID, value)), so
-here it is decoded with straight-line index arithmetic into the plain values
-of `values.VarBind`. pysnmp stays the reference: tests feed both decoders the
-same generated and captured bytes and require identical results, and any
-input this decoder cannot fully account for raises `SnmpDecodeError` (never
-another exception, never a loop that does not advance).
-"""
+here it is decoded with straight-line index arithmetic from the datagram into
+the plain `(oid, tag, value)` tuples of `values.VarBind`; a table's OIDs share
+all but their last arc, so that prefix is decoded once per run of rows. The v3
+envelope is parsed a SEQUENCE at a time and its scoped PDU (or ciphertext) left
+as a view into the datagram; USM checks and decryption are `usm`'s. v1 stays
+pysnmp's. pysnmp is the reference: tests feed both decoders the same generated
+and captured bytes (v2c and v3) and require identical results, and any input
+this decoder cannot fully account for raises `SnmpDecodeError` (never another
+exception, never a loop that does not advance)."""
 
 from __future__ import annotations
 
@@ -60,7 +64,7 @@ class Pdu:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    version: int  # always 1 (v2c): v1 and v3 are pysnmp's
+    version: int  # always 1 (v2c); v3 is `V3Message`, v1 is pysnmp's
     community: bytes
     pdu: Pdu
 
