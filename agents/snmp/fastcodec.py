@@ -416,25 +416,24 @@ class V3Message:
     encrypted: bool
 
 
+_V3_VERSION: Final = b"\x02\x01\x03"
+_V3_MAX_SIZE: Final = b"\x02\x03\x00\xff\xe3"  # enc_int(MAX_SIZE)
+_V3_USM: Final = b"\x02\x01\x03"
+
+
 def encode_v3(msg_id: int, flags: int, engine_id: bytes, boots: int, etime: int, user: bytes,
               auth_len: int, priv_params: bytes, data: bytes,
               encrypted: bool) -> tuple[bytes, int]:
-    """The message with a zeroed MAC, and the offset of the MAC for the caller to fill."""
-    head = enc_int(3) + tlv(_SEQ, enc_int(msg_id) + enc_int(MAX_SIZE) + tlv(
-        OCTET_STRING, bytes((flags,))) + enc_int(USM))
-    pre_auth = (tlv(OCTET_STRING, engine_id) + enc_int(boots) + enc_int(etime)
-                + tlv(OCTET_STRING, user))
-    auth_tlv = tlv(OCTET_STRING, b"\x00" * auth_len)
-    usm = tlv(_SEQ, pre_auth + auth_tlv + tlv(OCTET_STRING, priv_params))
-    sec = tlv(OCTET_STRING, usm)
-    body = head + sec + (tlv(OCTET_STRING, data) if encrypted else data)
-    msg = tlv(_SEQ, body)
-    outer_hdr = len(msg) - len(body)
-    sec_hdr = len(sec) - len(usm)
-    usm_hdr = len(usm) - len(pre_auth) - len(auth_tlv) - len(tlv(OCTET_STRING, priv_params))
-    auth_hdr = len(auth_tlv) - auth_len
-    offset = outer_hdr + len(head) + sec_hdr + usm_hdr + len(pre_auth) + auth_hdr
-    return msg, offset
+    """The message with a zeroed MAC, and the offset of the MAC for the caller to fill:
+    only privParameters and the data follow the MAC, so it sits that far from the end."""
+    head = _V3_VERSION + tlv(_SEQ, enc_int(msg_id) + _V3_MAX_SIZE + b"\x04\x01"
+                             + bytes((flags,)) + _V3_USM)
+    priv_tlv = tlv(OCTET_STRING, priv_params)
+    tail = tlv(OCTET_STRING, data) if encrypted else data
+    usm = tlv(_SEQ, tlv(OCTET_STRING, engine_id) + enc_int(boots) + enc_int(etime)
+              + tlv(OCTET_STRING, user) + tlv(OCTET_STRING, bytes(auth_len)) + priv_tlv)
+    msg = tlv(_SEQ, head + tlv(OCTET_STRING, usm) + tail)
+    return msg, len(msg) - len(tail) - len(priv_tlv) - auth_len
 
 
 def encode_scoped_pdu(context_engine_id: bytes, context_name: bytes, pdu: bytes) -> bytes:
