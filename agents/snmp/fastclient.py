@@ -307,7 +307,7 @@ class FastClient:
             if msg.engine_id != eng.engine_id or not usm.verify(
                     o.auth_protocol, auth_key, raw, msg.auth_span, msg.auth_params):
                 raise E.SnmpAuthError(E.AUTH_FAILED, "reply failed authentication")
-        data = msg.data
+        data: bytes | memoryview = msg.data
         if msg.encrypted:
             if not (authed and msg.flags & FLAG_PRIV and priv):
                 raise E.SnmpDecodeError("encrypted reply we cannot decrypt")

@@ -184,13 +184,14 @@ def _octets(b: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
 
 
 _T = TypeVar("_T")
+Wire = bytes | memoryview  # a datagram, or a view into one (v3's scoped PDU)
 
 
-def _decoder(fn: Callable[[bytes], _T]) -> Callable[[bytes], _T]:
+def _decoder(fn: Callable[[Wire], _T]) -> Callable[[Wire], _T]:
     """A public decoder: whatever the bytes, SnmpDecodeError is the only failure
     (an index or value error deep in a malformed message says the same thing)."""
     @functools.wraps(fn)
-    def decode(data: bytes) -> _T:
+    def decode(data: Wire) -> _T:
         try:
             return fn(data)
         except SnmpDecodeError:
@@ -373,7 +374,7 @@ def decode_pdu(b: bytes, pos: int, end: int) -> tuple[Pdu, int]:
 
 
 @_decoder
-def decode_v2c(data: bytes) -> Message:
+def decode_v2c(data: Wire) -> Message:
     """A v2c message; anything else (v1, v3, garbage) raises SnmpDecodeError."""
     b = bytes(data)
     tag, pos, end = _hdr(b, 0, len(b))
@@ -442,7 +443,7 @@ def encode_scoped_pdu(context_engine_id: bytes, context_name: bytes, pdu: bytes)
 
 
 @_decoder
-def peek_version_and_id(data: bytes) -> tuple[int, int]:
+def peek_version_and_id(data: Wire) -> tuple[int, int]:
     """(version, id to match on) without decoding the rest: request-id for v2c, msgID
     for v3. Raises SnmpDecodeError for anything that is not an SNMP message."""
     b = bytes(data)
@@ -493,7 +494,7 @@ def _uint31(b: bytes, t: tuple[int, int, int], what: str) -> int:
 
 
 @_decoder
-def decode_v3(data: bytes) -> V3Message:
+def decode_v3(data: Wire) -> V3Message:
     """The v3 envelope; `data` stays a view into the datagram (decrypted or parsed
     from there, never copied here)."""
     b = bytes(data)
@@ -532,7 +533,7 @@ def decode_v3(data: bytes) -> V3Message:
 
 
 @_decoder
-def decode_scoped_pdu(data: bytes) -> tuple[bytes, bytes, Pdu]:
+def decode_scoped_pdu(data: Wire) -> tuple[bytes, bytes, Pdu]:
     """A (decrypted) scoped PDU; trailing bytes after it are DES padding and ignored."""
     b = bytes(data)
     tag, pos, end = _hdr(b, 0, len(b))
