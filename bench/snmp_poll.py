@@ -2,8 +2,11 @@
 
 Sets up a real net-snmp snmpd on 127.0.0.1 serving a large synthetic IF-MIB
 (tests/peers/iftable_pass.py), walks ifTable+ifXTable with `snmpbulkwalk`
-(client CPU from the child's rusage) and with our poller (fast path, and the
-pysnmp reference), then a scale run: N simulated devices x ~500 varbinds each,
+(client CPU from the child's rusage), with Prometheus' snmp_exporter (Debian's
+`prometheus-snmp-exporter`: a generated module with the same walk OIDs and
+max-repetitions, the daemon's CPU read from /proc; skipped with a message when
+the binary is absent) and with our poller (fast path, and the pysnmp
+reference), then a scale run: N simulated devices x ~500 varbinds each,
 spread round-robin over --scale-agents snmpd instances (one snmpd and its
 Python pass_persist helper answer one request at a time, at some 10-20k
 varbinds/s here and far fewer on a loaded box, so with a single one the
@@ -13,7 +16,8 @@ whether the cycle's wall time fits inside that interval, the snmpds' own CPU
 (they share this box's cores with the client) and the peak RSS.
 
     python bench/snmp_poll.py [--interfaces 2000] [--devices 1000] [--scale-agents 2]
-                              [--max-repetitions 50]
+                              [--max-repetitions 50] [--exporter-scrapes 3]
+                              [--snmp-exporter prometheus-snmp-exporter]
 
 Prints figures, then one JSON line.
 """
@@ -26,14 +30,20 @@ import contextlib
 import gc
 import json
 import os
+import re
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from peers.ports import free_port
+from peers.procs import stop as stop_process
 from peers.snmpd import SnmpPeer, V3User, run_snmpd
 from prometheus_client import CollectorRegistry
 
@@ -86,6 +96,105 @@ def bulkwalk(peer, reps: int) -> tuple[int, float, float]:
                              capture_output=True, check=True, timeout=600)
         n += out.stdout.count(b"\n")
     return n, child_cpu() - cpu0, time.perf_counter() - t0
+
+
+EXPORTER = "prometheus-snmp-exporter"
+# (column, snmp_exporter type) of the walked tables, as iftable_pass.py serves them;
+# ifSpecific (an OID) is walked but, like the generator does, not exported
+_IF_TYPES = {2: "DisplayString", 6: "PhysAddress48", 10: "counter", 11: "counter",
+             12: "counter", 13: "counter", 14: "counter", 15: "counter", 16: "counter",
+             17: "counter", 18: "counter", 19: "counter", 20: "counter"}
+_IFX_TYPES = {1: "DisplayString", 18: "DisplayString", **{c: "counter" for c in range(2, 14)}}
+
+
+def exporter_version(binary: str) -> tuple[int, ...]:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30,
+                         check=False)
+    m = re.search(r"version (\d+)\.(\d+)", out.stdout + out.stderr)
+    if m is None:
+        raise RuntimeError(f"cannot read the version of {binary}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def exporter_config(version: tuple[int, ...], community: str, reps: int) -> tuple[str, str]:
+    """(snmp.yml text, extra scrape query) for the walk our bench does. Written as
+    JSON, which YAML parsers read as it is.
+
+    0.23 moved credentials out of the modules into a top-level `auths` section
+    picked by an `auth=` parameter; older releases (Debian 12 ships 0.21) keep
+    `auth` and `version` inside each module and have no `modules:` level.
+    """
+    metrics = [{"name": f"{label}_col{col}", "oid": f"{root}.1.{col}",
+                "type": types.get(col, "gauge"),
+                "indexes": [{"labelname": "ifIndex", "type": "gauge"}]}
+               for root, types, label, cols in ((IF_ROOTS[0], _IF_TYPES, "if", 21),
+                                                (IF_ROOTS[1], _IFX_TYPES, "ifx", 19))
+               for col in range(1, cols + 1)]
+    module: dict[str, object] = {"walk": list(IF_ROOTS), "max_repetitions": reps,
+                                 "retries": 1, "timeout": "10s", "metrics": metrics}
+    if version >= (0, 23):
+        doc = {"auths": {"bench": {"community": community, "version": 2}},
+               "modules": {"bench": module}}
+        return json.dumps(doc, indent=1), "&auth=bench"
+    module.update(version=2, auth={"community": community})
+    return json.dumps({"bench": module}, indent=1), ""
+
+
+def proc_cpu(pid: int) -> float:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    f = raw[raw.rindex(")") + 2:].split()
+    return (int(f[11]) + int(f[12])) / CLK_TCK
+
+
+def snmp_exporter(peer, reps: int, scrapes: int,
+                  exporter: str = EXPORTER) -> tuple[int, float, float] | str:
+    """(varbinds, daemon cpu s, wall s) over `scrapes` scrapes after one warm-up,
+    or why it was not measured."""
+    binary = shutil.which(exporter)
+    if binary is None:
+        return f"{exporter} is not installed (apt-get install {EXPORTER})"
+    work = Path(tempfile.mkdtemp(prefix="privtel-snmp-exporter-"))
+    try:
+        text, auth = exporter_config(exporter_version(binary), peer.community, reps)
+        cfg = work / "snmp.yml"
+        cfg.write_text(text)
+        check = subprocess.run([binary, f"--config.file={cfg}", "--dry-run"],
+                               capture_output=True, text=True, timeout=30, check=False)
+        if check.returncode != 0:
+            return f"{EXPORTER} refused the generated snmp.yml: {check.stderr[-300:]}"
+        port = free_port()
+        log = (work / "exporter.log").open("wb")
+        proc = subprocess.Popen([binary, f"--config.file={cfg}",
+                                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = (f"http://127.0.0.1:{port}/snmp?module=bench{auth}"
+                   f"&target={peer.host}:{peer.port}")
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+                    break
+                except OSError:
+                    if proc.poll() is not None:
+                        return f"{EXPORTER} exited with {proc.returncode}"
+                    time.sleep(0.1)
+            n, body = 0, b""
+            cpu0, t0 = 0.0, 0.0
+            for i in range(scrapes + 1):
+                if i == 1:  # the first scrape warms up; count the rest
+                    cpu0, t0 = proc_cpu(proc.pid), time.perf_counter()
+                body = urllib.request.urlopen(url, timeout=600).read()
+                m = re.search(rb"^snmp_scrape_pdus_returned (\d+)", body, re.M)
+                if m is None or int(m.group(1)) == 0:
+                    return f"{EXPORTER} scrape returned no varbinds: {body[-300:]!r}"
+                if i:
+                    n += int(m.group(1))
+            return n, proc_cpu(proc.pid) - cpu0, time.perf_counter() - t0
+        finally:
+            stop_process(proc)
+            log.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 PROFILES = ("system", "if-mib")  # the walk being compared; other profiles add other tables
@@ -156,16 +265,31 @@ def main() -> None:
                     help="snmpd instances the scale run's devices are spread over")
     ap.add_argument("--max-repetitions", type=int, default=50)
     ap.add_argument("--skip-pysnmp", action="store_true")
+    ap.add_argument("--snmp-exporter", default=EXPORTER,
+                    help="the snmp_exporter binary (name on PATH or a path)")
+    ap.add_argument("--exporter-scrapes", type=int, default=3,
+                    help="snmp_exporter scrapes measured (after one warm-up)")
     a = ap.parse_args()
     if a.scale_agents < 1:
         ap.error("--scale-agents must be at least 1")
     reps = a.max_repetitions
     load = os.getloadavg()[0]  # before any of our own processes start: the box's other load
-    out: dict[str, float | int | str] = {}
+    out: dict[str, float | int | str | None] = {}
     with run_snmpd(interfaces=a.interfaces, users=[V3_USER]) as peer:
         n_c, cpu_c, wall_c = bulkwalk(peer, reps)
         print(f"snmpbulkwalk: {n_c} varbinds, client cpu {cpu_c:.3f}s, wall {wall_c:.2f}s, "
               f"{cpu_c / n_c * 1e4:.4f} cpu-s/10k")
+        ex = snmp_exporter(peer, reps, max(1, a.exporter_scrapes), a.snmp_exporter)
+        if isinstance(ex, str):
+            print(f"snmp_exporter: not measured: {ex}")
+            out.update(snmp_exporter_client_cpu_s_per_10k=None, snmp_exporter_varbinds_per_s=None)
+        else:
+            n_e, cpu_e, wall_e = ex
+            print(f"snmp_exporter: {n_e} varbinds over {max(1, a.exporter_scrapes)} scrapes, "
+                  f"daemon cpu {cpu_e:.3f}s, {cpu_e / n_e * 1e4:.4f} cpu-s/10k, "
+                  f"{n_e / wall_e:.0f} varbinds/s")
+            out.update(snmp_exporter_client_cpu_s_per_10k=round(cpu_e / n_e * 1e4, 4),
+                       snmp_exporter_varbinds_per_s=round(n_e / wall_e))
         n, cpu, wall = asyncio.run(our_walk(peer, "fast", reps))
         print(f"privtel fast: {n} varbinds, client cpu {cpu:.3f}s, wall {wall:.2f}s, "
               f"{cpu / n * 1e4:.4f} cpu-s/10k, {n / wall:.0f} varbinds/s")

@@ -304,12 +304,10 @@ class FastClient:
         if authed:
             if not auth:
                 raise E.SnmpDecodeError("authenticated reply to an unauthenticated request")
-            s, e = msg.auth_span
-            zeroed = raw[:s] + b"\x00" * (e - s) + raw[e:]
             if msg.engine_id != eng.engine_id or not usm.verify(
-                    o.auth_protocol, auth_key, zeroed, msg.auth_params):
+                    o.auth_protocol, auth_key, raw, msg.auth_span, msg.auth_params):
                 raise E.SnmpAuthError(E.AUTH_FAILED, "reply failed authentication")
-        data = msg.data
+        data: bytes | memoryview = msg.data
         if msg.encrypted:
             if not (authed and msg.flags & FLAG_PRIV and priv):
                 raise E.SnmpDecodeError("encrypted reply we cannot decrypt")

@@ -84,3 +84,27 @@ def test_fast_path_coverage() -> None:
     assert fast_path_supports(v3_options(DEFAULT_USERS[2]))
     reeder = dataclasses.replace(v3_options(DEFAULT_USERS[1]), priv_protocol="aes256c")
     assert not fast_path_supports(reeder)
+
+
+def test_mac_is_checked_over_the_message_in_place() -> None:
+    """`usm.verify` reads the received message through a view with the MAC field taken
+    as zeros: it accepts what `sign` made over the zeroed message, and nothing else."""
+    from agents.snmp import usm
+    from agents.snmp.fastcodec import FLAG_AUTH, decode_v3, encode_scoped_pdu, encode_v3
+
+    eng = b"\x80\x00\x1f\x88\x04edge"
+    key = usm.localize("sha256", b"authpass-0123", eng)
+    msg, off = encode_v3(7, FLAG_AUTH, eng, 3, 100, b"noc", 24, b"",
+                         encode_scoped_pdu(eng, b"", b"\xa2\x0b\x02\x01\x07\x02\x01\x00"
+                                           b"\x02\x01\x00\x30\x00"), False)
+    mac = usm.sign("sha256", key, msg)
+    signed = msg[:off] + mac + msg[off + 24:]
+    m = decode_v3(signed)
+    assert m.auth_span == (off, off + 24) and m.auth_params == mac
+    assert usm.verify("sha256", key, signed, m.auth_span, m.auth_params)
+    tampered = bytearray(signed)
+    tampered[-1] ^= 1
+    assert not usm.verify("sha256", key, bytes(tampered), m.auth_span, m.auth_params)
+    assert not usm.verify("sha256", key, signed, (off, off + 12), mac[:12])
+    assert not usm.verify("sha256", usm.localize("sha256", b"other-pass", eng), signed,
+                          m.auth_span, m.auth_params)
