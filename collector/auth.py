@@ -59,6 +59,10 @@ class Action(enum.StrEnum):
     DSR_CORRECT = "dsr.correct"
     DSR_LIST = "dsr.list"
     AUDIT_VERIFY = "audit.verify"
+    HOLD_ADD = "hold.add"
+    HOLD_LIST = "hold.list"
+    HOLD_RELEASE = "hold.release"
+    TENANT_OFFBOARD = "tenant.offboard"
 
 
 A = Action
@@ -68,12 +72,20 @@ MATRIX: dict[str, frozenset[Action]] = {
     "noc": frozenset({A.STATS}),
     "security": frozenset({A.STATS, A.SEARCH, A.SEARCH_INDICATOR, A.SEARCH_EXPORT}),
     "dpo": frozenset({A.STATS, A.DSR_EXPORT, A.DSR_ERASE, A.DSR_RESTRICT, A.DSR_UNRESTRICT,
-                      A.DSR_CORRECT, A.DSR_LIST, A.AUDIT_VERIFY}),
+                      A.DSR_CORRECT, A.DSR_LIST, A.AUDIT_VERIFY, A.HOLD_ADD, A.HOLD_LIST,
+                      A.HOLD_RELEASE}),
     "admin": frozenset(Action),
 }
 # Actions that reveal a person's data or delete it: the token alone is not enough.
 # Lifting a restriction reveals: the records reach the security team's search again.
-NEEDS_TOTP: frozenset[Action] = frozenset({A.DSR_EXPORT, A.DSR_ERASE, A.DSR_UNRESTRICT})
+# Placing or releasing a hold decides whether records may be deleted; offboarding
+# deletes a whole tenant.
+NEEDS_TOTP: frozenset[Action] = frozenset({A.DSR_EXPORT, A.DSR_ERASE, A.DSR_UNRESTRICT,
+                                           A.HOLD_ADD, A.HOLD_RELEASE, A.TENANT_OFFBOARD})
+
+# Actions the CLI decides against this same matrix on the operator's machine
+# (they touch files the API never holds: key files, the broker's ACL); no route.
+LOCAL_ACTIONS: frozenset[Action] = frozenset({A.TENANT_OFFBOARD})
 
 
 class AuthError(Exception):

@@ -7,7 +7,9 @@ stored: the request row keeps the subject as pseudonymous ranges per tenant.
 
 Erasure deletes the records and every derived copy (address index, indexing
 marks, correction annotations) in one transaction, then searches again and
-records whether the subject is gone (`verified`). Restriction sets the
+records whether the subject is gone (`verified`). Records a legal hold covers
+(`collector.holds`) are not erased: the result says how many and which holds
+keep them, and an erase that finds only held records is `refused`. Restriction sets the
 store's `restricted` flag: search and export skip such rows for every role,
 the purge keeps them, and only these DSR calls still see them.
 
@@ -37,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from collector import holds
 from collector.search import (
     MAX_INDICATORS,
     Network,
@@ -81,6 +84,8 @@ class DsrResult:
     verified: bool | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     kept: dict[str, int] | None = None  # unrestrict: still hidden by another restriction
+    held: dict[str, int] | None = None  # erase: kept by a legal hold
+    holds: list[dict[str, str]] | None = None  # erase: which holds, and why
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id, "kind": self.kind,
@@ -90,6 +95,9 @@ class DsrResult:
             out["verified"] = self.verified
         if self.kept is not None:
             out["kept"] = self.kept
+        if self.held is not None:
+            out["held"] = self.held
+            out["holds"] = self.holds or []
         return out
 
 
@@ -256,9 +264,14 @@ class DsrService:
                 ids = self._ids(req)
                 result.per_tenant = {t: len(v) for t, v in ids.items()}
                 if req.kind == "erase":
-                    self._erase(ids)
+                    held = self._under_hold(ids, result)
+                    gone = _without(ids, held)
+                    self._erase(gone)
                     left = self.count(req)
-                    result.verified = sum(left.values()) == 0 and self._gone(ids)
+                    result.verified = (sum(left.values()) == sum(result.held.values())
+                                       and self._gone(gone))
+                    if any(result.held.values()) and not any(gone.values()):
+                        result.status = "refused"
                 elif req.kind == "restrict":
                     self._flag(ids, True)
                 elif req.kind == "unrestrict":
@@ -269,7 +282,8 @@ class DsrService:
                     assert req.note is not None
                     self._correct(ids, req.note, actor, request_id, now)
             result.count = sum(result.per_tenant.values())
-            result.status = "failed" if result.verified is False else "done"
+            if result.status != "refused":
+                result.status = "failed" if result.verified is False else "done"
             return result
         finally:
             self._record(req, result, actor, subject, now)
@@ -317,6 +331,18 @@ class DsrService:
                             f"({marks})", [t, *chunk])
                 cur.execute(f"DELETE FROM indexed_records WHERE tenant = ? AND record_id IN "
                             f"({marks})", [t, *chunk])
+
+    def _under_hold(self, ids: Found, result: DsrResult) -> dict[str, set[str]]:
+        """The records among `ids` a legal hold keeps (Art. 17(3)(e): erasure does not
+        reach data needed for legal claims); notes them, and the holds, in `result`.
+        The sweep runs first, so a record that arrived after the hold is covered."""
+        with self.db.tx(write=True) as cur:
+            holds.sweep(cur)
+            held = {t: holds.held_ids(cur, t, list(v)) for t, v in ids.items()}
+            standing = [h for t in ids if held[t] for h in holds.active_holds(cur, t)]
+        result.held = {t: len(v) for t, v in held.items()}
+        result.holds = [{"id": h.id, "tenant": h.tenant, "reason": h.reason} for h in standing]
+        return held
 
     def _gone(self, ids: Found) -> bool:
         with self.db.tx() as cur:
@@ -398,6 +424,9 @@ class DsrService:
             detail["verified"] = result.verified
         if result.kept is not None:
             detail["kept"] = result.kept
+        if result.held is not None:
+            detail["held"] = result.held
+            detail["holds"] = [h["id"] for h in result.holds or []]
         if req.record_ids is not None:
             detail["record_ids"] = len(req.record_ids)  # a narrowed request lifts no restriction
         with self.db.tx(write=True) as cur:
