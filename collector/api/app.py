@@ -62,6 +62,7 @@ class ApiConfig:
     migrate: bool = True
     throttle: ThrottleLimits = field(default_factory=ThrottleLimits)
     clock: Clock = time.monotonic  # the throttle's; tests move it instead of sleeping
+    totp_key: bytes | None = field(default=None, repr=False)
 
 
 class _Refused(Exception):
@@ -89,7 +90,10 @@ class Api:
     def __init__(self, cfg: ApiConfig) -> None:
         self.cfg = cfg
         self.db = open_db(cfg.store_url, migrate=cfg.migrate)
-        self.users = Users(self.db)
+        self.users = Users(self.db, cfg.totp_key)
+        sealed = self.users.seal_totp_secrets()
+        if sealed:
+            log.info("sealed %d TOTP secret(s) that were stored in clear", sealed)
         self.audit = AuditLog(self.db, cfg.audit_key)
         self.searcher = Searcher(self.db, cfg.keys,
                                  AddressIndex(self.db, restrictions=restrictions_in_force,

@@ -4,8 +4,9 @@ Offboarding runs on the operator's machine against the store, because it
 touches what the API never holds: the tenant key files (`api serve
 --tenant-keys`) and the broker's ACL and certificates (`privtel certs`). The
 decision is still the matrix's: the API token's user must be an admin whose
-scope covers the tenant, and `--execute` needs the current TOTP code. Without
-`--execute` it is a dry run that prints what would go and what would stay.
+scope covers the tenant, with the current TOTP code (the dry run too: it is the
+same decision, and it shows what a tenant holds). Without `--execute` it is a
+dry run that prints what would go and what would stay.
 
 Broker side: the tenant's agents lose their ACL entries (Mosquitto denies
 whatever no entry allows) and, where the CA key sits beside the ACL, their
@@ -44,7 +45,7 @@ from plumbing.files import write_private
 from privtel.commands.audit import read_audit_key
 from privtel.commands.certs import _load_ca
 from privtel.commands.keys import read_passphrase
-from privtel.commands.users import store_arg
+from privtel.commands.users import read_totp_key, store_arg, totp_key_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -58,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     o.add_argument("--token-file", type=Path, metavar="FILE",
                    help="file holding an admin's API token, mode 0600 (default: "
                    "$PRIVTEL_TOKEN)")
-    o.add_argument("--totp", help="current TOTP code (prompted with --execute if omitted)")
+    o.add_argument("--totp", help="current TOTP code (prompted if omitted)")
+    totp_key_arg(o)
     o.add_argument("--tenant-keys", type=Path, metavar="DIR",
                    help="the API's tenant key directory: the tenant's keys are destroyed")
     o.add_argument("--certs-dir", type=Path, metavar="DIR",
@@ -162,12 +164,14 @@ def cmd_offboard(args: argparse.Namespace) -> int:
         key = load_signing_key(args.report_key.read_bytes(), phrase)
     db = open_db(args.store)
     try:
-        users, audit = Users(db), AuditLog(db, read_audit_key(args.audit_key))
+        users = Users(db, read_totp_key(args.totp_key_file))
+        audit = AuditLog(db, read_audit_key(args.audit_key))
         try:
             p = users.authenticate(f"Bearer {_token(args.token_file)}")
             authorize(p, Action.TENANT_OFFBOARD, (args.tenant,))
-            if args.execute:
-                users.check_totp(p, (args.totp or getpass.getpass("TOTP code: ")).strip())
+            code = args.totp if args.totp is not None else (
+                getpass.getpass("TOTP code: ") if sys.stdin.isatty() else "")
+            users.check_totp(p, code.strip())
         except AuthError as e:
             audit.append(actor="-", role="-", action="tenant.offboard",
                          tenants=(args.tenant,), request_id=os.urandom(8).hex(),

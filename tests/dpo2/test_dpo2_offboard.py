@@ -82,7 +82,7 @@ def test_offboard_leaves_only_what_the_law_keeps(env: Env, store_url: str, tmp_p
 
     before = {t: count(env, t) for t in ("acme", "globex")}
     capsys.readouterr()
-    assert main(base) == 0  # dry run
+    assert main([*base, "--totp", env.code("ada")]) == 0  # dry run
     dry = orjson.loads(capsys.readouterr().out)
     assert dry["erase"] == {"logs": 7} and dry["keep"] == {"legal_hold": 4,
                                                           "legal_obligation": {"billing": 1}}
