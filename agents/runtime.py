@@ -1,4 +1,5 @@
-"""The agent process: poll -> pseudonymise -> leak guard -> shipper, until SIGTERM.
+"""The agent process: poll -> pseudonymise -> leak guard -> objections' suppression
+(`agents.suppress`) -> shipper, until SIGTERM.
 
 The leak guard sits between the pseudonymiser and the shipper on purpose: the
 spool is the first place anything is written, so a record that still holds a
@@ -27,6 +28,7 @@ from agents.pollers import HEALTH_NAME
 from agents.scheduler import Scheduler
 from agents.shipper import Shipper
 from agents.snmp.traps import TrapReceiver, parse_trap_config
+from agents.suppress import SuppressionListener, Suppressor
 from agents.tenantkeys import KeySchedule, load_pseudonymiser
 from pipelines import keys
 from pipelines.config import ConfigError, Section
@@ -36,6 +38,7 @@ from pipelines.pseudonym.leakguard import find_leaks
 from pipelines.record import Record
 from plumbing.files import append_private
 from plumbing.metrics_http import MetricsServer
+from plumbing.transport import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,9 @@ class Agent:
         self.registry = registry or CollectorRegistry()
         self.keys = KeySchedule(cfg, self.registry, clock=clock)
         self.guard = Guard(self.keys.pseudonymiser, self.registry, cfg.state_dir / "quarantine")
+        pub = cfg.keys.suppression_public_key
+        self.suppressor = Suppressor(cfg.tenant, None if pub is None else keys.load_verify_key(
+            pub.read_bytes()), self.registry, cfg.state_dir)
         self.records_polled = 0
         self.records_shipped = 0
         self.up_devices: set[str] = set()
@@ -96,7 +102,7 @@ class Agent:
         rotated = await self.keys.check()
         if rotated is not None:
             self.guard.pseudonymiser = rotated
-        clean = self.guard.apply(records)
+        clean = self.suppressor.apply(self.guard.apply(records))
         assert self.shipper is not None
         await self.shipper.submit(clean)
         self.records_shipped += len(clean)
@@ -146,6 +152,11 @@ class Agent:
         self.scheduler = Scheduler(cfg.devices, self._emit, registry=self.registry,
                                    max_concurrent=cfg.max_concurrent_polls, context=cfg.pollers)
         out += [self.shipper, self.scheduler]
+        if cfg.keys.suppression_public_key is not None:
+            m = cfg.mqtt
+            out.insert(0, SuppressionListener(
+                self.suppressor, m.url, client_id=f"{m.client_id or cfg.agent_id}-suppress",
+                protocol=m.protocol, tls=TlsFiles(m.ca_file, m.cert_file, m.key_file)))
         traps = self._traps()
         if traps is not None:
             out.append(traps)

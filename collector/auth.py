@@ -64,6 +64,8 @@ class Action(enum.StrEnum):
     DSR_UNRESTRICT = "dsr.unrestrict"
     DSR_CORRECT = "dsr.correct"
     DSR_LIST = "dsr.list"
+    DSR_OBJECT = "dsr.object"
+    DSR_UNOBJECT = "dsr.unobject"
     AUDIT_VERIFY = "audit.verify"
     HOLD_ADD = "hold.add"
     HOLD_LIST = "hold.list"
@@ -79,15 +81,16 @@ MATRIX: dict[str, frozenset[Action]] = {
     "security": frozenset({A.STATS, A.SEARCH, A.SEARCH_INDICATOR, A.SEARCH_EXPORT}),
     "dpo": frozenset({A.STATS, A.DSR_EXPORT, A.DSR_ERASE, A.DSR_RESTRICT, A.DSR_UNRESTRICT,
                       A.DSR_CORRECT, A.DSR_LIST, A.AUDIT_VERIFY, A.HOLD_ADD, A.HOLD_LIST,
-                      A.HOLD_RELEASE}),
+                      A.HOLD_RELEASE, A.DSR_OBJECT, A.DSR_UNOBJECT}),
     "admin": frozenset(Action),
 }
 # Actions that reveal a person's data or delete it: the token alone is not enough.
 # Lifting a restriction reveals: the records reach the security team's search again.
 # Placing or releasing a hold decides whether records may be deleted; offboarding
-# deletes a whole tenant.
+# deletes a whole tenant; lifting an objection starts collecting a person's data again.
 NEEDS_TOTP: frozenset[Action] = frozenset({A.DSR_EXPORT, A.DSR_ERASE, A.DSR_UNRESTRICT,
-                                           A.HOLD_ADD, A.HOLD_RELEASE, A.TENANT_OFFBOARD})
+                                           A.HOLD_ADD, A.HOLD_RELEASE, A.TENANT_OFFBOARD,
+                                           A.DSR_UNOBJECT})
 
 # Actions the CLI decides against this same matrix on the operator's machine
 # (they touch files the API never holds: key files, the broker's ACL); no route.

@@ -1,4 +1,11 @@
-"""Data-subject requests: export, erase, restrict, unrestrict, correct.
+"""Data-subject requests: export, erase, restrict, unrestrict, correct, object,
+unobject.
+
+An objection (Art. 21) is recorded like a restriction; the objections in force
+(`objections_in_force`) are the tenant's suppression list, which the caller
+signs and publishes to the tenant's agents (`pipelines.suppression`): they drop
+the subject's records before they are spooled. Records already stored stay as
+they are; a `restrict` hides them.
 
 A subject is identified by raw addresses (and optionally a time range). The
 records hold only pseudonyms, so each address is pseudonymised forward with
@@ -54,7 +61,7 @@ from collector.search import (
 )
 from collector.store import Cursor, Db
 
-KINDS = ("export", "erase", "restrict", "unrestrict", "correct")
+KINDS = ("export", "erase", "restrict", "unrestrict", "correct", "object", "unobject")
 MAX_NOTE = 2000
 _KEYS = {"tenants", "addresses", "since", "until", "reason", "note", "record_ids", "format"}
 _TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -86,6 +93,7 @@ class DsrResult:
     kept: dict[str, int] | None = None  # unrestrict: still hidden by another restriction
     held: dict[str, int] | None = None  # erase: kept by a legal hold
     holds: list[dict[str, str]] | None = None  # erase: which holds, and why
+    suppression: dict[str, list[str]] | None = None  # object/unobject: the list now in force
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id, "kind": self.kind,
@@ -98,6 +106,8 @@ class DsrResult:
         if self.held is not None:
             out["held"] = self.held
             out["holds"] = self.holds or []
+        if self.suppression is not None:
+            out["suppression"] = self.suppression
         return out
 
 
@@ -174,6 +184,25 @@ def restrictions_in_force(cur: Cursor) -> dict[str, list[Restriction]]:
     return out
 
 
+def objections_in_force(cur: Cursor) -> dict[str, list[str]]:
+    """Per tenant, the pseudonymous ranges of objections not lifted: the suppression
+    list the tenant's agents must apply. An objection stands until an unobject is
+    done whose ranges cover all of its ranges."""
+    rows = cur.execute("SELECT kind, subject, status FROM dsr_requests WHERE kind IN "
+                       "('object', 'unobject') ORDER BY ts, id").fetchall()
+    standing: list[tuple[str, list[Network]]] = []
+    for kind, subj, status in rows:
+        ranges = {t: [ipaddress.ip_network(n) for n in v] for t, v in orjson.loads(subj).items()}
+        if kind == "object":
+            standing += [(t, v) for t, v in ranges.items() if v]
+        elif status == "done":
+            standing = [(t, r) for t, r in standing if not _covers(ranges.get(t, []), r)]
+    out: dict[str, set[str]] = {}
+    for t, r in standing:
+        out.setdefault(t, set()).update(str(n) for n in r)
+    return {t: sorted(v) for t, v in out.items()}
+
+
 class DsrService:
     def __init__(self, db: Db, searcher: Searcher) -> None:
         if searcher.index.restrictions is not restrictions_in_force:
@@ -236,7 +265,11 @@ class DsrService:
             result = self._run(req, actor=actor, request_id=request_id, now=now)
             if changes and result.status == "done":
                 self._second_pass(req)
-            return result
+        if req.kind in ("object", "unobject"):
+            with self.db.tx() as cur:
+                force = objections_in_force(cur)
+            result.suppression = {t: force.get(t, []) for t in req.tenants}
+        return result
 
     def _second_pass(self, req: DsrRequest) -> None:
         self.searcher.index.refresh(eager=True)
@@ -263,7 +296,9 @@ class DsrService:
             else:
                 ids = self._ids(req)
                 result.per_tenant = {t: len(v) for t, v in ids.items()}
-                if req.kind == "erase":
+                if req.kind in ("object", "unobject"):
+                    pass  # recorded below; the list in force is read back by `run`
+                elif req.kind == "erase":
                     held = self._under_hold(ids, result)
                     gone = _without(ids, held)
                     self._erase(gone)

@@ -327,6 +327,9 @@ class Api:
             if result.held is not None:
                 detail["held"] = result.held
                 detail["holds"] = [h["id"] for h in result.holds or []]
+            if result.suppression is not None:
+                detail["suppression_ranges"] = {t: len(v) for t, v in
+                                                result.suppression.items()}
             await self._audit(p, action.value, req.tenants, rid, result.status, result.count,
                               detail)
             out = result.summary()

@@ -1,5 +1,11 @@
-"""`privtel dsr export|erase|restrict|unrestrict|correct`: data-subject requests
-via the API.
+"""`privtel dsr export|erase|restrict|unrestrict|correct|object|unobject`:
+data-subject requests via the API.
+
+`object` records an objection and `unobject` lifts one; either way the API
+answers with the tenant's suppression list now in force, which this command
+signs with the DPO's suppression key and publishes, retained, on the tenant's
+suppress topic, where the tenant's agents pick it up and drop the subject's
+records before they are spooled.
 
 The subject's addresses come from `--addresses-file` (or stdin), never from
 the command line, so they stay out of shell history and `ps`. Export, erase
@@ -10,9 +16,12 @@ current TOTP code (`--totp`, or prompted).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
+import ipaddress
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,7 +29,11 @@ import orjson
 
 from collector import auth
 from collector.api.client import ApiClientError
-from plumbing.files import open_private
+from pipelines import keys
+from pipelines.suppression import SuppressionList, sign_list, suppress_topic
+from plumbing.files import open_private, read_private
+from plumbing.transport import SenderOptions, TlsFiles, TransportError, open_sender
+from privtel.commands.keys import read_passphrase
 from privtel.commands.query import client_args, make_client, read_lines
 
 # which requests ask for a TOTP code: read off the server's matrix, not restated
@@ -35,7 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
              "erase": "delete the subject's records and their derived copies, then verify",
              "restrict": "keep the subject's records but hide them from every search",
              "unrestrict": "lift a restriction (Art. 18(3)): the records are searchable again",
-             "correct": "attach a correction note to each of the subject's records"}
+             "correct": "attach a correction note to each of the subject's records",
+             "object": "record an objection: the tenant's agents stop collecting the "
+                       "subject's records (signed suppression list over MQTT)",
+             "unobject": "lift an objection: the agents collect the subject's records again"}
     for kind, text in helps.items():
         s = sub.add_parser(kind, help=text)
         client_args(s)
@@ -56,7 +72,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         if kind == "correct":
             s.add_argument("--note", required=True, help="the correction")
+        if kind in ("object", "unobject"):
+            suppression_args(s)
         s.set_defaults(func=cmd_dsr, kind=kind)
+
+
+def suppression_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--signing-key", type=Path, required=True, metavar="FILE",
+                   help="the suppression list signing key (Ed25519 PEM, mode 0600); agents "
+                   "hold its public half as [keys] suppression_public_key")
+    s.add_argument("--signing-key-passphrase-file", type=Path, metavar="FILE")
+    s.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="URL")
+    s.add_argument("--mqtt-protocol", default="5", choices=("5", "3.1.1"))
+    s.add_argument("--mqtt-client-id", default="privtel-dpo-suppress")
+    s.add_argument("--mqtt-ca-file", type=Path)
+    s.add_argument("--mqtt-cert-file", type=Path, help="a certificate whose ACL may write "
+                   "privtel/v1/+/suppress (the collector's, from `privtel certs`)")
+    s.add_argument("--mqtt-key-file", type=Path)
+
+
+async def _publish(args: argparse.Namespace, lists: dict[str, list[str]]) -> None:
+    key = keys.load_signing_key(read_private(args.signing_key), None
+                                if args.signing_key_passphrase_file is None
+                                else read_passphrase(args.signing_key_passphrase_file))
+    transport = open_sender(args.broker, SenderOptions(
+        client_id=args.mqtt_client_id, protocol=args.mqtt_protocol, timeout_s=10,
+        tls=TlsFiles(args.mqtt_ca_file, args.mqtt_cert_file, args.mqtt_key_file)))
+    async with asyncio.timeout(30), transport.session() as sender:
+        for tenant, ranges in lists.items():
+            s = SuppressionList(tenant, time.time(),
+                                tuple(ipaddress.ip_network(n) for n in ranges))
+            await sender.send(suppress_topic(tenant), sign_list(s, key), retain=True)
 
 
 class Progress:
@@ -120,6 +166,16 @@ def cmd_dsr(args: argparse.Namespace) -> int:
         print(f"privtel: error: {e}", file=sys.stderr)
         return 1 if e.status in (401, 403, 429) else 2
     print(orjson.dumps(result).decode())
+    if args.kind in ("object", "unobject"):
+        try:
+            asyncio.run(_publish(args, result.get("suppression", {})))
+        except (TransportError, OSError, TimeoutError) as e:
+            print(f"privtel: error: the {args.kind} is recorded but the suppression list "
+                  f"was not published ({type(e).__name__}); run the command again",
+                  file=sys.stderr)
+            return 1
+        n = {t: len(v) for t, v in result.get("suppression", {}).items()}
+        print(f"suppression list published (ranges per tenant: {n})", file=sys.stderr)
     if args.kind == "erase" and not result.get("verified"):
         print("privtel: error: erasure could not be verified", file=sys.stderr)
         return 1

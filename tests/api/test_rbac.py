@@ -33,6 +33,8 @@ def call(env: Env, action: Action, who: str, tenant: str) -> int:
         Action.DSR_CORRECT: lambda: c.post("/v1/dsr/correct",
                                            json={**dsr_body, "note": "fixed"}, headers=h),
         Action.DSR_LIST: lambda: c.get("/v1/dsr/requests", headers=h),
+        Action.DSR_OBJECT: lambda: c.post("/v1/dsr/object", json=dsr_body, headers=h),
+        Action.DSR_UNOBJECT: lambda: c.post("/v1/dsr/unobject", json=dsr_body, headers=h),
         Action.AUDIT_VERIFY: lambda: c.get("/v1/audit/verify", headers=h),
         Action.HOLD_ADD: lambda: c.post("/v1/holds", json={"tenant": tenant, "reason": "r"},
                                         headers=h),
@@ -83,6 +85,7 @@ def test_every_v1_route_is_exercised(menv: Env) -> None:
     v1 = {p for p in paths if p.startswith("/v1/")} - {"/v1/whoami"}
     assert v1 == {"/v1/stats", "/v1/search", "/v1/search/export", "/v1/dsr/export",
                   "/v1/dsr/erase", "/v1/dsr/restrict", "/v1/dsr/unrestrict", "/v1/dsr/correct",
+                  "/v1/dsr/object", "/v1/dsr/unobject",
                   "/v1/dsr/requests", "/v1/audit/verify", "/v1/holds", "/v1/holds/release"}
 
 
