@@ -54,16 +54,20 @@ from collector.search import (
     Restriction,
     Searcher,
     SearchQuery,
+    addresses_of,
     mask_addresses,
     net_range,
     parse_network,
     parse_time,
 )
 from collector.store import Cursor, Db
+from pipelines.digest import sha256_hex
 
 KINDS = ("export", "erase", "restrict", "unrestrict", "correct", "object", "unobject")
 MAX_NOTE = 2000
-_KEYS = {"tenants", "addresses", "since", "until", "reason", "note", "record_ids", "format"}
+_KEYS = {"tenants", "addresses", "since", "until", "reason", "note", "record_ids", "format",
+         "field", "value"}
+_FIELD_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_.")
 _TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 Found = dict[str, dict[str, float]]  # per tenant, the records found: id -> ts
 
@@ -79,6 +83,8 @@ class DsrRequest:
     note: str | None = field(default=None, repr=False)
     record_ids: tuple[str, ...] | None = None
     ndjson: bool = False
+    replace_field: str | None = None  # correct: replace this field's value ...
+    value: Any = field(default=None, repr=False)  # ... with this one
 
 
 @dataclass
@@ -138,11 +144,22 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
     if not isinstance(reason, str) or len(reason) > 200:
         raise QueryError("reason must be a string of at most 200 characters")
     note = body.get("note")
+    name, value = body.get("field"), body.get("value")
     if kind == "correct":
         if not isinstance(note, str) or not 0 < len(note) <= MAX_NOTE:
             raise QueryError(f"note is required for a correction (1 to {MAX_NOTE} characters)")
-    elif note is not None:
-        raise QueryError("note is only for correct requests")
+        if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 63
+                                 or not set(name) <= _FIELD_CHARS):
+            raise QueryError("field must be a record field name (a-z, 0-9, '_', '.')")
+        if (name is None) != ("value" not in body):
+            raise QueryError("field and value go together: the field to correct and its "
+                             "new value")
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise QueryError("value must be a string, number or boolean")
+        if isinstance(value, str) and len(value) > MAX_NOTE:
+            raise QueryError(f"value must be at most {MAX_NOTE} characters")
+    elif note is not None or name is not None or "value" in body:
+        raise QueryError("note, field and value are only for correct requests")
     ids = body.get("record_ids")
     if ids is not None and (not isinstance(ids, list) or not 0 < len(ids) <= 1000 or not all(
             isinstance(i, str) and len(i) == 32 and set(i) <= set("0123456789abcdef")
@@ -152,7 +169,7 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
     if fmt not in ("json", "ndjson") or (fmt == "ndjson" and kind != "export"):
         raise QueryError("format must be json, or ndjson for export")
     return DsrRequest(kind, tuple(dict.fromkeys(tenants)), nets, since, until, reason, note,
-                      None if ids is None else tuple(ids), fmt == "ndjson")
+                      None if ids is None else tuple(ids), fmt == "ndjson", name, value)
 
 
 def restrictions_in_force(cur: Cursor) -> dict[str, list[Restriction]]:
@@ -315,7 +332,13 @@ class DsrService:
                     result.kept = {t: len(held[t]) for t in req.tenants}
                 else:
                     assert req.note is not None
-                    self._correct(ids, req.note, actor, request_id, now)
+                    name, digests = req.replace_field, None
+                    if name is not None:
+                        digests = self._replace(ids, name, req.value)
+                        result.per_tenant = {t: len(v) for t, v in digests.items()}
+                        ids = {t: {i: ids[t][i] for i in v} for t, v in digests.items()}
+                    self._correct(ids, req.note, actor, request_id, now, changed_field=name,
+                                  digests=digests)
             result.count = sum(result.per_tenant.values())
             if result.status != "refused":
                 result.status = "failed" if result.verified is False else "done"
@@ -440,13 +463,47 @@ class DsrService:
                 held[t].update(r for (r,) in found)
         return held
 
+    def _replace(self, ids: Found, name: str, value: Any) -> dict[str, dict[str, str]]:
+        """Set `fields[name]` on the records that have the field; per tenant, record id
+        -> SHA-256 of the old value (all that is kept of it). The new value is
+        pseudonymised as the agent does for a field of that name. The record's rows in the
+        address index are rebuilt from the new fields."""
+        out: dict[str, dict[str, str]] = {t: {} for t in ids}
+        with self.db.tx(write=True) as cur:
+            for t, chunk in self._chunks(ids):
+                new = self.searcher.keys.value(t, name, value)
+                where, args = self._records(ids, t, chunk)
+                rows = cur.execute(f"SELECT id, ts, fields FROM records WHERE {where}",
+                                   args).fetchall()
+                for rid, ts, raw in rows:
+                    fields = self.db.dialect.json(raw)
+                    if name not in fields:
+                        continue
+                    out[t][rid] = sha256_hex(orjson.dumps(fields[name]))
+                    fields[name] = new
+                    cur.execute("UPDATE records SET fields = ? WHERE tenant = ? AND ts = ? AND "
+                                "id = ?", (orjson.dumps(fields).decode(), t, ts, rid))
+                    cur.execute("DELETE FROM record_addresses WHERE tenant = ? AND record_id = ?",
+                                (t, rid))
+                    cur.executemany("INSERT INTO record_addresses (record_id, tenant, ts, family,"
+                                    " addr) VALUES (?, ?, ?, ?, ?)",
+                                    [(rid, t, float(ts), fam, a)
+                                     for fam, a in sorted(addresses_of(fields))])
+        return out
+
     def _correct(self, ids: Found, note: str, actor: str, request_id: str,
-                 now: float | None) -> None:
+                 now: float | None, *, changed_field: str | None = None,
+                 digests: dict[str, dict[str, str]] | None = None) -> None:
         ts = time.time() if now is None else now
         rows = []
         for t, v in ids.items():
             text = self.searcher.keys.text(t, note)  # a raw address in the note never lands
-            rows += [(os.urandom(16).hex(), rid, t, ts, actor, request_id, text) for rid in v]
+            for rid in v:
+                line = text
+                if changed_field is not None and digests is not None:
+                    line = (f"{text} [field {changed_field} replaced; old value "
+                            f"sha256:{digests[t][rid]}]")
+                rows.append((os.urandom(16).hex(), rid, t, ts, actor, request_id, line))
         if rows:
             with self.db.tx(write=True) as cur:
                 cur.executemany("INSERT INTO annotations (id, record_id, tenant, ts, author, "
@@ -462,6 +519,8 @@ class DsrService:
         if result.held is not None:
             detail["held"] = result.held
             detail["holds"] = [h["id"] for h in result.holds or []]
+        if req.replace_field is not None:
+            detail["field"] = req.replace_field  # old values: digests in the annotations
         if req.record_ids is not None:
             detail["record_ids"] = len(req.record_ids)  # a narrowed request lifts no restriction
         with self.db.tx(write=True) as cur:

@@ -72,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         if kind == "correct":
             s.add_argument("--note", required=True, help="the correction")
+            s.add_argument("--field", help="replace this field's value in each record ...")
+            s.add_argument("--value", help="... with this (pseudonymised as the agent does; "
+                           "the old value is kept only as a SHA-256 digest)")
         if kind in ("object", "unobject"):
             suppression_args(s)
         s.set_defaults(func=cmd_dsr, kind=kind)
@@ -142,6 +145,10 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
         body["reason"] = args.reason
     if args.kind == "correct":
         body["note"] = args.note
+        if (args.field is None) != (args.value is None):
+            raise ValueError("--field and --value go together")
+        if args.field is not None:
+            body["field"], body["value"] = args.field, args.value
     return body
 
 
