@@ -65,6 +65,7 @@ class Action(enum.StrEnum):
     DSR_CORRECT = "dsr.correct"
     DSR_LIST = "dsr.list"
     DSR_OBJECT = "dsr.object"
+    DSR_EXPORT_REIDENTIFY = "dsr.export.reidentify"
     DSR_UNOBJECT = "dsr.unobject"
     AUDIT_VERIFY = "audit.verify"
     HOLD_ADD = "hold.add"
@@ -81,7 +82,7 @@ MATRIX: dict[str, frozenset[Action]] = {
     "security": frozenset({A.STATS, A.SEARCH, A.SEARCH_INDICATOR, A.SEARCH_EXPORT}),
     "dpo": frozenset({A.STATS, A.DSR_EXPORT, A.DSR_ERASE, A.DSR_RESTRICT, A.DSR_UNRESTRICT,
                       A.DSR_CORRECT, A.DSR_LIST, A.AUDIT_VERIFY, A.HOLD_ADD, A.HOLD_LIST,
-                      A.HOLD_RELEASE, A.DSR_OBJECT, A.DSR_UNOBJECT}),
+                      A.HOLD_RELEASE, A.DSR_OBJECT, A.DSR_UNOBJECT, A.DSR_EXPORT_REIDENTIFY}),
     "admin": frozenset(Action),
 }
 # Actions that reveal a person's data or delete it: the token alone is not enough.
@@ -90,7 +91,7 @@ MATRIX: dict[str, frozenset[Action]] = {
 # deletes a whole tenant; lifting an objection starts collecting a person's data again.
 NEEDS_TOTP: frozenset[Action] = frozenset({A.DSR_EXPORT, A.DSR_ERASE, A.DSR_UNRESTRICT,
                                            A.HOLD_ADD, A.HOLD_RELEASE, A.TENANT_OFFBOARD,
-                                           A.DSR_UNOBJECT})
+                                           A.DSR_UNOBJECT, A.DSR_EXPORT_REIDENTIFY})
 
 # Actions the CLI decides against this same matrix on the operator's machine
 # (they touch files the API never holds: key files, the broker's ACL); no route.

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
@@ -66,7 +67,7 @@ from pipelines.digest import sha256_hex
 KINDS = ("export", "erase", "restrict", "unrestrict", "correct", "object", "unobject")
 MAX_NOTE = 2000
 _KEYS = {"tenants", "addresses", "since", "until", "reason", "note", "record_ids", "format",
-         "field", "value"}
+         "field", "value", "reidentify"}
 _FIELD_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_.")
 _TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 Found = dict[str, dict[str, float]]  # per tenant, the records found: id -> ts
@@ -85,6 +86,7 @@ class DsrRequest:
     ndjson: bool = False
     replace_field: str | None = None  # correct: replace this field's value ...
     value: Any = field(default=None, repr=False)  # ... with this one
+    reidentify: bool = False  # export: the subject's own identifiers in clear
 
 
 @dataclass
@@ -168,8 +170,11 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
     fmt = body.get("format", "json")
     if fmt not in ("json", "ndjson") or (fmt == "ndjson" and kind != "export"):
         raise QueryError("format must be json, or ndjson for export")
+    reid = body.get("reidentify", False)
+    if not isinstance(reid, bool) or (reid and (kind != "export" or fmt != "json")):
+        raise QueryError("reidentify is true or false, and only for a JSON export")
     return DsrRequest(kind, tuple(dict.fromkeys(tenants)), nets, since, until, reason, note,
-                      None if ids is None else tuple(ids), fmt == "ndjson", name, value)
+                      None if ids is None else tuple(ids), fmt == "ndjson", name, value, reid)
 
 
 def restrictions_in_force(cur: Cursor) -> dict[str, list[Restriction]]:
@@ -307,6 +312,8 @@ class DsrService:
             if req.kind == "export":
                 self.searcher.index.refresh(force=True)
                 result.records = list(self.find(req))
+                if req.reidentify:
+                    result.records = self._reidentify(req, result.records)
                 result.per_tenant = dict.fromkeys(req.tenants, 0)
                 for r in result.records:
                     result.per_tenant[r["tenant"]] += 1
@@ -363,6 +370,27 @@ class DsrService:
                 yield orjson.dumps(r) + b"\n"
 
         return result, lines()
+
+    def _reidentify(self, req: DsrRequest, records: list[dict[str, Any]]
+                    ) -> list[dict[str, Any]]:
+        """The subject's own addresses back in clear in their records, so they can
+        recognise them (Art. 15, 20): each of the request's single addresses is
+        pseudonymised forward under every key epoch, and exactly those pseudonyms
+        are put back. Other people's pseudonyms, and addresses the subject named
+        only as a prefix, stay pseudonymised. Lists the fields that changed."""
+        singles = [a for a in req.addresses if a.prefixlen == a.max_prefixlen]
+        out = []
+        for r in records:
+            back = {str(n.network_address): str(a.network_address)
+                    for a in singles for n in self.searcher.keys.networks(r["tenant"], a)}
+            fields, changed = {}, []
+            for k, v in r["fields"].items():
+                new = _put_back(v, back) if isinstance(v, str) else v
+                fields[k] = new
+                if new != v:
+                    changed.append(k)
+            out.append({**r, "fields": fields, "reidentified_fields": sorted(changed)})
+        return out
 
     def _chunks(self, ids: Found) -> Iterator[tuple[str, list[str]]]:
         for t, v in ids.items():
@@ -551,6 +579,15 @@ class DsrService:
             if len(out) >= limit:
                 break
         return out
+
+
+_ADDR_EDGE = r"(?<![0-9A-Za-z.:]){}(?![0-9A-Za-z:]|\.[0-9])"
+
+
+def _put_back(text: str, back: Mapping[str, str]) -> str:
+    for pseudonym, raw in back.items():
+        text = re.sub(_ADDR_EDGE.format(re.escape(pseudonym)), raw, text)
+    return text
 
 
 def _without(ids: Found, held: dict[str, set[str]]) -> Found:

@@ -295,13 +295,15 @@ class Api:
                                  headers={"X-Request-Id": rid})
 
     def dsr_endpoint(self, kind: str) -> Callable[[Request, str], Awaitable[Response]]:
-        action = Action(f"dsr.{kind}")
+        base = Action(f"dsr.{kind}")
 
         async def run(request: Request, rid: str) -> Response:
             p = await self._principal(request, rid)
             self._query_params(request, ())
             req = parse_request(kind, await self._body(request))
-            await self._allow(p, request, rid, [action], req.tenants)
+            actions = [base] + ([Action.DSR_EXPORT_REIDENTIFY] if req.reidentify else [])
+            await self._allow(p, request, rid, actions, req.tenants)
+            action = actions[-1]
             if req.ndjson:
                 result, lines = await run_in_threadpool(
                     lambda: self.dsr.export_stream(req, actor=p.name, request_id=rid))

@@ -68,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             s.add_argument("--out", required=True, help="output JSON file (mode 0600)")
             s.add_argument("--progress", action="store_true",
                            help="draw the progress bar even when stderr is not a terminal")
+            s.add_argument("--reidentify", action="store_true",
+                           help="put the subject's own addresses back in clear, for handing "
+                           "to the subject (needs TOTP; schema in docs/dpo.md)")
         if kind == "erase":
             s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         if kind == "correct":
@@ -156,8 +159,8 @@ def cmd_dsr(args: argparse.Namespace) -> int:
     client = make_client(args)
     body = _body(args)
     headers = {}
-    if args.kind in NEEDS_TOTP:
-        code = args.totp or getpass.getpass("TOTP code: ")
+    if args.kind in NEEDS_TOTP or getattr(args, "reidentify", False):
+        code = getattr(args, "totp", None) or getpass.getpass("TOTP code: ")
         headers["X-TOTP"] = code.strip()
     if args.kind == "erase" and not args.yes:
         answer = input(f"erase every record of this subject in {', '.join(args.tenant)}? "
@@ -166,6 +169,9 @@ def cmd_dsr(args: argparse.Namespace) -> int:
             print("not erased", file=sys.stderr)
             return 1
     try:
+        if args.kind == "export" and args.reidentify:
+            return _portable(args, client.post("/v1/dsr/export", {**body, "reidentify": True},
+                                               headers))
         if args.kind == "export":
             return _export(args, client, body, headers)
         result = client.post(f"/v1/dsr/{args.kind}", body, headers)
@@ -215,5 +221,22 @@ def _export(args: argparse.Namespace, client: Any, body: dict[str, Any],
               file=sys.stderr)
         return 1
     print(f"exported {total} record(s) to {args.out} (request {header.get('request_id')})",
+          file=sys.stderr)
+    return 0
+
+
+PORTABLE_SCHEMA = "privtel-subject-export/1"
+
+
+def _portable(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """The subject's copy: a self-describing JSON file (docs/dpo.md, "Portable export")."""
+    doc = {"schema": PORTABLE_SCHEMA, "request_id": result.get("request_id"),
+           "generated_at": time.time(), "tenants": args.tenant,
+           "count": result.get("count", 0), "records": result.get("records", [])}
+    fd = open_private(Path(args.out))
+    with os.fdopen(fd, "wb") as f:
+        f.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    print(f"exported {doc['count']} record(s) with the subject's own identifiers in clear to "
+          f"{args.out} (request {doc['request_id']}); hand it to the subject only",
           file=sys.stderr)
     return 0

@@ -27,6 +27,8 @@ def call(env: Env, action: Action, who: str, tenant: str) -> int:
         Action.SEARCH_EXPORT: lambda: c.post("/v1/search/export", json={"tenant": tenant},
                                              headers=h),
         Action.DSR_EXPORT: lambda: c.post("/v1/dsr/export", json=dsr_body, headers=h),
+        Action.DSR_EXPORT_REIDENTIFY: lambda: c.post(
+            "/v1/dsr/export", json={**dsr_body, "reidentify": True}, headers=h),
         Action.DSR_ERASE: lambda: c.post("/v1/dsr/erase", json=dsr_body, headers=h),
         Action.DSR_RESTRICT: lambda: c.post("/v1/dsr/restrict", json=dsr_body, headers=h),
         Action.DSR_UNRESTRICT: lambda: c.post("/v1/dsr/unrestrict", json=dsr_body, headers=h),
@@ -95,6 +97,8 @@ def test_reveal_and_delete_need_a_totp(menv: Env, role: str, action: Action) -> 
     if action.value.startswith("dsr."):
         path = f"/v1/dsr/{action.value.split('.')[1]}"
         body: dict[str, object] = {"tenants": [OWN], "addresses": [SUBJECT]}
+        if action is Action.DSR_EXPORT_REIDENTIFY:
+            body["reidentify"] = True
     elif action is Action.HOLD_ADD:
         path, body = "/v1/holds", {"tenant": OWN, "reason": "r"}
     else:
