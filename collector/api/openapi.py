@@ -67,6 +67,13 @@ DSR_BODY: dict[str, Any] = {
                        "items": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
         "format": {"type": "string", "enum": ["json", "ndjson"],
                    "description": "export only: ndjson streams a header line then records"},
+        "field": {"type": "string", "pattern": "^[a-z0-9_.]{1,63}$",
+                  "description": "correct only, with value: the field to replace"},
+        "value": {"oneOf": [{"type": "string", "maxLength": 2000}, {"type": "number"},
+                            {"type": "boolean"}],
+                  "description": "correct only: the field's new value"},
+        "reidentify": {"type": "boolean", "description": "export only (json): the "
+                       "subject's own addresses in clear; dpo role and TOTP"},
     }}
 
 HOLD_BODY: dict[str, Any] = {
