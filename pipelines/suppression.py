@@ -17,7 +17,7 @@ half each agent is configured with (`[keys] suppression_public_key`).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,25 +84,17 @@ def open_list(data: bytes, key: ed25519.Ed25519PublicKey, *, tenant: str) -> Sup
     return SuppressionList(tenant, ts, ranges)
 
 
-def _strings(v: Any) -> Iterator[str]:
-    if isinstance(v, str):
-        yield v
-    elif isinstance(v, dict):
-        for x in v.values():
-            yield from _strings(x)
-    elif isinstance(v, list | tuple):
-        for x in v:
-            yield from _strings(x)
-
-
-def addresses(fields: Any) -> Iterator[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    """Every address in a record's fields, structured or inside text."""
-    for s in _strings(fields):
+def addresses(fields: Mapping[str, Any]
+              ) -> Iterator[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address in a record's (scalar) fields, a field of its own or inside text."""
+    for s in fields.values():
+        if not isinstance(s, str):
+            continue
         for f in find(s):
             if not isinstance(f.value, int):  # a MAC is not an address range member
                 yield f.value
 
 
-def matches(fields: Any, ranges: Sequence[Network] | Iterable[Network]) -> bool:
+def matches(fields: Mapping[str, Any], ranges: Sequence[Network] | Iterable[Network]) -> bool:
     nets = list(ranges)
     return any(a.version == n.version and a in n for a in addresses(fields) for n in nets)

@@ -224,6 +224,8 @@ def cmd_offboard(args: argparse.Namespace) -> int:
         print("broker: reload Mosquitto to apply the ACL and CRL (systemctl reload mosquitto, "
               "or kill -HUP its pid); the listener needs `crlfile "
               f"{args.certs_dir / 'crl.pem'}` for the revocation to count")
+    print(f"collector: remove the [[agents]] entries of {args.tenant}'s agents from the "
+          "collector config and reload it (SIGHUP), so no batch of theirs is accepted")
     if report["keys"]["destroyed"]:
         print("restart `privtel api serve`: it still holds the destroyed keys in memory")
     if plan.keys_kept_reason:
