@@ -94,8 +94,12 @@ async def test_objection_is_enforced_by_the_agent(tmp_path: Path, mosquitto: str
         assert await asyncio.to_thread(main, ["dsr", "object", *base, "--reason", "DSR-21"]) == 0
         collector = Collector(ccfg, topic_filter=f"privtel/v1/{tenant}/+/batches")
         agent = Agent(acfg)
+        started = asyncio.Event()
+        on_started = agent._started
+        agent._started = lambda: (on_started(), started.set())  # type: ignore[method-assign]
         async with running(collector, agent):
             await wait_for(lambda: bool(agent.suppressor.ranges), 20, "the suppression list")
+            await asyncio.wait_for(started.wait(), 20)  # every component is up
             await agent._emit(records(tenant, acfg.site, 5))
             await wait_for(lambda: collector.store.count_records(tenant=tenant) >= 5, 30,
                            "the other records")

@@ -74,8 +74,11 @@ async def test_agent_ships_through_the_allowed_route(tmp_path: Path, mosquitto: 
     assert acfg.mqtt.url == mosquitto
     collector = Collector(ccfg, topic_filter=f"privtel/v1/{tenant}/+/batches")
     agent = Agent(acfg)
+    started = asyncio.Event()
+    on_started = agent._started
+    agent._started = lambda: (on_started(), started.set())  # type: ignore[method-assign]
     async with running(collector, agent):
-        await wait_for(lambda: agent.shipper is not None, 20, "the agent")
+        await asyncio.wait_for(started.wait(), 20)  # every component is up
         await agent._emit([Record(kind=Kind.LOG, tenant=tenant, site=acfg.site, device="d",
                                   name="syslog", fields={"message": f"line {i}"})
                            for i in range(3)])
