@@ -32,6 +32,25 @@ class MqttConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """A broker in a region (`[[mqtt.routes]]`)."""
+
+    region: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Residency:
+    """Where this site's data is collected (`region`) and where the tenant's
+    contract lets it be processed and stored (`allowed_regions`)."""
+
+    region: str | None = None
+    allowed_regions: tuple[str, ...] = ()
+    routes: tuple[Route, ...] = ()
+    route: Route | None = None  # the one in use
+
+
+@dataclass(frozen=True, slots=True)
 class KeysConfig:
     signing_key: Path
     collector_public_key: Path
@@ -39,6 +58,7 @@ class KeysConfig:
     tenant_key_epoch: int = 1
     tenant_key_rotate_days: int | None = None
     passphrase_file: Path | None = None   # unlocks signing_key when it is encrypted
+    suppression_public_key: Path | None = None  # verifies objections' suppression lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +77,7 @@ class AgentConfig:
     max_concurrent_polls: int = 64
     suite: str = "x25519"
     metrics_listen: tuple[str, int] | None = None
+    residency: Residency = Residency()
     # may hold trap secrets resolved from the credential store: kept out of repr
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -66,6 +87,38 @@ def _path(base: Path, value: str | None) -> Path | None:
         return None
     p = Path(value)
     return p if p.is_absolute() else base / p
+
+
+def _residency(root: Section, m: Section) -> Residency:
+    """`[[mqtt.routes]]` (region, url) and `[residency]` (region, allowed_regions): the
+    route used is the one in the site's own region if the tenant allows it (no
+    transfer), else the first allowed one in file order; none allowed is an error,
+    as a tenant's data must never go to a region its contract forbids."""
+    r = root.section("residency")
+    region = r.str("region", None)
+    allowed = tuple(r.str_list("allowed_regions", []))
+    r.done()
+    routes = []
+    for rs in m.sections("routes"):
+        url = rs.str("url")
+        if not url.startswith(("mqtt://", "mqtts://")):
+            raise rs.error("url", "must start with mqtt:// or mqtts://")
+        routes.append(Route(rs.str("region"), url))
+        rs.done()
+    if not routes:
+        return Residency(region, allowed)
+    if "url" in m:
+        raise m.error("url", "give either url or [[mqtt.routes]], not both")
+    if not allowed:
+        raise r.error("allowed_regions", "is required with [[mqtt.routes]]: the regions "
+                      "the tenant's contract allows its data to be processed in")
+    ok = [x for x in routes if x.region in allowed]
+    if not ok:
+        raise m.error("routes", f"no route goes to a region the tenant allows "
+                      f"({', '.join(allowed)}); routes: "
+                      f"{', '.join(x.region for x in routes)}")
+    chosen = next((x for x in ok if x.region == region), ok[0])
+    return Residency(region, allowed, tuple(routes), chosen)
 
 
 def load(path: str | os.PathLike[str]) -> AgentConfig:
@@ -102,12 +155,14 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         tenant_key_epoch=k.int("tenant_key_epoch", 1, lo=0),
         tenant_key_rotate_days=k.int("tenant_key_rotate_days", None, lo=1, hi=3650),
         passphrase_file=_path(base, k.str("passphrase_file", None)),
+        suppression_public_key=_path(base, k.str("suppression_public_key", None)),
     )
     k.done()
 
     m = root.section("mqtt")
+    residency = _residency(root, m)
     mqtt = MqttConfig(
-        url=m.str("url", "mqtt://127.0.0.1:1883"),
+        url=residency.route.url if residency.route else m.str("url", "mqtt://127.0.0.1:1883"),
         protocol=m.str("protocol", "5", choices=("5", "3.1.1")),
         client_id=m.str("client_id", None),
         ca_file=_path(base, m.str("ca_file", None)),
@@ -167,7 +222,8 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         state_dir=state_dir,  # type: ignore[arg-type]
         keys=keys, mqtt=mqtt, devices=tuple(devices), pollers=pollers,
         batch_max_records=batch_max_records, batch_max_age_s=batch_max_age_s,
-        max_concurrent_polls=max_conc, suite=suite, metrics_listen=metrics_listen, extra=extra,
+        max_concurrent_polls=max_conc, suite=suite, metrics_listen=metrics_listen,
+        residency=residency, extra=extra,
     )
 
 

@@ -1,4 +1,5 @@
-"""The agent process: poll -> pseudonymise -> leak guard -> shipper, until SIGTERM.
+"""The agent process: poll -> pseudonymise -> leak guard -> objections' suppression
+(`agents.suppress`) -> shipper, until SIGTERM.
 
 The leak guard sits between the pseudonymiser and the shipper on purpose: the
 spool is the first place anything is written, so a record that still holds a
@@ -27,6 +28,7 @@ from agents.pollers import HEALTH_NAME
 from agents.scheduler import Scheduler
 from agents.shipper import Shipper
 from agents.snmp.traps import TrapReceiver, parse_trap_config
+from agents.suppress import SuppressionListener, Suppressor
 from agents.syslog.config import parse_syslog_config
 from agents.syslog.receiver import SyslogReceiver
 from agents.tenantkeys import KeySchedule, load_pseudonymiser
@@ -35,6 +37,7 @@ from pipelines.config import ConfigError, Section
 from pipelines.lifecycle import Component, run_components
 from pipelines.record import Record
 from plumbing.metrics_http import MetricsServer
+from plumbing.transport import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ class Agent:
         self.keys = KeySchedule(cfg, self.registry, clock=clock)
         self.guard = Guard(self.keys.pseudonymiser, self.registry, cfg.state_dir / "quarantine",
                            cfg.state_dir)
+        pub = cfg.keys.suppression_public_key
+        self.suppressor = Suppressor(cfg.tenant, None if pub is None else keys.load_verify_key(
+            pub.read_bytes()), self.registry, cfg.state_dir)
         self.records_polled = 0
         self.records_shipped = 0
         self.up_devices: set[str] = set()
@@ -64,7 +70,7 @@ class Agent:
         rotated = await self.keys.check()
         if rotated is not None:
             self.guard.pseudonymiser = rotated
-        clean = self.guard.apply(records)
+        clean = self.suppressor.apply(self.guard.apply(records))
         assert self.shipper is not None
         await self.shipper.submit(clean)
         self.records_shipped += len(clean)
@@ -128,6 +134,11 @@ class Agent:
         self.scheduler = Scheduler(cfg.devices, self._emit, registry=self.registry,
                                    max_concurrent=cfg.max_concurrent_polls, context=cfg.pollers)
         out += [self.shipper, self.scheduler]
+        if cfg.keys.suppression_public_key is not None:
+            m = cfg.mqtt
+            out.insert(0, SuppressionListener(
+                self.suppressor, m.url, client_id=f"{m.client_id or cfg.agent_id}-suppress",
+                protocol=m.protocol, tls=TlsFiles(m.ca_file, m.cert_file, m.key_file)))
         out += [c for c in (self._traps(), self._syslog()) if c is not None]
         return out
 

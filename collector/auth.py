@@ -5,9 +5,12 @@ secret (32 random bytes) is checked against its SHA-256. Tokens are random,
 not passwords, so a fast hash is right: nobody can guess their way to a
 preimage, and the database never holds anything that authenticates.
 
-The TOTP secret, unlike the token, must be kept readable to check codes; it
-sits in the same database as the data it protects, so reading it needs the
-same access as reading the records themselves (see docs/api.md).
+The TOTP secret, unlike the token, must be kept readable to check codes. With
+a server key file (`api serve --totp-key-file`) it is sealed with AES-256-GCM
+(the user name as associated data, so a sealed secret cannot be moved to
+another user's row); a copy of the database alone then yields no second
+factor. Secrets enrolled before the key was configured are sealed when the
+API starts with it (`Users.seal_totp_secrets`).
 
 Every request goes through `authorize(principal, action, tenants, totp)`,
 which reads `MATRIX`; nothing else in the API decides access.
@@ -23,6 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
@@ -40,6 +45,7 @@ TOTP_STEP = 30
 _TOTP_WINDOW = 1
 _TOTP_LOOKBACK = 20
 _TOTP_SECRET_BYTES = 20  # RFC 4226's recommended 160 bits, base32 in the store and the URI
+_SEALED = "enc1:"
 
 
 def _totp(secret_b32: str) -> TOTP:
@@ -58,8 +64,15 @@ class Action(enum.StrEnum):
     DSR_UNRESTRICT = "dsr.unrestrict"
     DSR_CORRECT = "dsr.correct"
     DSR_LIST = "dsr.list"
+    DSR_OBJECT = "dsr.object"
+    DSR_EXPORT_REIDENTIFY = "dsr.export.reidentify"
+    DSR_UNOBJECT = "dsr.unobject"
     AUDIT_VERIFY = "audit.verify"
     REIDENTIFY = "reidentify"  # `privtel reidentify --store`: pseudonyms back to raw values
+    HOLD_ADD = "hold.add"
+    HOLD_LIST = "hold.list"
+    HOLD_RELEASE = "hold.release"
+    TENANT_OFFBOARD = "tenant.offboard"
 
 
 A = Action
@@ -70,15 +83,23 @@ MATRIX: dict[str, frozenset[Action]] = {
     "security": frozenset({A.STATS, A.SEARCH, A.SEARCH_INDICATOR, A.SEARCH_EXPORT,
                            A.REIDENTIFY}),
     "dpo": frozenset({A.STATS, A.DSR_EXPORT, A.DSR_ERASE, A.DSR_RESTRICT, A.DSR_UNRESTRICT,
-                      A.DSR_CORRECT, A.DSR_LIST, A.AUDIT_VERIFY, A.REIDENTIFY}),
+                      A.DSR_CORRECT, A.DSR_LIST, A.AUDIT_VERIFY, A.REIDENTIFY, A.HOLD_ADD,
+                      A.HOLD_LIST, A.HOLD_RELEASE, A.DSR_OBJECT, A.DSR_UNOBJECT,
+                      A.DSR_EXPORT_REIDENTIFY}),
     "admin": frozenset(Action),
 }
 # Actions that reveal a person's data or delete it: the token alone is not enough.
 # Lifting a restriction reveals: the records reach the security team's search again.
+# Placing or releasing a hold decides whether records may be deleted; offboarding
+# deletes a whole tenant; lifting an objection starts collecting a person's data again.
 NEEDS_TOTP: frozenset[Action] = frozenset({A.DSR_EXPORT, A.DSR_ERASE, A.DSR_UNRESTRICT,
+                                           A.HOLD_ADD, A.HOLD_RELEASE, A.TENANT_OFFBOARD,
+                                           A.DSR_UNOBJECT, A.DSR_EXPORT_REIDENTIFY,
                                            A.REIDENTIFY})
-CLI_ONLY: frozenset[Action] = frozenset({A.REIDENTIFY})
-"""Actions taken by the CLI against the store, not through an API route."""
+
+# Actions the CLI decides against this same matrix on the operator's machine
+# (they touch files the API never holds: key files, the broker's ACL); no route.
+LOCAL_ACTIONS: frozenset[Action] = frozenset({A.TENANT_OFFBOARD, A.REIDENTIFY})
 
 
 class AuthError(Exception):
@@ -137,11 +158,70 @@ def parse_tenants(text: str) -> tuple[str, ...]:
     return parts
 
 
-class Users:
-    """User and token management over the `api_users` table."""
+class TotpSealer:
+    """AES-256-GCM over a user's TOTP secret, bound to the user's name."""
 
-    def __init__(self, db: Db) -> None:
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise UserError("the TOTP key must be 32 bytes (64 hex characters)")
+        self._aead = AESGCM(key)
+
+    def seal(self, name: str, secret: str) -> str:
+        nonce = os.urandom(12)
+        box = self._aead.encrypt(nonce, secret.encode("ascii"), name.encode())
+        return _SEALED + base64.b64encode(nonce + box).decode("ascii")
+
+    def open(self, name: str, stored: str) -> str:
+        raw = base64.b64decode(stored.removeprefix(_SEALED))
+        try:
+            return self._aead.decrypt(raw[:12], raw[12:], name.encode()).decode("ascii")
+        except InvalidTag:
+            raise AuthError(500, "mfa_unavailable", "the stored second factor does not open "
+                            "with this server's TOTP key") from None
+
+    def __repr__(self) -> str:
+        return "TotpSealer(<key>)"
+
+
+def parse_totp_key(data: bytes) -> bytes:
+    """A TOTP key file holds 64 hex characters."""
+    try:
+        key = bytes.fromhex(data.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise UserError("the TOTP key file must hold 64 hex characters") from None
+    if len(key) != 32:
+        raise UserError("the TOTP key file must hold 64 hex characters")
+    return key
+
+
+class Users:
+    """User and token management over the `api_users` table. With `totp_key`,
+    TOTP secrets are stored sealed (`TotpSealer`)."""
+
+    def __init__(self, db: Db, totp_key: bytes | None = None) -> None:
         self.db = db
+        self._sealer = None if totp_key is None else TotpSealer(totp_key)
+
+    def _secret(self, name: str, stored: str) -> str:
+        if not stored.startswith(_SEALED):
+            return stored
+        if self._sealer is None:
+            raise AuthError(500, "mfa_unavailable", "second factors are sealed and this "
+                            "server has no TOTP key; start it with --totp-key-file")
+        return self._sealer.open(name, stored)
+
+    def seal_totp_secrets(self) -> int:
+        """Seal every secret still in clear; how many. Run at start with a key."""
+        if self._sealer is None:
+            return 0
+        with self.db.tx(write=True) as cur:
+            rows = cur.execute("SELECT name, totp_secret FROM api_users WHERE totp_secret IS "
+                               "NOT NULL").fetchall()
+            clear = [(n, v) for n, v in rows if not str(v).startswith(_SEALED)]
+            for name, secret in clear:
+                cur.execute("UPDATE api_users SET totp_secret = ? WHERE name = ?",
+                            (self._sealer.seal(name, secret), name))
+        return len(clear)
 
     def add(self, name: str, role: str, tenants: str, *, expires_in_s: float | None = None,
             now: float | None = None) -> str:
@@ -184,9 +264,10 @@ class Users:
         """A fresh TOTP secret for the user (replacing any old one); shown once as an
         otpauth:// URI for an authenticator app."""
         secret = base64.b32encode(os.urandom(_TOTP_SECRET_BYTES)).decode("ascii")
+        stored = secret if self._sealer is None else self._sealer.seal(name, secret)
         with self.db.tx(write=True) as cur:
             cur.execute("UPDATE api_users SET totp_secret = ?, totp_last_step = 0 WHERE name = ?"
-                        " AND revoked_at IS NULL", (secret, name))
+                        " AND revoked_at IS NULL", (stored, name))
             if cur.rowcount == 0:
                 raise UserError(f"no active user {name!r}")
         return _totp(secret).get_provisioning_uri(name, "privtel")
@@ -238,7 +319,7 @@ class Users:
                               (principal.name,)).fetchone()
             if row is None or row[0] is None:
                 raise AuthError(403, "mfa_not_enrolled", "this action needs a second factor")
-            totp = _totp(row[0])
+            totp = _totp(self._secret(principal.name, row[0]))
             step = int(now // TOTP_STEP)
             matched = None
             for s in range(step + _TOTP_WINDOW, step - _TOTP_LOOKBACK - 1, -1):

@@ -1,4 +1,11 @@
-"""Data-subject requests: export, erase, restrict, unrestrict, correct.
+"""Data-subject requests: export, erase, restrict, unrestrict, correct, object,
+unobject.
+
+An objection (Art. 21) is recorded like a restriction; the objections in force
+(`objections_in_force`) are the tenant's suppression list, which the caller
+signs and publishes to the tenant's agents (`pipelines.suppression`): they drop
+the subject's records before they are spooled. Records already stored stay as
+they are; a `restrict` hides them.
 
 A subject is identified by raw addresses and by identifiers of any other
 class (`subjects`: user, e-mail, phone, host, person, MAC; the subject-file
@@ -11,7 +18,9 @@ is a range, any other a token).
 
 Erasure deletes the records and every derived copy (address index, indexing
 marks, correction annotations) in one transaction, then searches again and
-records whether the subject is gone (`verified`). Restriction sets the
+records whether the subject is gone (`verified`). Records a legal hold covers
+(`collector.holds`) are not erased: the result says how many and which holds
+keep them, and an erase that finds only held records is `refused`. Restriction sets the
 store's `restricted` flag: search and export skip such rows for every role,
 the purge keeps them, and only these DSR calls still see them.
 
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
@@ -41,6 +51,7 @@ from typing import Any
 
 import orjson
 
+from collector import holds
 from collector.search import (
     MAX_INDICATORS,
     Network,
@@ -48,6 +59,7 @@ from collector.search import (
     Restriction,
     Searcher,
     SearchQuery,
+    identifiers_of,
     net_range,
     parse_network,
     parse_subjects,
@@ -55,12 +67,14 @@ from collector.search import (
     unknown_names,
 )
 from collector.store import Cursor, Db
+from pipelines.digest import sha256_hex
 from pipelines.pseudonym.subjects import Subject
 
-KINDS = ("export", "erase", "restrict", "unrestrict", "correct")
+KINDS = ("export", "erase", "restrict", "unrestrict", "correct", "object", "unobject")
 MAX_NOTE = 2000
-_KEYS = {"tenants", "addresses", "subjects", "since", "until", "reason", "note", "record_ids",
-         "format"}
+_KEYS = {"tenants", "addresses", "subjects", "since", "until", "reason", "note",
+         "record_ids", "format", "field", "value", "reidentify"}
+_FIELD_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_.")
 _TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 Found = dict[str, dict[str, float]]  # per tenant, the records found: id -> ts
 
@@ -77,6 +91,9 @@ class DsrRequest:
     record_ids: tuple[str, ...] | None = None
     ndjson: bool = False
     subjects: tuple[Subject, ...] = field(default=(), repr=False)  # raw, as `addresses`
+    replace_field: str | None = None  # correct: replace this field's value ...
+    value: Any = field(default=None, repr=False)  # ... with this one
+    reidentify: bool = False  # export: the subject's own identifiers in clear
 
 
 @dataclass
@@ -89,6 +106,9 @@ class DsrResult:
     verified: bool | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     kept: dict[str, int] | None = None  # unrestrict: still hidden by another restriction
+    held: dict[str, int] | None = None  # erase: kept by a legal hold
+    holds: list[dict[str, str]] | None = None  # erase: which holds, and why
+    suppression: dict[str, list[str]] | None = None  # object/unobject: the list now in force
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id, "kind": self.kind,
@@ -98,6 +118,11 @@ class DsrResult:
             out["verified"] = self.verified
         if self.kept is not None:
             out["kept"] = self.kept
+        if self.held is not None:
+            out["held"] = self.held
+            out["holds"] = self.holds or []
+        if self.suppression is not None:
+            out["suppression"] = self.suppression
         return out
 
 
@@ -137,11 +162,22 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
     if not isinstance(reason, str) or len(reason) > 200:
         raise QueryError("reason must be a string of at most 200 characters")
     note = body.get("note")
+    name, value = body.get("field"), body.get("value")
     if kind == "correct":
         if not isinstance(note, str) or not 0 < len(note) <= MAX_NOTE:
             raise QueryError(f"note is required for a correction (1 to {MAX_NOTE} characters)")
-    elif note is not None:
-        raise QueryError("note is only for correct requests")
+        if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 63
+                                 or not set(name) <= _FIELD_CHARS):
+            raise QueryError("field must be a record field name (a-z, 0-9, '_', '.')")
+        if (name is None) != ("value" not in body):
+            raise QueryError("field and value go together: the field to correct and its "
+                             "new value")
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise QueryError("value must be a string, number or boolean")
+        if isinstance(value, str) and len(value) > MAX_NOTE:
+            raise QueryError(f"value must be at most {MAX_NOTE} characters")
+    elif note is not None or name is not None or "value" in body:
+        raise QueryError("note, field and value are only for correct requests")
     ids = body.get("record_ids")
     if ids is not None and (not isinstance(ids, list) or not 0 < len(ids) <= 1000 or not all(
             isinstance(i, str) and len(i) == 32 and set(i) <= set("0123456789abcdef")
@@ -150,8 +186,13 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
     fmt = body.get("format", "json")
     if fmt not in ("json", "ndjson") or (fmt == "ndjson" and kind != "export"):
         raise QueryError("format must be json, or ndjson for export")
+    reid = body.get("reidentify", False)
+    if not isinstance(reid, bool) or (reid and (kind != "export" or fmt != "json")):
+        raise QueryError("reidentify is true or false, and only for a JSON export")
     return DsrRequest(kind, tuple(dict.fromkeys(tenants)), nets, since, until, reason, note,
-                      None if ids is None else tuple(ids), fmt == "ndjson", subjects)
+                      None if ids is None else tuple(ids), fmt == "ndjson", subjects,
+                      name, value, reid)
+
 
 
 def split_subject(entries: list[str]) -> tuple[list[Network], frozenset[str]]:
@@ -191,6 +232,27 @@ def restrictions_in_force(cur: Cursor) -> dict[str, list[Restriction]]:
     for t, r in standing:
         out.setdefault(t, []).append(r)
     return out
+
+
+def objections_in_force(cur: Cursor) -> dict[str, list[str]]:
+    """Per tenant, the pseudonymous ranges and tokens of objections not lifted: the
+    suppression list the tenant's agents must apply. An objection stands until an
+    unobject is done whose subject covers all of it."""
+    rows = cur.execute("SELECT kind, subject, status FROM dsr_requests WHERE kind IN "
+                       "('object', 'unobject') ORDER BY ts, id").fetchall()
+    standing: list[tuple[str, list[Network], frozenset[str]]] = []
+    for kind, subj, status in rows:
+        subject = {t: split_subject(v) for t, v in orjson.loads(subj).items()}
+        if kind == "object":
+            standing += [(t, nets, toks) for t, (nets, toks) in subject.items() if nets or toks]
+        elif status == "done":
+            standing = [(t, nets, toks) for t, nets, toks in standing
+                        if not (_covers(subject.get(t, ([], frozenset()))[0], nets)
+                                and toks <= subject.get(t, ([], frozenset()))[1])]
+    out: dict[str, set[str]] = {}
+    for t, nets, toks in standing:
+        out.setdefault(t, set()).update([str(n) for n in nets], toks)
+    return {t: sorted(v) for t, v in out.items()}
 
 
 class DsrService:
@@ -257,7 +319,11 @@ class DsrService:
             result = self._run(req, actor=actor, request_id=request_id, now=now)
             if changes and result.status == "done":
                 self._second_pass(req)
-            return result
+        if req.kind in ("object", "unobject"):
+            with self.db.tx() as cur:
+                force = objections_in_force(cur)
+            result.suppression = {t: force.get(t, []) for t in req.tenants}
+        return result
 
     def _second_pass(self, req: DsrRequest) -> None:
         self.searcher.index.refresh(eager=True)
@@ -276,16 +342,25 @@ class DsrService:
             if req.kind == "export":
                 self.searcher.index.refresh(force=True)
                 result.records = list(self.find(req))
+                if req.reidentify:
+                    result.records = self._reidentify(req, result.records)
                 result.per_tenant = dict.fromkeys(req.tenants, 0)
                 for r in result.records:
                     result.per_tenant[r["tenant"]] += 1
             else:
                 ids = self._ids(req)
                 result.per_tenant = {t: len(v) for t, v in ids.items()}
-                if req.kind == "erase":
-                    self._erase(ids)
+                if req.kind in ("object", "unobject"):
+                    pass  # recorded below; the list in force is read back by `run`
+                elif req.kind == "erase":
+                    held = self._under_hold(ids, result)
+                    gone = _without(ids, held)
+                    self._erase(gone)
                     left = self.count(req)
-                    result.verified = sum(left.values()) == 0 and self._gone(ids)
+                    result.verified = (sum(left.values()) == sum(result.held.values())
+                                       and self._gone(gone))
+                    if any(result.held.values()) and not any(gone.values()):
+                        result.status = "refused"
                 elif req.kind == "restrict":
                     self._flag(ids, True)
                 elif req.kind == "unrestrict":
@@ -294,9 +369,16 @@ class DsrService:
                     result.kept = {t: len(held[t]) for t in req.tenants}
                 else:
                     assert req.note is not None
-                    self._correct(ids, req.note, actor, request_id, now)
+                    name, digests = req.replace_field, None
+                    if name is not None:
+                        digests = self._replace(ids, name, req.value)
+                        result.per_tenant = {t: len(v) for t, v in digests.items()}
+                        ids = {t: {i: ids[t][i] for i in v} for t, v in digests.items()}
+                    self._correct(ids, req.note, actor, request_id, now, changed_field=name,
+                                  digests=digests)
             result.count = sum(result.per_tenant.values())
-            result.status = "failed" if result.verified is False else "done"
+            if result.status != "refused":
+                result.status = "failed" if result.verified is False else "done"
             return result
         finally:
             self._record(req, result, actor, subject, now)
@@ -317,6 +399,27 @@ class DsrService:
                 yield orjson.dumps(r) + b"\n"
 
         return result, lines()
+
+    def _reidentify(self, req: DsrRequest, records: list[dict[str, Any]]
+                    ) -> list[dict[str, Any]]:
+        """The subject's own addresses back in clear in their records, so they can
+        recognise them (Art. 15, 20): each of the request's single addresses is
+        pseudonymised forward under every key epoch, and exactly those pseudonyms
+        are put back. Other people's pseudonyms, and addresses the subject named
+        only as a prefix, stay pseudonymised. Lists the fields that changed."""
+        singles = [a for a in req.addresses if a.prefixlen == a.max_prefixlen]
+        out = []
+        for r in records:
+            back = {str(n.network_address): str(a.network_address)
+                    for a in singles for n in self.searcher.keys.networks(r["tenant"], a)}
+            fields, changed = {}, []
+            for k, v in r["fields"].items():
+                new = _put_back(v, back) if isinstance(v, str) else v
+                fields[k] = new
+                if new != v:
+                    changed.append(k)
+            out.append({**r, "fields": fields, "reidentified_fields": sorted(changed)})
+        return out
 
     def _chunks(self, ids: Found) -> Iterator[tuple[str, list[str]]]:
         for t, v in ids.items():
@@ -345,6 +448,18 @@ class DsrService:
                             f"({marks})", [t, *chunk])
                 cur.execute(f"DELETE FROM indexed_records WHERE tenant = ? AND record_id IN "
                             f"({marks})", [t, *chunk])
+
+    def _under_hold(self, ids: Found, result: DsrResult) -> dict[str, set[str]]:
+        """The records among `ids` a legal hold keeps (Art. 17(3)(e): erasure does not
+        reach data needed for legal claims); notes them, and the holds, in `result`.
+        The sweep runs first, so a record that arrived after the hold is covered."""
+        with self.db.tx(write=True) as cur:
+            holds.sweep(cur)
+            held = {t: holds.held_ids(cur, t, list(v)) for t, v in ids.items()}
+            standing = [h for t in ids if held[t] for h in holds.active_holds(cur, t)]
+        result.held = {t: len(v) for t, v in held.items()}
+        result.holds = [{"id": h.id, "tenant": h.tenant, "reason": h.reason} for h in standing]
+        return held
 
     def _gone(self, ids: Found) -> bool:
         with self.db.tx() as cur:
@@ -426,13 +541,51 @@ class DsrService:
                 held[t].update(r for (r,) in found)
         return held
 
+    def _replace(self, ids: Found, name: str, value: Any) -> dict[str, dict[str, str]]:
+        """Set `fields[name]` on the records that have the field; per tenant, record id
+        -> SHA-256 of the old value (all that is kept of it). The new value is
+        pseudonymised as the agent does for a field of that name. The record's rows in the
+        address and token indexes are rebuilt from the new fields."""
+        out: dict[str, dict[str, str]] = {t: {} for t in ids}
+        with self.db.tx(write=True) as cur:
+            for t, chunk in self._chunks(ids):
+                new = self.searcher.keys.value(t, name, value)
+                where, args = self._records(ids, t, chunk)
+                rows = cur.execute(f"SELECT id, ts, fields FROM records WHERE {where}",
+                                   args).fetchall()
+                for rid, ts, raw in rows:
+                    fields = self.db.dialect.json(raw)
+                    if name not in fields:
+                        continue
+                    out[t][rid] = sha256_hex(orjson.dumps(fields[name]))
+                    fields[name] = new
+                    cur.execute("UPDATE records SET fields = ? WHERE tenant = ? AND ts = ? AND "
+                                "id = ?", (orjson.dumps(fields).decode(), t, ts, rid))
+                    addrs, toks = identifiers_of(fields)
+                    for table in ("record_addresses", "record_tokens"):
+                        cur.execute(f"DELETE FROM {table} WHERE tenant = ? AND record_id = ?",
+                                    (t, rid))
+                    cur.executemany("INSERT INTO record_addresses (record_id, tenant, ts, family,"
+                                    " addr) VALUES (?, ?, ?, ?, ?)",
+                                    [(rid, t, float(ts), fam, a) for fam, a in sorted(addrs)])
+                    cur.executemany("INSERT INTO record_tokens (record_id, tenant, ts, token) "
+                                    "VALUES (?, ?, ?, ?)",
+                                    [(rid, t, float(ts), tok) for tok in sorted(toks)])
+        return out
+
     def _correct(self, ids: Found, note: str, actor: str, request_id: str,
-                 now: float | None) -> None:
+                 now: float | None, *, changed_field: str | None = None,
+                 digests: dict[str, dict[str, str]] | None = None) -> None:
         ts = time.time() if now is None else now
         rows = []
         for t, v in ids.items():
             text = self.searcher.keys.text(t, note)  # a raw address in the note never lands
-            rows += [(os.urandom(16).hex(), rid, t, ts, actor, request_id, text) for rid in v]
+            for rid in v:
+                line = text
+                if changed_field is not None and digests is not None:
+                    line = (f"{text} [field {changed_field} replaced; old value "
+                            f"sha256:{digests[t][rid]}]")
+                rows.append((os.urandom(16).hex(), rid, t, ts, actor, request_id, line))
         if rows:
             with self.db.tx(write=True) as cur:
                 cur.executemany("INSERT INTO annotations (id, record_id, tenant, ts, author, "
@@ -445,6 +598,11 @@ class DsrService:
             detail["verified"] = result.verified
         if result.kept is not None:
             detail["kept"] = result.kept
+        if result.held is not None:
+            detail["held"] = result.held
+            detail["holds"] = [h["id"] for h in result.holds or []]
+        if req.replace_field is not None:
+            detail["field"] = req.replace_field  # old values: digests in the annotations
         if req.record_ids is not None:
             detail["record_ids"] = len(req.record_ids)  # a narrowed request lifts no restriction
         with self.db.tx(write=True) as cur:
@@ -475,6 +633,15 @@ class DsrService:
             if len(out) >= limit:
                 break
         return out
+
+
+_ADDR_EDGE = r"(?<![0-9A-Za-z.:]){}(?![0-9A-Za-z:]|\.[0-9])"
+
+
+def _put_back(text: str, back: Mapping[str, str]) -> str:
+    for pseudonym, raw in back.items():
+        text = re.sub(_ADDR_EDGE.format(re.escape(pseudonym)), raw, text)
+    return text
 
 
 def _without(ids: Found, held: dict[str, set[str]]) -> Found:

@@ -9,6 +9,9 @@ included, so the audit log shows who looked as well as what was deleted.
 Parked batches (`collector.parking`) go by the policy's
 `[operational.parked_batches]` period, counted from when they were parked;
 without that setting they are kept until an operator replays or purges them.
+Every purge first applies the legal holds (`collector.holds`: held records are
+skipped, the count is in the audit entry and the metrics) and, for tenants
+that were offboarded, treats `contract_end` records as expired.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from typing import Any, Protocol
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collector import holds, offboard
 from collector.parking import ParkingLot
-from collector.store.base import Store, TaggedRecord
+from collector.store.base import SqlStore, Store, TaggedRecord
 from pipelines.config import ConfigError
 from pipelines.lifecycle import TaskComponent
 from pipelines.record import Record
@@ -88,6 +92,11 @@ class RetentionMetrics:
                                ["result"], registry=registry)
         self.gaps = Gauge("privtel_retention_policy_gaps", "Gaps the policy in force reports.",
                           registry=registry)
+        self.held = Gauge("privtel_legal_hold_records", "Records a legal hold keeps from the "
+                          "purge and erasure, by tenant, as of the last purge.", ["tenant"],
+                          registry=registry)
+        self.holds = Gauge("privtel_legal_holds_active", "Legal holds in force, as of the "
+                           "last purge.", registry=registry)
         for trigger in ("scheduled", "on_demand"):
             for result in ("ok", "error", "dry_run"):
                 self.runs.labels(trigger, result)
@@ -233,8 +242,13 @@ class RetentionService(TaskComponent):
             raise ValueError("this retention service has no store to purge")
         at = self._clock() if now is None else now
         started = time.perf_counter()
+        held: dict[str, int] = {}
         try:
-            deleted = self.store.purge_expired(at, dry_run=dry_run)
+            deleted: dict[str, int] = {}
+            if isinstance(self.store, SqlStore):
+                held, deleted = self._holds_and_contract_end(self.store, dry_run)
+            for klass, n in self.store.purge_expired(at, dry_run=dry_run).items():
+                deleted[klass] = deleted.get(klass, 0) + n
             parked = self._purge_parked(at, dry_run)
         except Exception as e:
             if self.metrics is not None:
@@ -255,7 +269,7 @@ class RetentionService(TaskComponent):
         if self.audit is not None:
             self.audit.record("retention.purge", trigger=trigger, dry_run=dry_run, now=at,
                               result="ok", deleted=deleted, total=result.total,
-                              parked_batches=parked, store=self.store.backend)
+                              parked_batches=parked, store=self.store.backend, held=held)
         log.info("retention purge (%s%s): %d records %s", trigger, ", dry run" if dry_run else "",
                  result.total, "would go" if dry_run else "deleted")
         return result
@@ -265,6 +279,23 @@ class RetentionService(TaskComponent):
         if self.parking is None or period is None or period.seconds is None:
             return 0
         return self.parking.purge(parked_before=at - period.seconds, dry_run=dry_run)
+
+    def _holds_and_contract_end(self, store: SqlStore, dry_run: bool
+                                ) -> tuple[dict[str, int], dict[str, int]]:
+        """Before the backend's purge: mark what the legal holds in force cover (the
+        backend skips marked rows), and take the `contract_end` records of offboarded
+        tenants, which have no expiry for the backend to see. Subject holds match
+        through the address index as the API last refreshed it."""
+        with store.tx(write=True) as cur:
+            held = holds.sweep(cur)
+            active = len(holds.active_holds(cur))
+            ended = offboard.purge_contract_ended(cur, dry_run=dry_run)
+        if self.metrics is not None:
+            self.metrics.holds.set(active)
+            for t in set(held) | {s.labels["tenant"] for m in self.metrics.held.collect()
+                                  for s in m.samples}:
+                self.metrics.held.labels(t).set(held.get(t, 0))
+        return held, ended
 
     async def _main(self, stop: asyncio.Event) -> None:
         await self.run(stop)

@@ -32,6 +32,7 @@ from collector.api.throttle import Clock, Throttle, Throttled, ThrottleLimits
 from collector.audit import AuditChainError, AuditLog
 from collector.auth import NEEDS_TOTP, Action, AuthError, Principal, Users, authorize
 from collector.dsr import KINDS, DsrService, parse_request, restrictions_in_force
+from collector.holds import HoldError, Holds, parse_hold, valid_tenant
 from collector.search import (
     AddressIndex,
     QueryError,
@@ -62,6 +63,7 @@ class ApiConfig:
     migrate: bool = True
     throttle: ThrottleLimits = field(default_factory=ThrottleLimits)
     clock: Clock = time.monotonic  # the throttle's; tests move it instead of sleeping
+    totp_key: bytes | None = field(default=None, repr=False)
 
 
 class _Refused(Exception):
@@ -89,12 +91,17 @@ class Api:
     def __init__(self, cfg: ApiConfig) -> None:
         self.cfg = cfg
         self.db = open_db(cfg.store_url, migrate=cfg.migrate)
-        self.users = Users(self.db)
+        self.users = Users(self.db, cfg.totp_key)
+        sealed = self.users.seal_totp_secrets()
+        if sealed:
+            log.info("sealed %d TOTP secret(s) that were stored in clear", sealed)
         self.audit = AuditLog(self.db, cfg.audit_key)
         self.searcher = Searcher(self.db, cfg.keys,
                                  AddressIndex(self.db, restrictions=restrictions_in_force,
                                               min_interval_s=cfg.index_interval_s))
         self.dsr = DsrService(self.db, self.searcher)
+        self.holds = Holds(self.db, cfg.keys,
+                           refresh=lambda: self.searcher.index.refresh(force=True))
         self.throttle = Throttle(cfg.throttle, cfg.clock)
 
     # --- plumbing -------------------------------------------------------------
@@ -293,13 +300,15 @@ class Api:
                                  headers={"X-Request-Id": rid})
 
     def dsr_endpoint(self, kind: str) -> Callable[[Request, str], Awaitable[Response]]:
-        action = Action(f"dsr.{kind}")
+        base = Action(f"dsr.{kind}")
 
         async def run(request: Request, rid: str) -> Response:
             p = await self._principal(request, rid)
             self._query_params(request, ())
             req = parse_request(kind, await self._body(request))
-            await self._allow(p, request, rid, [action], req.tenants)
+            actions = [base] + ([Action.DSR_EXPORT_REIDENTIFY] if req.reidentify else [])
+            await self._allow(p, request, rid, actions, req.tenants)
+            action = actions[-1]
             if req.ndjson:
                 result, lines = await run_in_threadpool(
                     lambda: self.dsr.export_stream(req, actor=p.name, request_id=rid))
@@ -324,6 +333,12 @@ class Api:
                 detail["verified"] = result.verified
             if result.kept is not None:
                 detail["kept"] = result.kept
+            if result.held is not None:
+                detail["held"] = result.held
+                detail["holds"] = [h["id"] for h in result.holds or []]
+            if result.suppression is not None:
+                detail["suppression_ranges"] = {t: len(v) for t, v in
+                                                result.suppression.items()}
             await self._audit(p, action.value, req.tenants, rid, result.status, result.count,
                               detail)
             out = result.summary()
@@ -343,6 +358,63 @@ class Api:
         rows = await run_in_threadpool(self.dsr.requests, p.may_see, int(raw))
         await self._audit(p, "dsr.list", p.tenants, rid, "ok", len(rows))
         return _json({"requests": rows, "request_id": rid}, rid=rid)
+
+    async def hold_add(self, request: Request, rid: str) -> Response:
+        p = await self._principal(request, rid)
+        self._query_params(request, ())
+        spec = parse_hold(await self._body(request))
+        await self._allow(p, request, rid, [Action.HOLD_ADD], (spec.tenant,))
+        hold, n = await run_in_threadpool(lambda: self.holds.add(spec, actor=p.name))
+        await self._audit(p, "hold.add", (spec.tenant,), rid, "ok", n,
+                          {"hold": hold.id, "reason": hold.reason,
+                           "subject": hold.subject is not None,
+                           "since": hold.since, "until": hold.until})
+        return _json({"hold": hold.to_json(), "held_records": n, "request_id": rid}, rid=rid)
+
+    async def hold_list(self, request: Request, rid: str) -> Response:
+        p = await self._principal(request, rid)
+        params = self._query_params(request, ("tenant", "active"))
+        tenant = params.get("tenant")
+        if tenant is not None and not valid_tenant(tenant):
+            raise _Refused(400, "bad_request", "tenant must be a tenant name")
+        await self._allow(p, request, rid, [Action.HOLD_LIST], (tenant,) if tenant else ())
+        rows = await run_in_threadpool(lambda: self.holds.list(
+            [tenant] if tenant else None, active_only=params.get("active") == "1"))
+        rows = [h for h in rows if p.may_see(h.tenant)]
+        await self._audit(p, "hold.list", (tenant,) if tenant else p.tenants, rid, "ok",
+                          len(rows))
+        return _json({"holds": [h.to_json() for h in rows], "request_id": rid}, rid=rid)
+
+    async def hold_release(self, request: Request, rid: str) -> Response:
+        """Role first, then the hold's tenant against the token's scope and the
+        second factor. Hold ids are random, so a 403 for another tenant's hold
+        tells nothing a guess could use."""
+        p = await self._principal(request, rid)
+        self._query_params(request, ())
+        body = await self._body(request)
+        if not isinstance(body, dict) or set(body) - {"id", "reason"} or not isinstance(
+                body.get("id"), str) or len(body["id"]) != 16:
+            raise _Refused(400, "bad_request", "body must be {\"id\": <hold id>, "
+                           "\"reason\": <why it is released>}")
+        try:
+            authorize(p, Action.HOLD_RELEASE, ())
+        except AuthError as e:
+            await self._audit(p, "access.denied", (), rid, "denied", 0,
+                              {"reason": e.code, "action": Action.HOLD_RELEASE.value})
+            raise _Refused(e.status, e.code, e.reason) from None
+        hold = await run_in_threadpool(self.holds.get, body["id"])
+        if hold is None or not hold.active:
+            raise _Refused(404, "not_found", "no hold in force with that id")
+        await self._allow(p, request, rid, [Action.HOLD_RELEASE], (hold.tenant,))
+        try:
+            hold, n = await run_in_threadpool(lambda: self.holds.release(
+                hold.id, actor=p.name, reason=body.get("reason", "")))
+        except HoldError as e:
+            raise _Refused(400, "bad_request", str(e)) from None
+        await self._audit(p, "hold.release", (hold.tenant,), rid, "ok", n,
+                          {"hold": hold.id, "reason": hold.release_reason})
+        return _json({"hold": hold.to_json(), "still_held_records": n, "request_id": rid},
+                     rid=rid)
 
     async def audit_verify(self, request: Request, rid: str) -> Response:
         p = await self._principal(request, rid)
@@ -370,6 +442,9 @@ class Api:
             *[Route(f"/v1/dsr/{k}", r(self.dsr_endpoint(k)), methods=["POST"])
               for k in KINDS],
             Route("/v1/audit/verify", r(self.audit_verify), methods=["GET"]),
+            Route("/v1/holds", r(self.hold_add), methods=["POST"]),
+            Route("/v1/holds", r(self.hold_list), methods=["GET"]),
+            Route("/v1/holds/release", r(self.hold_release), methods=["POST"]),
         ]
 
     def close(self) -> None:

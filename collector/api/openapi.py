@@ -86,8 +86,24 @@ DSR_BODY: dict[str, Any] = {
                        "items": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
         "format": {"type": "string", "enum": ["json", "ndjson"],
                    "description": "export only: ndjson streams a header line then records"},
+        "field": {"type": "string", "pattern": "^[a-z0-9_.]{1,63}$",
+                  "description": "correct only, with value: the field to replace"},
+        "value": {"oneOf": [{"type": "string", "maxLength": 2000}, {"type": "number"},
+                            {"type": "boolean"}],
+                  "description": "correct only: the field's new value"},
+        "reidentify": {"type": "boolean", "description": "export only (json): the "
+                       "subject's own addresses in clear; dpo role and TOTP"},
     }}
 
+HOLD_BODY: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["tenant", "reason"],
+    "properties": {"tenant": _TENANT, "since": _TIME, "until": _TIME,
+                   "addresses": {"type": "array", "minItems": 1, "maxItems": 100, "items": _NET},
+                   "reason": {"type": "string", "minLength": 1, "maxLength": 200}}}
+RELEASE_BODY: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["id", "reason"],
+    "properties": {"id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                   "reason": {"type": "string", "minLength": 1, "maxLength": 200}}}
 _RECORD = {"type": "object", "properties": {
     "id": {"type": "string"}, "tenant": {"type": "string"}, "site": {"type": "string"},
     "device": {"type": "string"}, "kind": {"type": "string"}, "name": {"type": "string"},
@@ -168,6 +184,24 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": "limit", "in": "query", "required": False,
                                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
                 "responses": {"200": _json(obj), **_ERRORS}}},
+            "/v1/holds": {
+                "post": {"summary": "place a legal hold (purge and erasure skip the records)",
+                         "security": sec, "parameters": [_TOTP],
+                         "requestBody": {"required": True, "content": {
+                             "application/json": {"schema": HOLD_BODY}}},
+                         "responses": {"200": _json(obj), **_ERRORS}},
+                "get": {"summary": "legal holds, oldest first", "security": sec,
+                        "parameters": [{"name": "tenant", "in": "query", "required": False,
+                                        "schema": _TENANT},
+                                       {"name": "active", "in": "query", "required": False,
+                                        "schema": {"type": "string", "enum": ["1"]}}],
+                        "responses": {"200": _json(obj), **_ERRORS}}},
+            "/v1/holds/release": {"post": {
+                "summary": "release a legal hold", "security": sec, "parameters": [_TOTP],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": RELEASE_BODY}}},
+                "responses": {"200": _json(obj), "404": _err("no hold in force with that id"),
+                              **_ERRORS}}},
             "/v1/audit/verify": {"get": {
                 "summary": "check the audit hash chain; entry count and head hash",
                 "security": sec,

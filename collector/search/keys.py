@@ -8,6 +8,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from collector.search.query import TENANT_RE, Network, NoKeyError, QueryError, token_key
 from pipelines.config import ConfigError
@@ -113,6 +114,11 @@ class TenantKeys:
         """Free text with every address pseudonymised under the current key."""
         with self._lock:
             return self._get(tenant)[0].text(s)
+
+    def value(self, tenant: str, name: str, v: Any) -> Any:
+        """A field value pseudonymised as the agent does for a field of that name."""
+        with self._lock:
+            return self._get(tenant)[0].value(name, v)
 
     def __repr__(self) -> str:
         return f"TenantKeys(tenants={self.tenants})"

@@ -103,7 +103,7 @@ class Store(Protocol):
     def count_quarantined(self, reason: str | None = None) -> int: ...
 
     def purge_expired(self, now: float, dry_run: bool = False) -> dict[str, int]:
-        """Delete records whose expiry is at or before `now`, except restricted ones;
+        """Delete records whose expiry is at or before `now`, except restricted and held ones;
         returns the count per retention class (what would go, under dry_run)."""
         ...
 

@@ -387,7 +387,7 @@ class PostgresStore:
         with self._tx() as cur:
             if dry_run:
                 cur.execute("SELECT retention_class, COUNT(*) FROM records WHERE expires_at <= %s"
-                            " AND NOT restricted GROUP BY 1", (now,))
+                            " AND NOT restricted AND NOT held GROUP BY 1", (now,))
                 add(cur.fetchall())
                 return counts
         # Whole partitions first. Their rows are counted before any lock is taken,
@@ -409,7 +409,7 @@ class PostgresStore:
                 cur.execute("LOCK TABLE records IN ACCESS EXCLUSIVE MODE")
                 for name in candidates:
                     table = sql.Identifier(name)
-                    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE restricted)"
+                    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE restricted OR held)"
                                         ).format(table))
                     if _one(cur):
                         continue
@@ -422,8 +422,8 @@ class PostgresStore:
                 self._ranges = [(float(lo), float(hi)) for lo, hi in cur.fetchall()]
         with self._tx() as cur:
             cur.execute("WITH gone AS (DELETE FROM records WHERE expires_at <= %s AND NOT "
-                        "restricted RETURNING retention_class) SELECT retention_class, COUNT(*)"
-                        " FROM gone GROUP BY 1", (now,))
+                        "restricted AND NOT held RETURNING retention_class) SELECT "
+                        "retention_class, COUNT(*) FROM gone GROUP BY 1", (now,))
             add(cur.fetchall())
         return counts
 

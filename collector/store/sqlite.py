@@ -200,7 +200,7 @@ class SqliteStore:
                                    (reason,)).fetchone()[0])
 
     def purge_expired(self, now: float, dry_run: bool = False) -> dict[str, int]:
-        cond = "expires_at IS NOT NULL AND expires_at <= ? AND restricted = 0"
+        cond = "expires_at IS NOT NULL AND expires_at <= ? AND restricted = 0 AND held = 0"
         with self._tx("DEFERRED" if dry_run else "IMMEDIATE") as cur:
             counts = {str(c): int(n) for c, n in cur.execute(
                 f"SELECT retention_class, COUNT(*) FROM records WHERE {cond}"

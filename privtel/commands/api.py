@@ -13,7 +13,7 @@ from collector.search import TenantKeys
 from pipelines.config import listen_address, parse_toml
 from pipelines.pseudonym import PolicyError, PrivacyPolicy
 from privtel.commands.audit import read_audit_key
-from privtel.commands.users import store_arg
+from privtel.commands.users import read_totp_key, store_arg, totp_key_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="CA bundle to verify client certificates against (optional)")
     s.add_argument("--audit-key", type=Path, metavar="FILE",
                    help="HMAC key for the audit chain (mode 0600); keep it off the DB host")
+    totp_key_arg(s)
     s.add_argument("--insecure-no-tls", action="store_true",
                    help="allow a non-loopback address without TLS (behind a TLS proxy)")
     s.add_argument("--trusted-proxy", metavar="ADDRS",
@@ -94,7 +95,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"privtel: error: {e}", file=sys.stderr)
         return 2
     app = create_app(ApiConfig(store_url=args.store, keys=keys, throttle=throttle,
-                               audit_key=read_audit_key(args.audit_key)))
+                               audit_key=read_audit_key(args.audit_key),
+                               totp_key=read_totp_key(args.totp_key_file)))
     print(f"privtel api: {'https' if tls else 'http'}://{host}:{port} (tenant keys for "
           f"{len(keys.tenants)} tenant(s)); OpenAPI at /openapi.json", file=sys.stderr)
     serve(app, host=host, port=port, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,

@@ -31,6 +31,7 @@ from pipelines.envelope import topic_for
 from pipelines.keys import ANNOUNCE_TOPIC
 from pipelines.names import is_name
 from pipelines.receipt import receipt_topic
+from pipelines.suppression import suppress_topic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -150,7 +151,8 @@ def agent_identity(tenant: str, agent: str) -> str:
 
 def acl_entry(tenant: str, agent: str) -> str:
     return (f"user {agent_identity(tenant, agent)}\ntopic write {topic_for(tenant, agent)}\n"
-            f"topic read {receipt_topic(tenant, agent)}\ntopic read {ANNOUNCE_TOPIC}\n\n")
+            f"topic read {receipt_topic(tenant, agent)}\ntopic read {ANNOUNCE_TOPIC}\n"
+            f"topic read {suppress_topic(tenant)}\n\n")
 
 
 _ACL_HEAD = ("# privtel ACL: collectors subscribe to batches and write only receipts and their "
@@ -160,7 +162,8 @@ _ACL_HEAD = ("# privtel ACL: collectors subscribe to batches and write only rece
 
 def collector_acl(collector_id: str) -> str:
     return (f"user {collector_id}\ntopic read privtel/v1/+/+/batches\n"
-            f"topic write {receipt_topic('+', '+')}\ntopic write {ANNOUNCE_TOPIC}\n\n")
+            f"topic write {receipt_topic('+', '+')}\ntopic write {ANNOUNCE_TOPIC}\n"
+            f"topic write {suppress_topic('+')}\n\n")
 
 
 def _issue_client(directory: Path, cn: str, stem: str, ca_key: ec.EllipticCurvePrivateKey,

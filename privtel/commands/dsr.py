@@ -1,5 +1,11 @@
-"""`privtel dsr export|erase|restrict|unrestrict|correct`: data-subject requests
-via the API.
+"""`privtel dsr export|erase|restrict|unrestrict|correct|object|unobject`:
+data-subject requests via the API.
+
+`object` records an objection and `unobject` lifts one; either way the API
+answers with the tenant's suppression list now in force, which this command
+signs with the DPO's suppression key and publishes, retained, on the tenant's
+suppress topic, where the tenant's agents pick it up and drop the subject's
+records before they are spooled.
 
 The subject's identifiers come from `--subject-file` (`class:value` a line,
 any identifier class: `user:adaeze`, `email:a@b.ng`, `ip:10.1.2.3`, ...) or
@@ -12,9 +18,11 @@ current TOTP code (`--totp`, or prompted).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,8 +30,12 @@ import orjson
 
 from collector import auth
 from collector.api.client import ApiClientError
+from pipelines import keys
 from pipelines.config import ConfigError
-from plumbing.files import open_private
+from pipelines.suppression import SuppressionList, sign_list, suppress_topic
+from plumbing.files import open_private, read_private
+from plumbing.transport import SenderOptions, TlsFiles, TransportError, open_sender
+from privtel.commands.keys import read_passphrase
 from privtel.commands.query import client_args, make_client, read_lines, read_subjects
 
 # which requests ask for a TOTP code: read off the server's matrix, not restated
@@ -38,7 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
              "erase": "delete the subject's records and their derived copies, then verify",
              "restrict": "keep the subject's records but hide them from every search",
              "unrestrict": "lift a restriction (Art. 18(3)): the records are searchable again",
-             "correct": "attach a correction note to each of the subject's records"}
+             "correct": "attach a correction note to each of the subject's records",
+             "object": "record an objection: the tenant's agents stop collecting the "
+                       "subject's records (signed suppression list over MQTT)",
+             "unobject": "lift an objection: the agents collect the subject's records again"}
     for kind, text in helps.items():
         s = sub.add_parser(kind, help=text)
         client_args(s)
@@ -58,11 +73,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             s.add_argument("--out", required=True, help="output JSON file (mode 0600)")
             s.add_argument("--progress", action="store_true",
                            help="draw the progress bar even when stderr is not a terminal")
+            s.add_argument("--reidentify", action="store_true",
+                           help="put the subject's own addresses back in clear, for handing "
+                           "to the subject (needs TOTP; schema in docs/dpo.md)")
         if kind == "erase":
             s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         if kind == "correct":
             s.add_argument("--note", required=True, help="the correction")
+            s.add_argument("--field", help="replace this field's value in each record ...")
+            s.add_argument("--value", help="... with this (pseudonymised as the agent does; "
+                           "the old value is kept only as a SHA-256 digest)")
+        if kind in ("object", "unobject"):
+            suppression_args(s)
         s.set_defaults(func=cmd_dsr, kind=kind)
+
+
+def suppression_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--signing-key", type=Path, required=True, metavar="FILE",
+                   help="the suppression list signing key (Ed25519 PEM, mode 0600); agents "
+                   "hold its public half as [keys] suppression_public_key")
+    s.add_argument("--signing-key-passphrase-file", type=Path, metavar="FILE")
+    s.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="URL")
+    s.add_argument("--mqtt-protocol", default="5", choices=("5", "3.1.1"))
+    s.add_argument("--mqtt-client-id", default="privtel-dpo-suppress")
+    s.add_argument("--mqtt-ca-file", type=Path)
+    s.add_argument("--mqtt-cert-file", type=Path, help="a certificate whose ACL may write "
+                   "privtel/v1/+/suppress (the collector's, from `privtel certs`)")
+    s.add_argument("--mqtt-key-file", type=Path)
+
+
+async def _publish(args: argparse.Namespace, lists: dict[str, list[str]]) -> None:
+    key = keys.load_signing_key(read_private(args.signing_key), None
+                                if args.signing_key_passphrase_file is None
+                                else read_passphrase(args.signing_key_passphrase_file))
+    transport = open_sender(args.broker, SenderOptions(
+        client_id=args.mqtt_client_id, protocol=args.mqtt_protocol, timeout_s=10,
+        tls=TlsFiles(args.mqtt_ca_file, args.mqtt_cert_file, args.mqtt_key_file)))
+    async with asyncio.timeout(30), transport.session() as sender:
+        for tenant, ranges in lists.items():
+            s = SuppressionList.of(tenant, time.time(), ranges)
+            await sender.send(suppress_topic(tenant), sign_list(s, key), retain=True)
 
 
 class Progress:
@@ -109,6 +159,10 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
         body["reason"] = args.reason
     if args.kind == "correct":
         body["note"] = args.note
+        if (args.field is None) != (args.value is None):
+            raise ValueError("--field and --value go together")
+        if args.field is not None:
+            body["field"], body["value"] = args.field, args.value
     return body
 
 
@@ -116,8 +170,8 @@ def cmd_dsr(args: argparse.Namespace) -> int:
     body = _body(args)
     client = make_client(args)
     headers = {}
-    if args.kind in NEEDS_TOTP:
-        code = args.totp or getpass.getpass("TOTP code: ")
+    if args.kind in NEEDS_TOTP or getattr(args, "reidentify", False):
+        code = getattr(args, "totp", None) or getpass.getpass("TOTP code: ")
         headers["X-TOTP"] = code.strip()
     if args.kind == "erase" and not args.yes:
         answer = input(f"erase every record of this subject in {', '.join(args.tenant)}? "
@@ -126,6 +180,9 @@ def cmd_dsr(args: argparse.Namespace) -> int:
             print("not erased", file=sys.stderr)
             return 1
     try:
+        if args.kind == "export" and args.reidentify:
+            return _portable(args, client.post("/v1/dsr/export", {**body, "reidentify": True},
+                                               headers))
         if args.kind == "export":
             return _export(args, client, body, headers)
         result = client.post(f"/v1/dsr/{args.kind}", body, headers)
@@ -133,6 +190,16 @@ def cmd_dsr(args: argparse.Namespace) -> int:
         print(f"privtel: error: {e}", file=sys.stderr)
         return 1 if e.status in (401, 403, 429) else 2
     print(orjson.dumps(result).decode())
+    if args.kind in ("object", "unobject"):
+        try:
+            asyncio.run(_publish(args, result.get("suppression", {})))
+        except (TransportError, OSError, TimeoutError) as e:
+            print(f"privtel: error: the {args.kind} is recorded but the suppression list "
+                  f"was not published ({type(e).__name__}); run the command again",
+                  file=sys.stderr)
+            return 1
+        n = {t: len(v) for t, v in result.get("suppression", {}).items()}
+        print(f"suppression list published (ranges per tenant: {n})", file=sys.stderr)
     if args.kind == "erase" and not result.get("verified"):
         print("privtel: error: erasure could not be verified", file=sys.stderr)
         return 1
@@ -165,5 +232,22 @@ def _export(args: argparse.Namespace, client: Any, body: dict[str, Any],
               file=sys.stderr)
         return 1
     print(f"exported {total} record(s) to {args.out} (request {header.get('request_id')})",
+          file=sys.stderr)
+    return 0
+
+
+PORTABLE_SCHEMA = "privtel-subject-export/1"
+
+
+def _portable(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """The subject's copy: a self-describing JSON file (docs/dpo.md, "Portable export")."""
+    doc = {"schema": PORTABLE_SCHEMA, "request_id": result.get("request_id"),
+           "generated_at": time.time(), "tenants": args.tenant,
+           "count": result.get("count", 0), "records": result.get("records", [])}
+    fd = open_private(Path(args.out))
+    with os.fdopen(fd, "wb") as f:
+        f.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    print(f"exported {doc['count']} record(s) with the subject's own identifiers in clear to "
+          f"{args.out} (request {doc['request_id']}); hand it to the subject only",
           file=sys.stderr)
     return 0

@@ -3,7 +3,8 @@
 Run by an operator with database access (the same access that could read
 every record), so these commands need no token themselves. A token or a TOTP
 secret is printed once, when it is made, and stored only as a hash (token) or
-for checking codes (TOTP).
+for checking codes (TOTP: sealed with the server's key file when one is given,
+`--totp-key-file`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,31 @@ import argparse
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 
-from collector.auth import ROLES, Users
+from collector.auth import ROLES, Users, parse_totp_key
 from collector.store import open_db
+from plumbing.files import read_private, write_private
 
 
 def store_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", metavar="URL", default=os.environ.get("PRIVTEL_STORE"),
                    help="sqlite:///PATH or postgresql://... (default: $PRIVTEL_STORE)")
+
+
+def totp_key_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--totp-key-file", type=Path, metavar="FILE",
+                   default=os.environ.get("PRIVTEL_TOTP_KEY_FILE"),
+                   help="key sealing TOTP secrets in the database (64 hex, mode 0600; "
+                   "default: $PRIVTEL_TOTP_KEY_FILE); `privtel users totp-key-init` makes one")
+
+
+def read_totp_key(path: Path | str | None) -> bytes | None:
+    if path is None:
+        return None
+    return parse_totp_key(read_private(Path(path)))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -48,16 +64,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                          "otpauth:// URI to load into an authenticator app (shown once)")
     mfa.add_argument("name")
     store_arg(mfa)
+    totp_key_arg(mfa)
     mfa.set_defaults(func=cmd_mfa)
+    tk = sub.add_parser("totp-key-init", help="write a new key that seals TOTP secrets in the "
+                        "database (give it to `api serve --totp-key-file`)")
+    tk.add_argument("file", type=Path)
+    tk.set_defaults(func=cmd_totp_key)
 
 
 def _run(args: argparse.Namespace, fn: object) -> int:
     if not args.store:
         print("privtel: error: --store URL is required (or set PRIVTEL_STORE)", file=sys.stderr)
         return 2
+    key = read_totp_key(getattr(args, "totp_key_file", None))
     db = open_db(args.store)  # store and user errors: one sentence from `privtel.cli`
     try:
-        return int(fn(Users(db)))  # type: ignore[operator]
+        return int(fn(Users(db, key)))  # type: ignore[operator]
     finally:
         db.close()
 
@@ -115,3 +137,10 @@ def cmd_mfa(args: argparse.Namespace) -> int:
               "it is shown once", file=sys.stderr)
         return 0
     return _run(args, go)
+
+
+def cmd_totp_key(args: argparse.Namespace) -> int:
+    write_private(args.file, os.urandom(32).hex().encode() + b"\n", exclusive=True)
+    print(f"TOTP key written to {args.file} (mode 0600); start the API with --totp-key-file "
+          f"{args.file}: secrets stored in clear are sealed at its first start")
+    return 0
