@@ -31,6 +31,19 @@ class AgentEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`[metrics]`: the NOC exposition. `worker_id` (default: the metrics listen
+    address) names this worker in the store's device assignment; it must differ
+    between workers and stay the same across restarts."""
+
+    naming: str = "privtel"
+    worker_id: str | None = None
+    silence_factor: float = 3.0
+    default_heartbeat_interval_s: float = 60.0
+    worker_lease_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class CollectorConfig:
     file: str
     store_url: str
@@ -49,6 +62,9 @@ class CollectorConfig:
     max_batch_bytes: int
     replay_window_s: float
     key_passphrase_file: Path | None = None   # unlocks encrypted private_keys
+    metrics: MetricsConfig = MetricsConfig()
+
+
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -79,6 +95,16 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
     max_batch_bytes = c.int("max_batch_bytes", MAX_BATCH_BYTES, lo=1024, hi=256 * 1024 * 1024)
     replay_window_s = c.float("replay_window_s", 8 * 86400.0, lo=1)
     c.done()
+
+    x = root.section("metrics")
+    metrics = MetricsConfig(
+        naming=x.str("naming", "privtel", choices=("privtel", "snmp_exporter")),
+        worker_id=x.str("worker_id", None),
+        silence_factor=x.float("silence_factor", 3.0, lo=1, hi=1000),
+        default_heartbeat_interval_s=x.float("default_heartbeat_interval_s", 60.0, lo=1,
+                                             hi=86400),
+        worker_lease_s=x.float("worker_lease_s", 30.0, lo=1, hi=3600))
+    x.done()
 
     m = root.section("mqtt")
     mqtt_url = m.str("url", "mqtt://127.0.0.1:1883")
@@ -133,4 +159,5 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         agents=tuple(agents), retention_policy=retention_policy,
         purge_interval_s=purge_interval_s, max_batch_bytes=max_batch_bytes,
         replay_window_s=replay_window_s, key_passphrase_file=key_passphrase_file,
+        metrics=metrics,
     )
