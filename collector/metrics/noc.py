@@ -381,11 +381,14 @@ class NocMetrics(Collector):
                 "(never the alias: free text typed by people).",
                 labels=[*IF_LABELS, "ifdescr", "iftype"])
         else:
+            # prometheus_client cannot write a counter family without `_total` (and
+            # OpenMetrics refuses one), so the if_mib counters are typed unknown: same
+            # names and values as snmp_exporter, rate() and increase() work unchanged.
             for hc, c32, kind in SNMP_IF.values():
                 for name in (hc, c32):
                     if name is not None:
-                        out[name] = Metric(name, f"IF-MIB {name} (privtel, snmp_exporter "
-                                           "if_mib naming)", kind)
+                        out[name] = Metric(name, f"IF-MIB {name} ({kind} in snmp_exporter)",
+                                           "unknown" if kind == "counter" else kind)
             for name, doc in (("ifHighSpeed", "IF-MIB ifHighSpeed, Mbit/s"),
                               ("ifSpeed", "IF-MIB ifSpeed, bit/s (capped at 2^32-1)"),
                               ("ifLastChange", "IF-MIB ifLastChange, TimeTicks (1/100 s)"),
@@ -529,6 +532,7 @@ def apply_records(devices: dict[tuple[str, str], DeviceState], records: Iterable
                 d = new(r)
                 if d is None:
                     continue
+                devices[key] = d
             touched.add(key)
         ts = float(r.ts)
         if ts >= d.last_ts and r.name != HEARTBEAT_NAME:
