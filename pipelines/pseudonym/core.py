@@ -197,9 +197,15 @@ class _AddressMode:
 class Pseudonymiser:
     """Applies a tenant key and a privacy policy to records, addresses and text."""
 
-    def __init__(self, key: TenantKey, policy: PrivacyPolicy | None = None) -> None:
+    def __init__(self, key: TenantKey, policy: PrivacyPolicy | None = None,
+                 device_key: TenantKey | None = None) -> None:
+        """`device_key`, when given, keys the record's `device` id instead of `key`: a
+        per-tenant label key that does not rotate with the tenant key, so a device
+        keeps its id across epochs (docs/privacy.md says what that links)."""
         if not isinstance(key, TenantKey):
             raise PseudonymError("Pseudonymiser needs a TenantKey")
+        if device_key is not None and not isinstance(device_key, TenantKey):
+            raise PseudonymError("device_key must be a TenantKey")
         self.key = key
         self.policy = policy or PrivacyPolicy()
         self.key_id = key.key_id
@@ -223,6 +229,16 @@ class Pseudonymiser:
         self._plans: dict[str, int] = {}
         self._inert: set[str] = set()
         self._names = DeviceNames()
+        self.device_token = self.token
+        if device_key is not None:
+            label_mac = HmacSha256(device_key.derive("token"))  # so `reidentify` works on it
+            label_tag = TOKEN_PREFIX + device_key.key_id[:6] + "-"
+
+            def device_token(value: str) -> str:
+                return label_tag + label_mac.hex(value.encode("utf-8", "surrogatepass"))[:20]
+
+            self.device_token = functools.lru_cache(maxsize=self.policy.cache_size)(
+                device_token)
 
     def _token(self, value: str) -> str:
         digest = self._token_mac.hex(value.encode("utf-8", "surrogatepass"))
@@ -425,7 +441,7 @@ class Pseudonymiser:
                 if type(v) is str and plans.get(k) == _TEXT:
                     fields[k] = rewrite(dev, v, token)
         fields["pkid"] = self.key_id
-        return r.with_fields(fields, device=self.token(r.device))
+        return r.with_fields(fields, device=self.device_token(r.device))
 
     def _learn(self, r: Record) -> None:
         """Remember the device's own names from its identifier-class fields (names.py)."""
