@@ -41,6 +41,7 @@ class MetricsConfig:
     silence_factor: float = 3.0
     default_heartbeat_interval_s: float = 60.0
     worker_lease_s: float = 30.0
+    forget_after_days: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,8 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         silence_factor=x.float("silence_factor", 3.0, lo=1, hi=1000),
         default_heartbeat_interval_s=x.float("default_heartbeat_interval_s", 60.0, lo=1,
                                              hi=86400),
-        worker_lease_s=x.float("worker_lease_s", 30.0, lo=1, hi=3600))
+        worker_lease_s=x.float("worker_lease_s", 30.0, lo=1, hi=3600),
+        forget_after_days=x.float("forget_after_days", 30.0, lo=1, hi=3650))
     x.done()
 
     m = root.section("mqtt")

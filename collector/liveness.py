@@ -53,13 +53,14 @@ class LivenessSettings:
     default_interval_s: float = 60.0
     worker_lease_s: float = 30.0
     refresh_min_s: float = 1.0
+    forget_after_s: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
         if not self.worker_id or len(self.worker_id) > 200:
             raise ValueError("worker_id must be 1-200 characters")
         if self.silence_factor < 1:
             raise ValueError("silence_factor must be at least 1")
-        for name in ("default_interval_s", "worker_lease_s"):
+        for name in ("default_interval_s", "worker_lease_s", "forget_after_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
 
@@ -81,6 +82,7 @@ class SharedNoc:
         self._owner_cache: dict[str, bool] = {}
         self._agents: list[AgentView] = []
         self._registered_at = 0.0
+        self._pruned_at = 0.0
 
     # --- writing (ingest side, after commit) ----------------------------------------------
     def commit(self, agent_id: str, tenant: str, records: Sequence[Record],
@@ -159,6 +161,18 @@ class SharedNoc:
     def agents(self) -> Iterable[AgentView]:
         return self._agents
 
+    def prune(self, noc: NocMetrics, now: float) -> None:
+        """The state stays bounded: an agent not heard from for `forget_after_s`
+        (decommissioned, not merely silent) and devices nothing reported or listed
+        for as long are dropped from the store and from memory."""
+        horizon = now - self.settings.forget_after_s
+        with self.db.tx(write=True) as cur:
+            cur.execute("DELETE FROM noc_devices WHERE updated_at < ?", (horizon,))
+            cur.execute("DELETE FROM noc_agents WHERE last_seen < ?", (horizon,))
+            cur.execute("DELETE FROM noc_workers WHERE seen_at < ?", (horizon,))
+        noc.forget_older(horizon)
+        self._pruned_at = now
+
     # --- reading (exposition side) -----------------------------------------------------------
     def refresh(self, noc: NocMetrics) -> None:
         """Load what changed since the last refresh (at most every `refresh_min_s`)."""
@@ -169,6 +183,8 @@ class SharedNoc:
             s = self.settings
             if now - self._registered_at > s.worker_lease_s / 3:
                 self.register()
+            if now - self._pruned_at > 3600:
+                self.prune(noc, now)
             since = self._since
             with self.db.tx() as cur:
                 workers = sorted({str(w) for (w,) in cur.execute(

@@ -288,6 +288,15 @@ class NocMetrics(Collector):
         with self._lock:
             return self._devices.pop((tenant, device), None) is not None
 
+    def forget_older(self, horizon: float) -> int:
+        """Drop devices neither reported nor listed since `horizon`; how many went."""
+        with self._lock:
+            old = [k for k, d in self._devices.items()
+                   if max(d.last_ts, d.listed_at or 0.0) < horizon]
+            for k in old:
+                del self._devices[k]
+            return len(old)
+
     def device_count(self) -> int:
         with self._lock:
             self._expire(self._clock())

@@ -29,7 +29,8 @@ def noc_output(registry: CollectorRegistry, cfg: CollectorConfig | None) -> NocO
     host, port = cfg.metrics_listen
     shared = SharedNoc(open_db(cfg.store_url), LivenessSettings(
         worker_id=m.worker_id or f"{host}:{port}", silence_factor=m.silence_factor,
-        default_interval_s=m.default_heartbeat_interval_s, worker_lease_s=m.worker_lease_s))
+        default_interval_s=m.default_heartbeat_interval_s, worker_lease_s=m.worker_lease_s,
+        forget_after_s=m.forget_after_days * 86400))
     return NocOutput(NocMetrics(registry, naming=m.naming, shared=shared), shared)
 
 

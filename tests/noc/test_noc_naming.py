@@ -101,3 +101,39 @@ async def test_heartbeat_beats_on_its_own_and_survives_a_failed_emit() -> None:
     finally:
         await hb.close()
     assert len(got) >= 3 and hb.sent >= 2
+
+
+COLLECTOR_TOML = """
+[collector]
+store = "sqlite:///x.db"
+metrics_listen = "127.0.0.1:9200"
+[keys]
+private_keys = ["c.key"]
+[[agents]]
+id = "a1"
+tenant = "acme"
+public_key = "a1.pub"
+"""
+
+
+def test_metrics_section_defaults_settings_and_refusals() -> None:
+    import pytest
+
+    from collector import config as collector_config
+    from collector.outputs import noc_output
+    from pipelines.config import ConfigError
+
+    cfg = collector_config.parse(COLLECTOR_TOML, "c.toml")
+    assert cfg.metrics.naming == "privtel" and cfg.metrics.silence_factor == 3.0
+    cfg = collector_config.parse(COLLECTOR_TOML + '[metrics]\nnaming = "snmp_exporter"\n'
+                                 'silence_factor = 5\nworker_id = "w1"\n', "c.toml")
+    assert (cfg.metrics.naming, cfg.metrics.silence_factor, cfg.metrics.worker_id) == (
+        "snmp_exporter", 5.0, "w1")
+    with pytest.raises(ConfigError, match="naming"):
+        collector_config.parse(COLLECTOR_TOML + '[metrics]\nnaming = "grafana"\n', "c.toml")
+    with pytest.raises(ConfigError, match="silence_factor"):
+        collector_config.parse(COLLECTOR_TOML + '[metrics]\nsilence_factor = 0.5\n', "c.toml")
+    with pytest.raises(ConfigError, match="nope"):
+        collector_config.parse(COLLECTOR_TOML + '[metrics]\nnope = 1\n', "c.toml")
+    out = noc_output(CollectorRegistry(), None)
+    assert out.shared is None and out.noc.naming == "privtel"

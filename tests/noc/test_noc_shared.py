@@ -205,3 +205,20 @@ def test_store_failure_serves_last_state_and_counts(url: str) -> None:
     s = w.series()
     assert named(s, "privtel_device_up")
     assert s[("privtel_noc_refresh_failures_total", ())] == 1.0
+
+
+def test_decommissioned_agent_and_devices_are_forgotten_after_the_horizon(url: str) -> None:
+    clock = Clock(T0)
+    w = Worker(url, "solo", clock, forget_after_s=7 * 86400)
+    try:
+        w.commit([*beat(["tokA"], T0), health("tokA", T0)])
+        clock.t = T0 + 6 * 86400  # silent for six days: still shown, down
+        assert named(w.series(), "privtel_device_up")
+        w.shared.prune(w.noc, T0 + 8 * 86400)
+        clock.t = T0 + 8 * 86400
+        s = w.series()
+        assert not named(s, "privtel_device_info") and not named(s, "privtel_agent_up")
+        with w.shared.db.tx() as cur:
+            assert cur.execute("SELECT COUNT(*) FROM noc_devices").fetchone()[0] == 0
+    finally:
+        w.close()
