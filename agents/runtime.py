@@ -130,9 +130,9 @@ class Agent:
             log.error("config reload refused: [credentials], [ssh] or [snmp] changed; "
                       "restart the agent to apply them; keeping the running config")
             return False
+        self.devices = cfg.devices
         if self.scheduler is not None:
             self.scheduler.reload(cfg.devices)
-        self.devices = cfg.devices
         if self.shipper is not None:
             self.shipper.set_collector_key(key)
         log.info("config reloaded", extra={"devices": len(cfg.devices),

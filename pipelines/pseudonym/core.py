@@ -214,6 +214,16 @@ class Pseudonymiser:
         self._token_tag = TOKEN_PREFIX + key.key_id[:6] + "-"
         self.token = functools.lru_cache(  # type: ignore[method-assign]
             maxsize=self.policy.cache_size)(self._token)
+        self.device_token = self.token
+        if device_key is not None:
+            label_mac = HmacSha256(device_key.derive("token"))  # so `reidentify` works on it
+            label_tag = TOKEN_PREFIX + device_key.key_id[:6] + "-"
+
+            def device_token(value: str) -> str:
+                return label_tag + label_mac.hex(value.encode("utf-8", "surrogatepass"))[:20]
+
+            self.device_token = functools.lru_cache(maxsize=self.policy.cache_size)(
+                device_token)
         modes = self.policy.modes
         self._modes: dict[str, _AddressMode] = {}
         for name in {modes["ip"], modes["text_ip"], modes["mac"]}:
@@ -229,16 +239,6 @@ class Pseudonymiser:
         self._plans: dict[str, int] = {}
         self._inert: set[str] = set()
         self._names = DeviceNames()
-        self.device_token = self.token
-        if device_key is not None:
-            label_mac = HmacSha256(device_key.derive("token"))  # so `reidentify` works on it
-            label_tag = TOKEN_PREFIX + device_key.key_id[:6] + "-"
-
-            def device_token(value: str) -> str:
-                return label_tag + label_mac.hex(value.encode("utf-8", "surrogatepass"))[:20]
-
-            self.device_token = functools.lru_cache(maxsize=self.policy.cache_size)(
-                device_token)
 
     def _token(self, value: str) -> str:
         digest = self._token_mac.hex(value.encode("utf-8", "surrogatepass"))
