@@ -185,18 +185,20 @@ class SharedNoc:
                 self.register()
             if now - self._pruned_at > 3600:
                 self.prune(noc, now)
-            since = self._since
             with self.db.tx() as cur:
                 workers = sorted({str(w) for (w,) in cur.execute(
                     "SELECT worker_id FROM noc_workers WHERE seen_at >= ?",
                     (now - s.worker_lease_s,)).fetchall()} | {s.worker_id})
+                if tuple(workers) != self._workers:
+                    # another share of the devices: read every row again, keep only ours
+                    self._workers, self._owner_cache, self._since = tuple(workers), {}, 0.0
+                    noc.retain(lambda t, d: self.owns(f"device/{t}/{d}"))
+                since = self._since
                 agent_rows = cur.execute("SELECT tenant, agent_id, site, last_seen, "
                                          "heartbeat_ts, interval_s FROM noc_agents").fetchall()
                 rows = cur.execute("SELECT tenant, device, agent_id, listed_at, state, updated_at "
                                    "FROM noc_devices WHERE updated_at >= ?",
                                    (since - _REFRESH_SLACK_S,)).fetchall()
-            if tuple(workers) != self._workers:
-                self._workers, self._owner_cache = tuple(workers), {}
             self._agents = []
             for tenant, agent, site, seen, hb, iv in agent_rows:
                 interval = float(iv) if iv else s.default_interval_s
@@ -206,9 +208,11 @@ class SharedNoc:
                     None if hb is None else float(hb), interval))
             newest = since
             for tenant, device, agent, listed, state, updated in rows:
+                newest = max(newest, float(updated))
+                if not self.owns(f"device/{tenant}/{device}"):
+                    continue  # another worker serves it: not decoded, not held
                 st = DeviceState.from_dict(str(tenant), str(device), self.db.dialect.json(state))
                 st.agent = None if agent is None else str(agent)
                 st.listed_at = None if listed is None else float(listed)
                 noc.put(st)
-                newest = max(newest, float(updated))
             self._since, self._last_refresh = newest, now

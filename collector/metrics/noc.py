@@ -276,9 +276,20 @@ class NocMetrics(Collector):
             return apply_records(self._devices, records, self.handlers, self._new_device)
 
     def put(self, st: DeviceState) -> None:
-        """Replace one device's state (from the store), liveness included."""
+        """Replace one device's state (from the store), liveness included; a new
+        device beyond `max_devices` is counted, not held."""
+        key = (st.tenant, st.device)
         with self._lock:
-            self._devices[(st.tenant, st.device)] = st
+            if key not in self._devices and len(self._devices) >= self.max_devices:
+                self._dropped["device_limit"] += 1
+                return
+            self._devices[key] = st
+
+    def retain(self, keep: Callable[[str, str], bool]) -> None:
+        """Drop every device for which `keep(tenant, device)` is false."""
+        with self._lock:
+            for key in [k for k in self._devices if not keep(*k)]:
+                del self._devices[key]
 
     def get(self, tenant: str, device: str) -> DeviceState | None:
         with self._lock:
