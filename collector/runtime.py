@@ -23,7 +23,7 @@ from collector.config import CollectorConfig
 from collector.config import load as load_config
 from collector.ingest import DEFAULT_TOPIC, IngestWorker
 from collector.metrics import InstrumentedStore, StoreMetrics, StoreMetricsRefresh
-from collector.outputs import build_outputs
+from collector.outputs import build_outputs, noc_renderer
 from collector.retention import RetentionService
 from collector.store import open_db
 from collector.store.base import Store, open_store
@@ -118,7 +118,8 @@ class Collector:
     def components(self) -> list[Component]:
         """In start order; `run` closes them in reverse (ingest first, outputs drain after)."""
         host, port = self.cfg.metrics_listen
-        self.metrics_server = MetricsServer(self.registry, host, port, ready=self._ready)
+        self.metrics_server = MetricsServer(self.registry, host, port, ready=self._ready,
+                                            extra=noc_renderer(self.outputs))
         return [self.metrics_server, self.outputs, self.retention,
                 StoreMetricsRefresh(self.store_metrics, self.store), self.ingest, self.announcer]
 

@@ -423,6 +423,20 @@ class NocMetrics(Collector):
         return out
 
     def collect(self) -> Iterator[Metric]:
+        fams = self._families()
+        self._fill(fams)
+        yield from fams.values()
+
+    def render(self) -> bytes:
+        """The same series as `collect`, in the text format (0.0.4), written directly:
+        prometheus_client spends about 9 us formatting each sample, several times what
+        building it costs, and a NOC exposition has ~15 samples per interface."""
+        cache: dict[tuple[Any, ...], str] = {}
+        fams = {name: _TextFamily(m, cache) for name, m in self._families().items()}
+        self._fill(fams)
+        return "".join([f.text() for f in fams.values()]).encode()
+
+    def _fill(self, fams: dict[str, Any]) -> None:
         if self.shared is not None:
             try:
                 self.shared.refresh(self)
@@ -431,7 +445,6 @@ class NocMetrics(Collector):
                 log.warning("NOC state refresh from the store failed (%s); serving the last "
                             "state read", type(e).__name__)
         now = self._clock()
-        fams = self._families()
         agents: dict[tuple[str, str], AgentView] = {}
         if self.shared is not None:
             for a in self.shared.agents():
@@ -452,7 +465,6 @@ class NocMetrics(Collector):
             for reason, n in self._dropped.items():
                 fams["privtel_metrics_dropped"].add_metric([reason], float(n))
             fams["privtel_noc_refresh_failures"].add_metric([], float(self._refresh_failures))
-        yield from fams.values()
 
     def _device(self, fams: dict[str, Any], d: DeviceState, now: float,
                 agent: AgentView | None) -> None:
@@ -532,6 +544,56 @@ class NocMetrics(Collector):
 
 
 Handler = Callable[[DeviceState, float, Any], None]
+_INF = float("inf")
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _value(v: float) -> str:
+    v = float(v)
+    if v != v:
+        return "NaN"
+    if v == _INF or v == -_INF:
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
+
+
+class _TextFamily:
+    """`add_metric`/`add_sample` as on prometheus_client's families, written as text
+    lines at once; label strings are shared through `cache` (an interface's labels
+    serve all its series)."""
+
+    def __init__(self, m: Metric, cache: dict[tuple[Any, ...], str]) -> None:
+        self.kind = m.type
+        self.name = m.name + "_total" if m.type == "counter" else m.name
+        self.doc = m.documentation
+        self.labelnames = tuple(getattr(m, "_labelnames", ()))
+        self.cache = cache
+        self.lines: list[str] = []
+
+    def _labels(self, names: tuple[str, ...], values: tuple[str, ...]) -> str:
+        key = (names, values)
+        text = self.cache.get(key)
+        if text is None:
+            text = self.cache[key] = ("{" + ",".join(
+                f'{k}="{_escape(v)}"' for k, v in zip(names, values, strict=True)) + "}"
+                if names else "")
+        return text
+
+    def add_metric(self, values: list[str], value: float) -> None:
+        self.lines.append(f"{self.name}{self._labels(self.labelnames, tuple(values))} "
+                          f"{_value(value)}\n")
+
+    def add_sample(self, name: str, labels: dict[str, str], value: float) -> None:
+        self.lines.append(f"{name}{self._labels(tuple(labels), tuple(labels.values()))} "
+                          f"{_value(value)}\n")
+
+    def text(self) -> str:
+        doc = self.doc.replace("\\", "\\\\").replace("\n", "\\n")
+        kind = "untyped" if self.kind == "unknown" else self.kind
+        return f"# HELP {self.name} {doc}\n# TYPE {self.name} {kind}\n" + "".join(self.lines)
 
 
 def apply_records(devices: dict[tuple[str, str], DeviceState], records: Iterable[Record],

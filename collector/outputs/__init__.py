@@ -31,7 +31,16 @@ def noc_output(registry: CollectorRegistry, cfg: CollectorConfig | None) -> NocO
         worker_id=m.worker_id or f"{host}:{port}", silence_factor=m.silence_factor,
         default_interval_s=m.default_heartbeat_interval_s, worker_lease_s=m.worker_lease_s,
         forget_after_s=m.forget_after_days * 86400))
-    return NocOutput(NocMetrics(registry, naming=m.naming, shared=shared), shared)
+    # served by `render` through the metrics endpoint (`noc_renderer`), not the registry
+    return NocOutput(NocMetrics(None, naming=m.naming, shared=shared), shared)
+
+
+def noc_renderer(outputs: Outputs) -> Callable[[], bytes] | None:
+    """The text renderer of the NOC output that is not on the registry, if any."""
+    for o in outputs.outputs:
+        if isinstance(o, NocOutput) and o.shared is not None:
+            return o.noc.render
+    return None
 
 
 REGISTRY: dict[str, Factory] = {
@@ -51,4 +60,5 @@ def build_outputs(names: Iterable[str], registry: CollectorRegistry, *,
     return Outputs(outputs, registry=registry, queue_size=queue_size)
 
 
-__all__ = ["REGISTRY", "Committed", "NocOutput", "Output", "Outputs", "build_outputs"]
+__all__ = ["REGISTRY", "Committed", "NocOutput", "Output", "Outputs", "build_outputs",
+           "noc_renderer"]

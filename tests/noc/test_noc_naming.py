@@ -137,3 +137,46 @@ def test_metrics_section_defaults_settings_and_refusals() -> None:
         collector_config.parse(COLLECTOR_TOML + '[metrics]\nnope = 1\n', "c.toml")
     out = noc_output(CollectorRegistry(), None)
     assert out.shared is None and out.noc.naming == "privtel"
+
+
+def _parsed(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_direct_text_rendering_equals_prometheus_client_output() -> None:
+    for naming in ("privtel", "snmp_exporter"):
+        reg = CollectorRegistry()
+        m = NocMetrics(reg, naming=naming, clock=lambda: T0 + 1)
+        odd = iface(3, 64, if_name='we"ird\\name\nx', if_alias="a\\b")
+        m.observe([Record(Kind.HEALTH, "acme", "site1", "tok1", "device.health",
+                          {"up": 0, "reason": "timeout", "uptime_s": 7.0}, ts=T0),
+                   iface(1, 64), iface(2, 32), odd])
+        fast = m.render().decode()
+        assert _parsed(fast) == _parsed(generate_latest(reg).decode())
+        types = {f.name: f.type for f in text_string_to_metric_families(fast)}
+        assert types["privtel_device_up"] == "gauge"
+        assert types["privtel_metrics_dropped"] == "counter"
+
+
+def test_metrics_endpoint_appends_the_directly_rendered_series() -> None:
+    import urllib.request
+
+    from plumbing.metrics_http import serve
+
+    reg = CollectorRegistry()
+    from prometheus_client import Counter
+    Counter("privtel_probe_things", "x", registry=reg).inc()
+    m = NocMetrics(None, clock=lambda: T0 + 1)
+    m.observe([iface(1, 64)])
+    server, _ = serve(reg, "127.0.0.1", 0, extra=m.render)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics",
+                                    timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            got = _parsed(r.read().decode())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got[("privtel_probe_things_total", ())] == 1.0
+    assert any(k[0] == "privtel_interface_in_octets_total" for k in got)
