@@ -65,6 +65,29 @@ async def until(pred: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"{what} not seen within {timeout}s (last: {last!r})")
 
 
+def start_prometheus(tmp_path: Path, port: int, targets: list[int], rules: Path | None,
+                     honor_labels: bool = False) -> subprocess.Popen[bytes]:
+    (tmp_path / "prometheus.yml").write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)] if rules else [],
+        "scrape_configs": [{"job_name": "privtel-collector", "honor_labels": honor_labels,
+                            "static_configs": [
+                                {"targets": [f"127.0.0.1:{p}" for p in targets]}]}]}))
+    return subprocess.Popen(
+        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_prometheus(prom: subprocess.Popen[bytes]) -> None:
+    prom.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        prom.wait(10)
+    if prom.poll() is None:
+        prom.kill()
+        prom.wait(10)
+
+
 class Worker:
     def __init__(self, cfg: collector_config.CollectorConfig, tenant: str) -> None:
         self.cfg, self.tenant = cfg, tenant
@@ -83,8 +106,8 @@ class Worker:
             self.task = None
 
 
-def collector_cfg(path: Path, port: int, worker: str,
-                  group: str) -> collector_config.CollectorConfig:
+def collector_cfg(path: Path, port: int, worker: str, group: str,
+                  naming: str = "privtel") -> collector_config.CollectorConfig:
     text = path.read_text()
     text = text.replace('store = "sqlite:///privtel.db"', 'store = "sqlite:///privtel.db"\n'
                         f'metrics_listen = "127.0.0.1:{port}"', 1)
@@ -92,7 +115,8 @@ def collector_cfg(path: Path, port: int, worker: str,
                      if not ln.startswith("metrics_listen = \"127.0.0.1:0\""))
     text = text.replace('client_id = "privtel-collector-', f'shared_group = "{group}"\n'
                         f'client_id = "privtel-collector-{worker}-')
-    text += "\n[metrics]\nsilence_factor = 3\ndefault_heartbeat_interval_s = 1\n"
+    text += ("\n[metrics]\nsilence_factor = 3\ndefault_heartbeat_interval_s = 1\n"
+             f'naming = "{naming}"\n')
     out = path.with_name(f"collector-{worker}.toml")
     out.write_text(text)
     os.chmod(out, 0o600)
@@ -120,21 +144,12 @@ async def test_two_workers_real_prometheus_counts_restart_and_silent_agent(
         prom_port = free_port()
         rules = tmp_path / "rules.yml"
         shutil.copy(ROOT / "deploy" / "prometheus" / "privtel-alerts.yml", rules)
-        (tmp_path / "prometheus.yml").write_text(json.dumps({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules)],
-            "scrape_configs": [{"job_name": "privtel-collector", "static_configs": [
-                {"targets": [f"127.0.0.1:{p}" for p in ports]}]}]}))
         for w in workers:
             w.start()
         agent = Agent(agent_config.load(agent_path))
         agent_stop = asyncio.Event()
         agent_task = asyncio.create_task(agent.run(agent_stop))
-        prom = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        prom = start_prometheus(tmp_path, prom_port, ports, rules)
         try:
             sel = f'{{tenant="{tenant}"}}'
             n = len(devices)
@@ -183,14 +198,50 @@ async def test_two_workers_real_prometheus_counts_restart_and_silent_agent(
             assert len(query(prom_port, f"privtel_device_up{sel} == 0")) == n
             assert fleet()
         finally:
-            prom.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                prom.wait(10)
-            if prom.poll() is None:
-                prom.kill()
+            stop_prometheus(prom)
             agent_stop.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(agent_task, 30)
             for w in workers:
                 with contextlib.suppress(Exception):
                     await w.close()
+
+
+async def test_snmp_exporter_naming_is_what_prometheus_stores(tmp_path: Path,
+                                                              mosquitto: str) -> None:
+    """if_mib names and labels as snmp_exporter's, `instance` the pseudonymous device
+    (kept with honor_labels), and an if_mib-style rate query answers."""
+    if not os.path.exists(PROMETHEUS):
+        pytest.fail("Debian prometheus is not installed")
+    tenant = unique_tenant("nocx")
+    with run_snmpd(sys_name="nocx-core") as peer:
+        agent_path, collector_path = write_configs(
+            tmp_path, broker_url=mosquitto, protocol="5",
+            devices=[SimDevice("edge-1", peer.port, peer.community)], interval_s=1,
+            metrics_port=0, tenant=tenant, agent_id=f"ag-{tenant}")
+        port, prom_port = free_port(), free_port()
+        worker = Worker(collector_cfg(collector_path, port, "x0", f"nx{os.urandom(3).hex()}",
+                                      naming="snmp_exporter"), tenant)
+        worker.start()
+        agent = Agent(agent_config.load(agent_path))
+        agent_stop = asyncio.Event()
+        agent_task = asyncio.create_task(agent.run(agent_stop))
+        prom = start_prometheus(tmp_path, prom_port, [port], None, honor_labels=True)
+        try:
+            sel = f'{{tenant="{tenant}"}}'
+            got = await until(lambda: query(prom_port, f"ifHCInOctets{sel}")
+                              or query(prom_port, f"ifInOctets{sel}"), 60, "if_mib octets")
+            labels = got[0]["metric"]
+            assert labels["instance"].startswith("tk-") and "edge-1" not in labels["instance"]
+            assert {"ifIndex", "ifName", "ifDescr", "ifType"} <= set(labels)
+            for name in ("ifOperStatus", "ifAdminStatus", "sysUpTime", "ifInErrors"):
+                assert await until(lambda n=name: query(prom_port, f"{n}{sel}"), 30, name)
+            await until(lambda: query(prom_port, f"rate(ifInErrors{sel}[10s])"), 30,
+                        "a rate over an if_mib counter")
+            assert not query(prom_port, f"privtel_interface_in_octets_total{sel}")
+        finally:
+            stop_prometheus(prom)
+            agent_stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(agent_task, 30)
+            await worker.close()
