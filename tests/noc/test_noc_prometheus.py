@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers.ports import free_udp_port
 from peers.snmpd import run_snmpd
 
 from agents import config as agent_config
@@ -210,14 +211,16 @@ async def test_two_workers_real_prometheus_counts_restart_and_silent_agent(
 async def test_snmp_exporter_naming_is_what_prometheus_stores(tmp_path: Path,
                                                               mosquitto: str) -> None:
     """if_mib names and labels as snmp_exporter's, `instance` the pseudonymous device
-    (kept with honor_labels), and an if_mib-style rate query answers."""
+    (kept with honor_labels), an if_mib-style rate query answers; a listed device that
+    does not answer is down with its reason."""
     if not os.path.exists(PROMETHEUS):
         pytest.fail("Debian prometheus is not installed")
     tenant = unique_tenant("nocx")
     with run_snmpd(sys_name="nocx-core") as peer:
         agent_path, collector_path = write_configs(
             tmp_path, broker_url=mosquitto, protocol="5",
-            devices=[SimDevice("edge-1", peer.port, peer.community)], interval_s=1,
+            devices=[SimDevice("edge-1", peer.port, peer.community),
+                     SimDevice("gone-1", free_udp_port(), peer.community)], interval_s=1,
             metrics_port=0, tenant=tenant, agent_id=f"ag-{tenant}")
         port, prom_port = free_port(), free_port()
         worker = Worker(collector_cfg(collector_path, port, "x0", f"nx{os.urandom(3).hex()}",
@@ -239,6 +242,13 @@ async def test_snmp_exporter_naming_is_what_prometheus_stores(tmp_path: Path,
             await until(lambda: query(prom_port, f"rate(ifInErrors{sel}[10s])"), 30,
                         "a rate over an if_mib counter")
             assert not query(prom_port, f"privtel_interface_in_octets_total{sel}")
+            # the device the agent lists but cannot reach: down with its reason, listed
+            down = await until(lambda: query(prom_port, f'privtel_device_poll_failures{{'
+                                             f'tenant="{tenant}",reason="timeout"}}'), 60,
+                               "the unreachable device down with reason timeout")
+            dead = down[0]["metric"]["device"]
+            assert query(prom_port, f'privtel_device_up{{device="{dead}"}} == 0')
+            assert len(query(prom_port, f"privtel_device_info{sel}")) == 2
         finally:
             stop_prometheus(prom)
             agent_stop.set()
