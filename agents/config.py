@@ -78,6 +78,7 @@ class AgentConfig:
     suite: str = "x25519"
     metrics_listen: tuple[str, int] | None = None
     residency: Residency = Residency()
+    heartbeat_interval_s: float = 60.0
     # may hold trap secrets resolved from the credential store: kept out of repr
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -140,6 +141,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
     max_conc = a.int("max_concurrent_polls", 64, lo=1, hi=10_000)
     suite = a.str("suite", "x25519", choices=("x25519", "mlkem768-x25519"))
     metrics_listen = listen_address(a, "metrics_listen", None)
+    heartbeat_interval_s = a.float("heartbeat_interval_s", 60.0, lo=0.1, hi=86400)
     a.done()
     for what, v in (("agent.id", agent_id), ("agent.tenant", tenant), ("agent.site", site)):
         try:
@@ -224,6 +226,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         batch_max_records=batch_max_records, batch_max_age_s=batch_max_age_s,
         max_concurrent_polls=max_conc, suite=suite, metrics_listen=metrics_listen,
         residency=residency, extra=extra,
+        heartbeat_interval_s=heartbeat_interval_s,
     )
 
 

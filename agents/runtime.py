@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from agents import config as agent_config
 from agents.config import AgentConfig
 from agents.guard import Guard
+from agents.heartbeat import Health, Heartbeat
 from agents.pollers import HEALTH_NAME
 from agents.scheduler import Scheduler
 from agents.shipper import Shipper
@@ -58,12 +59,15 @@ class Agent:
         self.records_polled = 0
         self.records_shipped = 0
         self.up_devices: set[str] = set()
+        self.devices = cfg.devices
+        self.health = Health()
         self.shipper: Shipper | None = None
         self.scheduler: Scheduler | None = None
         self.syslog: SyslogReceiver | None = None
 
     async def _emit(self, records: list[Record]) -> None:
         self.records_polled += len(records)
+        self.health.note(records)
         for r in records:
             if r.name == HEALTH_NAME:
                 (self.up_devices.add if r.fields.get("up") else self.up_devices.discard)(r.device)
@@ -112,6 +116,7 @@ class Agent:
             log.error("config reload refused: [credentials], [ssh] or [snmp] changed; "
                       "restart the agent to apply them; keeping the running config")
             return False
+        self.devices = cfg.devices
         if self.scheduler is not None:
             self.scheduler.reload(cfg.devices)
         if self.syslog is not None:
@@ -133,7 +138,10 @@ class Agent:
                                flush_on_close_s=flush_timeout_s)
         self.scheduler = Scheduler(cfg.devices, self._emit, registry=self.registry,
                                    max_concurrent=cfg.max_concurrent_polls, context=cfg.pollers)
-        out += [self.shipper, self.scheduler]
+        out += [self.shipper, self.scheduler,
+                Heartbeat(self._emit, lambda: self.devices, self.health, tenant=cfg.tenant,
+                          site=cfg.site, agent_id=cfg.agent_id,
+                          interval_s=cfg.heartbeat_interval_s)]
         if cfg.keys.suppression_public_key is not None:
             m = cfg.mqtt
             out.insert(0, SuppressionListener(

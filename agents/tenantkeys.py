@@ -15,6 +15,7 @@ one-shot path (`privtel agent poll-once`, tests).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -93,9 +94,19 @@ def _policy(cfg: AgentConfig) -> PrivacyPolicy:
     return PrivacyPolicy.from_section(Section(cfg.extra.get("privacy", {}), cfg.file, "privacy"))
 
 
+def device_label_key(tenant_key: Path) -> TenantKey:
+    """The tenant's device-label key, beside the tenant key as `<name>.device`; made
+    (owner-only) on first use and never rotated, so device ids survive key epochs."""
+    path = tenant_key.with_name(tenant_key.name + ".device")
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            write_private(path, TenantKey.generate(0).to_hex().encode(), exclusive=True)
+    return read_tenant_key(path, 0)
+
+
 def load_pseudonymiser(cfg: AgentConfig) -> Pseudonymiser:
     key = load_tenant_key(cfg.keys.tenant_key, cfg.keys.tenant_key_epoch).key
-    return Pseudonymiser(key, _policy(cfg))
+    return Pseudonymiser(key, _policy(cfg), device_label_key(cfg.keys.tenant_key))
 
 
 class KeySchedule:
@@ -113,7 +124,8 @@ class KeySchedule:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._not_before = 0.0
-        self.pseudonymiser = Pseudonymiser(self.current.key, self._policy)
+        self._device_key = device_label_key(cfg.keys.tenant_key)
+        self.pseudonymiser = Pseudonymiser(self.current.key, self._policy, self._device_key)
         self.rotations = Counter("privtel_agent_tenant_key_rotations",
                                  "Scheduled tenant-key rotations done", registry=registry)
         self.failures = Counter("privtel_agent_tenant_key_rotation_failures",
@@ -144,7 +156,7 @@ class KeySchedule:
                           e if isinstance(e, ConfigError) else type(e).__name__)
                 return None
             self.current = TenantKeyFile(cur.path, new, self._clock())
-            self.pseudonymiser = Pseudonymiser(new, self._policy)
+            self.pseudonymiser = Pseudonymiser(new, self._policy, self._device_key)
             self.rotations.inc()
             log.info("tenant key rotated on schedule", extra={
                 "old_key_id": old.key_id, "new_key_id": new.key_id, "epoch": new.epoch,

@@ -47,6 +47,20 @@ class TenantEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`[metrics]`: the NOC exposition. `worker_id` (default: the metrics listen
+    address) names this worker in the store's device assignment; it must differ
+    between workers and stay the same across restarts."""
+
+    naming: str = "privtel"
+    worker_id: str | None = None
+    silence_factor: float = 3.0
+    default_heartbeat_interval_s: float = 60.0
+    worker_lease_s: float = 30.0
+    forget_after_days: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class CollectorConfig:
     file: str
     store_url: str
@@ -76,6 +90,7 @@ class CollectorConfig:
     def jurisdictions(self) -> dict[str, str]:
         return {t.name: t.jurisdiction for t in self.tenants.values()
                 if t.jurisdiction is not None}
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -111,6 +126,17 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
     max_sequence_jump = c.int("max_sequence_jump", DEFAULT_MAX_SEQUENCE_JUMP, lo=1)
     audit_key_file = _opt(base, c.str("audit_key", None))
     c.done()
+
+    x = root.section("metrics")
+    metrics = MetricsConfig(
+        naming=x.str("naming", "privtel", choices=("privtel", "snmp_exporter")),
+        worker_id=x.str("worker_id", None),
+        silence_factor=x.float("silence_factor", 3.0, lo=1, hi=1000),
+        default_heartbeat_interval_s=x.float("default_heartbeat_interval_s", 60.0, lo=1,
+                                             hi=86400),
+        worker_lease_s=x.float("worker_lease_s", 30.0, lo=1, hi=3600),
+        forget_after_days=x.float("forget_after_days", 30.0, lo=1, hi=3650))
+    x.done()
 
     m = root.section("mqtt")
     mqtt_url = m.str("url", "mqtt://127.0.0.1:1883")
@@ -168,6 +194,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         replay_window_s=replay_window_s, key_passphrase_file=key_passphrase_file,
         region=region, tenants=tenants, max_sequence_jump=max_sequence_jump,
         audit_key_file=audit_key_file,
+        metrics=metrics,
     )
 
 

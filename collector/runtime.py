@@ -25,7 +25,7 @@ from collector.config import CollectorConfig
 from collector.config import load as load_config
 from collector.ingest import DEFAULT_TOPIC, IngestWorker
 from collector.metrics import InstrumentedStore, StoreMetrics, StoreMetricsRefresh
-from collector.outputs import build_outputs
+from collector.outputs import build_outputs, noc_renderer
 from collector.parking import ParkingLot
 from collector.retention import RetentionService
 from collector.sequence import StoreSequences
@@ -73,7 +73,7 @@ class Collector:
         raw_store.migrate()
         self.store_metrics = StoreMetrics(self.registry, raw_store.backend)
         self.store: Store = InstrumentedStore(raw_store, self.store_metrics)
-        self.outputs = build_outputs(OUTPUTS, self.registry)
+        self.outputs = build_outputs(OUTPUTS, self.registry, cfg=cfg)
         # the query-side connection: audit chain, parked batches, the sequence window
         self.audit_db = open_db(cfg.store_url)
         self.parking = ParkingLot(self.audit_db)
@@ -128,7 +128,8 @@ class Collector:
     def components(self) -> list[Component]:
         """In start order; `run` closes them in reverse (ingest first, outputs drain after)."""
         host, port = self.cfg.metrics_listen
-        self.metrics_server = MetricsServer(self.registry, host, port, ready=self._ready)
+        self.metrics_server = MetricsServer(self.registry, host, port, ready=self._ready,
+                                            extra=noc_renderer(self.outputs))
         return [self.metrics_server, self.outputs, self.retention,
                 StoreMetricsRefresh(self.store_metrics, self.store), self.ingest, self.announcer]
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, ThreadingWSGIServer
 
 from pipelines.lifecycle import Lifecycle
 
@@ -31,10 +31,21 @@ def _probe(check: Callable[[], bool]) -> bool:
 
 
 def http_app(registry: CollectorRegistry, *, live: Callable[[], bool] = lambda: True,
-             ready: Callable[[], bool] = lambda: True) -> Callable[..., Any]:
+             ready: Callable[[], bool] = lambda: True,
+             extra: Callable[[], bytes] | None = None) -> Callable[..., Any]:
     """WSGI app: `/metrics` (and every other path) from the registry, `/healthz` from
-    `live`, `/readyz` from `ready`; a check that raises counts as failing."""
+    `live`, `/readyz` from `ready`; a check that raises counts as failing. `extra`
+    appends series a component writes in the text format itself (the NOC exposition,
+    too large to go sample by sample through prometheus_client); the answer is then
+    always the text format."""
     metrics = make_wsgi_app(registry)
+
+    def text(start_response: Callable[..., Any]) -> list[bytes]:
+        assert extra is not None
+        body = generate_latest(registry) + extra()
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -45,17 +56,20 @@ def http_app(registry: CollectorRegistry, *, live: Callable[[], bool] = lambda: 
                            [("Content-Type", "text/plain; charset=utf-8"),
                             ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
             return [body]
+        if extra is not None:
+            return text(start_response)
         return list(metrics(environ, start_response))
 
     return app
 
 
 def serve(registry: CollectorRegistry, host: str, port: int, *,
-          live: Callable[[], bool] = lambda: True, ready: Callable[[], bool] = lambda: True
+          live: Callable[[], bool] = lambda: True, ready: Callable[[], bool] = lambda: True,
+          extra: Callable[[], bytes] | None = None
           ) -> tuple[ThreadingWSGIServer, threading.Thread]:
     """Start `http_app` in a daemon thread; `server.server_port` is the bound port
     (pass port 0 for any free one); stop with `server.shutdown()`."""
-    server = make_server(host, port, http_app(registry, live=live, ready=ready),
+    server = make_server(host, port, http_app(registry, live=live, ready=ready, extra=extra),
                          ThreadingWSGIServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="privtel-metrics-http",
                               daemon=True)
@@ -69,15 +83,18 @@ class MetricsServer(Lifecycle):
 
     def __init__(self, registry: CollectorRegistry, host: str, port: int, *,
                  live: Callable[[], bool] = lambda: True,
-                 ready: Callable[[], bool] = lambda: True) -> None:
+                 ready: Callable[[], bool] = lambda: True,
+                 extra: Callable[[], bytes] | None = None) -> None:
         self.registry, self.host, self.port = registry, host, port
+        self._extra = extra
         self._live, self._ready = live, ready
         self._server: ThreadingWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     async def _start(self) -> None:
         self._server, self._thread = serve(self.registry, self.host, self.port,
-                                           live=self._live, ready=self._ready)
+                                           live=self._live, ready=self._ready,
+                                           extra=self._extra)
         self.port = self._server.server_port
 
     async def _close(self) -> None:

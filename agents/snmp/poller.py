@@ -61,11 +61,16 @@ OCTET_FIELDS = ("in_octets", "out_octets")
 ERROR_FIELDS = ("in_errors", "out_errors", "in_discards", "out_discards")  # always Counter32
 
 # column -> field, for the contract's `if` record
-_IF_COLS = {2: "if_descr", 5: "speed", 7: "admin_status", 8: "oper_status", 10: "in_octets32",
-            13: "in_discards", 14: "in_errors", 16: "out_octets32", 19: "out_discards",
+_IF_COLS = {2: "if_descr", 3: "if_type", 5: "speed", 7: "admin_status", 8: "oper_status",
+            9: "last_change", 10: "in_octets32", 11: "in_ucast32", 13: "in_discards",
+            14: "in_errors", 16: "out_octets32", 17: "out_ucast32", 19: "out_discards",
             20: "out_errors"}
-_IFX_COLS = {1: "if_name", 6: "in_octets64", 10: "out_octets64", 15: "high_speed",
-             18: "if_alias"}
+_IFX_COLS = {1: "if_name", 2: "in_mcast32", 3: "in_bcast32", 4: "out_mcast32",
+             5: "out_bcast32", 6: "in_octets64", 7: "in_ucast64", 8: "in_mcast64",
+             9: "in_bcast64", 10: "out_octets64", 11: "out_ucast64", 12: "out_mcast64",
+             13: "out_bcast64", 15: "high_speed", 18: "if_alias"}
+# packet fields of the `if` record: the 64-bit ifXTable column when the device has it
+_PKTS = tuple(f"{d}_{c}" for d in ("in", "out") for c in ("ucast", "mcast", "bcast"))
 
 
 @dataclass(slots=True)
@@ -131,7 +136,15 @@ def interface_fields(rows: dict[int, dict[str, Value]],
             "speed_bps": speed,
             "counter_bits": 64 if hc else (
                 32 if tags.get((idx, "in_octets32")) == COUNTER32 else None),
+            "if_type": _int(r.get("if_type")),
+            "last_change_s": (r["last_change"] / 100 if isinstance(r.get("last_change"), int)
+                              else None),
         }
+        hc_pkts = _int(r.get("in_ucast64")) is not None
+        for pk in _PKTS:
+            out[idx][f"{pk}_pkts"] = _int(r.get(f"{pk}64" if hc_pkts else f"{pk}32"))
+        out[idx]["pkts_bits"] = 64 if hc_pkts else (
+            32 if _int(r.get("in_ucast32")) is not None else None)
     return out
 
 

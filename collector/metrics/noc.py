@@ -1,22 +1,28 @@
-"""NOC exposition: device and interface series built from stored records.
+"""NOC exposition: device, interface and agent-liveness series built from stored records.
 
-`NocMetrics` is a custom Prometheus collector rather than labelled gauges, so
-that a device or interface that stops reporting simply stops being yielded:
-no stale series lingers and nothing has to be unregistered. It keeps only the
-latest value per series, ignoring records older than what it already holds
-(a spool replaying an old backlog must not move a gauge backwards).
+`NocMetrics` is a custom Prometheus collector. It holds one `DeviceState` per
+(tenant, device): the latest value of every field, each kept with the time of
+the poll it came from, so a spool replaying an old backlog never moves a value
+backwards and two states merge field by field whatever order they arrive in.
 
-Cardinality is bounded by construction. Labels are tenant, site, device (the
-pseudonymous id) and, on interface series, ifname; never a free-text field.
-Series per device: 11 device series + 9 per interface. `max_devices` and
-`max_interfaces` cap the state; records beyond a cap are counted in
-`privtel_metrics_dropped_total{reason}` instead of creating series. With the
-defaults (10,000 devices, 256 interfaces each) the worst case is stated in
-docs/store.md; a typical site (20 devices x 48 ports) is about 9,000 series.
+On its own (`shared=None`) it is fed by `observe` and serves what this
+process saw. In a collector it is fed from the shared store (`collector.liveness`),
+so every worker holds the same states and the agents' liveness, and serves only
+the devices and agents it owns by a stable assignment: one series per device
+however many workers run, and a restarted worker serves on from the stored state.
 
-It is fed after commit through `collector.outputs.noc.NocOutput`, the first
-post-commit output. Store self-metrics are in `collector.metrics.store`; the
-HTTP endpoint is `plumbing.metrics_http`.
+Liveness never works by vanishing: a device the agent lists stays exposed,
+`privtel_device_up 0` with its reason while it does not answer, and
+`privtel_device_up 0` with reason `agent_silent` once its agent is silent beyond
+its allowed silence; it goes only when the agent stops listing it. A device no
+heartbeat ever listed (an older agent) still expires after `stale_after_s`.
+
+Naming: `privtel` (the default) or `snmp_exporter` (the `if_mib` module's names,
+types and labels, `instance` = the pseudonymous device); see docs/metrics.md.
+Interfaces are keyed by ifIndex, their names are labels. Labels never carry a
+free-text field beyond the interface name, description and alias, which the
+agent's identifiers pipeline scrubbed. `max_devices` and `max_interfaces` cap
+the state; what a cap refuses is counted in `privtel_metrics_dropped_total{reason}`.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -36,86 +42,86 @@ from collector.recheck import screen_labels
 from pipelines.record import HEALTH_REASONS, Record
 
 log = logging.getLogger(__name__)
+HEARTBEAT_NAME = "agent.heartbeat"
+NAMINGS = ("privtel", "snmp_exporter")
 DEVICE_LABELS = ("tenant", "site", "device")
-IF_LABELS = (*DEVICE_LABELS, "ifname")
-REASONS = HEALTH_REASONS
+IF_LABELS = (*DEVICE_LABELS, "ifindex", "ifname")
+AGENT_LABELS = ("tenant", "site", "agent")
+AGENT_SILENT = "agent_silent"
+REASONS = HEALTH_REASONS | {AGENT_SILENT}
+_LABEL_MAX = 128
 _OPER = {"up": 1, "down": 2, "testing": 3, "unknown": 4, "dormant": 5, "notpresent": 6,
          "lowerlayerdown": 7}
+_CASTS = (("ucast", "unicast"), ("mcast", "multicast"), ("bcast", "broadcast"))
+# `if` record fields kept per interface (numbers only; status words mapped to IF-MIB codes)
+IF_FIELDS = ("in_octets", "out_octets", "in_errors", "out_errors", "in_discards",
+             "out_discards", "oper_status", "admin_status", "speed_bps", "counter_bits",
+             "if_type", "last_change_s", "pkts_bits",
+             *(f"{d}_{c}_pkts" for d in ("in", "out") for c, _ in _CASTS))
+_IF_STATUS = ("oper_status", "admin_status")
 
-# family name -> (type, help[, record field]); counters are exposed with `_total`.
-DEVICE_SERIES: dict[str, tuple[str, str]] = {
-    "privtel_device_up": ("gauge", "1 if the last poll of the device succeeded, else 0."),
-    "privtel_device_uptime_seconds": ("gauge", "Device uptime as the device reports it."),
-    "privtel_device_last_poll_timestamp_seconds": ("gauge", "Unix time of the last poll."),
-    "privtel_device_last_poll_age_seconds": ("gauge", "Seconds since the last poll record."),
-    "privtel_device_poll_duration_seconds": ("gauge", "Duration of the last poll."),
-    "privtel_device_cpu_utilization_percent": ("gauge", "CPU use, where the device reports it."),
-    "privtel_device_memory_used_bytes": ("gauge", "Memory in use, where reported."),
-    "privtel_device_memory_total_bytes": ("gauge", "Memory installed, where reported."),
-    "privtel_device_info": ("gauge", "Always 1; carries the protocol and profile labels."),
-    "privtel_device_poll_failures": ("gauge", "1 for the reason of a failed last poll."),
-    "privtel_device_interfaces": ("gauge", "Interfaces the device currently reports."),
+DEVICE_SERIES: dict[str, str] = {
+    "privtel_device_up": "1 if the last poll of the device succeeded; 0 if it failed or its "
+                         "agent is silent (reason in privtel_device_poll_failures).",
+    "privtel_device_uptime_seconds": "Device uptime as the device reports it.",
+    "privtel_device_last_poll_timestamp_seconds": "Unix time of the last poll.",
+    "privtel_device_last_poll_age_seconds": "Seconds since the last poll record.",
+    "privtel_device_poll_duration_seconds": "Duration of the last poll.",
+    "privtel_device_cpu_utilization_percent": "CPU use, where the device reports it.",
+    "privtel_device_memory_used_bytes": "Memory in use, where reported.",
+    "privtel_device_memory_total_bytes": "Memory installed, where reported.",
+    "privtel_device_info": "Always 1, one series per device; carries protocol and profile.",
+    "privtel_device_poll_failures": "1 for the reason the device is down (agent_silent when "
+                                    "its agent sent nothing for longer than allowed).",
+    "privtel_device_interfaces": "Interfaces the device currently reports.",
 }
+_COUNTER_HELP = ("the 64-bit IF-MIB counter (ifHC*) where the device has it, else the 32-bit "
+                 "one; privtel_interface_counter_bits says which")
+# family -> (type, help, field)
 INTERFACE_SERIES: dict[str, tuple[str, str, str]] = {
-    "privtel_interface_in_octets": ("counter", "Octets received (ifHCInOctets).", "in_octets"),
-    "privtel_interface_out_octets": ("counter", "Octets sent (ifHCOutOctets).", "out_octets"),
-    "privtel_interface_in_errors": ("counter", "Inbound errors (ifInErrors).", "in_errors"),
-    "privtel_interface_out_errors": ("counter", "Outbound errors (ifOutErrors).", "out_errors"),
-    "privtel_interface_in_discards": ("counter", "Inbound discards.", "in_discards"),
-    "privtel_interface_out_discards": ("counter", "Outbound discards.", "out_discards"),
-    "privtel_interface_oper_status": ("gauge", "IF-MIB ifOperStatus: 1 up, 2 down, ...",
-                                      "oper_status"),
+    "privtel_interface_in_octets": ("counter", f"Octets received: {_COUNTER_HELP}.",
+                                    "in_octets"),
+    "privtel_interface_out_octets": ("counter", f"Octets sent: {_COUNTER_HELP}.", "out_octets"),
+    "privtel_interface_in_errors": ("counter", "Inbound errors (ifInErrors, 32-bit).",
+                                    "in_errors"),
+    "privtel_interface_out_errors": ("counter", "Outbound errors (ifOutErrors, 32-bit).",
+                                     "out_errors"),
+    "privtel_interface_in_discards": ("counter", "Inbound discards (ifInDiscards, 32-bit).",
+                                      "in_discards"),
+    "privtel_interface_out_discards": ("counter", "Outbound discards (ifOutDiscards, 32-bit).",
+                                       "out_discards"),
+    "privtel_interface_oper_status": ("gauge", "IF-MIB ifOperStatus: 1 up, 2 down, ... 7 "
+                                      "lowerLayerDown.", "oper_status"),
     "privtel_interface_admin_status": ("gauge", "IF-MIB ifAdminStatus: 1 up, 2 down, 3 testing.",
                                        "admin_status"),
-    "privtel_interface_speed_bits_per_second": ("gauge", "Interface speed.", "speed_bps"),
+    "privtel_interface_speed_bits_per_second": ("gauge", "Interface speed (ifHighSpeed x 10^6, "
+                                                "or ifSpeed).", "speed_bps"),
+    "privtel_interface_counter_bits": ("gauge", "Width of the octet counters: 64 (ifHC*) or 32.",
+                                       "counter_bits"),
+    "privtel_interface_last_change_seconds": ("gauge", "ifLastChange: device uptime, in "
+                                              "seconds, when the interface last changed state.",
+                                              "last_change_s"),
 }
-
-
-_IF_STATUS = tuple(fld for _, _, fld in INTERFACE_SERIES.values() if fld.endswith("_status"))
-_IF_FIELDS = tuple(fld for _, _, fld in INTERFACE_SERIES.values())
-
-
-@dataclass(slots=True)
-class _Iface:
-    """`raw` holds the record's values for `_IF_FIELDS` as they came; they are
-    turned into `values` at the first scrape after an update, so a poll's worth of
-    rows that the next poll overwrites before any scrape is never converted."""
-
-    ts: float
-    raw: tuple[Any, ...] | None
-    values: dict[str, float] | None = None
-
-    def exposed(self) -> dict[str, float]:
-        if self.values is None:
-            values: dict[str, float] = {}
-            for fld, v in zip(_IF_FIELDS, self.raw or (), strict=True):
-                if fld in _IF_STATUS:
-                    sv = _status(v)
-                    if sv is not None:
-                        values[fld] = sv
-                elif type(v) is int or type(v) is float:
-                    values[fld] = float(v)
-            self.values, self.raw = values, None
-        return self.values
-
-
-@dataclass
-class _Device:
-    tenant: str
-    site: str
-    device: str
-    last_ts: float = 0.0
-    health_ts: float = 0.0
-    up: float | None = None
-    reason: str | None = None
-    protocol: str = ""
-    profile: str = ""
-    poll_duration: float | None = None
-    uptime: tuple[float, float] | None = None
-    cpu: tuple[float, float] | None = None
-    mem_used: tuple[float, float] | None = None
-    mem_total: tuple[float, float] | None = None
-    ifaces: dict[str, _Iface] = field(default_factory=dict)
+# snmp_exporter if_mib: field -> (64-bit name, 32-bit name or None, type)
+SNMP_IF: dict[str, tuple[str, str | None, str]] = {
+    "in_octets": ("ifHCInOctets", "ifInOctets", "counter"),
+    "out_octets": ("ifHCOutOctets", "ifOutOctets", "counter"),
+    "in_ucast_pkts": ("ifHCInUcastPkts", "ifInUcastPkts", "counter"),
+    "in_mcast_pkts": ("ifHCInMulticastPkts", "ifInMulticastPkts", "counter"),
+    "in_bcast_pkts": ("ifHCInBroadcastPkts", "ifInBroadcastPkts", "counter"),
+    "out_ucast_pkts": ("ifHCOutUcastPkts", "ifOutUcastPkts", "counter"),
+    "out_mcast_pkts": ("ifHCOutMulticastPkts", "ifOutMulticastPkts", "counter"),
+    "out_bcast_pkts": ("ifHCOutBroadcastPkts", "ifOutBroadcastPkts", "counter"),
+    "in_errors": ("ifInErrors", None, "counter"),
+    "out_errors": ("ifOutErrors", None, "counter"),
+    "in_discards": ("ifInDiscards", None, "counter"),
+    "out_discards": ("ifOutDiscards", None, "counter"),
+    "oper_status": ("ifOperStatus", None, "gauge"),
+    "admin_status": ("ifAdminStatus", None, "gauge"),
+    "if_type": ("ifType", None, "gauge"),
+}
+SNMP_IF_LABELS = ("tenant", "site", "instance", "ifIndex", "ifName", "ifDescr", "ifAlias",
+                  "ifType")
 
 
 def _num(v: Any) -> float | None:
@@ -131,190 +137,527 @@ def _status(v: Any) -> float | None:
     return _num(v)
 
 
-def _newer(held: tuple[float, float] | None, ts: float, value: float | None
-           ) -> tuple[float, float] | None:
+def _label(v: Any) -> str:
+    return v[:_LABEL_MAX] if type(v) is str else "" if v is None else str(v)[:_LABEL_MAX]
+
+
+def _newer(held: list[float] | None, ts: float, value: float | None) -> list[float] | None:
     if value is None or (held is not None and held[0] > ts):
         return held
-    return (ts, value)
+    return [ts, value]
+
+
+@dataclass(slots=True)
+class Iface:
+    ts: float
+    name: str = ""
+    descr: str = ""
+    alias: str = ""
+    values: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ts": self.ts, "name": self.name, "descr": self.descr, "alias": self.alias,
+                "values": self.values}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Iface:
+        return cls(float(d["ts"]), d.get("name", ""), d.get("descr", ""), d.get("alias", ""),
+                   {k: float(v) for k, v in d.get("values", {}).items()})
+
+
+@dataclass
+class DeviceState:
+    """What the NOC knows of one device; `to_dict`/`from_dict` is its stored form."""
+
+    tenant: str
+    site: str
+    device: str
+    last_ts: float = 0.0
+    health_ts: float = 0.0
+    up: float | None = None
+    reason: str | None = None
+    protocol: str = ""
+    profile: str = ""
+    poll_duration: float | None = None
+    uptime: list[float] | None = None
+    cpu: list[float] | None = None
+    mem_used: list[float] | None = None
+    mem_total: list[float] | None = None
+    ifaces: dict[str, Iface] = field(default_factory=dict)
+    # liveness, from the store: the agent that reports it and when a heartbeat last listed it
+    agent: str | None = None
+    listed_at: float | None = None
+
+    _SCALARS = ("site", "last_ts", "health_ts", "up", "reason", "protocol", "profile",
+                "poll_duration", "uptime", "cpu", "mem_used", "mem_total")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self._SCALARS}
+        out["ifaces"] = {k: i.to_dict() for k, i in self.ifaces.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, tenant: str, device: str, d: Mapping[str, Any]) -> DeviceState:
+        st = cls(tenant, str(d.get("site", "")), device)
+        for k in cls._SCALARS[1:]:
+            if k in d:
+                setattr(st, k, d[k])
+        st.ifaces = {k: Iface.from_dict(v) for k, v in d.get("ifaces", {}).items()}
+        return st
+
+    def merge(self, other: DeviceState) -> None:
+        """Field by field, the newer poll wins (`other` may be older or newer)."""
+        if other.last_ts >= self.last_ts:
+            self.last_ts, self.site = other.last_ts, other.site
+        if other.health_ts >= self.health_ts and other.up is not None:
+            self.health_ts, self.up, self.reason = other.health_ts, other.up, other.reason
+            self.protocol, self.profile = other.protocol, other.profile
+            self.poll_duration = other.poll_duration
+        for k in ("uptime", "cpu", "mem_used", "mem_total"):
+            held = other_v = getattr(other, k)
+            if other_v is not None:
+                held = _newer(getattr(self, k), other_v[0], other_v[1])
+                setattr(self, k, held)
+        for idx, i in other.ifaces.items():
+            cur = self.ifaces.get(idx)
+            if cur is None or cur.ts <= i.ts:
+                self.ifaces[idx] = i
+
+
+class Shared(Protocol):
+    """The shared store view a worker serves from (`collector.liveness.SharedNoc`)."""
+
+    def refresh(self, noc: NocMetrics) -> None: ...
+
+    def owns(self, key: str) -> bool: ...
+
+    def agents(self) -> Iterable[AgentView]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    tenant: str
+    site: str
+    agent: str
+    last_seen: float
+    up: bool
+    heartbeat_ts: float | None
+    interval_s: float
 
 
 class NocMetrics(Collector):
-    """Register once per registry; feed with `observe(records)` after each stored batch."""
+    """Register once per registry; feed with `observe(records)` (or from `shared`)."""
 
     def __init__(self, registry: CollectorRegistry | None, *, stale_after_s: float = 900.0,
                  max_devices: int = 10000, max_interfaces: int = 256,
+                 naming: str = "privtel", shared: Shared | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if stale_after_s <= 0:
             raise ValueError("stale_after_s must be positive")
         if max_devices < 1 or max_interfaces < 1:
             raise ValueError("max_devices and max_interfaces must be at least 1")
+        if naming not in NAMINGS:
+            raise ValueError(f"naming must be one of {', '.join(NAMINGS)}")
         self.stale_after_s, self.max_devices, self.max_interfaces = (
             stale_after_s, max_devices, max_interfaces)
+        self.naming, self.shared = naming, shared
         self._clock = clock
-        self._lock = threading.Lock()
-        self._devices: dict[tuple[str, str], _Device] = {}
+        self._lock = threading.RLock()
+        self._devices: dict[tuple[str, str], DeviceState] = {}
         self._dropped: dict[str, int] = {"device_limit": 0, "interface_limit": 0}
-        self._handlers = self._handler_table()
+        self._refresh_failures = 0
+        self.handlers = self._handler_table()
         if registry is not None:
             registry.register(self)
 
-    def observe(self, records: Iterable[Record]) -> None:
-        # One dict lookup skips a record whose name feeds no series; the device of the
-        # previous record is reused while a run of records shares it (a poll's rows do).
-        handlers, devices = self._handlers, self._devices
+    # --- feeding -------------------------------------------------------------------------
+    def observe(self, records: Iterable[Record]) -> set[tuple[str, str]]:
+        """Apply records; returns the (tenant, device) keys they touched."""
         with self._lock:
-            tenant: str | None = None
-            device: str | None = None
-            d: _Device | None = None
-            for r in screen_labels(records):  # no raw identifier in a label (issue 17)
-                handler = handlers.get(r.name)
-                if handler is None:
-                    self._observe_other(r)
-                    d = None
-                    continue
-                if d is None or r.device != device or r.tenant != tenant:
-                    tenant, device = r.tenant, r.device
-                    d = devices.get((tenant, device))
-                    if d is None:
-                        d = self._new_device(r)
-                        if d is None:
-                            continue
-                ts = float(r.ts)
-                if ts >= d.last_ts:
-                    d.last_ts, d.site = ts, r.site
-                handler(d, ts, r.fields)
+            # no raw identifier in a label (issue 17)
+            return apply_records(self._devices, screen_labels(records), self.handlers,
+                                 self._new_device)
+
+    def put(self, st: DeviceState) -> None:
+        """Replace one device's state (from the store), liveness included; a new
+        device beyond `max_devices` is counted, not held."""
+        key = (st.tenant, st.device)
+        with self._lock:
+            if key not in self._devices and len(self._devices) >= self.max_devices:
+                self._dropped["device_limit"] += 1
+                return
+            self._devices[key] = st
+
+    def retain(self, keep: Callable[[str, str], bool]) -> None:
+        """Drop every device for which `keep(tenant, device)` is false."""
+        with self._lock:
+            for key in [k for k in self._devices if not keep(*k)]:
+                del self._devices[key]
+
+    def get(self, tenant: str, device: str) -> DeviceState | None:
+        with self._lock:
+            return self._devices.get((tenant, device))
 
     def forget(self, tenant: str, device: str) -> bool:
         with self._lock:
             return self._devices.pop((tenant, device), None) is not None
+
+    def forget_older(self, horizon: float) -> int:
+        """Drop devices neither reported nor listed since `horizon`; how many went."""
+        with self._lock:
+            old = [k for k, d in self._devices.items()
+                   if max(d.last_ts, d.listed_at or 0.0) < horizon]
+            for k in old:
+                del self._devices[k]
+            return len(old)
 
     def device_count(self) -> int:
         with self._lock:
             self._expire(self._clock())
             return len(self._devices)
 
-    def _new_device(self, r: Record) -> _Device | None:
+    def _new_device(self, r: Record) -> DeviceState | None:
         if len(self._devices) >= self.max_devices:
             self._expire(self._clock())
             if len(self._devices) >= self.max_devices:
                 self._dropped["device_limit"] += 1
                 return None
-        d = self._devices[(r.tenant, r.device)] = _Device(r.tenant, r.site, r.device)
+        d = self._devices[(r.tenant, r.device)] = DeviceState(r.tenant, r.site, r.device)
         return d
 
-    def _observe_other(self, r: Record) -> None:
-        """A record whose name feeds no series still keeps its device alive (and
-        counts against the device cap), as it always has."""
-        d = self._devices.get((r.tenant, r.device))
-        if d is None:
-            d = self._new_device(r)
-            if d is None:
+    def _handler_table(self) -> dict[str, Callable[[DeviceState, float, Any], None]]:
+        return {"device.health": _observe_health, "snmp.system": _observe_system,
+                "host.cpu": _observe_cpu, "host.memory": _observe_memory,
+                "if": self._observe_if, HEARTBEAT_NAME: _observe_heartbeat}
+
+    def _observe_if(self, d: DeviceState, ts: float, f: Any) -> None:
+        idx = f.get("if_index")
+        if isinstance(idx, bool) or not isinstance(idx, int | str) or idx == "":
+            idx = f.get("if_name") or f.get("if_descr")
+            if not idx:
                 return
-        ts = float(r.ts)
-        if ts >= d.last_ts:
-            d.last_ts, d.site = ts, r.site
-
-    def _handler_table(self) -> dict[str, Callable[[_Device, float, Any], None]]:
-        return {"device.health": self._observe_health, "snmp.system": self._observe_system,
-                "host.cpu": self._observe_cpu, "host.memory": self._observe_memory,
-                "if": self._observe_if}
-
-    @staticmethod
-    def _observe_health(d: _Device, ts: float, f: Any) -> None:
-        if ts >= d.health_ts:
-            d.health_ts = ts
-            d.up = 1.0 if f.get("up") in (1, True) else 0.0
-            reason = f.get("reason")
-            d.reason = (reason if reason in REASONS else "error") if reason else None
-            d.protocol = str(f.get("protocol") or "")[:32]
-            d.profile = str(f.get("profile") or "")[:64]
-            d.poll_duration = _num(f.get("poll_duration_s"))
-        d.uptime = _newer(d.uptime, ts, _num(f.get("uptime_s")))
-
-    @staticmethod
-    def _observe_system(d: _Device, ts: float, f: Any) -> None:
-        d.uptime = _newer(d.uptime, ts, _num(f.get("uptime_s")))
-
-    @staticmethod
-    def _observe_cpu(d: _Device, ts: float, f: Any) -> None:
-        d.cpu = _newer(d.cpu, ts, _num(f.get("cpu_util_pct")))
-
-    @staticmethod
-    def _observe_memory(d: _Device, ts: float, f: Any) -> None:
-        d.mem_used = _newer(d.mem_used, ts, _num(f.get("mem_used_bytes")))
-        d.mem_total = _newer(d.mem_total, ts, _num(f.get("mem_total_bytes")))
-
-    def _observe_if(self, d: _Device, ts: float, f: Any) -> None:
-        name = f.get("if_name") or f.get("if_descr") or f.get("if_index")
-        if name is None or name == "":
-            return
-        ifname = name[:64] if type(name) is str else str(name)[:64]
-        cur = d.ifaces.get(ifname)
+        key = _label(idx)
+        cur = d.ifaces.get(key)
         if cur is None:
             if len(d.ifaces) >= self.max_interfaces:
                 self._dropped["interface_limit"] += 1
                 return
         elif cur.ts > ts:
             return
-        raw = tuple(map(f.get, _IF_FIELDS))
-        if cur is None:
-            d.ifaces[ifname] = _Iface(ts, raw)
-        else:
-            cur.ts, cur.raw, cur.values = ts, raw, None
+        values: dict[str, float] = {}
+        for fld in IF_FIELDS:
+            v = f.get(fld)
+            if v is None:
+                continue
+            n = _status(v) if fld in _IF_STATUS else _num(v)
+            if n is not None:
+                values[fld] = n
+        d.ifaces[key] = Iface(ts, _label(f.get("if_name") or f.get("if_descr") or idx),
+                              _label(f.get("if_descr")), _label(f.get("if_alias")), values)
+
+    def _visible(self, d: DeviceState, agents: Mapping[tuple[str, str], AgentView],
+                 now: float) -> tuple[bool, AgentView | None]:
+        a = agents.get((d.tenant, d.agent)) if d.agent else None
+        if d.listed_at is not None and a is not None and a.heartbeat_ts is not None:
+            return d.listed_at >= a.heartbeat_ts - 1.5 * a.interval_s, a
+        return d.last_ts >= now - self.stale_after_s, a
 
     def _expire(self, now: float) -> None:
+        """Only devices no heartbeat lists expire by age; listed ones go when unlisted."""
         horizon = now - self.stale_after_s
-        for key in [k for k, d in self._devices.items() if d.last_ts < horizon]:
+        for key in [k for k, d in self._devices.items()
+                    if d.listed_at is None and d.last_ts < horizon]:
             del self._devices[key]
-        for d in self._devices.values():
-            for name in [n for n, i in d.ifaces.items() if i.ts < horizon]:
-                del d.ifaces[name]
 
+    # --- exposition ----------------------------------------------------------------------
     def describe(self) -> list[Metric]:
-        out: list[Metric] = []
-        for name, (_kind, doc) in DEVICE_SERIES.items():
+        return list(self._families().values())
+
+    def _families(self) -> dict[str, Metric]:
+        out: dict[str, Metric] = {}
+        for name, doc in DEVICE_SERIES.items():
             labels = [*DEVICE_LABELS, "protocol", "profile"] if name == "privtel_device_info" \
                 else [*DEVICE_LABELS, "reason"] if name == "privtel_device_poll_failures" \
                 else list(DEVICE_LABELS)
-            out.append(GaugeMetricFamily(name, doc, labels=labels))
-        for name, (kind, doc, _) in INTERFACE_SERIES.items():
-            cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-            out.append(cls(name, doc, labels=list(IF_LABELS)))
-        out.append(CounterMetricFamily("privtel_metrics_dropped", "Records not exposed because "
-                                       "a cardinality cap was reached.", labels=["reason"]))
+            out[name] = GaugeMetricFamily(name, doc, labels=labels)
+        out["privtel_agent_up"] = GaugeMetricFamily(
+            "privtel_agent_up", "1 while the agent sends batches or heartbeats within its "
+            "allowed silence (a multiple of its heartbeat interval), else 0.",
+            labels=list(AGENT_LABELS))
+        out["privtel_agent_last_seen_timestamp_seconds"] = GaugeMetricFamily(
+            "privtel_agent_last_seen_timestamp_seconds", "When a batch or heartbeat of the "
+            "agent was last stored.", labels=list(AGENT_LABELS))
+        out["privtel_agent_devices"] = GaugeMetricFamily(
+            "privtel_agent_devices", "Devices the agent's last heartbeat listed.",
+            labels=list(AGENT_LABELS))
+        if self.naming == "privtel":
+            for name, (kind, doc, _) in INTERFACE_SERIES.items():
+                cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                out[name] = cls(name, doc, labels=list(IF_LABELS))
+            for d in ("in", "out"):
+                name = f"privtel_interface_{d}_packets"
+                out[name] = CounterMetricFamily(name, f"Packets {d}, by cast (ifHC*Pkts where "
+                                                "the device has them, else 32-bit).",
+                                                labels=[*IF_LABELS, "cast"])
+            out["privtel_interface_info"] = GaugeMetricFamily(
+                "privtel_interface_info", "Always 1; description and ifType of each interface "
+                "(never the alias: free text typed by people).",
+                labels=[*IF_LABELS, "ifdescr", "iftype"])
+        else:
+            # prometheus_client cannot write a counter family without `_total` (and
+            # OpenMetrics refuses one), so the if_mib counters are typed unknown: same
+            # names and values as snmp_exporter, rate() and increase() work unchanged.
+            for hc, c32, kind in SNMP_IF.values():
+                for name in (hc, c32):
+                    if name is not None:
+                        out[name] = Metric(name, f"IF-MIB {name} ({kind} in snmp_exporter)",
+                                           "unknown" if kind == "counter" else kind)
+            for name, doc in (("ifHighSpeed", "IF-MIB ifHighSpeed, Mbit/s"),
+                              ("ifSpeed", "IF-MIB ifSpeed, bit/s (capped at 2^32-1)"),
+                              ("ifLastChange", "IF-MIB ifLastChange, TimeTicks (1/100 s)"),
+                              ("sysUpTime", "SNMPv2-MIB sysUpTime, TimeTicks (1/100 s)")):
+                out[name] = Metric(name, doc, "gauge")
+        out["privtel_metrics_dropped"] = CounterMetricFamily(
+            "privtel_metrics_dropped", "Records not exposed because a cardinality cap was "
+            "reached.", labels=["reason"])
+        out["privtel_noc_refresh_failures"] = CounterMetricFamily(
+            "privtel_noc_refresh_failures", "Scrapes served from the last state read because "
+            "reading the shared NOC state from the store failed.")
         return out
 
     def collect(self) -> Iterator[Metric]:
+        fams = self._families()
+        self._fill(fams)
+        yield from fams.values()
+
+    def render(self) -> bytes:
+        """The same series as `collect`, in the text format (0.0.4), written directly:
+        prometheus_client spends about 9 us formatting each sample, several times what
+        building it costs, and a NOC exposition has ~15 samples per interface."""
+        cache: dict[tuple[Any, ...], str] = {}
+        fams = {name: _TextFamily(m, cache) for name, m in self._families().items()}
+        self._fill(fams)
+        return "".join([f.text() for f in fams.values()]).encode()
+
+    def _fill(self, fams: dict[str, Any]) -> None:
+        if self.shared is not None:
+            try:
+                self.shared.refresh(self)
+            except Exception as e:  # serve the last state read; the scrape must not fail
+                self._refresh_failures += 1
+                log.warning("NOC state refresh from the store failed (%s); serving the last "
+                            "state read", type(e).__name__)
         now = self._clock()
-        fams: dict[str, Any] = {m.name: m for m in self.describe()}
+        agents: dict[tuple[str, str], AgentView] = {}
+        if self.shared is not None:
+            for a in self.shared.agents():
+                agents[(a.tenant, a.agent)] = a
+                if self.shared.owns(f"agent/{a.tenant}/{a.agent}"):
+                    lv = [a.tenant, a.site, a.agent]
+                    fams["privtel_agent_up"].add_metric(lv, 1.0 if a.up else 0.0)
+                    fams["privtel_agent_last_seen_timestamp_seconds"].add_metric(lv, a.last_seen)
+        owns = self.shared.owns if self.shared is not None else None
         with self._lock:
             self._expire(now)
             for d in self._devices.values():
-                lv = [d.tenant, d.site, d.device]
-                if d.up is not None:
-                    fams["privtel_device_up"].add_metric(lv, d.up)
-                    fams["privtel_device_last_poll_timestamp_seconds"].add_metric(lv, d.health_ts)
-                    fams["privtel_device_last_poll_age_seconds"].add_metric(
-                        lv, max(0.0, now - d.health_ts))
-                    fams["privtel_device_info"].add_metric([*lv, d.protocol, d.profile], 1.0)
-                    if d.up == 0.0:
-                        fams["privtel_device_poll_failures"].add_metric(
-                            [*lv, d.reason or "error"], 1.0)
-                if d.poll_duration is not None:
-                    fams["privtel_device_poll_duration_seconds"].add_metric(lv, d.poll_duration)
-                for name, held in (("privtel_device_uptime_seconds", d.uptime),
-                                   ("privtel_device_cpu_utilization_percent", d.cpu),
-                                   ("privtel_device_memory_used_bytes", d.mem_used),
-                                   ("privtel_device_memory_total_bytes", d.mem_total)):
-                    if held is not None:
-                        fams[name].add_metric(lv, held[1])
-                if d.ifaces:
-                    fams["privtel_device_interfaces"].add_metric(lv, float(len(d.ifaces)))
-                for ifname, iface in d.ifaces.items():
-                    values = iface.exposed()
-                    for name, (_, _, fld) in INTERFACE_SERIES.items():
-                        if fld in values:
-                            fams[name].add_metric([*lv, ifname], values[fld])
+                if owns is not None and not owns(f"device/{d.tenant}/{d.device}"):
+                    continue
+                visible, agent = self._visible(d, agents, now)
+                if visible:
+                    self._device(fams, d, now, agent)
             for reason, n in self._dropped.items():
                 fams["privtel_metrics_dropped"].add_metric([reason], float(n))
-        yield from fams.values()
+            fams["privtel_noc_refresh_failures"].add_metric([], float(self._refresh_failures))
+
+    def _device(self, fams: dict[str, Any], d: DeviceState, now: float,
+                agent: AgentView | None) -> None:
+        lv = [d.tenant, d.site, d.device]
+        up, reason = d.up, d.reason
+        if agent is not None and not agent.up:
+            up, reason = 0.0, AGENT_SILENT
+        fams["privtel_device_info"].add_metric([*lv, d.protocol, d.profile], 1.0)
+        if up is not None:
+            fams["privtel_device_up"].add_metric(lv, up)
+            if up == 0.0:
+                fams["privtel_device_poll_failures"].add_metric([*lv, reason or "error"], 1.0)
+        if d.health_ts:
+            fams["privtel_device_last_poll_timestamp_seconds"].add_metric(lv, d.health_ts)
+            fams["privtel_device_last_poll_age_seconds"].add_metric(
+                lv, max(0.0, now - d.health_ts))
+        if d.poll_duration is not None:
+            fams["privtel_device_poll_duration_seconds"].add_metric(lv, d.poll_duration)
+        for name, held in (("privtel_device_uptime_seconds", d.uptime),
+                           ("privtel_device_cpu_utilization_percent", d.cpu),
+                           ("privtel_device_memory_used_bytes", d.mem_used),
+                           ("privtel_device_memory_total_bytes", d.mem_total)):
+            if held is not None:
+                fams[name].add_metric(lv, held[1])
+        if d.ifaces:
+            fams["privtel_device_interfaces"].add_metric(lv, float(len(d.ifaces)))
+        if self.naming == "privtel":
+            self._privtel_ifaces(fams, d, lv)
+        else:
+            self._snmp_ifaces(fams, d)
+
+    def _current(self, d: DeviceState) -> Iterator[tuple[str, Iface]]:
+        """Interfaces the device still reports: one missing from its polls for
+        `stale_after_s` is gone; the device's own silence keeps them all."""
+        horizon = d.last_ts - self.stale_after_s
+        return ((k, i) for k, i in d.ifaces.items() if i.ts >= horizon)
+
+    def _privtel_ifaces(self, fams: dict[str, Any], d: DeviceState, lv: list[str]) -> None:
+        for idx, i in self._current(d):
+            il, v = [*lv, idx, i.name], i.values
+            for name, (_, _, fld) in INTERFACE_SERIES.items():
+                if fld in v:
+                    fams[name].add_metric(il, v[fld])
+            for direction in ("in", "out"):
+                fam = fams[f"privtel_interface_{direction}_packets"]
+                for short, cast in _CASTS:
+                    x = v.get(f"{direction}_{short}_pkts")
+                    if x is not None:
+                        fam.add_metric([*il, cast], x)
+            iftype = v.get("if_type")
+            fams["privtel_interface_info"].add_metric(
+                [*il, i.descr, "" if iftype is None else str(int(iftype))], 1.0)
+
+    def _snmp_ifaces(self, fams: dict[str, Any], d: DeviceState) -> None:
+        base = {"tenant": d.tenant, "site": d.site, "instance": d.device}
+        if d.uptime is not None:
+            fams["sysUpTime"].add_sample("sysUpTime", base, round(d.uptime[1] * 100))
+        for idx, i in self._current(d):
+            v = i.values
+            iftype = v.get("if_type")
+            labels = {**base, "ifIndex": idx, "ifName": i.name, "ifDescr": i.descr,
+                      "ifAlias": i.alias, "ifType": "" if iftype is None else str(int(iftype))}
+            for fld, (hc, c32, _) in SNMP_IF.items():
+                x = v.get(fld)
+                if x is None:
+                    continue
+                bits = v.get("pkts_bits" if fld.endswith("_pkts") else "counter_bits", 64.0)
+                name = c32 if c32 is not None and bits == 32.0 else hc
+                fams[name].add_sample(name, labels, x)
+            speed = v.get("speed_bps")
+            if speed is not None:
+                fams["ifHighSpeed"].add_sample("ifHighSpeed", labels, round(speed / 1e6))
+                fams["ifSpeed"].add_sample("ifSpeed", labels, min(speed, 4294967295.0))
+            if "last_change_s" in v:
+                fams["ifLastChange"].add_sample("ifLastChange", labels,
+                                                round(v["last_change_s"] * 100))
+
+
+Handler = Callable[[DeviceState, float, Any], None]
+_INF = float("inf")
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _value(v: float) -> str:
+    v = float(v)
+    if v != v:
+        return "NaN"
+    if v == _INF or v == -_INF:
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
+
+
+class _TextFamily:
+    """`add_metric`/`add_sample` as on prometheus_client's families, written as text
+    lines at once; label strings are shared through `cache` (an interface's labels
+    serve all its series)."""
+
+    def __init__(self, m: Metric, cache: dict[tuple[Any, ...], str]) -> None:
+        self.kind = m.type
+        self.name = m.name + "_total" if m.type == "counter" else m.name
+        self.doc = m.documentation
+        self.labelnames = tuple(getattr(m, "_labelnames", ()))
+        self.cache = cache
+        self.lines: list[str] = []
+
+    def _labels(self, names: tuple[str, ...], values: tuple[str, ...]) -> str:
+        key = (names, values)
+        text = self.cache.get(key)
+        if text is None:
+            text = self.cache[key] = ("{" + ",".join(
+                f'{k}="{_escape(v)}"' for k, v in zip(names, values, strict=True)) + "}"
+                if names else "")
+        return text
+
+    def add_metric(self, values: list[str], value: float) -> None:
+        self.lines.append(f"{self.name}{self._labels(self.labelnames, tuple(values))} "
+                          f"{_value(value)}\n")
+
+    def add_sample(self, name: str, labels: dict[str, str], value: float) -> None:
+        self.lines.append(f"{name}{self._labels(tuple(labels), tuple(labels.values()))} "
+                          f"{_value(value)}\n")
+
+    def text(self) -> str:
+        doc = self.doc.replace("\\", "\\\\").replace("\n", "\\n")
+        kind = "untyped" if self.kind == "unknown" else self.kind
+        return f"# HELP {self.name} {doc}\n# TYPE {self.name} {kind}\n" + "".join(self.lines)
+
+
+def apply_records(devices: dict[tuple[str, str], DeviceState], records: Iterable[Record],
+                  handlers: Mapping[str, Handler],
+                  new: Callable[[Record], DeviceState | None]) -> set[tuple[str, str]]:
+    """Records into `devices`; the device of the previous record is reused while a run of
+    records shares it (a poll's rows do)."""
+    touched: set[tuple[str, str]] = set()
+    key: tuple[str, str] | None = None
+    d: DeviceState | None = None
+    for r in records:
+        if r.name == HEARTBEAT_NAME and r.fields.get("listed") in (0, False):
+            continue  # an agent with no device: its liveness only
+        if d is None or key != (r.tenant, r.device):
+            key = (r.tenant, r.device)
+            d = devices.get(key)
+            if d is None:
+                d = new(r)
+                if d is None:
+                    continue
+                devices[key] = d
+            touched.add(key)
+        ts = float(r.ts)
+        if ts >= d.last_ts and r.name != HEARTBEAT_NAME:
+            d.last_ts, d.site = ts, r.site
+        handler = handlers.get(r.name)
+        if handler is not None:
+            handler(d, ts, r.fields)
+    return touched
+
+
+def _observe_health(d: DeviceState, ts: float, f: Any) -> None:
+    if ts >= d.health_ts:
+        d.health_ts = ts
+        d.up = 1.0 if f.get("up") in (1, True) else 0.0
+        reason = f.get("reason")
+        d.reason = (reason if reason in HEALTH_REASONS else "error") if reason else None
+        d.protocol = _label(f.get("protocol"))[:32]
+        d.profile = _label(f.get("profile"))[:64]
+        d.poll_duration = _num(f.get("poll_duration_s"))
+    d.uptime = _newer(d.uptime, ts, _num(f.get("uptime_s")))
+
+
+def _observe_heartbeat(d: DeviceState, ts: float, f: Any) -> None:
+    """A heartbeat lists the device: its protocol until a poll says more; never its health."""
+    if f.get("listed") in (0, False):
+        return
+    if not d.protocol:
+        d.protocol = _label(f.get("protocol"))[:32]
+    if d.listed_at is None or ts > d.listed_at:
+        d.listed_at = ts
+
+
+def _observe_system(d: DeviceState, ts: float, f: Any) -> None:
+    d.uptime = _newer(d.uptime, ts, _num(f.get("uptime_s")))
+
+
+def _observe_cpu(d: DeviceState, ts: float, f: Any) -> None:
+    d.cpu = _newer(d.cpu, ts, _num(f.get("cpu_util_pct")))
+
+
+def _observe_memory(d: DeviceState, ts: float, f: Any) -> None:
+    d.mem_used = _newer(d.mem_used, ts, _num(f.get("mem_used_bytes")))
+    d.mem_total = _newer(d.mem_total, ts, _num(f.get("mem_total_bytes")))

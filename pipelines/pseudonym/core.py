@@ -201,9 +201,15 @@ class _AddressMode:
 class Pseudonymiser:
     """Applies a tenant key and a privacy policy to records, addresses and text."""
 
-    def __init__(self, key: TenantKey, policy: PrivacyPolicy | None = None) -> None:
+    def __init__(self, key: TenantKey, policy: PrivacyPolicy | None = None,
+                 device_key: TenantKey | None = None) -> None:
+        """`device_key`, when given, keys the record's `device` id instead of `key`: a
+        per-tenant label key that does not rotate with the tenant key, so a device
+        keeps its id across epochs (docs/privacy.md says what that links)."""
         if not isinstance(key, TenantKey):
             raise PseudonymError("Pseudonymiser needs a TenantKey")
+        if device_key is not None and not isinstance(device_key, TenantKey):
+            raise PseudonymError("device_key must be a TenantKey")
         self.key = key
         self.policy = policy or PrivacyPolicy()
         self.key_id = key.key_id
@@ -212,6 +218,16 @@ class Pseudonymiser:
         self._token_tag = TOKEN_PREFIX + key.key_id[:6] + "-"
         self.token = functools.lru_cache(  # type: ignore[method-assign]
             maxsize=self.policy.cache_size)(self._token)
+        self.device_token = self.token
+        if device_key is not None:
+            label_mac = HmacSha256(device_key.derive("token"))  # so `reidentify` works on it
+            label_tag = TOKEN_PREFIX + device_key.key_id[:6] + "-"
+
+            def device_token(value: str) -> str:
+                return label_tag + label_mac.hex(value.encode("utf-8", "surrogatepass"))[:20]
+
+            self.device_token = functools.lru_cache(maxsize=self.policy.cache_size)(
+                device_token)
         modes = self.policy.modes
         self._modes: dict[str, _AddressMode] = {}
         for name in {modes["ip"], modes["text_ip"], modes["mac"]}:
@@ -497,7 +513,7 @@ class Pseudonymiser:
         if geo:
             self._geo(r, geo, fields)
         fields["pkid"] = self.key_id
-        return r.with_fields(fields, device=self.token(r.device))
+        return r.with_fields(fields, device=self.device_token(r.device))
 
     def _learn(self, r: Record) -> None:
         """Remember the device's own names from its identifier-class fields (names.py),

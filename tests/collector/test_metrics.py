@@ -33,6 +33,14 @@ def dev(device: str = "tok1", **extra: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted({"tenant": "acme", "site": "site1", "device": device, **extra}.items()))
 
 
+def ifl(name: str, device: str = "tok1") -> tuple[tuple[str, str], ...]:
+    return dev(device, ifname=name, ifindex=str(_index(name)))
+
+
+def _index(name: str) -> int:
+    return int(name.removeprefix("eth")) + 1
+
+
 def health(device: str = "tok1", ts: float = NOW, up: int = 1, reason: str | None = None,
            **extra: object):
     return rec(0, kind=Kind.HEALTH, name="device.health", device=device, ts=ts, up=up,
@@ -40,7 +48,7 @@ def health(device: str = "tok1", ts: float = NOW, up: int = 1, reason: str | Non
 
 
 def iface(name: str, ts: float = NOW, device: str = "tok1", **values: object):
-    fields = {"if_index": 1, "if_name": name, "in_octets": 1000, "out_octets": 2000,
+    fields = {"if_index": _index(name), "if_name": name, "in_octets": 1000, "out_octets": 2000,
               "in_errors": 3, "out_errors": 4, "in_discards": 5, "out_discards": 6,
               "oper_status": 1, "admin_status": 1, "speed_bps": 1_000_000_000, **values}
     return rec(0, name="if", device=device, ts=ts, **fields)
@@ -71,7 +79,7 @@ def test_device_and_interface_series(reg, clock):
     assert s[("privtel_device_memory_used_bytes", dev())] == 100.0
     assert s[("privtel_device_memory_total_bytes", dev())] == 400.0
     assert s[("privtel_device_info", dev(protocol="snmp", profile=""))] == 1.0
-    i = dev(ifname="eth0")
+    i = ifl("eth0")
     assert s[("privtel_interface_in_octets_total", i)] == 1000.0
     assert s[("privtel_interface_out_octets_total", i)] == 2000.0
     assert s[("privtel_interface_in_errors_total", i)] == 3.0
@@ -102,27 +110,29 @@ def test_older_record_does_not_move_values_back(reg, clock):
     m.observe([iface("eth0", in_octets=5000), health(up=1)])
     m.observe([iface("eth0", ts=NOW - 60, in_octets=10), health(ts=NOW - 60, up=0)])
     s = samples(reg)
-    assert s[("privtel_interface_in_octets_total", dev(ifname="eth0"))] == 5000.0
+    assert s[("privtel_interface_in_octets_total", ifl("eth0"))] == 5000.0
     assert s[("privtel_device_up", dev())] == 1.0
 
 
 def test_string_oper_status_maps_to_if_mib_code(reg, clock):
     m = NocMetrics(reg, clock=clock)
     m.observe([iface("eth0", oper_status="lowerLayerDown")])
-    assert samples(reg)[("privtel_interface_oper_status", dev(ifname="eth0"))] == 7.0
+    assert samples(reg)[("privtel_interface_oper_status", ifl("eth0"))] == 7.0
 
 
-def test_stale_device_and_interface_series_are_dropped(reg, clock):
+def test_unlisted_stale_device_and_missing_interface_are_dropped(reg, clock):
+    """A device no heartbeat lists expires by age; an interface goes once the device's
+    own polls stop reporting it for stale_after_s, never because the device is silent."""
     m = NocMetrics(reg, stale_after_s=300, clock=clock)
     m.observe([health("tok1"), iface("eth0"), iface("eth1"), health("tok2")])
-    clock.t = NOW + 200
-    m.observe([health("tok1", ts=NOW + 200), iface("eth0", ts=NOW + 200)])
+    clock.t = NOW + 350
+    m.observe([health("tok1", ts=NOW + 350), iface("eth0", ts=NOW + 350)])
     clock.t = NOW + 400
     s = samples(reg)
     assert ("privtel_device_up", dev("tok1")) in s
     assert ("privtel_device_up", dev("tok2")) not in s
-    assert ("privtel_interface_in_octets_total", dev(ifname="eth0")) in s
-    assert ("privtel_interface_in_octets_total", dev(ifname="eth1")) not in s
+    assert ("privtel_interface_in_octets_total", ifl("eth0")) in s
+    assert ("privtel_interface_in_octets_total", ifl("eth1")) not in s
     assert m.forget("acme", "tok1") is True
     assert not any(k[0] == "privtel_device_up" for k in samples(reg))
 

@@ -38,7 +38,7 @@ async def test_sink_tags_stores_and_feeds_outputs_after_commit(store):
     assert store.count_records(retention_class="metrics", device="tok9") == 3
     assert reg.get_sample_value("privtel_interface_in_octets_total",
                                 {"tenant": "acme", "site": "site1", "device": "tok9",
-                                 "ifname": "eth1"}) == 1.0
+                                 "ifindex": "eth1", "ifname": "eth1"}) == 1.0
 
 
 class _Seen:

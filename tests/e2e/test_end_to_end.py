@@ -42,7 +42,7 @@ async def test_poll_to_store_and_metrics(tmp_path: Path, mosquitto: str) -> None
         collector = Collector(ccfg, topic_filter=f"privtel/v1/{tenant}/+/batches")
         agent = Agent(acfg)
         pseudo = load_pseudonymiser(acfg)
-        device_token = pseudo.token("core-1")
+        device_token = pseudo.device_token("core-1")
 
         payloads: list[bytes] = []
 
