@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.outputs.remote_write import RemoteWriteConfig
 from collector.store.errors import StoreError
 from collector.store.registry import resolve_url
-from pipelines.config import ConfigError, listen_address, parse_toml, require_private
+from pipelines.config import ConfigError, Section, listen_address, parse_toml, require_private
 from pipelines.envelope import MAX_BATCH_BYTES
 from pipelines.names import RULE, is_name
 from pipelines.record import Kind
@@ -49,6 +50,7 @@ class CollectorConfig:
     max_batch_bytes: int
     replay_window_s: float
     key_passphrase_file: Path | None = None   # unlocks encrypted private_keys
+    remote_write: tuple[RemoteWriteConfig, ...] = ()
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -123,6 +125,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         seen.add(entry.agent_id)
         agents.append(entry)
         a.done()
+    remote_write = _outputs(root.section("outputs"), base)
     root.done()
     if not agents:
         raise ConfigError(file, "agents", "at least one [[agents]] entry is required")
@@ -133,4 +136,39 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         agents=tuple(agents), retention_policy=retention_policy,
         purge_interval_s=purge_interval_s, max_batch_bytes=max_batch_bytes,
         replay_window_s=replay_window_s, key_passphrase_file=key_passphrase_file,
+        remote_write=remote_write,
     )
+
+
+def _outputs(o: Section, base: Path) -> tuple[RemoteWriteConfig, ...]:
+    """`[[outputs.remote_write]]` tables; names are unique as they label the metrics."""
+    out: list[RemoteWriteConfig] = []
+    for i, w in enumerate(o.sections("remote_write")):
+        url = w.str("url")
+        if not url.startswith(("http://", "https://")):
+            raise w.error("url", "must start with http:// or https://")
+        name = w.str("name", "remote_write" if i == 0 else f"remote_write_{i}")
+        if not is_name(name) or name in {c.name for c in out}:
+            raise w.error("name", f"must be unique among outputs and {RULE}")
+        headers = w.raw("headers", {})
+        if not isinstance(headers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise w.error("headers", "must be a table of strings")
+        if any(k.lower() == "authorization" for k in headers):
+            raise w.error("headers", "put credentials in bearer_token_file, not in the config")
+        tls = {k: _opt(base, w.str(k, None)) for k in ("ca_file", "cert_file", "key_file")}
+        per_send = w.int("max_samples_per_send", 2000, lo=1, hi=100_000)
+        cfg = RemoteWriteConfig(
+            url=url, name=name, timeout_s=w.float("timeout_s", 10.0, lo=0.1, hi=300),
+            max_samples_per_send=per_send,
+            queue_size=w.int("queue_size", 200_000, lo=per_send, hi=50_000_000),
+            max_retries=w.int("max_retries", 10, lo=0, hi=1000),
+            backoff_max_s=w.float("backoff_max_s", 5.0, lo=0.1, hi=600),
+            headers=dict(headers), bearer_token_file=_opt(base, w.str("bearer_token_file", None)),
+            **tls)
+        if url.startswith("http://") and (cfg.bearer_token_file or cfg.cert_file):
+            raise w.error("url", "credentials and client certificates need https://")
+        w.done()
+        out.append(cfg)
+    o.done()
+    return tuple(out)

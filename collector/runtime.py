@@ -68,7 +68,8 @@ class Collector:
         raw_store.migrate()
         self.store_metrics = StoreMetrics(self.registry, raw_store.backend)
         self.store: Store = InstrumentedStore(raw_store, self.store_metrics)
-        self.outputs = build_outputs(OUTPUTS, self.registry)
+        self.outputs = build_outputs(OUTPUTS, self.registry,
+                                     configured={"remote_write": cfg.remote_write})
         self.audit_db = open_db(cfg.store_url)
         self.retention = RetentionService(
             self.store, policy_path=cfg.retention_policy, registry=self.registry,
