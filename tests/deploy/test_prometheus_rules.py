@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from agents.shipper import _Metrics as ShipperMetrics
 from collector.ingest import IngestMetrics
 from collector.metrics import DEVICE_SERIES, INTERFACE_SERIES, StoreMetrics
+from collector.outputs.remote_write import RemoteWriteMetrics
 from collector.retention import RetentionMetrics
 
 PROM = DEPLOY / "prometheus"
@@ -204,6 +205,7 @@ def exposed_today() -> set[str]:
     StoreMetrics(reg, "sqlite")
     RetentionMetrics(reg)
     ShipperMetrics(reg)
+    RemoteWriteMetrics(reg)
     families = [(m.name, m.type) for m in reg.collect()]
     families += [(name, kind) for name, (kind, _) in DEVICE_SERIES.items()]
     families += [(name, kind) for name, (kind, _, _) in INTERFACE_SERIES.items()]
