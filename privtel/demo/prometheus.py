@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from privtel.demo.snmpsim import die_with_parent
+
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "privtel-alerts.yml"
 
 
@@ -80,7 +82,7 @@ class Prometheus:
                 *self.extra_args]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
