@@ -70,6 +70,13 @@ class Prometheus:
         return self.workdir / "prometheus.log"
 
     def start(self, timeout_s: float = 60.0) -> Prometheus:
+        self.launch()
+        self.wait_ready(timeout_s)
+        return self
+
+    def launch(self) -> None:
+        """Start the process (from the thread that will outlive it: the child is told to
+        stop when that thread ends)."""
         exe = binary()
         if exe is None:
             raise FileNotFoundError("prometheus is not installed (apt-get install prometheus)")
@@ -83,6 +90,9 @@ class Prometheus:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -91,7 +101,7 @@ class Prometheus:
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
                     if r.status == 200:
-                        return self
+                        return
             except OSError:
                 pass
             time.sleep(0.2)

@@ -316,8 +316,9 @@ async def _prometheus(stack: contextlib.AsyncExitStack, opts: DemoOptions, data:
         agent_labels={"tenant": TENANT, "site": SITE, "agent": AGENT_ID})
     prom = prometheus.Prometheus(opts.prometheus_port or free_port(), cfg,
                                  workdir=data / "prometheus")
-    await asyncio.to_thread(prom.start)
+    prom.launch()
     stack.callback(prom.stop)
+    await asyncio.to_thread(prom.wait_ready)
     say(f"prometheus at {prom.url} (scraping collector and agent"
         f"{', with the shipped alert rules' if rules else ''})")
     return prom.url

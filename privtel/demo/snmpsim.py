@@ -34,7 +34,8 @@ _LAUNCH = ("import sys; from snmpsim.commands.responder import main; "
 
 
 def die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the demo dies, even by SIGKILL (Linux)."""
+    """In the child before exec: SIGTERM it when the demo dies, even by SIGKILL (Linux;
+    strictly, when the thread that started it ends: start children from the loop thread)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
