@@ -156,7 +156,6 @@ def _outputs(o: Section, base: Path) -> tuple[RemoteWriteConfig, ...]:
             raise w.error("headers", "must be a table of strings")
         if any(k.lower() == "authorization" for k in headers):
             raise w.error("headers", "put credentials in bearer_token_file, not in the config")
-        tls = {k: _opt(base, w.str(k, None)) for k in ("ca_file", "cert_file", "key_file")}
         per_send = w.int("max_samples_per_send", 2000, lo=1, hi=100_000)
         cfg = RemoteWriteConfig(
             url=url, name=name, timeout_s=w.float("timeout_s", 10.0, lo=0.1, hi=300),
@@ -165,7 +164,9 @@ def _outputs(o: Section, base: Path) -> tuple[RemoteWriteConfig, ...]:
             max_retries=w.int("max_retries", 10, lo=0, hi=1000),
             backoff_max_s=w.float("backoff_max_s", 5.0, lo=0.1, hi=600),
             headers=dict(headers), bearer_token_file=_opt(base, w.str("bearer_token_file", None)),
-            **tls)
+            ca_file=_opt(base, w.str("ca_file", None)),
+            cert_file=_opt(base, w.str("cert_file", None)),
+            key_file=_opt(base, w.str("key_file", None)))
         if url.startswith("http://") and (cfg.bearer_token_file or cfg.cert_file):
             raise w.error("url", "credentials and client certificates need https://")
         w.done()

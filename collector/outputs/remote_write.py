@@ -175,7 +175,8 @@ def samples_of(r: Record) -> Iterator[Sample]:
     """The NOC exposition's series for one record (same names and labels as
     `collector.metrics.noc`), stamped with the record's poll time."""
     ms = int(float(r.ts) * 1000)
-    base = (("tenant", r.tenant), ("site", r.site), ("device", r.device))
+    base: tuple[tuple[str, str], ...] = (("tenant", r.tenant), ("site", r.site),
+                                         ("device", r.device))
     f = r.fields
     if r.name == "if":
         name = f.get("if_name") or f.get("if_descr") or f.get("if_index")
