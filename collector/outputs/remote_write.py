@@ -174,7 +174,7 @@ _IF_SERIES = tuple((name + ("_total" if kind == "counter" else ""), fld, fld.end
 def samples_of(r: Record) -> Iterator[Sample]:
     """The NOC exposition's series for one record (same names and labels as
     `collector.metrics.noc`), stamped with the record's poll time."""
-    ms = int(float(r.ts) * 1000)
+    ms = round(float(r.ts) * 1000)
     base: tuple[tuple[str, str], ...] = (("tenant", r.tenant), ("site", r.site),
                                          ("device", r.device))
     f = r.fields
@@ -264,7 +264,7 @@ class RemoteWriteOutput(Lifecycle):
         stale = 0
         for r in batch.records:
             key = (r.tenant, r.device, r.name)
-            ms = int(float(r.ts) * 1000)
+            ms = round(float(r.ts) * 1000)
             held = last.get(key)
             if held is not None and ms < held:
                 stale += 1
