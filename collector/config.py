@@ -162,6 +162,7 @@ def _outputs(o: Section, base: Path) -> tuple[RemoteWriteConfig, ...]:
             max_samples_per_send=per_send,
             queue_size=w.int("queue_size", 200_000, lo=per_send, hi=50_000_000),
             max_retries=w.int("max_retries", 10, lo=0, hi=1000),
+            shards=w.int("shards", 4, lo=1, hi=64),
             backoff_max_s=w.float("backoff_max_s", 5.0, lo=0.1, hi=600),
             headers=dict(headers), bearer_token_file=_opt(base, w.str("bearer_token_file", None)),
             ca_file=_opt(base, w.str("ca_file", None)),

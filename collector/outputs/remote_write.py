@@ -60,6 +60,7 @@ class RemoteWriteConfig:
     timeout_s: float = 10.0
     max_samples_per_send: int = 2000
     queue_size: int = 200_000          # samples held while the receiver is slow or away
+    shards: int = 4                    # requests in flight; a series always uses one shard
     max_retries: int = 10
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 5.0
@@ -233,8 +234,19 @@ class _Refused(Exception):
     """The receiver refused the samples for good (4xx other than 429)."""
 
 
+@dataclass
+class _Shard:
+    """One sender: its queue, in order, of the series that hash to it."""
+
+    queue: deque[Sample] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    encoder: Encoder = field(default_factory=Encoder)
+
+
 class RemoteWriteOutput(Lifecycle):
-    """A post-commit output (see `collector.outputs.base`) with its own sender task."""
+    """A post-commit output (see `collector.outputs.base`) with `shards` sender tasks.
+    Like Prometheus' own client, a series always goes through the same shard, so its
+    samples reach the receiver in order while several requests are in flight."""
 
     close_grace_s = 5.0
     max_tracked_series = 1_000_000
@@ -242,18 +254,19 @@ class RemoteWriteOutput(Lifecycle):
     def __init__(self, cfg: RemoteWriteConfig, registry: CollectorRegistry | None) -> None:
         if cfg.max_samples_per_send < 1 or cfg.queue_size < cfg.max_samples_per_send:
             raise ValueError("remote write needs 1 <= max_samples_per_send <= queue_size")
+        if cfg.shards < 1:
+            raise ValueError("remote write needs at least one shard")
         self.cfg, self.name = cfg, cfg.name
         self.metrics = m = RemoteWriteMetrics.of(registry)
         self._sent, self._failed = m.sent.labels(self.name), m.failed.labels(self.name)
         self._pending = m.pending.labels(self.name)
         self._dropped = {r: m.dropped.labels(self.name, r) for r in DROP_REASONS}
-        self._queue: deque[Sample] = deque()
-        self._wake = asyncio.Event()
+        self._shards = [_Shard() for _ in range(cfg.shards)]
+        self._queued = 0
         self._last_ms: dict[tuple[str, str, str], int] = {}
         self._client: httpx.AsyncClient | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self._encoder = Encoder()
 
     async def deliver(self, batch: Committed) -> None:
         """Convert and queue; never waits for the receiver."""
@@ -273,14 +286,18 @@ class RemoteWriteOutput(Lifecycle):
             fresh.extend(samples_of(r))
         if stale:
             self._dropped["out_of_order"].inc(stale)
-        room = self.cfg.queue_size - len(self._queue)
+        room = max(self.cfg.queue_size - self._queued, 0)
         if len(fresh) > room:
-            self._dropped["queue_full"].inc(len(fresh) - max(room, 0))
-            fresh = fresh[:max(room, 0)]
-        self._queue.extend(fresh)
-        self._pending.set(len(self._queue))
-        if fresh:
-            self._wake.set()
+            self._dropped["queue_full"].inc(len(fresh) - room)
+            fresh = fresh[:room]
+        shards, k = self._shards, len(self._shards)
+        for sample in fresh:
+            shards[hash(sample[0]) % k].queue.append(sample)
+        self._queued += len(fresh)
+        self._pending.set(self._queued)
+        for shard in shards:
+            if shard.queue:
+                shard.wake.set()
 
     async def _start(self) -> None:
         headers = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
@@ -294,24 +311,27 @@ class RemoteWriteOutput(Lifecycle):
             verify = tls_context(self.cfg.ca_file, self.cfg.cert_file, self.cfg.key_file)
         self._client = httpx.AsyncClient(headers=headers, verify=verify,
                                          timeout=self.cfg.timeout_s)
-        self._task = asyncio.create_task(self._run(), name=f"privtel-{self.name}")
+        self._tasks = [asyncio.create_task(self._run(shard), name=f"privtel-{self.name}-{i}")
+                       for i, shard in enumerate(self._shards)]
 
-    async def _run(self) -> None:
+    async def _run(self, shard: _Shard) -> None:
         backoff = Backoff(self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
+        queue = shard.queue
         while True:
-            if not self._queue:
+            if not queue:
                 if self._closing:
                     return
-                self._wake.clear()
-                await self._wake.wait()
+                shard.wake.clear()
+                await shard.wake.wait()
                 continue
-            n = min(len(self._queue), self.cfg.max_samples_per_send)
-            chunk = [self._queue[i] for i in range(n)]
-            body = await asyncio.to_thread(self._encoder.encode, chunk)
+            n = min(len(queue), self.cfg.max_samples_per_send)
+            chunk = [queue[i] for i in range(n)]
+            body = await asyncio.to_thread(shard.encoder.encode, chunk)
             reason = await self._send(body, n, backoff)
             for _ in range(n):
-                self._queue.popleft()
-            self._pending.set(len(self._queue))
+                queue.popleft()
+            self._queued -= n
+            self._pending.set(self._queued)
             if reason is None:
                 self._sent.inc(n)
                 self.metrics.last_sent.labels(self.name).set(time.time())
@@ -351,16 +371,20 @@ class RemoteWriteOutput(Lifecycle):
     async def _close(self) -> None:
         """Send what is queued for up to `close_grace_s`; what is left is counted."""
         self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=self.close_grace_s)
-            if not done:
-                self._task.cancel()
+        for shard in self._shards:
+            shard.wake.set()
+        if self._tasks:
+            _, running = await asyncio.wait(self._tasks, timeout=self.close_grace_s)
+            for t in running:
+                t.cancel()
+            for t in running:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-        if self._queue:
-            self._dropped["shutdown"].inc(len(self._queue))
-            self._queue.clear()
+                    await t
+        if self._queued:
+            self._dropped["shutdown"].inc(self._queued)
+            for shard in self._shards:
+                shard.queue.clear()
+            self._queued = 0
             self._pending.set(0)
         if self._client is not None:
             await self._client.aclose()

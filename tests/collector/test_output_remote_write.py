@@ -209,6 +209,7 @@ url = "https://mimir.example/api/v1/push"
 timeout_s = 5
 max_samples_per_send = 500
 queue_size = 10000
+shards = 2
 bearer_token_file = "token"
 headers = { X-Scope-OrgID = "acme" }
 ca_file = "ca.pem"
@@ -217,8 +218,8 @@ name = "local"
 url = "http://127.0.0.1:9090/api/v1/write"
 """, "c.toml", base=tmp_path)
     a, b = cfg.remote_write
-    assert (a.name, a.timeout_s, a.max_samples_per_send, a.queue_size) == (
-        "remote_write", 5.0, 500, 10000)
+    assert (a.name, a.timeout_s, a.max_samples_per_send, a.queue_size, a.shards) == (
+        "remote_write", 5.0, 500, 10000, 2)
     assert a.bearer_token_file == tmp_path / "token" and a.ca_file == tmp_path / "ca.pem"
     assert a.headers == {"X-Scope-OrgID": "acme"} and "acme" not in repr(a)
     assert b.name == "local" and b.url.endswith(":9090/api/v1/write")
@@ -231,6 +232,7 @@ url = "http://127.0.0.1:9090/api/v1/write"
     ('url = "http://x"\nbearer_token_file = "t"', "url"),
     ('url = "http://x"\nmax_samples_per_send = 0', "max_samples_per_send"),
     ('url = "http://x"\nqueue_size = 10', "queue_size"),
+    ('url = "http://x"\nshards = 0', "shards"),
     ('url = "http://x"\nbatch = 3', "batch"),
 ])
 def test_config_rejects_bad_remote_write(table: str, key: str) -> None:
