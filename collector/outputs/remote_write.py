@@ -115,31 +115,40 @@ def _varint(n: int) -> bytes:
 
 
 class Encoder:
-    """Snappy-compressed WriteRequests. Each series' labels are serialized by protobuf
-    once and kept (bounded); a request is the concatenation of its series, each
-    the cached labels plus the protobuf-serialized samples, framed as repeated
-    field 1 (a WriteRequest is exactly that on the wire). Four times the
-    throughput of building every Label message anew, checked against protobuf's
+    """Snappy-compressed WriteRequests. Each label pair is serialized by protobuf once
+    and kept, and so is each series' run of labels (bounded); a request is the
+    concatenation of its series, each the cached labels plus the protobuf-serialized
+    samples, framed as repeated field 1 (a WriteRequest is exactly that on the
+    wire, and a message is the concatenation of its fields). Several times the
+    throughput of building every Label message anew; checked against protobuf's
     own parser in the tests."""
 
     def __init__(self, max_cached_series: int = 500_000) -> None:
         self.max_cached_series = max_cached_series
         self._labels: dict[tuple[tuple[str, str], ...], bytes] = {}
+        self._pairs: dict[tuple[str, str], bytes] = {}   # one label, framed as field 1
 
     def encode(self, samples: Iterable[Sample]) -> bytes:
         series: dict[tuple[tuple[str, str], ...], list[bytes]] = {}
         for labels, value, ms in samples:
             s = _Sample(value=value, timestamp=ms).SerializeToString()
             series.setdefault(labels, []).append(b"\x12" + _varint(len(s)) + s)
-        cache = self._labels
+        cache, pairs = self._labels, self._pairs
         if len(cache) + len(series) > self.max_cached_series:
             cache.clear()
+            pairs.clear()
         out: list[bytes] = []
         for labels, points in series.items():
             head = cache.get(labels)
             if head is None:
-                head = cache[labels] = _TimeSeries(
-                    labels=[_Label(name=n, value=v) for n, v in labels]).SerializeToString()
+                parts = []
+                for pair in labels:
+                    lb = pairs.get(pair)
+                    if lb is None:
+                        msg = _Label(name=pair[0], value=pair[1]).SerializeToString()
+                        lb = pairs[pair] = b"\x0a" + _varint(len(msg)) + msg
+                    parts.append(lb)
+                head = cache[labels] = b"".join(parts)
             body = head + b"".join(points)
             out.append(b"\x0a" + _varint(len(body)) + body)
         return bytes(cramjam.snappy.compress_raw(b"".join(out)))

@@ -65,6 +65,15 @@ async def until(pred, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def settled(reg: CollectorRegistry) -> bool:
+    """Nothing queued: every sample delivered so far was sent, dropped or refused."""
+    return value(reg, "privtel_remote_write_samples_pending") == 0
+
+
+def per_poll() -> int:
+    return sum(len(list(samples_of(r))) for r in poll("x", time.time(), 1))
+
+
 def stored(p: Prometheus, series: str) -> list[tuple[float, float]]:
     """Every raw sample of `series` in the last hour, as (timestamp s, value)."""
     out = p.query(f"{series}[1h]")
@@ -94,7 +103,7 @@ async def test_samples_land_with_poll_timestamps(receiver: Prometheus) -> None:
     async with out:
         await out.deliver(Committed(header(), poll("rw-land", t0, 1000)))
         await out.deliver(Committed(header(), poll("rw-land", t0 + 30, 4000, oper="down")))
-        await until(lambda: value(reg, "privtel_remote_write_samples_sent_total") >= 2)
+        await until(lambda: value(reg, "privtel_remote_write_samples_sent_total") == 2 * per_poll())
     sel = '{device="rw-land",tenant="acme",site="site1",ifname="eth0"}'
     assert stored(receiver, f"privtel_interface_in_octets_total{sel}") == [
         (t0, 1000.0), (t0 + 30, 4000.0)]
@@ -113,15 +122,15 @@ async def test_refused_samples_are_dropped_and_counted(receiver: Prometheus) -> 
     first = CollectorRegistry()
     async with RemoteWriteOutput(RemoteWriteConfig(url=receiver.write_url), first) as a:
         await a.deliver(Committed(header(), poll("rw-refused", t0, 10)))
-        await until(lambda: value(first, "privtel_remote_write_samples_sent_total") > 0)
+        await until(lambda: value(first, "privtel_remote_write_samples_sent_total") == per_poll())
     reg = CollectorRegistry()
     async with RemoteWriteOutput(RemoteWriteConfig(url=receiver.write_url), reg) as b:
         await b.deliver(Committed(header(), poll("rw-refused", t0 - 30, 5)))
-        await until(lambda: value(reg, "privtel_remote_write_samples_dropped_total",
-                                  reason="rejected") > 0)
+        await until(lambda: settled(reg))
         await b.deliver(Committed(header(), poll("rw-refused", t0 + 30, 20)))
-        await until(lambda: value(reg, "privtel_remote_write_samples_sent_total") > 0)
-    n = sum(len(list(samples_of(r))) for r in poll("rw-refused", t0, 1))
+        await until(lambda: settled(reg))
+    n = per_poll()
+    assert value(reg, "privtel_remote_write_samples_sent_total") == n
     assert value(reg, "privtel_remote_write_samples_dropped_total", reason="rejected") == n
     assert value(reg, "privtel_remote_write_samples_failed_total") == n
     assert stored(receiver, 'privtel_interface_in_octets_total{device="rw-refused"}') == [
@@ -135,8 +144,8 @@ async def test_a_replayed_backlog_is_not_sent_behind_newer_samples(receiver: Pro
         await out.deliver(Committed(header(), poll("rw-replay", t0, 10)))
         await out.deliver(Committed(header(), poll("rw-replay", t0 - 30, 5)))
         await out.deliver(Committed(header(), poll("rw-replay", t0 + 30, 20)))
-        await until(lambda: value(reg, "privtel_remote_write_samples_pending") == 0
-                    and value(reg, "privtel_remote_write_samples_sent_total") > 0)
+        await until(lambda: settled(reg))
+    assert value(reg, "privtel_remote_write_samples_sent_total") == 2 * per_poll()
     assert value(reg, "privtel_remote_write_samples_dropped_total", reason="out_of_order") == 2
     assert value(reg, "privtel_remote_write_samples_dropped_total", reason="rejected") == 0
     assert [v for _, v in stored(
@@ -154,7 +163,8 @@ async def test_a_dead_receiver_is_retried_until_it_comes_up(tmp_path: Path) -> N
         await until(lambda: value(reg, "privtel_remote_write_samples_failed_total") > 0)
         assert value(reg, "privtel_remote_write_samples_sent_total") == 0
         with Prometheus(port, receiver=True, workdir=tmp_path / "p") as late:
-            await until(lambda: value(reg, "privtel_remote_write_samples_sent_total") > 0, 60)
+            await until(lambda: settled(reg), 60)
+            assert value(reg, "privtel_remote_write_samples_sent_total") == per_poll()
             assert stored(late, 'privtel_interface_in_octets_total{device="rw-late"}') == [
                 (round(t0, 3), 77.0)]
     assert sum(value(reg, "privtel_remote_write_samples_dropped_total", reason=r)
@@ -181,11 +191,10 @@ async def test_a_dead_receiver_never_slows_the_store(store) -> None:
         await until(lambda: value(reg, "privtel_remote_write_samples_failed_total") > 0)
     assert store.count_records() == 80
     assert reg.get_sample_value("privtel_output_delivered_total", {"output": "noc"}) == 40
-    per_poll = sum(len(list(samples_of(r))) for r in poll("x", now, 1))
     dropped = {r: value(reg, "privtel_remote_write_samples_dropped_total", reason=r)
                for r in ("queue_full", "shutdown", "retries_exhausted", "rejected")}
     assert dropped["queue_full"] > 0
-    assert dropped["queue_full"] + dropped["shutdown"] == 40 * per_poll
+    assert dropped["queue_full"] + dropped["shutdown"] == 40 * per_poll()
     assert value(reg, "privtel_remote_write_samples_sent_total") == 0
     assert value(reg, "privtel_remote_write_samples_pending") == 0
 
