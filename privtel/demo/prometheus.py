@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -50,8 +51,11 @@ class Prometheus:
 
     def __init__(self, port: int, config: dict[str, Any] | None = None, *,
                  receiver: bool = False, workdir: Path | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
-        self.port, self.receiver, self.extra_args = port, receiver, extra_args
+                 extra_args: tuple[str, ...] = (),
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
+        """`tls`: (certificate, key, CA that signed it) to serve HTTPS only."""
+        self.port, self.receiver, self.extra_args, self.tls = port, receiver, extra_args, tls
+        self._ctx = None if tls is None else ssl.create_default_context(cafile=str(tls[2]))
         self.config = config or {"global": {"scrape_interval": "15s"}}
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="privtel-prometheus-"))
@@ -59,7 +63,7 @@ class Prometheus:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def write_url(self) -> str:
@@ -87,6 +91,11 @@ class Prometheus:
                 f"--storage.tsdb.path={self.workdir / 'data'}", "--log.level=warn",
                 *(["--web.enable-remote-write-receiver"] if self.receiver else []),
                 *self.extra_args]
+        if self.tls is not None:
+            web = self.workdir / "web.yml"
+            web.write_text(json.dumps({"tls_server_config": {
+                "cert_file": str(self.tls[0]), "key_file": str(self.tls[1])}}))
+            args.append(f"--web.config.file={web}")
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
@@ -99,7 +108,8 @@ class Prometheus:
                 raise RuntimeError(f"prometheus exited with {self.proc.returncode}: "
                                    f"{self.log.read_text()[-1000:]}")
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2,
+                                            context=self._ctx) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -130,7 +140,7 @@ class Prometheus:
         """`data` of a GET on the HTTP API; an error status raises with Prometheus' reason."""
         url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(url, timeout=30) as r:
+            with urllib.request.urlopen(url, timeout=30, context=self._ctx) as r:
                 body = json.loads(r.read())
         except urllib.error.HTTPError as e:
             body = json.loads(e.read() or b"{}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,6 +171,33 @@ async def test_a_dead_receiver_is_retried_until_it_comes_up(tmp_path: Path) -> N
                 (round(t0, 3), 77.0)]
     assert sum(value(reg, "privtel_remote_write_samples_dropped_total", reason=r)
                for r in ("rejected", "retries_exhausted", "queue_full", "shutdown")) == 0
+
+
+async def test_https_receiver_verified_against_the_configured_ca(tmp_path: Path) -> None:
+    """TLS through `ca_file`: the receiver's certificate is checked, so without the CA
+    nothing is sent (counted failed), with it the samples land."""
+    certs = tmp_path / "certs"
+    subprocess.run([sys.executable, "-m", "privtel", "certs", "init", "--dir", str(certs),
+                    "--host", "127.0.0.1"], check=True, capture_output=True, timeout=60)
+    tls = (certs / "broker.crt", certs / "broker.key", certs / "ca.crt")
+    t0 = time.time() - 30
+    with Prometheus(free_port(), receiver=True, workdir=tmp_path / "p", tls=tls) as prom:
+        assert prom.write_url.startswith("https://")
+        untrusted = CollectorRegistry()
+        cfg = RemoteWriteConfig(url=prom.write_url, max_retries=0)
+        async with RemoteWriteOutput(cfg, untrusted) as out:
+            await out.deliver(Committed(header(), poll("rw-tls", t0, 5)))
+            await until(lambda: settled(untrusted))
+        assert value(untrusted, "privtel_remote_write_samples_dropped_total",
+                     reason="retries_exhausted") == per_poll()
+        reg = CollectorRegistry()
+        cfg = RemoteWriteConfig(url=prom.write_url, ca_file=certs / "ca.crt")
+        async with RemoteWriteOutput(cfg, reg) as out:
+            await out.deliver(Committed(header(), poll("rw-tls", t0, 6)))
+            await until(lambda: settled(reg))
+        assert value(reg, "privtel_remote_write_samples_sent_total") == per_poll()
+        assert stored(prom, 'privtel_interface_in_octets_total{device="rw-tls"}') == [
+            (round(t0, 3), 6.0)]
 
 
 async def test_a_dead_receiver_never_slows_the_store(store) -> None:
