@@ -289,7 +289,7 @@ class RemoteWriteOutput(Lifecycle):
             ms = round(float(r.ts) * 1000)
             held = last.get(key)
             if held is not None and ms < held:
-                stale += 1
+                stale += sum(1 for _ in samples_of(r))
                 continue
             last[key] = ms
             fresh.extend(samples_of(r))
