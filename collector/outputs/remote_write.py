@@ -48,7 +48,8 @@ from plumbing.tls import tls_context
 log = logging.getLogger(__name__)
 
 Sample = tuple[tuple[tuple[str, str], ...], float, int]  # sorted labels, value, ms
-DROP_REASONS = ("queue_full", "rejected", "retries_exhausted", "out_of_order", "shutdown")
+DROP_REASONS = ("queue_full", "rejected", "retries_exhausted", "out_of_order", "shutdown",
+                "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,8 +336,13 @@ class RemoteWriteOutput(Lifecycle):
                 continue
             n = min(len(queue), self.cfg.max_samples_per_send)
             chunk = [queue[i] for i in range(n)]
-            body = await asyncio.to_thread(shard.encoder.encode, chunk)
-            reason = await self._send(body, n, backoff)
+            try:
+                body = await asyncio.to_thread(shard.encoder.encode, chunk)
+                reason = await self._send(body, n, backoff)
+            except Exception as e:  # a bug here must not stop the shard or the collector
+                log.error("remote write %s: %d samples dropped: %s", self.name, n,
+                          type(e).__name__)
+                reason = "error"
             for _ in range(n):
                 queue.popleft()
             self._queued -= n
