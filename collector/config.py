@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.outputs.remote_write import RemoteWriteConfig
 from collector.store.errors import StoreError
 from collector.store.registry import resolve_url
 from pipelines.config import ConfigError, Section, listen_address, parse_toml, require_private
@@ -91,6 +92,7 @@ class CollectorConfig:
         return {t.name: t.jurisdiction for t in self.tenants.values()
                 if t.jurisdiction is not None}
     metrics: MetricsConfig = MetricsConfig()
+    remote_write: tuple[RemoteWriteConfig, ...] = ()
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -182,6 +184,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         agents.append(entry)
         a.done()
     tenants = _tenants(root)
+    remote_write = _outputs(root.section("outputs"), base)
     root.done()
     if not agents:
         raise ConfigError(file, "agents", "at least one [[agents]] entry is required")
@@ -195,6 +198,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         region=region, tenants=tenants, max_sequence_jump=max_sequence_jump,
         audit_key_file=audit_key_file,
         metrics=metrics,
+        remote_write=remote_write,
     )
 
 
@@ -225,3 +229,39 @@ def _tenants(root: Section) -> dict[str, TenantEntry]:
         out[name] = TenantEntry(name, None if regions is None else frozenset(regions),
                                 jurisdiction)
     return out
+
+
+def _outputs(o: Section, base: Path) -> tuple[RemoteWriteConfig, ...]:
+    """`[[outputs.remote_write]]` tables; names are unique as they label the metrics."""
+    out: list[RemoteWriteConfig] = []
+    for i, w in enumerate(o.sections("remote_write")):
+        url = w.str("url")
+        if not url.startswith(("http://", "https://")):
+            raise w.error("url", "must start with http:// or https://")
+        name = w.str("name", "remote_write" if i == 0 else f"remote_write_{i}")
+        if not is_name(name) or name in {c.name for c in out}:
+            raise w.error("name", f"must be unique among outputs and {RULE}")
+        headers = w.raw("headers", {})
+        if not isinstance(headers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise w.error("headers", "must be a table of strings")
+        if any(k.lower() == "authorization" for k in headers):
+            raise w.error("headers", "put credentials in bearer_token_file, not in the config")
+        per_send = w.int("max_samples_per_send", 2000, lo=1, hi=100_000)
+        cfg = RemoteWriteConfig(
+            url=url, name=name, timeout_s=w.float("timeout_s", 10.0, lo=0.1, hi=300),
+            max_samples_per_send=per_send,
+            queue_size=w.int("queue_size", 200_000, lo=per_send, hi=50_000_000),
+            max_retries=w.int("max_retries", 10, lo=0, hi=1000),
+            shards=w.int("shards", 4, lo=1, hi=64),
+            backoff_max_s=w.float("backoff_max_s", 5.0, lo=0.1, hi=600),
+            headers=dict(headers), bearer_token_file=_opt(base, w.str("bearer_token_file", None)),
+            ca_file=_opt(base, w.str("ca_file", None)),
+            cert_file=_opt(base, w.str("cert_file", None)),
+            key_file=_opt(base, w.str("key_file", None)))
+        if url.startswith("http://") and (cfg.bearer_token_file or cfg.cert_file):
+            raise w.error("url", "credentials and client certificates need https://")
+        w.done()
+        out.append(cfg)
+    o.done()
+    return tuple(out)

@@ -73,7 +73,8 @@ class Collector:
         raw_store.migrate()
         self.store_metrics = StoreMetrics(self.registry, raw_store.backend)
         self.store: Store = InstrumentedStore(raw_store, self.store_metrics)
-        self.outputs = build_outputs(OUTPUTS, self.registry, cfg=cfg)
+        self.outputs = build_outputs(OUTPUTS, self.registry, cfg=cfg,
+                                     configured={"remote_write": cfg.remote_write})
         # the query-side connection: audit chain, parked batches, the sequence window
         self.audit_db = open_db(cfg.store_url)
         self.parking = ParkingLot(self.audit_db)

@@ -28,6 +28,8 @@ CASES = {
                       "snmpbulkwalk_client_cpu_s_per_10k", "scale_cpu_cores",
                       "scale_peak_rss_mb"}),
     "api_search.py": ([], {"page_100_ms", "baseline_sql_page_100_ms", "indicator_ms"}),
+    "metrics.py": (["--quick"], {"scrape_cpu_s_10k_devices", "series_10k_devices",
+                                 "remote_write_samples_per_s", "promtool_samples_per_s"}),
     "ssh_poll.py": (["--devices", "3", "--concurrency", "1,3"],
                     {"devices_per_s", "cpu_s_per_device", "peak_rss_mb", "baseline_devices_per_s",
                      "speedup", "devices", "devices_up"}),

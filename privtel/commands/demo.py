@@ -23,21 +23,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--interval", type=float, default=5.0, help="poll interval in seconds")
     p.add_argument("--metrics-port", type=int, default=0,
                    help="collector /metrics port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--prometheus", action="store_true",
+                   help="also start a real Prometheus (if installed) scraping the demo's collector "
+                   "and agent with the shipped alert rules, and print its URL")
+    p.add_argument("--prometheus-port", type=int, default=0,
+                   help="its port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--away-after", type=float, default=180.0,
+                   help="seconds one simulated device answers before it goes away")
+    p.add_argument("--away-for", type=float, default=420.0,
+                   help="seconds it stays away (long enough for PrivtelDeviceDown to fire)")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from privtel.demo.run import run_demo
+    from privtel.demo.run import DemoOptions, run_demo
 
     logs.setup(args.log_level)
     logging.getLogger("privtel.demo").setLevel(logging.INFO)
     if args.duration is not None and args.duration <= 0:
         raise ValueError("--duration must be positive")
+    if args.away_after <= 0 or args.away_for <= 0:
+        raise ValueError("--away-after and --away-for must be positive")
+    options = DemoOptions(away_after_s=args.away_after, away_for_s=args.away_for,
+                          prometheus=args.prometheus, prometheus_port=args.prometheus_port)
     try:
         summary = asyncio.run(run_demo(
             duration=args.duration, data_dir=args.data_dir, broker=args.broker,
-            interval_s=args.interval, metrics_port=args.metrics_port))
+            interval_s=args.interval, metrics_port=args.metrics_port, options=options))
     except KeyboardInterrupt:
         return 130
     print("--- privtel demo summary ---")

@@ -9,8 +9,11 @@ root it is told to stay (`SNMPSIM_ALLOW_ROOT`) rather than to drop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,11 +25,19 @@ import snmpsim
 from agents.pollers import HEALTH_NAME, Device
 from agents.snmp.options import SnmpOptions
 from agents.snmp.poller import SnmpPoller
+from privtel.demo.moving import moving
 
 RECORDINGS = ("linux-full-walk", "winxp-full-walk", "eaton-9PX-partial-walk", "linksys-system",
               "solaris-system")
 _LAUNCH = ("import sys; from snmpsim.commands.responder import main; "
            "sys.argv[0] = 'snmpsim-command-responder'; sys.exit(main())")
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the demo dies, even by SIGKILL (Linux;
+    strictly, when the thread that started it ends: start children from the loop thread)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def recordings_dir() -> Path:
@@ -44,8 +55,9 @@ def command(data: Path, cache: Path, port: int,
 class SnmpSim:
     """One snmpsim process on 127.0.0.1:port; each recording is a community name."""
 
-    def __init__(self, port: int, recordings: tuple[str, ...] = RECORDINGS) -> None:
-        self.port, self.recordings = port, recordings
+    def __init__(self, port: int, recordings: tuple[str, ...] = RECORDINGS, *,
+                 moving: bool = False) -> None:
+        self.port, self.recordings, self.moving = port, recordings, moving
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: str | None = None
 
@@ -55,10 +67,15 @@ class SnmpSim:
         data.mkdir()
         cache.mkdir()
         for name in self.recordings:
-            shutil.copy(recordings_dir() / f"{name}.snmprec", data)
+            src = recordings_dir() / f"{name}.snmprec"
+            if self.moving:
+                (data / src.name).write_text(moving(src.read_text()))
+            else:
+                shutil.copy(src, data)
         args, env = command(data, cache, self.port, "--log-level=error")
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      cwd=self._tmp, env=env)
+                                      stdin=subprocess.DEVNULL, cwd=self._tmp, env=env,
+                                      preexec_fn=die_with_parent)
         await self._wait_ready()
         return self
 

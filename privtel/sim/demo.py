@@ -53,15 +53,8 @@ class DemoSshDevice:
         await self.sim.stop()
 
 
-def snmp_credential(community: str) -> str:
-    """The credential name under which the demo keeps an SNMP community."""
-    return f"snmp-{community.lower()}"
-
-
-async def start_demo_ssh(workdir: Path, vendor: str = "cisco_ios", port: int = 0,
-                         snmp_communities: tuple[str, ...] | list[str] = ()) -> DemoSshDevice:
-    """The SSH simulator and the agent's credential store, which also keeps the SNMP
-    communities (`snmp_credential(c)`): no secret sits inline in the demo's agent.toml."""
+async def start_demo_ssh(workdir: Path, vendor: str = "cisco_ios",
+                         port: int = 0) -> DemoSshDevice:
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     password = secrets.token_urlsafe(18)
     sim = SshDeviceSim(vendor, port, {DEMO_USER: password})
@@ -70,10 +63,8 @@ async def start_demo_ssh(workdir: Path, vendor: str = "cisco_ios", port: int = 0
     if not key_file.exists():
         generate_key_file(key_file)
     creds = workdir / "credentials.enc"
-    store = CredentialStore(creds, load_key(key_file=key_file))
-    store.set(CREDENTIAL, Credential(username=DEMO_USER, password=password))
-    for c in snmp_communities:
-        store.set(snmp_credential(c), Credential(snmp_community=c))
+    CredentialStore(creds, load_key(key_file=key_file)).set(
+        CREDENTIAL, Credential(username=DEMO_USER, password=password))
     known_hosts = workdir / "ssh_known_hosts"
     name = f"[127.0.0.1]:{sim.port}"
     kind, b64 = sim.public_host_key.split()[:2]

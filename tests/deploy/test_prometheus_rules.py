@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from agents.shipper import _Metrics as ShipperMetrics
 from collector.ingest import IngestMetrics
 from collector.metrics import NocMetrics, StoreMetrics
+from collector.outputs.remote_write import RemoteWriteMetrics
 from collector.retention import RetentionMetrics
 
 PROM = DEPLOY / "prometheus"
@@ -204,6 +205,7 @@ def exposed_today() -> set[str]:
     StoreMetrics(reg, "sqlite")
     RetentionMetrics(reg)
     ShipperMetrics(reg)
+    RemoteWriteMetrics(reg)
     families = [(m.name, m.type) for m in reg.collect()]
     families += [(m.name, m.type) for m in NocMetrics(None).describe()]
     suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
