@@ -82,8 +82,8 @@ async def test_agent_ships_through_the_allowed_route(tmp_path: Path, mosquitto: 
         await agent._emit([Record(kind=Kind.LOG, tenant=tenant, site=acfg.site, device="d",
                                   name="syslog", fields={"message": f"line {i}"})
                            for i in range(3)])
-        await wait_for(lambda: collector.store.count_records(tenant=tenant) == 3, 30,
-                       "the records")
+        await wait_for(lambda: collector.store.count_records(tenant=tenant, name="syslog") == 3,
+                       30, "the records")
 
 
 def test_transfers_register(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

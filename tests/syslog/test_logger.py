@@ -54,7 +54,7 @@ async def test_logger_messages_are_stored_pseudonymised(tmp_path: Path, mosquitt
         assert f["format"] == fmt[0].removeprefix("--"), marker
         assert f["app_name"] == "sshd"
         assert f["source_ip"] == pz.ip(server)
-        assert rec["device"] == pz.token(server)  # unknown sender, accepted: its address
+        assert rec["device"] == pz.device_token(server)  # unknown sender, accepted: its address
         assert f"from {pz.ip(ADDR)} and {pz.ip(ADDR6)} port" in f["message"]
         assert f["hostname"] == pz.id_token("host", host)
         for raw in (ADDR, ADDR6, "127.0.0.1", '"::1"', f'"{host}"'):

@@ -109,7 +109,7 @@ async def test_rsyslog_forwards_over_udp_tcp_and_tls(tmp_path: Path, mosquitto: 
         for r in recs:
             f = r["fields"]
             assert (f["facility"], f["severity"]) == codes[sent[marker]], (marker, f)
-            assert r["device"] == pz.token("core-sw1") and r["site"] == "branch-7"
+            assert r["device"] == pz.device_token("core-sw1") and r["site"] == "branch-7"
             assert f.get("app_name") == "relayed", str(f)
             assert f"lease {pz.ip('10.9.8.7')} for {pz.ip(ADDR)} granted" in f["message"]
             assert ADDR not in r["raw"] and "10.9.8.7" not in r["raw"]
