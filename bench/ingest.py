@@ -9,7 +9,11 @@ For each backend (SQLite, PostgreSQL) this measures, in one run:
   MQTT 5 shared subscription, verified, decrypted, tagged and stored; timed
   from the first publish until the store holds every record.
 
-    python bench/ingest.py [--records 200000] [--batch 500] [--workers 2] [--api-indexes]
+    python bench/ingest.py [--records 200000] [--batch 500] [--workers 2] [--scale 1,2,4]
+
+With `--workers 4` (or more) PostgreSQL is also run with 1, 2, 4, ... workers
+in turn against the one server, to show how throughput grows with workers
+(key postgres_scale in the JSON).
 
 Beside the rates it reports CPU time per record over the timed interval, read
 from /proc: the worker processes, their database backends (PostgreSQL), and the
@@ -329,9 +333,9 @@ def stage_costs(size: int) -> dict[str, float]:
     }
 
 
-def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path,
+                  workers: int) -> dict[str, Any]:
     now = time.time()
-    workers = args.sqlite_workers if backend == "sqlite" else args.workers
     n_batches = max(1, args.records // args.batch)
     suffix = os.urandom(4).hex()
     if backend == "sqlite":
@@ -361,6 +365,16 @@ def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path) -
             "raw_cpu": raw_cpu, "cpu": cpu}
 
 
+def scale_counts(args: argparse.Namespace) -> list[int]:
+    """Worker counts for the scaling series: --scale, or the powers of two up to
+    --workers when that is 4 or more (the main run already shows 1 and 2)."""
+    if args.scale:
+        return [int(w) for w in args.scale.split(",")]
+    if args.workers < 4:
+        return []
+    return [1 << i for i in range(args.workers.bit_length()) if 1 << i <= args.workers]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=200_000)
@@ -371,6 +385,9 @@ def main() -> None:
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--pg", default=PG_DSN)
     ap.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    ap.add_argument("--scale", default=None,
+                    help="PostgreSQL worker counts to run one after another, e.g. 1,2,4 "
+                    "(default: 1, 2, 4, ... up to --workers when it is 4 or more)")
     ap.add_argument("--api-indexes", action="store_true",
                     help="no effect: the query API's indexes are in the schema (0004)")
     args = ap.parse_args()
@@ -384,7 +401,8 @@ def main() -> None:
     result.update(costs)
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
-            r = bench_backend(ctx, backend, args, Path(tmp))
+            workers = args.sqlite_workers if backend == "sqlite" else args.workers
+            r = bench_backend(ctx, backend, args, Path(tmp), workers)
             ratio = r["verified"] / r["raw"]
             print(f"  {backend:<9} {r['workers']} worker(s)  raw insert {r['raw']:>10,.0f} rec/s   "
                   "verified ingest "
@@ -400,6 +418,19 @@ def main() -> None:
                     f"{k} {v}" for k, v in used.items()))
                 for k, v in used.items():
                     result[f"{backend}_{run}_cpu_us_per_record_{k}"] = v
+        if "postgres" in args.backends.split(","):
+            for w in scale_counts(args):
+                r = bench_backend(ctx, "postgres", args, Path(tmp), w)
+                print(f"  scale     {w} worker(s)  raw insert {r['raw']:>10,.0f} rec/s   "
+                      f"verified ingest {r['verified']:>10,.0f} rec/s   ratio "
+                      f"{r['verified'] / r['raw']:.2f}   worker CPU us per record "
+                      f"{r['cpu']['workers']}   batches per worker "
+                      f"{[int(s) for s in r['shares']]}")
+                result.setdefault("postgres_scale", []).append({
+                    "workers": w, "records_per_s": round(r["verified"]),
+                    "raw_insert_per_s": round(r["raw"]),
+                    "worker_cpu_us_per_record": r["cpu"]["workers"],
+                    "db_backend_cpu_us_per_record": r["cpu"]["db_backends"]})
     print(orjson.dumps(result).decode())
 
 
