@@ -163,11 +163,20 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
     if not profile_dir:
         asyncio.run(main())
         return
-    import cProfile
+    try:  # every thread, CPU time: the commit runs on a worker thread
+        import yappi
+    except ImportError:
+        import cProfile
 
-    with cProfile.Profile() as prof:  # the event loop thread only
-        asyncio.run(main())
-    prof.dump_stats(f"{profile_dir}/ingest-w{index}.prof")
+        with cProfile.Profile() as prof:  # the event loop thread only
+            asyncio.run(main())
+        prof.dump_stats(f"{profile_dir}/ingest-w{index}.prof")
+        return
+    yappi.set_clock_type("cpu")
+    yappi.start()
+    asyncio.run(main())
+    yappi.stop()
+    yappi.get_func_stats().save(f"{profile_dir}/ingest-w{index}.prof", type="pstat")
 
 
 def wait_stored(url: str, tenant: str, batches: int, records: int, timeout: float) -> float:
