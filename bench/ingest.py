@@ -127,7 +127,8 @@ def raw_worker(url: str, tenant: str, batches: list[tuple[int, int]], now: float
 
 
 def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
-                  collector_pem: bytes, agent_raw: dict[str, bytes], stop: Any, out: Any) -> None:
+                  collector_pem: bytes, agent_raw: dict[str, bytes], stop: Any, out: Any,
+                  check_threads: int | None) -> None:
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from prometheus_client import CollectorRegistry
 
@@ -148,7 +149,8 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
         w = IngestWorker(broker_url=broker, sink=sink.sink, quarantine=sink.quarantine,
                          agent_keys=agents, collector_keys={ck.key_id: ck}, registry=reg,
                          shared_group=group, topic_filter=f"privtel/v1/{tenant}/+/batches",
-                         client_id=f"{group}-w{index}", session_expiry_s=0)
+                         client_id=f"{group}-w{index}", session_expiry_s=0,
+                         check_threads=check_threads)
         async with w:
             await asyncio.wait_for(w.subscribed.wait(), 30)
             out.put(("ready", index, os.getpid(), backend_pid(store)))
@@ -227,7 +229,8 @@ def run_raw(ctx: Any, url: str, tenant: str, n_batches: int, size: int, workers:
 
 
 def run_verified(ctx: Any, url: str, broker: str, tenant: str, n_batches: int, size: int,
-                 workers: int, now: float) -> tuple[float, list[float], dict[str, float]]:
+                 workers: int, now: float, check_threads: int | None = None
+                 ) -> tuple[float, list[float], dict[str, float]]:
     import aiomqtt
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -248,7 +251,8 @@ def run_verified(ctx: Any, url: str, broker: str, tenant: str, n_batches: int, s
     group = f"bench{os.urandom(3).hex()}"
     stop, out = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=ingest_worker, args=(url, broker, group, tenant, i,
-                                                     collector.pem, agent_raw, stop, out))
+                                                     collector.pem, agent_raw, stop, out,
+                                                     check_threads))
              for i in range(workers)]
     for p in procs:
         p.start()
@@ -362,7 +366,8 @@ def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path,
             s.close()
         raw, raw_cpu = run_raw(ctx, raw_url, "bench", n_batches, args.batch, workers, now)
         verified, shares, cpu = run_verified(ctx, ing_url, args.broker, f"b{suffix}",
-                                             n_batches, args.batch, workers, now)
+                                             n_batches, args.batch, workers, now,
+                                             args.check_threads)
     finally:
         if cleanup:
             import psycopg
@@ -394,6 +399,9 @@ def main() -> None:
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--pg", default=PG_DSN)
     ap.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    ap.add_argument("--check-threads", type=int, default=None,
+                    help="threads per worker checking the next batches (default one per "
+                    "core; 0 checks on the event loop, as before the pool)")
     ap.add_argument("--scale", default=None,
                     help="PostgreSQL worker counts to run one after another, e.g. 1,2,4 "
                     "(default: 1, 2, 4, ... up to --workers when it is 4 or more)")

@@ -148,7 +148,8 @@ class IngestWorker(Lifecycle):
     (`collector.sequence.StoreSequences` in the collector; in memory by
     default). `on_outcome` hears of every batch parked with an authenticated
     header. `check_threads` sizes the pool that checks the next batches
-    (`collector.ingest_pool`; default one thread per core).
+    (`collector.ingest_pool`; default one thread per core, 0 checks on the
+    event loop).
     `sink(header, records)` returns True when stored, False when the batch was
     already stored (a duplicate). `quarantine(reason, topic, header, payload)`
     keeps a rejected batch; `header` is None when none could be parsed, and is

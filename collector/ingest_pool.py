@@ -36,25 +36,36 @@ def default_threads() -> int:
 class CheckAhead(Generic[D, T]):
     """A bounded, ordered window of checks running ahead of the settling stage.
 
-    `put(delivery, fn, *args)` waits while `depth` checks are outstanding;
-    `get()` returns the oldest (delivery, result), raising what the check
-    raised. `close()` is idempotent and drops what was not taken (never
-    acknowledged, so the broker delivers it again)."""
+    `threads=0` runs each check on the event loop as it is put (the pipelining
+    of one check ahead of the commit stays). `put(delivery, fn, *args)` waits
+    while `depth` checks are outstanding; `get()` returns the oldest
+    (delivery, result), raising what the check raised. `close()` is
+    idempotent and drops what was not taken (never acknowledged, so the
+    broker delivers it again)."""
 
     def __init__(self, threads: int | None = None, depth: int | None = None,
                  name: str = "privtel-check") -> None:
-        self.threads = threads or default_threads()
-        if self.threads < 1:
-            raise ValueError("threads must be at least 1")
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=name)
+        self.threads = default_threads() if threads is None else threads
+        if self.threads < 0:
+            raise ValueError("threads must be 0 (check on the event loop) or more")
+        self._pool = (ThreadPoolExecutor(self.threads, thread_name_prefix=name)
+                      if self.threads else None)
         self._queue: asyncio.Queue[tuple[D, asyncio.Future[T]] | BaseException] = \
             asyncio.Queue(depth or self.threads + 1)
         self._closed = False
 
     async def put(self, delivery: D, fn: Callable[..., T], *args: object) -> None:
-        """Start the check now; wait for room in the window first."""
-        await self._queue.put((delivery, asyncio.get_running_loop().run_in_executor(
-            self._pool, fn, *args)))
+        """Start the check now (run it, without threads); wait for room in the window first."""
+        loop = asyncio.get_running_loop()
+        if self._pool is not None:
+            future = loop.run_in_executor(self._pool, fn, *args)
+        else:
+            future = loop.create_future()
+            try:
+                future.set_result(fn(*args))
+            except Exception as e:
+                future.set_exception(e)
+        await self._queue.put((delivery, future))
 
     async def fail(self, error: BaseException) -> None:
         """Hand an error (the message stream ended or broke) to the taker, in order."""
@@ -75,7 +86,8 @@ class CheckAhead(Generic[D, T]):
             item = self._queue.get_nowait()
             if not isinstance(item, BaseException):
                 item[1].cancel()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 __all__ = ["CheckAhead", "default_threads"]

@@ -67,7 +67,24 @@ async def test_close_drops_what_was_not_taken():
         await ahead.put(9, lambda i: i, 9)  # the pool is shut down
 
 
-def test_default_pool_is_one_thread_per_core_and_refuses_zero():
+async def test_without_threads_checks_run_inline_in_order():
+    ahead: CheckAhead[int, str] = CheckAhead(threads=0, depth=2)
+    caller = threading.current_thread().name
+
+    def where(i: int) -> str:
+        if i == 1:
+            raise KeyError(i)
+        return threading.current_thread().name
+
+    for i in range(2):
+        await ahead.put(i, where, i)
+    assert await ahead.get() == (0, caller)
+    with pytest.raises(KeyError):
+        await ahead.get()
+    ahead.close()
+
+
+def test_default_pool_is_one_thread_per_core_and_refuses_negative():
     assert default_threads() >= 1
     assert CheckAhead(threads=None).threads == default_threads()
     with pytest.raises(ValueError):
