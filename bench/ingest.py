@@ -18,6 +18,14 @@ in turn against the one server, to show how throughput grows with workers
 Beside the rates it reports CPU time per record over the timed interval, read
 from /proc: the worker processes, their database backends (PostgreSQL), and the
 whole box (which includes whatever else runs on it: compare within one run).
+Before the runs it prints the CPU microseconds per record of each in-process
+stage on one core (verify, decrypt, decompress, decode and validate,
+retention tagging, NOC observation, COPY text encoding), best of 3.
+`--check-threads 0` checks on the event loop instead of the pool (the
+behaviour before `collector.ingest_pool`), for alternating before/after runs.
+With PRIVTEL_BENCH_PROFILE=<dir> each ingest worker writes a pstats profile
+(every thread, CPU clock, when yappi is installed).
+
 The query API's indexes are part of the store schema since migration 0004, so
 every run includes them; `--api-indexes` is accepted for old command lines.
 
