@@ -23,6 +23,10 @@ stage on one core (verify, decrypt, decompress, decode and validate,
 retention tagging, NOC observation, COPY text encoding), best of 3.
 `--check-threads 0` checks on the event loop instead of the pool (the
 behaviour before `collector.ingest_pool`), for alternating before/after runs.
+Each verified run also reports the CPU its workers spent, per record, inside
+the check (verify, decrypt, decode: in_check), the commit thread (tagging,
+COPY text, the store call: in_commit) and the NOC observation (in_noc); the
+rest of the worker CPU is the broker client, the event loop and threads.
 With PRIVTEL_BENCH_PROFILE=<dir> each ingest worker writes a pstats profile
 (every thread, CPU clock, when yappi is installed).
 
@@ -146,6 +150,18 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
     from collector.store.sink import StoreSink
     from pipelines.keys import load_collector_private_key
 
+    spent: dict[str, float] = {}
+
+    def timed(stage: str, f: Any) -> Any:
+        """`f`, adding the CPU time of its thread to `spent[stage]`."""
+        def call(*args: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return f(*args)
+            finally:
+                spent[stage] = spent.get(stage, 0.0) + time.thread_time() - t
+        return call
+
     async def main() -> None:
         ck = load_collector_private_key(collector_pem)
         agents = {a: ed25519.Ed25519PublicKey.from_public_bytes(k) for a, k in agent_raw.items()}
@@ -154,18 +170,22 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
         outputs = build_outputs(["noc"], reg)
         await outputs.start()
         sink = StoreSink(store, RetentionService(None).tag, outputs)
+        sink.write = timed("commit", sink.write)  # type: ignore[method-assign]
+        for o in outputs.outputs:
+            o.noc.observe = timed("noc", o.noc.observe)  # type: ignore[attr-defined]
         w = IngestWorker(broker_url=broker, sink=sink.sink, quarantine=sink.quarantine,
                          agent_keys=agents, collector_keys={ck.key_id: ck}, registry=reg,
                          shared_group=group, topic_filter=f"privtel/v1/{tenant}/+/batches",
                          client_id=f"{group}-w{index}", session_expiry_s=0,
                          check_threads=check_threads)
+        w._check = timed("check", w._check)  # type: ignore[method-assign]
         async with w:
             await asyncio.wait_for(w.subscribed.wait(), 30)
             out.put(("ready", index, os.getpid(), backend_pid(store)))
             while not stop.is_set():
                 await asyncio.sleep(0.05)
         out.put(("received", index, reg.get_sample_value("privtel_batches_received_total"),
-                 reg.get_sample_value("privtel_batches_accepted_total")))
+                 reg.get_sample_value("privtel_batches_accepted_total"), dict(spent)))
         await outputs.close()
         store.close()
 
@@ -294,6 +314,9 @@ def run_verified(ctx: Any, url: str, broker: str, tenant: str, n_batches: int, s
     for _ in procs:
         msg = out.get(timeout=60)
         shares.append(msg[2] or 0.0)
+        for stage, cpu_s in msg[4].items():
+            used[f"in_{stage}"] = round(used.get(f"in_{stage}", 0.0)
+                                        + cpu_s / (n_batches * size) * 1e6, 2)
     for p in procs:
         p.join(30)
     return n_batches * size / (t1 - t0), shares, used
