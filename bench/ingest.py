@@ -9,11 +9,27 @@ For each backend (SQLite, PostgreSQL) this measures, in one run:
   MQTT 5 shared subscription, verified, decrypted, tagged and stored; timed
   from the first publish until the store holds every record.
 
-    python bench/ingest.py [--records 200000] [--batch 500] [--workers 2] [--api-indexes]
+    python bench/ingest.py [--records 200000] [--batch 500] [--workers 2] [--scale 1,2,4]
+
+With `--workers 4` (or more) PostgreSQL is also run with 1, 2, 4, ... workers
+in turn against the one server, to show how throughput grows with workers
+(key postgres_scale in the JSON).
 
 Beside the rates it reports CPU time per record over the timed interval, read
 from /proc: the worker processes, their database backends (PostgreSQL), and the
 whole box (which includes whatever else runs on it: compare within one run).
+Before the runs it prints the CPU microseconds per record of each in-process
+stage on one core (verify, decrypt, decompress, decode and validate,
+retention tagging, NOC observation, COPY text encoding), best of 3.
+`--check-threads 0` checks on the event loop instead of the pool (the
+behaviour before `collector.ingest_pool`), for alternating before/after runs.
+Each verified run also reports the CPU its workers spent, per record, inside
+the check (verify, decrypt, decode: in_check), the commit thread (tagging,
+COPY text, the store call: in_commit) and the NOC observation (in_noc); the
+rest of the worker CPU is the broker client, the event loop and threads.
+With PRIVTEL_BENCH_PROFILE=<dir> each ingest worker writes a pstats profile
+(every thread, CPU clock, when yappi is installed).
+
 The query API's indexes are part of the store schema since migration 0004, so
 every run includes them; `--api-indexes` is accepted for old command lines.
 
@@ -123,7 +139,8 @@ def raw_worker(url: str, tenant: str, batches: list[tuple[int, int]], now: float
 
 
 def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
-                  collector_pem: bytes, agent_raw: dict[str, bytes], stop: Any, out: Any) -> None:
+                  collector_pem: bytes, agent_raw: dict[str, bytes], stop: Any, out: Any,
+                  check_threads: int | None) -> None:
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from prometheus_client import CollectorRegistry
 
@@ -133,6 +150,18 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
     from collector.store.sink import StoreSink
     from pipelines.keys import load_collector_private_key
 
+    spent: dict[str, float] = {}
+
+    def timed(stage: str, f: Any) -> Any:
+        """`f`, adding the CPU time of its thread to `spent[stage]`."""
+        def call(*args: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return f(*args)
+            finally:
+                spent[stage] = spent.get(stage, 0.0) + time.thread_time() - t
+        return call
+
     async def main() -> None:
         ck = load_collector_private_key(collector_pem)
         agents = {a: ed25519.Ed25519PublicKey.from_public_bytes(k) for a, k in agent_raw.items()}
@@ -141,21 +170,43 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
         outputs = build_outputs(["noc"], reg)
         await outputs.start()
         sink = StoreSink(store, RetentionService(None).tag, outputs)
+        sink.write = timed("commit", sink.write)  # type: ignore[method-assign]
+        for o in outputs.outputs:
+            o.noc.observe = timed("noc", o.noc.observe)  # type: ignore[attr-defined]
         w = IngestWorker(broker_url=broker, sink=sink.sink, quarantine=sink.quarantine,
                          agent_keys=agents, collector_keys={ck.key_id: ck}, registry=reg,
                          shared_group=group, topic_filter=f"privtel/v1/{tenant}/+/batches",
-                         client_id=f"{group}-w{index}", session_expiry_s=0)
+                         client_id=f"{group}-w{index}", session_expiry_s=0,
+                         check_threads=check_threads)
+        w._check = timed("check", w._check)  # type: ignore[method-assign]
         async with w:
             await asyncio.wait_for(w.subscribed.wait(), 30)
             out.put(("ready", index, os.getpid(), backend_pid(store)))
             while not stop.is_set():
                 await asyncio.sleep(0.05)
         out.put(("received", index, reg.get_sample_value("privtel_batches_received_total"),
-                 reg.get_sample_value("privtel_batches_accepted_total")))
+                 reg.get_sample_value("privtel_batches_accepted_total"), dict(spent)))
         await outputs.close()
         store.close()
 
+    profile_dir = os.environ.get("PRIVTEL_BENCH_PROFILE")
+    if not profile_dir:
+        asyncio.run(main())
+        return
+    try:  # every thread, CPU time: the commit runs on a worker thread
+        import yappi
+    except ImportError:
+        import cProfile
+
+        with cProfile.Profile() as prof:  # the event loop thread only
+            asyncio.run(main())
+        prof.dump_stats(f"{profile_dir}/ingest-w{index}.prof")
+        return
+    yappi.set_clock_type("cpu")
+    yappi.start()
     asyncio.run(main())
+    yappi.stop()
+    yappi.get_func_stats().save(f"{profile_dir}/ingest-w{index}.prof", type="pstat")
 
 
 def wait_stored(url: str, tenant: str, batches: int, records: int, timeout: float) -> float:
@@ -206,7 +257,8 @@ def run_raw(ctx: Any, url: str, tenant: str, n_batches: int, size: int, workers:
 
 
 def run_verified(ctx: Any, url: str, broker: str, tenant: str, n_batches: int, size: int,
-                 workers: int, now: float) -> tuple[float, list[float], dict[str, float]]:
+                 workers: int, now: float, check_threads: int | None = None
+                 ) -> tuple[float, list[float], dict[str, float]]:
     import aiomqtt
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -227,7 +279,8 @@ def run_verified(ctx: Any, url: str, broker: str, tenant: str, n_batches: int, s
     group = f"bench{os.urandom(3).hex()}"
     stop, out = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=ingest_worker, args=(url, broker, group, tenant, i,
-                                                     collector.pem, agent_raw, stop, out))
+                                                     collector.pem, agent_raw, stop, out,
+                                                     check_threads))
              for i in range(workers)]
     for p in procs:
         p.start()
@@ -261,6 +314,9 @@ def run_verified(ctx: Any, url: str, broker: str, tenant: str, n_batches: int, s
     for _ in procs:
         msg = out.get(timeout=60)
         shares.append(msg[2] or 0.0)
+        for stage, cpu_s in msg[4].items():
+            used[f"in_{stage}"] = round(used.get(f"in_{stage}", 0.0)
+                                        + cpu_s / (n_batches * size) * 1e6, 2)
     for p in procs:
         p.join(30)
     return n_batches * size / (t1 - t0), shares, used
@@ -270,41 +326,60 @@ def stage_costs(size: int) -> dict[str, float]:
     """Microseconds per record of each in-process stage of verified ingest, best of 3,
     to show where the time goes when the ratio to the raw rate is low."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
+    from prometheus_client import CollectorRegistry
 
+    from collector.metrics.noc import NocMetrics
     from collector.retention import RetentionService
     from collector.store.postgres import _copy_text
-    from pipelines import keys
-    from pipelines.envelope import Header, open_sealed, seal
+    from pipelines import envelope, keys
+    from pipelines.envelope import Header, seal
+    from pipelines.record import decode
 
     now = time.time()
     ck, sk = keys.generate_collector_key(), ed25519.Ed25519PrivateKey.generate()
     batches = [make_records("bench", size, n * size, now) for n in range(10)]
     sealed = [seal(Header(tenant="bench", agent_id="a", batch_id=os.urandom(16).hex(), seq=n,
                           created=now), b, ck.public, sk) for n, b in enumerate(batches)]
+    agents, cks = {"a": sk.public_key()}, {ck.key_id: ck}
+    verified = [envelope.verify(m, agents) for m in sealed]
+    suite = keys.suite(verified[0].header.suite)
+    compressed = [suite.decrypt(v.ciphertext, ck.key,
+                                info=envelope.HPKE_INFO_PREFIX + v.header_json)
+                  for v in verified]
+    bodies = [envelope._decompress(c, envelope.MAX_BODY_BYTES) for c in compressed]
     tagger = RetentionService(None)
     tagged = [tagger.tag(b, now=now) for b in batches]
+    noc = NocMetrics(CollectorRegistry())
     meta = BatchMeta(agent_id="a", batch_id="b", seq=0, tenant="bench", created=now,
                      received_at=now)
 
     def best(f: Any) -> float:
         times = []
         for _ in range(3):
-            t = time.perf_counter()
+            t = time.process_time()
             f()
-            times.append(time.perf_counter() - t)
+            times.append(time.process_time() - t)
         return round(min(times) / (10 * size) * 1e6, 2)
 
     return {
-        "verify_decrypt_decode_us": best(lambda: [open_sealed(m, {"a": sk.public_key()},
-                                                              {ck.key_id: ck}) for m in sealed]),
+        "verify_us": best(lambda: [envelope.verify(m, agents) for m in sealed]),
+        "decrypt_us": best(lambda: [suite.decrypt(v.ciphertext, ck.key,
+                                                  info=envelope.HPKE_INFO_PREFIX + v.header_json)
+                                    for v in verified]),
+        "decompress_us": best(lambda: [envelope._decompress(c, envelope.MAX_BODY_BYTES)
+                                       for c in compressed]),
+        "decode_validate_us": best(lambda: [decode(b) for b in bodies]),
+        "verify_decrypt_decode_us": best(lambda: [envelope.open_sealed(m, agents, cks)
+                                                  for m in sealed]),
         "retention_tag_us": best(lambda: [tagger.tag(b, now=now) for b in batches]),
+        "noc_observe_us": best(lambda: [noc.observe(b) for b in batches]),
         "copy_encode_us": best(lambda: [_copy_text(meta, t) for t in tagged]),
     }
 
 
-def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path,
+                  workers: int) -> dict[str, Any]:
     now = time.time()
-    workers = args.sqlite_workers if backend == "sqlite" else args.workers
     n_batches = max(1, args.records // args.batch)
     suffix = os.urandom(4).hex()
     if backend == "sqlite":
@@ -322,7 +397,8 @@ def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path) -
             s.close()
         raw, raw_cpu = run_raw(ctx, raw_url, "bench", n_batches, args.batch, workers, now)
         verified, shares, cpu = run_verified(ctx, ing_url, args.broker, f"b{suffix}",
-                                             n_batches, args.batch, workers, now)
+                                             n_batches, args.batch, workers, now,
+                                             args.check_threads)
     finally:
         if cleanup:
             import psycopg
@@ -332,6 +408,16 @@ def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path) -
                     conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     return {"raw": raw, "verified": verified, "shares": shares, "workers": workers,
             "raw_cpu": raw_cpu, "cpu": cpu}
+
+
+def scale_counts(args: argparse.Namespace) -> list[int]:
+    """Worker counts for the scaling series: --scale, or the powers of two up to
+    --workers when that is 4 or more (the main run already shows 1 and 2)."""
+    if args.scale:
+        return [int(w) for w in args.scale.split(",")]
+    if args.workers < 4:
+        return []
+    return [1 << i for i in range(args.workers.bit_length()) if 1 << i <= args.workers]
 
 
 def main() -> None:
@@ -344,6 +430,12 @@ def main() -> None:
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--pg", default=PG_DSN)
     ap.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    ap.add_argument("--check-threads", type=int, default=None,
+                    help="threads per worker checking the next batches (default one per "
+                    "core; 0 checks on the event loop, as before the pool)")
+    ap.add_argument("--scale", default=None,
+                    help="PostgreSQL worker counts to run one after another, e.g. 1,2,4 "
+                    "(default: 1, 2, 4, ... up to --workers when it is 4 or more)")
     ap.add_argument("--api-indexes", action="store_true",
                     help="no effect: the query API's indexes are in the schema (0004)")
     args = ap.parse_args()
@@ -357,7 +449,8 @@ def main() -> None:
     result.update(costs)
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
-            r = bench_backend(ctx, backend, args, Path(tmp))
+            workers = args.sqlite_workers if backend == "sqlite" else args.workers
+            r = bench_backend(ctx, backend, args, Path(tmp), workers)
             ratio = r["verified"] / r["raw"]
             print(f"  {backend:<9} {r['workers']} worker(s)  raw insert {r['raw']:>10,.0f} rec/s   "
                   "verified ingest "
@@ -373,6 +466,19 @@ def main() -> None:
                     f"{k} {v}" for k, v in used.items()))
                 for k, v in used.items():
                     result[f"{backend}_{run}_cpu_us_per_record_{k}"] = v
+        if "postgres" in args.backends.split(","):
+            for w in scale_counts(args):
+                r = bench_backend(ctx, "postgres", args, Path(tmp), w)
+                print(f"  scale     {w} worker(s)  raw insert {r['raw']:>10,.0f} rec/s   "
+                      f"verified ingest {r['verified']:>10,.0f} rec/s   ratio "
+                      f"{r['verified'] / r['raw']:.2f}   worker CPU us per record "
+                      f"{r['cpu']['workers']}   batches per worker "
+                      f"{[int(s) for s in r['shares']]}")
+                result.setdefault("postgres_scale", []).append({
+                    "workers": w, "records_per_s": round(r["verified"]),
+                    "raw_insert_per_s": round(r["raw"]),
+                    "worker_cpu_us_per_record": r["cpu"]["workers"],
+                    "db_backend_cpu_us_per_record": r["cpu"]["db_backends"]})
     print(orjson.dumps(result).decode())
 
 

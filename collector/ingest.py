@@ -32,8 +32,10 @@ make the broker send the same batch again, and a crowd of workers doing so is
 a reconnect storm.
 
 Each worker runs two stages. The stateless checks and the decryption of the
-next message (`_check`) run while the previous batch commits in a worker
-thread, which spends most of its time waiting for the database; the stateful
+next messages (`_check`) run on a thread pool sized to the cores
+(`collector.ingest_pool`), handed back in arrival order, while the previous
+batch commits in a worker thread, which spends most of its time waiting for
+the database; the stateful
 part (replay window, sequence window, sink, PUBACK: `_settle`) stays strictly
 sequential and in arrival order, so the sequence window is exactly what a
 one-message-at-a-time worker would see, and a batch is acknowledged only
@@ -54,6 +56,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from collector.admission import Admission
+from collector.ingest_pool import CheckAhead
 from collector.parking import PARK_REASONS, PARKED_ENVELOPE_REASONS, UNAUTHENTICATED, Refused
 from collector.recheck import screen
 from collector.sequence import DEFAULT_MAX_JUMP, MemorySequences, Sequences
@@ -145,7 +148,9 @@ class IngestWorker(Lifecycle):
     batch is quarantined like garbage. `sequences` holds the per-agent window
     (`collector.sequence.StoreSequences` in the collector; in memory by
     default). `on_outcome` hears of every batch parked with an authenticated
-    header.
+    header. `check_threads` sizes the pool that checks the next batches
+    (`collector.ingest_pool`; default one thread per core, 0 checks on the
+    event loop).
     `sink(header, records)` returns True when stored, False when the batch was
     already stored (a duplicate). `quarantine(reason, topic, header, payload)`
     keeps a rejected batch; `header` is None when none could be parsed, and is
@@ -171,7 +176,7 @@ class IngestWorker(Lifecycle):
                  max_body_bytes: int = envelope.MAX_BODY_BYTES,
                  replay_window_s: float = 8 * 86400.0, max_skew_s: float = 300.0,
                  seq_window: int = 10_000, backoff_initial_s: float = 0.5,
-                 backoff_max_s: float = 30.0) -> None:
+                 backoff_max_s: float = 30.0, check_threads: int | None = None) -> None:
         if shared_group is not None and (not shared_group or any(c in shared_group
                                                                   for c in "/+#")):
             raise IngestError("shared_group must be a non-empty name without '/', '+' or '#'")
@@ -202,6 +207,7 @@ class IngestWorker(Lifecycle):
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
         self._sink_backoff = Backoff(backoff_initial_s, backoff_max_s)
         self._sequences: Sequences = sequences or MemorySequences(seq_window, max_sequence_jump)
+        self._check_threads = check_threads
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
@@ -257,31 +263,29 @@ class IngestWorker(Lifecycle):
             await asyncio.sleep(delay)
 
     async def _pump(self, deliveries: AsyncIterator[Delivery]) -> None:
-        """Check the next message while the previous one settles; settle and
-        acknowledge one at a time, in arrival order."""
-        queue: asyncio.Queue[tuple[Delivery, _Checked] | Exception] = asyncio.Queue(1)
+        """Check the next messages on the pool while the previous one settles; settle
+        and acknowledge one at a time, in arrival order."""
+        ahead: CheckAhead[Delivery, _Checked] = CheckAhead(self._check_threads)
 
         async def read() -> None:
             try:
                 async for d in deliveries:
-                    await queue.put((d, self._check(d.topic, d.payload)))
+                    await ahead.put(d, self._check, d.topic, d.payload)
                 raise TransportError("the message stream ended")
             except Exception as e:  # handed to the settling loop, which raises it
-                await queue.put(e)
+                await ahead.fail(e)
 
         reader = asyncio.create_task(read(), name=f"privtel-ingest-read-{self._client_id}")
         try:
             while True:
-                item = await queue.get()
-                if isinstance(item, Exception):
-                    raise item
-                delivery, checked = item
+                delivery, checked = await ahead.get()
                 await self._settle_until_done(checked)
                 delivery.ack()
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+            ahead.close()
 
     async def _settle_until_done(self, checked: _Checked) -> str:
         """Settle one batch, retrying a failing sink with backoff while the connection

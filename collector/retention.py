@@ -188,26 +188,26 @@ class RetentionService(TaskComponent):
     def tag(self, records: Iterable[Record], now: float | None = None) -> list[TaggedRecord]:
         """Stamp each record; called on ingest just before `store.write_batch`.
 
-        The policy is asked once per run of records sharing kind, tenant and site (a
-        batch is usually one run): the rest of the run gets the same class and
-        basis, and its expiry is computed here exactly as `Policy.tag` would."""
+        The policy is asked once per distinct (kind, tenant, site) of the call (a
+        batch holds a few: a poll's rows alternate between them, so runs alone
+        would ask again on nearly every row); every other record of the group
+        gets the same class and basis, and its expiry is computed here exactly as
+        `Policy.tag` would."""
         at = self._clock() if now is None else now
         with self._lock:
             policy = self.policy
             out: list[TaggedRecord] = []
             append = out.append
-            kind: object = None
-            tenant: str | None = None
-            site: str | None = None
-            klass = basis = ""
-            seconds: float | None = None
-            unmatched_kind: str | None = None
+            groups: dict[tuple[object, str, str],
+                         tuple[str, str, float | None, str | None]] = {}
             for r in records:
-                if r.kind is not kind or r.tenant != tenant or r.site != site:
-                    kind, tenant, site = r.kind, r.tenant, r.site
-                    klass, basis, seconds, unmatched_kind = self._group(policy, r, at)
-                elif unmatched_kind is not None:
-                    policy.unmatched[unmatched_kind] += 1
+                key = (r.kind, r.tenant, r.site)
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = self._group(policy, r, at)
+                elif group[3] is not None:
+                    policy.unmatched[group[3]] += 1
+                klass, basis, seconds, _ = group
                 if seconds is None:
                     append(TaggedRecord(r, klass, basis, None))
                 else:

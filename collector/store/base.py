@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from collector.store.dialect import Cursor, Dialect
 from collector.store.errors import StoreError, StorePermanentError, StoreRetryableError
 from collector.store.registry import open_db, open_store
-from pipelines.record import Record
+from pipelines.record import Kind, Record
 
 __all__ = ["BatchMeta", "Cursor", "Dialect", "SqlStore", "Store", "StoreError",
            "StorePermanentError", "StoreRetryableError", "TaggedRecord", "apply_migrations",
@@ -50,6 +50,10 @@ class BatchMeta:
                 raise StorePermanentError("any", f"{name} must match {_ID_RE.pattern}")
         if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 0:
             raise StorePermanentError("any", "seq must be a non-negative integer")
+
+
+KIND_TEXT = {k: k.value for k in Kind}
+"""A kind's column text: an enum's `.value` is a descriptor call, once per stored row."""
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -30,6 +30,7 @@ from psycopg import errors as pgerr
 from psycopg import sql
 
 from collector.store.base import (
+    KIND_TEXT,
     BatchMeta,
     TaggedRecord,
     apply_migrations,
@@ -112,7 +113,7 @@ def _copy_text(batch: BatchMeta, records: Sequence[TaggedRecord]) -> bytes:
             if "\\u0000" in js:
                 js = dumps({k: _no_nul(v) for k, v in fields.items()}).decode()
             js = js.replace("\\", "\\\\")
-        append(f"{r.id}\t{head}{r.tenant}\t{site}\t{device}\t{r.kind.value}\t{r.name}\t{ts}\t"
+        append(f"{r.id}\t{head}{r.tenant}\t{site}\t{device}\t{KIND_TEXT[r.kind]}\t{r.name}\t{ts}\t"
                f"{js}\t{tag}\n")
     return "".join(out).encode()
 

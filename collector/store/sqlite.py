@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from collector.store.base import (
+    KIND_TEXT,
     BatchMeta,
     TaggedRecord,
     apply_migrations,
@@ -155,10 +156,16 @@ class SqliteStore:
 
     def write_batch(self, batch: BatchMeta, records: Sequence[TaggedRecord]) -> bool:
         check_records(BACKEND, batch, records)
-        rows = [(t.record.id, batch.agent_id, batch.batch_id, t.record.tenant, t.record.site,
-                 t.record.device, t.record.kind.value, t.record.name, float(t.record.ts),
-                 orjson.dumps(dict(t.record.fields)).decode(), t.retention_class,
-                 t.legal_basis, t.expires_at) for t in records]
+        agent_id, batch_id, dumps = batch.agent_id, batch.batch_id, orjson.dumps
+        rows = []
+        append = rows.append
+        for t in records:
+            r = t.record
+            fields = r.fields
+            append((r.id, agent_id, batch_id, r.tenant, r.site, r.device, KIND_TEXT[r.kind],
+                    r.name, float(r.ts),
+                    dumps(fields if type(fields) is dict else dict(fields)).decode(),
+                    t.retention_class, t.legal_basis, t.expires_at))
         with self._tx("IMMEDIATE") as cur:
             cur.execute("INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (batch.agent_id, batch.batch_id, batch.seq, batch.tenant,

@@ -233,7 +233,7 @@ def test_cli_purge_with_collector_config_and_env_store(cli, store, store_url, tm
 
 
 def test_batch_tag_equals_policy_tag_per_record(tmp_path):
-    """Tagging asks the policy once per run of kind and tenant; every record must
+    """Tagging asks the policy once per kind, tenant and site; every record must
     still get what `Policy.tag` gives it, unmatched counts included."""
     policy = tmp_path / "p.toml"
     policy.write_text('[classes.m]\ndays = 10\nlegal_basis = "x"\n'
