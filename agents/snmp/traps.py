@@ -153,24 +153,6 @@ def parse_trap_config(s: Section, secrets: ConfigSecrets | None = None) -> TrapC
     return TrapConfig(listen, port, communities, tuple(users))
 
 
-def trap_table(cfg: TrapConfig) -> dict[str, Any]:
-    """`cfg` as an inline `[traps]` table: what the agent config hands on to the
-    runtime once credential references are resolved, so the runtime reads one form."""
-    users = []
-    for u in cfg.users:
-        t: dict[str, Any] = {"user": u.user, "auth_protocol": u.auth_protocol,
-                             "priv_protocol": u.priv_protocol}
-        if u.auth_key:
-            t["auth_key"] = u.auth_key
-        if u.priv_key:
-            t["priv_key"] = u.priv_key
-        if u.engine_id is not None:
-            t["engine_id"] = u.engine_id.hex()
-        users.append(t)
-    return {"listen": cfg.listen, "port": cfg.port, "communities": list(cfg.communities),
-            "users": users}
-
-
 def _scalar(tag: int, v: Any) -> Any:
     if tag == IP_ADDRESS and isinstance(v, bytes) and len(v) == 4:
         return str(ipaddress.IPv4Address(v))
