@@ -31,7 +31,6 @@ from agents.snmp.profiles import (
     scalar_fields,
     select,
     table_rows,
-    using,
 )
 from agents.snmp.values import (
     COUNTER32,
@@ -309,8 +308,8 @@ class SnmpPoller:
 
 
 def _parse_options(s: Section, ctx: PollerContext) -> SnmpOptions:
-    with using(profiles_for(ctx.snmp_profile_dirs)):
-        return parse_options(s, ConfigSecrets(ctx.credentials_file, ctx.credentials_key_file))
+    return parse_options(s, ConfigSecrets(ctx.credentials_file, ctx.credentials_key_file),
+                         profiles_for(ctx.snmp_profile_dirs))
 
 
 register("snmp", PollerSpec(default_port=161, parse_options=_parse_options,
