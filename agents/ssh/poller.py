@@ -66,7 +66,6 @@ log = logging.getLogger(__name__)
 KNOWN_HOSTS_ENV = "PRIVTEL_SSH_KNOWN_HOSTS"
 HOST_KEY_POLICIES = ("strict", "tofu")
 PARSE_ERROR_NAME = RecordName.SSH_PARSE_ERROR
-ENABLE_TYPES = ("cisco_ios", "cisco_nxos", "arista_eos")
 _HINTS = {
     Reason.HOST_KEY_MISMATCH: "the device's host key differs from the one in {known_hosts}; "
                          "if the device was really replaced, remove its entry there",
@@ -457,7 +456,7 @@ class SshPoller:
                 self._remember_host_key(device, known_hosts, *policy.learned)
             phase = "prompt"
             conn._try_session_preparation()
-            if cred.enable_secret and opts.device_type in ENABLE_TYPES:
+            if cred.enable_secret and profile.enable:
                 phase = "enable"
                 conn.enable()
             phase = "command"

@@ -110,8 +110,12 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class Profile:
+    """`enable`: the device type has a privileged (enable) mode the poller enters,
+    with the credential's enable secret, before running the commands."""
+
     device_type: str
     commands: tuple[Command, ...]
+    enable: bool = False
 
 
 _FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -178,10 +182,11 @@ def parse_profiles(text: str, file: str) -> dict[str, Profile]:
     for device_type in data:
         t = root.section(device_type)
         commands = tuple(_parse_command(c, device_type) for c in t.sections("commands"))
+        enable = t.bool("enable", False)
         t.done()
         if not commands:
             raise ConfigError(file, device_type, "a profile needs at least one command")
-        out[device_type] = Profile(device_type, commands)
+        out[device_type] = Profile(device_type, commands, enable)
     root.done()
     return out
 

@@ -43,6 +43,7 @@ def test_builtin_profiles_cover_required_device_types() -> None:
         records = {e.record for c in p.commands for e in c.emits}
         assert {"ssh.inventory", "if.errors", "log.line"} <= records or p.device_type == "linux"
         assert any(c.is_log for c in p.commands)
+    assert {t for t, p in profiles.items() if p.enable} == {"cisco_ios", "cisco_nxos", "arista_eos"}
 
 
 BAD = {
@@ -69,6 +70,10 @@ BAD = {
                   'emit = [{ record = "log.line", fields = { message = "LINE" } }]\n',
                   "regular expression"),
     "no_commands": ("[x]\n", "at least one command"),
+    "enable_not_bool": ('[x]\nenable = "yes"\n[[x.commands]]\ncommand = "show x"\n'
+                        'template = "lines"\n'
+                        'emit = [{ record = "log.line", fields = { message = "LINE" } }]\n',
+                        r"x\.enable"),
 }
 
 
