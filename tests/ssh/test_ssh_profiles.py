@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from factories import agent_head
 
 from agents import config as agent_config
 from agents.ssh.poller import SshOptions, classify
@@ -110,17 +111,7 @@ def test_log_cursor() -> None:
     assert c.new_lines(["x", "y", "x", "y", "z"]) == ["z"]
 
 
-AGENT = """
-[agent]
-id = "a1"
-tenant = "acme"
-site = "hq"
-state_dir = "state"
-[keys]
-signing_key = "k"
-collector_public_key = "c"
-tenant_key = "t"
-[[devices]]
+AGENT = agent_head("a1") + """[[devices]]
 name = "core1"
 address = "127.0.0.1"
 protocol = "ssh"
