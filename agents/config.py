@@ -10,9 +10,9 @@ from typing import Any
 from agents.credentials import ConfigSecrets
 from agents.pollers import REGISTRY, Device, PollerContext
 from agents.protocols import load_builtin
-from agents.snmp.traps import parse_trap_config, trap_table
+from agents.snmp.traps import TrapConfig, parse_trap_config
 from agents.spool import SpoolConfig
-from agents.syslog.config import parse_syslog_config
+from agents.syslog.config import SyslogConfig, parse_syslog_config
 from pipelines.config import ConfigError, Section, listen_address, parse_toml, require_private
 from pipelines.names import PATTERN as NAME_PATTERN
 from pipelines.names import BadName, check_name, is_name
@@ -79,7 +79,13 @@ class AgentConfig:
     metrics_listen: tuple[str, int] | None = None
     residency: Residency = Residency()
     heartbeat_interval_s: float = 60.0
-    # may hold trap secrets resolved from the credential store: kept out of repr
+    # the optional sections, parsed once at load; consumers read these, never the raw tables
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    traps: TrapConfig | None = field(default=None, repr=False)  # may hold resolved secrets
+    syslog: SyslogConfig | None = None
+    # the raw `[spool]`, `[privacy]`, `[traps]`, `[syslog]` tables, kept only for a
+    # consumer not yet moved to the typed fields (the shipper's `[spool]`)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -209,16 +215,14 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         if name in root:
             extra[name] = root.raw(name)
     root.done()
-    # parsed here only to fail at load time; their owners parse them again when they start
-    SpoolConfig.parse(Section(extra.get("spool", {}), file, "spool"), base=base)
-    PrivacyPolicy.from_section(Section(extra.get("privacy", {}), file, "privacy"))
-    if "traps" in extra:
-        # resolved here, where the credential store is known; the runtime reads the result
-        extra["traps"] = trap_table(parse_trap_config(
-            Section(extra["traps"], file, "traps"),
-            ConfigSecrets(pollers.credentials_file, pollers.credentials_key_file)))
-    if "syslog" in extra:
-        parse_syslog_config(Section(extra["syslog"], file, "syslog"), base=base)
+    spool = SpoolConfig.parse(Section(extra.get("spool", {}), file, "spool"), base=base)
+    privacy = PrivacyPolicy.from_section(Section(extra.get("privacy", {}), file, "privacy"))
+    # trap credentials resolve here, where the credential store is known
+    traps = None if "traps" not in extra else parse_trap_config(
+        Section(extra["traps"], file, "traps"),
+        ConfigSecrets(pollers.credentials_file, pollers.credentials_key_file))
+    syslog = None if "syslog" not in extra else parse_syslog_config(
+        Section(extra["syslog"], file, "syslog"), base=base)
     return AgentConfig(
         file=file, agent_id=agent_id, tenant=tenant, site=site,
         state_dir=state_dir,  # type: ignore[arg-type]
@@ -227,6 +231,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         max_concurrent_polls=max_conc, suite=suite, metrics_listen=metrics_listen,
         residency=residency, extra=extra,
         heartbeat_interval_s=heartbeat_interval_s,
+        spool=spool, privacy=privacy, traps=traps, syslog=syslog,
     )
 
 

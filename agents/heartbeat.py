@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from agents.pollers import HEALTH_NAME, Device
 from pipelines.lifecycle import Lifecycle
 from pipelines.record import Kind, Record
+from pipelines.vocab import RecordName
 
 log = logging.getLogger(__name__)
-HEARTBEAT_NAME = "agent.heartbeat"
+HEARTBEAT_NAME = RecordName.AGENT_HEARTBEAT
 
 
 class Health:

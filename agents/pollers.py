@@ -22,8 +22,9 @@ from typing import Any, Protocol
 
 from pipelines.config import Section
 from pipelines.record import Kind, Record
+from pipelines.vocab import RecordName
 
-HEALTH_NAME = "device.health"
+HEALTH_NAME = RecordName.DEVICE_HEALTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ def health_record(device: Device, *, up: bool, reason: str | None, started: floa
     now = time.time()
     fields: dict[str, Any] = {
         "up": 1 if up else 0,
-        "reason": reason,
+        "reason": None if reason is None else str(reason),  # a record holds plain str
         "protocol": device.protocol,
         "poll_duration_s": round(now - started, 6),
     }

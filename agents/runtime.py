@@ -16,7 +16,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -28,13 +27,12 @@ from agents.heartbeat import Health, Heartbeat
 from agents.pollers import HEALTH_NAME
 from agents.scheduler import Scheduler
 from agents.shipper import Shipper
-from agents.snmp.traps import TrapReceiver, parse_trap_config
+from agents.snmp.traps import TrapReceiver
 from agents.suppress import SuppressionListener, Suppressor
-from agents.syslog.config import parse_syslog_config
 from agents.syslog.receiver import SyslogReceiver
 from agents.tenantkeys import KeySchedule, load_pseudonymiser
 from pipelines import keys
-from pipelines.config import ConfigError, Section
+from pipelines.config import ConfigError
 from pipelines.lifecycle import Component, run_components
 from pipelines.record import Record
 from plumbing.metrics_http import MetricsServer
@@ -81,23 +79,21 @@ class Agent:
 
     def _traps(self) -> TrapReceiver | None:
         """The trap/inform receiver, when the config has a `[traps]` table."""
-        if "traps" not in self.cfg.extra:
-            return None
         cfg = self.cfg
+        if cfg.traps is None:
+            return None
         return TrapReceiver(
-            parse_trap_config(Section(cfg.extra["traps"], cfg.file, "traps")), self._emit,
+            cfg.traps, self._emit,
             tenant=cfg.tenant, site=cfg.site,
             devices_by_address={d.address: d.name for d in cfg.devices})
 
     def _syslog(self) -> SyslogReceiver | None:
         """The syslog receiver, when the config has a `[syslog]` table."""
-        if "syslog" not in self.cfg.extra:
-            return None
         cfg = self.cfg
+        if cfg.syslog is None:
+            return None
         self.syslog = SyslogReceiver(
-            parse_syslog_config(Section(cfg.extra["syslog"], cfg.file, "syslog"),
-                                base=Path(cfg.file).parent),
-            self._emit, tenant=cfg.tenant, site=cfg.site, devices=cfg.devices,
+            cfg.syslog, self._emit, tenant=cfg.tenant, site=cfg.site, devices=cfg.devices,
             registry=self.registry)
         return self.syslog
 

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from agents.pollers import REGISTRY, Device, Poller, PollerContext, health_record
 from pipelines.record import Record
+from pipelines.vocab import Reason, RecordName
 
 log = logging.getLogger(__name__)
 
@@ -231,10 +232,10 @@ class Scheduler:
             records = await asyncio.wait_for(self.poller(d.protocol).poll(d),
                                              timeout=max(d.interval_s, 1.0) * 2)
         except TimeoutError:
-            records = [health_record(d, up=False, reason="timeout", started=started_wall)]
+            records = [health_record(d, up=False, reason=Reason.TIMEOUT, started=started_wall)]
         except Exception as e:  # a poller broke its contract; still data, never fatal
             log.warning("poller for %s raised %s", d.name, type(e).__name__)
-            records = [health_record(d, up=False, reason="error", started=started_wall)]
+            records = [health_record(d, up=False, reason=Reason.ERROR, started=started_wall)]
         self.m_duration.labels(d.protocol).observe(time.monotonic() - t0)
         up, reason = _health(records)
         self.m_polls.labels(d.protocol, "ok" if up else (reason or "error")).inc()
@@ -295,7 +296,7 @@ class Scheduler:
 
 def _health(records: list[Record]) -> tuple[bool, str | None]:
     for r in records:
-        if r.name == "device.health":
+        if r.name == RecordName.DEVICE_HEALTH:
             reason = r.fields.get("reason")
             return bool(r.fields.get("up")), reason if isinstance(reason, str) else None
-    return False, "error"
+    return False, Reason.ERROR

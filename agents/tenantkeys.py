@@ -26,8 +26,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter
 
 from agents.config import AgentConfig
-from pipelines.config import ConfigError, Section
-from pipelines.pseudonym import PrivacyPolicy, Pseudonymiser, TenantKey
+from pipelines.config import ConfigError
+from pipelines.pseudonym import Pseudonymiser, TenantKey
 from pipelines.pseudonym.keys import archive_name, current_epoch, rotation_due
 from pipelines.pseudonym.keys import archived_epochs as key_archives
 from plumbing.files import write_private
@@ -90,10 +90,6 @@ def rotate_tenant_key_file(path: Path, epoch: int) -> tuple[TenantKey, TenantKey
     return old, new, archive
 
 
-def _policy(cfg: AgentConfig) -> PrivacyPolicy:
-    return PrivacyPolicy.from_section(Section(cfg.extra.get("privacy", {}), cfg.file, "privacy"))
-
-
 def device_label_key(tenant_key: Path) -> TenantKey:
     """The tenant's device-label key, beside the tenant key as `<name>.device`; made
     (owner-only) on first use and never rotated, so device ids survive key epochs."""
@@ -106,7 +102,7 @@ def device_label_key(tenant_key: Path) -> TenantKey:
 
 def load_pseudonymiser(cfg: AgentConfig) -> Pseudonymiser:
     key = load_tenant_key(cfg.keys.tenant_key, cfg.keys.tenant_key_epoch).key
-    return Pseudonymiser(key, _policy(cfg), device_label_key(cfg.keys.tenant_key))
+    return Pseudonymiser(key, cfg.privacy, device_label_key(cfg.keys.tenant_key))
 
 
 class KeySchedule:
@@ -120,7 +116,7 @@ class KeySchedule:
         days = cfg.keys.tenant_key_rotate_days
         self.period_s = days * 86400.0 if days else 0.0
         self.current = load_tenant_key(cfg.keys.tenant_key, cfg.keys.tenant_key_epoch)
-        self._policy = _policy(cfg)
+        self._policy = cfg.privacy
         self._clock = clock
         self._lock = asyncio.Lock()
         self._not_before = 0.0

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import orjson
 
 from collector.metrics.noc import (
-    HEARTBEAT_NAME,
     AgentView,
     DeviceState,
     NocMetrics,
@@ -40,6 +39,7 @@ from collector.metrics.noc import (
 from collector.store.base import SqlStore
 from collector.store.dialect import Cursor
 from pipelines.record import Record
+from pipelines.vocab import RecordName
 
 log = logging.getLogger(__name__)
 _LOCK = 0x70726e63  # advisory lock: NOC merges read-then-write one device row
@@ -92,7 +92,7 @@ class SharedNoc:
         fresh: dict[tuple[str, str], DeviceState] = {}
         touched = apply_records(fresh, records, scratch.handlers,
                                 lambda r: DeviceState(r.tenant, r.site, r.device))
-        beats = [r for r in records if r.name == HEARTBEAT_NAME]
+        beats = [r for r in records if r.name == RecordName.AGENT_HEARTBEAT]
         site = records[0].site if records else None
         with self.db.tx(write=True) as cur:
             self.db.dialect.lock(cur, _LOCK)

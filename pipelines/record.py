@@ -19,6 +19,7 @@ import orjson
 
 from pipelines.names import PATTERN as NAME_PATTERN
 from pipelines.names import is_name
+from pipelines.vocab import HEALTH_REASONS as HEALTH_REASONS  # re-exported
 
 Scalar = str | int | float | bool | None
 
@@ -30,11 +31,6 @@ MAX_STRING = 16384
 _KEYS = ("id", "kind", "tenant", "site", "device", "ts", "name", "fields")
 
 
-HEALTH_REASONS = frozenset({
-    "timeout", "auth_failed", "unknown_user", "wrong_engine_time", "malformed_reply",
-    "partial_walk", "refused", "host_key_mismatch", "host_key_unknown", "unexpected_prompt",
-    "parse_error", "no_credential", "error"})
-"""Reason codes a `device.health` record may carry when `up` is 0 (see docs/architecture.md)."""
 
 
 class RecordError(ValueError):

@@ -14,13 +14,15 @@ device address or credentials: callers name the device by its config name.
 
 from __future__ import annotations
 
-TIMEOUT = "timeout"
-AUTH_FAILED = "auth_failed"
-UNKNOWN_USER = "unknown_user"
-WRONG_ENGINE_TIME = "wrong_engine_time"
-MALFORMED = "malformed_reply"
-PARTIAL = "partial_walk"
-ERROR = "error"
+from pipelines.vocab import Reason
+
+TIMEOUT = Reason.TIMEOUT
+AUTH_FAILED = Reason.AUTH_FAILED
+UNKNOWN_USER = Reason.UNKNOWN_USER
+WRONG_ENGINE_TIME = Reason.WRONG_ENGINE_TIME
+MALFORMED = Reason.MALFORMED_REPLY
+PARTIAL = Reason.PARTIAL_WALK
+ERROR = Reason.ERROR
 
 
 class SnmpError(Exception):

@@ -26,9 +26,11 @@ file is refused unless mode 0600. Secrets never appear in errors or logs
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agents.credentials import ConfigSecrets
+from agents.snmp.profiles import Profile, default_profiles
 from pipelines.config import Section
 
 AUTH_PROTOCOLS = ("none", "md5", "sha", "sha224", "sha256", "sha384", "sha512")
@@ -64,7 +66,11 @@ class SnmpOptions:
         return self.timeout_s * (self.retries + 1) + 0.5
 
 
-def parse_options(s: Section, secrets: ConfigSecrets | None = None) -> SnmpOptions:
+def parse_options(s: Section, secrets: ConfigSecrets | None = None,
+                  profiles: Mapping[str, Profile] | None = None) -> SnmpOptions:
+    """`profiles` are those the device's `profiles = [...]` may name: the agent's
+    (built-in plus its configured dirs); unset, the built-in ones plus
+    `$PRIVTEL_SNMP_PROFILE_DIR`."""
     version = s.str("version", "2c", choices=("1", "2c", "3"))
     v3 = version == "3"
     if secrets is not None:
@@ -130,9 +136,7 @@ def parse_options(s: Section, secrets: ConfigSecrets | None = None) -> SnmpOptio
         if not opts.community:
             raise s.error("community", "must not be empty")
     if opts.profiles:
-        from agents.snmp.profiles import default_profiles
-
-        known = default_profiles()
+        known = default_profiles() if profiles is None else profiles
         for name in opts.profiles:
             if name not in known:
                 raise s.error("profiles", f"unknown profile {name!r} (known: "

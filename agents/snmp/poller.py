@@ -31,7 +31,6 @@ from agents.snmp.profiles import (
     scalar_fields,
     select,
     table_rows,
-    using,
 )
 from agents.snmp.values import (
     COUNTER32,
@@ -46,6 +45,7 @@ from agents.snmp.walk import walk
 from pipelines.config import Section
 from pipelines.counters import rates
 from pipelines.record import Kind, Record
+from pipelines.vocab import RecordName
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class SnmpPoller:
             return Record(kind=kind, tenant=device.tenant, site=device.site,
                           device=device.name, name=name, fields=fields, ts=now)
 
-        records = [rec(Kind.INVENTORY, "snmp.system", {
+        records = [rec(Kind.INVENTORY, RecordName.SNMP_SYSTEM, {
             "sys_descr": as_text(got.get(SYS_DESCR, (0, None))[1]),
             "sys_object_id": as_text(got.get(SYS_OBJECT_ID, (0, None))[1]),
             "sys_name": as_text(got.get(SYS_NAME, (0, None))[1]),
@@ -247,7 +247,7 @@ class SnmpPoller:
                 fields.update(rates(prev, fields, OCTET_FIELDS, bits=fields["counter_bits"],
                                     prev_bits=prev["counter_bits"], max_per_s=cap, **span))
                 fields.update(rates(prev, fields, ERROR_FIELDS, bits=32, **span))
-            records.append(rec(Kind.METRIC, "if", fields))
+            records.append(rec(Kind.METRIC, RecordName.IF, fields))
         st.previous = {i: f for i, f in current.items() if f["counter_bits"]}
         st.previous_ts, st.previous_uptime_s = now, uptime_s
         return reason
@@ -308,8 +308,8 @@ class SnmpPoller:
 
 
 def _parse_options(s: Section, ctx: PollerContext) -> SnmpOptions:
-    with using(profiles_for(ctx.snmp_profile_dirs)):
-        return parse_options(s, ConfigSecrets(ctx.credentials_file, ctx.credentials_key_file))
+    return parse_options(s, ConfigSecrets(ctx.credentials_file, ctx.credentials_key_file),
+                         profiles_for(ctx.snmp_profile_dirs))
 
 
 register("snmp", PollerSpec(default_port=161, parse_options=_parse_options,

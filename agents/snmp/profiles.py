@@ -39,13 +39,11 @@ logic (64/32-bit counter choice, rates) does not fit a table of OIDs.
 from __future__ import annotations
 
 import ast
-import contextlib
-import contextvars
 import functools
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,25 +302,10 @@ def profiles_for(extra_dirs: Iterable[str | Path] = ()) -> dict[str, Profile]:
     return _load_cached(dirs, _fingerprint(dirs))
 
 
-_IN_USE: contextvars.ContextVar[Mapping[str, Profile] | None] = contextvars.ContextVar(
-    "privtel_snmp_profiles", default=None)
-
-
-@contextlib.contextmanager
-def using(profiles: Mapping[str, Profile]) -> Iterator[None]:
-    """Makes `default_profiles()` answer with these profiles inside the block: how
-    device options are checked against the profiles of the agent config being loaded."""
-    token = _IN_USE.set(profiles)
-    try:
-        yield
-    finally:
-        _IN_USE.reset(token)
-
-
 def default_profiles() -> dict[str, Profile]:
-    """The profiles set by `using`, else the built-in ones plus `PRIVTEL_SNMP_PROFILE_DIR`."""
-    chosen = _IN_USE.get()
-    return dict(chosen) if chosen is not None else profiles_for()
+    """The built-in profiles plus `$PRIVTEL_SNMP_PROFILE_DIR`: for a poller or options
+    check that is given no profile set of its own."""
+    return dict(profiles_for())
 
 
 def select(profiles: Mapping[str, Profile], names: Sequence[str],

@@ -58,6 +58,7 @@ from agents.snmp.values import (
 from pipelines.config import ConfigError, Section
 from pipelines.lifecycle import Lifecycle
 from pipelines.record import Kind, Record
+from pipelines.vocab import RecordName, TrapName
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ SNMP_TRAP_OID = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
 SNMP_TRAP_ADDRESS = (1, 3, 6, 1, 6, 3, 18, 1, 3, 0)
 _STD = (1, 3, 6, 1, 6, 3, 1, 1, 5)
 KNOWN_TRAPS: dict[Oid, str] = {
-    (*_STD, 1): "coldStart", (*_STD, 2): "warmStart", (*_STD, 3): "linkDown",
-    (*_STD, 4): "linkUp", (*_STD, 5): "authenticationFailure",
+    (*_STD, 1): TrapName.COLD_START, (*_STD, 2): TrapName.WARM_START,
+    (*_STD, 3): TrapName.LINK_DOWN, (*_STD, 4): TrapName.LINK_UP,
+    (*_STD, 5): TrapName.AUTHENTICATION_FAILURE,
 }
 _IF_ENTRY = (1, 3, 6, 1, 2, 1, 2, 2, 1)
 _LINK_COLS = {1: "if_index", 7: "admin_status", 8: "oper_status"}
@@ -151,24 +153,6 @@ def parse_trap_config(s: Section, secrets: ConfigSecrets | None = None) -> TrapC
     return TrapConfig(listen, port, communities, tuple(users))
 
 
-def trap_table(cfg: TrapConfig) -> dict[str, Any]:
-    """`cfg` as an inline `[traps]` table: what the agent config hands on to the
-    runtime once credential references are resolved, so the runtime reads one form."""
-    users = []
-    for u in cfg.users:
-        t: dict[str, Any] = {"user": u.user, "auth_protocol": u.auth_protocol,
-                             "priv_protocol": u.priv_protocol}
-        if u.auth_key:
-            t["auth_key"] = u.auth_key
-        if u.priv_key:
-            t["priv_key"] = u.priv_key
-        if u.engine_id is not None:
-            t["engine_id"] = u.engine_id.hex()
-        users.append(t)
-    return {"listen": cfg.listen, "port": cfg.port, "communities": list(cfg.communities),
-            "users": users}
-
-
 def _scalar(tag: int, v: Any) -> Any:
     if tag == IP_ADDRESS and isinstance(v, bytes) and len(v) == 4:
         return str(ipaddress.IPv4Address(v))
@@ -201,7 +185,7 @@ def trap_fields(varbinds: list[VarBind], *, source_ip: str, version: str,
             f[f"vb{n}_oid"] = oid_str(oid)
             f[f"vb{n}_ip" if tag == IP_ADDRESS else f"vb{n}_value"] = _scalar(tag, v)
     f["trap_oid"] = oid_str(trap_oid) if trap_oid else None
-    f["trap"] = KNOWN_TRAPS.get(trap_oid, "unknown") if trap_oid else "unknown"
+    f["trap"] = str(KNOWN_TRAPS.get(trap_oid, TrapName.UNKNOWN) if trap_oid else TrapName.UNKNOWN)
     return f
 
 
@@ -251,7 +235,7 @@ class TrapReceiver(Lifecycle):
                                  version={0: "1", 1: "2c", 3: "3"}.get(mp, str(mp)),
                                  pdu="inform" if is_inform else "trap")
             rec = Record(kind=Kind.EVENT, tenant=self._tenant, site=self._site,
-                         device=self._names.get(source, source), name="snmp.trap",
+                         device=self._names.get(source, source), name=RecordName.SNMP_TRAP,
                          fields=fields, ts=time.time())
         except Exception as e:  # one odd notification must not stop the receiver
             log.warning("dropped an SNMP notification that did not convert: %s",

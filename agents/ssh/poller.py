@@ -58,18 +58,18 @@ from agents.ssh.profiles import (
 )
 from pipelines.config import Section
 from pipelines.record import Kind, Record, Scalar
+from pipelines.vocab import Reason, RecordName
 from plumbing.files import append_private
 
 log = logging.getLogger(__name__)
 
 KNOWN_HOSTS_ENV = "PRIVTEL_SSH_KNOWN_HOSTS"
 HOST_KEY_POLICIES = ("strict", "tofu")
-PARSE_ERROR_NAME = "ssh.parse_error"
-ENABLE_TYPES = ("cisco_ios", "cisco_nxos", "arista_eos")
+PARSE_ERROR_NAME = RecordName.SSH_PARSE_ERROR
 _HINTS = {
-    "host_key_mismatch": "the device's host key differs from the one in {known_hosts}; "
+    Reason.HOST_KEY_MISMATCH: "the device's host key differs from the one in {known_hosts}; "
                          "if the device was really replaced, remove its entry there",
-    "host_key_unknown": "no host key for it in {known_hosts}; add one (ssh-keyscan) or set "
+    Reason.HOST_KEY_UNKNOWN: "no host key for it in {known_hosts}; add one (ssh-keyscan) or set "
                         "host_key_policy = \"tofu\" to trust it on first use",
 }
 
@@ -157,7 +157,7 @@ class _Abort:
 
         def read_or_abort() -> str:
             if self._event.is_set():
-                raise SshFailure("timeout")
+                raise SshFailure(Reason.TIMEOUT)
             return str(read())
 
         conn.read_channel = read_or_abort
@@ -211,7 +211,7 @@ def _load_pkey(text: str, passphrase: str | None) -> Any:
             return cls.from_private_key(io.StringIO(text), password=passphrase)
         except (paramiko.SSHException, ValueError):
             continue
-    raise SshFailure("auth_failed")
+    raise SshFailure(Reason.AUTH_FAILED)
 
 
 def classify(exc: BaseException, phase: str) -> str:
@@ -227,29 +227,29 @@ def classify(exc: BaseException, phase: str) -> str:
         if isinstance(e, SshFailure):
             return e.reason
         if isinstance(e, paramiko.BadHostKeyException):
-            return "host_key_mismatch"
+            return Reason.HOST_KEY_MISMATCH
         if isinstance(e, NetmikoAuthenticationException | paramiko.AuthenticationException):
-            return "auth_failed"
+            return Reason.AUTH_FAILED
         if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
             errs = list(e.errors.values())
             if errs and all(isinstance(x, ConnectionRefusedError) for x in errs):
-                return "refused"
+                return Reason.REFUSED
         if isinstance(e, ConnectionRefusedError):
-            return "refused"
+            return Reason.REFUSED
         if isinstance(e, paramiko.SSHException) and "not found in known_hosts" in str(e):
-            return "host_key_unknown"
+            return Reason.HOST_KEY_UNKNOWN
         if isinstance(e, TimeoutError | socket.timeout):
-            return "timeout"
+            return Reason.TIMEOUT
     if isinstance(exc, ReadTimeout) and phase != "prompt":
-        return "timeout"
+        return Reason.TIMEOUT
     if phase == "prompt":
-        return "unexpected_prompt"
+        return Reason.UNEXPECTED_PROMPT
     if phase == "enable":
-        return "auth_failed"
+        return Reason.AUTH_FAILED
     text = str(exc).lower()
     if "banner" in text or "timed out" in text or "timeout" in text:
-        return "timeout"
-    return "error"
+        return Reason.TIMEOUT
+    return Reason.ERROR
 
 
 class SshPoller:
@@ -315,7 +315,7 @@ class SshPoller:
         opts: SshOptions = device.options
         state = self._state.setdefault(device.name, _DeviceState())
         if self._closed:
-            return [health_record(device, up=False, reason="error", started=started)]
+            return [health_record(device, up=False, reason=Reason.ERROR, started=started)]
         try:
             cred = await self._credential(opts.credential)
             out = await self._run(device, opts, cred)
@@ -387,7 +387,7 @@ class SshPoller:
             cred = await asyncio.to_thread(lambda: self._store().get(name))
         except CredentialError as e:  # its text names files and credentials, never secrets
             log.warning("ssh: credential %r cannot be loaded: %s", name, e)
-            raise SshFailure("no_credential") from None
+            raise SshFailure(Reason.NO_CREDENTIAL) from None
         redacting_filter(cred.secrets())
         return cred
 
@@ -402,7 +402,7 @@ class SshPoller:
         except RuntimeError:
             self._slots.release()
             self._inflight.discard(cancel)
-            raise SshFailure("error") from None
+            raise SshFailure(Reason.ERROR) from None
 
         def done(_: asyncio.Future[_Output]) -> None:
             self._slots.release()
@@ -414,7 +414,7 @@ class SshPoller:
         except TimeoutError:
             cancel.set()
             fut.add_done_callback(_swallow)
-            raise SshFailure("timeout") from None
+            raise SshFailure(Reason.TIMEOUT) from None
         except asyncio.CancelledError:
             cancel.set()
             fut.add_done_callback(_swallow)
@@ -428,7 +428,7 @@ class SshPoller:
             raise
         except Exception as e:  # e.g. netmiko refusing its arguments: still data, not a crash
             log.warning("ssh: session setup for %s failed: %s", device.name, type(e).__name__)
-            raise SshFailure("error") from None
+            raise SshFailure(Reason.ERROR) from None
 
     def _session(self, device: Device, opts: SshOptions, cred: Credential,
                  cancel: _Abort, deadline: float) -> _Output:
@@ -451,12 +451,12 @@ class SshPoller:
             conn._modify_connection_params()
             conn.establish_connection()
             if cancel.is_set():
-                raise SshFailure("timeout")
+                raise SshFailure(Reason.TIMEOUT)
             if policy is not None and policy.learned is not None:
                 self._remember_host_key(device, known_hosts, *policy.learned)
             phase = "prompt"
             conn._try_session_preparation()
-            if cred.enable_secret and opts.device_type in ENABLE_TYPES:
+            if cred.enable_secret and profile.enable:
                 phase = "enable"
                 conn.enable()
             phase = "command"
@@ -478,7 +478,7 @@ class SshPoller:
         values = {"log_file": shlex.quote(opts.log_file), "max_log_lines": opts.max_log_lines}
         for i, cmd in enumerate(profile.commands):
             if cancel.is_set() or time.monotonic() > deadline:
-                raise SshFailure("timeout")
+                raise SshFailure(Reason.TIMEOUT)
             line = cmd.render(values)
             conn.read_timeout_override = max(
                 0.5, min(opts.command_timeout_s, deadline - time.monotonic()))
@@ -537,10 +537,10 @@ class SshPoller:
                     if e.each:
                         for row in rows:
                             fields = finish(e.record, row_fields(e, row, line))
-                            if e.record == "log.line":
+                            if e.record == RecordName.LOG_LINE:
                                 fields["command"] = line
                             emit(e.record, fields)
-                    elif e.record == "device.health":
+                    elif e.record == RecordName.DEVICE_HEALTH:
                         health_extra.update(row_fields(e, rows[0], line))
                     else:
                         target = merged.setdefault(e.record, {})
@@ -550,15 +550,15 @@ class SshPoller:
                 except ParseError as bad:
                     errors.append(bad)
         for name, fields in merged.items():
-            if name == "ssh.inventory":
+            if name == RecordName.SSH_INVENTORY:
                 fields = {"device_type": opts.device_type, **fields}
             emit(name, finish(name, fields))
         for pe in errors:
             records.append(Record(kind=Kind.EVENT, tenant=device.tenant, site=device.site,
                                   device=device.name, name=PARSE_ERROR_NAME, ts=now,
-                                  fields={"command": pe.command, "reason": "parse_error",
+                                  fields={"command": pe.command, "reason": str(Reason.PARSE_ERROR),
                                           "detail": pe.why}))
-        reason = "parse_error" if errors else None
+        reason = Reason.PARSE_ERROR if errors else None
         if errors:
             log.warning("ssh: %d command(s) of %s gave unparseable output", len(errors),
                         device.name)

@@ -22,18 +22,19 @@ from ntc_templates.parse import parse_output
 
 from pipelines.config import ConfigError, Section
 from pipelines.record import Kind, Scalar
+from pipelines.vocab import RecordName
 
 PROFILE_FILE = Path(__file__).parent / "profiles.toml"
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 RECORD_KINDS: dict[str, Kind] = {
-    "ssh.inventory": Kind.INVENTORY,
-    "device.health": Kind.HEALTH,
-    "host.cpu": Kind.METRIC,
-    "host.memory": Kind.METRIC,
-    "host.load": Kind.METRIC,
-    "if.errors": Kind.METRIC,
-    "log.line": Kind.LOG,
+    RecordName.SSH_INVENTORY: Kind.INVENTORY,
+    RecordName.DEVICE_HEALTH: Kind.HEALTH,
+    RecordName.HOST_CPU: Kind.METRIC,
+    RecordName.HOST_MEMORY: Kind.METRIC,
+    RecordName.HOST_LOAD: Kind.METRIC,
+    RecordName.IF_ERRORS: Kind.METRIC,
+    RecordName.LOG_LINE: Kind.LOG,
 }
 HEALTH_FIELDS = ("uptime_s",)
 
@@ -109,8 +110,12 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class Profile:
+    """`enable`: the device type has a privileged (enable) mode the poller enters,
+    with the credential's enable secret, before running the commands."""
+
     device_type: str
     commands: tuple[Command, ...]
+    enable: bool = False
 
 
 _FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -131,12 +136,12 @@ def _parse_emit(s: Section, device_type: str) -> Emit:
         column, _, conv = spec.partition("|")
         if conv and conv not in CONVERTERS:
             raise fs.error(name, f"unknown converter {conv!r}; known: {', '.join(CONVERTERS)}")
-        if record == "device.health" and name not in HEALTH_FIELDS:
+        if record == RecordName.DEVICE_HEALTH and name not in HEALTH_FIELDS:
             raise fs.error(name, f"device.health takes only {', '.join(HEALTH_FIELDS)}")
         fields.append((name, column.strip().lower(), conv or None))
     fs.done()
     s.done()
-    if record == "device.health" and each:
+    if record == RecordName.DEVICE_HEALTH and each:
         raise s.error("rows", "device.health can only take the first row")
     return Emit(record, each, tuple(fields))
 
@@ -156,7 +161,7 @@ def _parse_command(s: Section, device_type: str) -> Command:
             raise s.error("template", f"ntc-templates has no template for {device_type} "
                           f"{command!r}") from None
     elif template == "lines":
-        if any(e.record != "log.line" for e in emits):
+        if any(e.record != RecordName.LOG_LINE for e in emits):
             raise s.error("emit", "a 'lines' command can only emit log.line")
     elif not (TEMPLATE_DIR / template).is_file() or "/" in template:
         raise s.error("template", f"no template {template!r} in {TEMPLATE_DIR}")
@@ -177,10 +182,11 @@ def parse_profiles(text: str, file: str) -> dict[str, Profile]:
     for device_type in data:
         t = root.section(device_type)
         commands = tuple(_parse_command(c, device_type) for c in t.sections("commands"))
+        enable = t.bool("enable", False)
         t.done()
         if not commands:
             raise ConfigError(file, device_type, "a profile needs at least one command")
-        out[device_type] = Profile(device_type, commands)
+        out[device_type] = Profile(device_type, commands, enable)
     root.done()
     return out
 
@@ -238,7 +244,7 @@ def row_fields(emit: Emit, row: Mapping[str, Any], command_line: str) -> dict[st
 def finish(record: str, fields: dict[str, Scalar]) -> dict[str, Scalar]:
     """Bring vendor-shaped values to the shared record contract (used bytes, busy %)."""
     f = dict(fields)
-    if record == "host.memory":
+    if record == RecordName.HOST_MEMORY:
         total = f.get("mem_total_bytes")
         free = f.pop("mem_free_bytes", None)
         pct = f.pop("mem_used_pct", None)
@@ -247,7 +253,7 @@ def finish(record: str, fields: dict[str, Scalar]) -> dict[str, Scalar]:
                 f["mem_used_bytes"] = total - free
             elif isinstance(pct, int | float):
                 f["mem_used_bytes"] = round(total * pct / 100)
-    elif record == "host.cpu":
+    elif record == RecordName.HOST_CPU:
         idle = f.pop("cpu_idle_pct", None)
         if f.get("cpu_util_pct") is None and isinstance(idle, int | float):
             f["cpu_util_pct"] = round(100.0 - idle, 2)

@@ -44,11 +44,12 @@ from agents.syslog.senders import Senders, canonical_address
 from pipelines.config import require_private
 from pipelines.record import Kind, Record, RecordError
 from pipelines.syslog import FrameDecoder, SyslogParser
+from pipelines.vocab import RecordName
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[list[Record]], Awaitable[None]]
-RECORD_NAME = "syslog"
+RECORD_NAME = RecordName.SYSLOG
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux
 UDP_MAX = 65535
 READ_CHUNK = 65536

@@ -39,15 +39,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from collector.recheck import screen_labels
-from pipelines.record import HEALTH_REASONS, Record
+from pipelines.record import Record
+from pipelines.vocab import HEALTH_REASONS, Reason, RecordName
 
 log = logging.getLogger(__name__)
-HEARTBEAT_NAME = "agent.heartbeat"
+HEARTBEAT_NAME = RecordName.AGENT_HEARTBEAT
 NAMINGS = ("privtel", "snmp_exporter")
 DEVICE_LABELS = ("tenant", "site", "device")
 IF_LABELS = (*DEVICE_LABELS, "ifindex", "ifname")
 AGENT_LABELS = ("tenant", "site", "agent")
-AGENT_SILENT = "agent_silent"
+AGENT_SILENT = Reason.AGENT_SILENT
 REASONS = HEALTH_REASONS | {AGENT_SILENT}
 _LABEL_MAX = 128
 _OPER = {"up": 1, "down": 2, "testing": 3, "unknown": 4, "dormant": 5, "notpresent": 6,
@@ -326,9 +327,9 @@ class NocMetrics(Collector):
         return d
 
     def _handler_table(self) -> dict[str, Callable[[DeviceState, float, Any], None]]:
-        return {"device.health": _observe_health, "snmp.system": _observe_system,
-                "host.cpu": _observe_cpu, "host.memory": _observe_memory,
-                "if": self._observe_if, HEARTBEAT_NAME: _observe_heartbeat}
+        return {RecordName.DEVICE_HEALTH: _observe_health, RecordName.SNMP_SYSTEM: _observe_system,
+                RecordName.HOST_CPU: _observe_cpu, RecordName.HOST_MEMORY: _observe_memory,
+                RecordName.IF: self._observe_if, HEARTBEAT_NAME: _observe_heartbeat}
 
     def _observe_if(self, d: DeviceState, ts: float, f: Any) -> None:
         idx = f.get("if_index")
@@ -633,7 +634,7 @@ def _observe_health(d: DeviceState, ts: float, f: Any) -> None:
         d.health_ts = ts
         d.up = 1.0 if f.get("up") in (1, True) else 0.0
         reason = f.get("reason")
-        d.reason = (reason if reason in HEALTH_REASONS else "error") if reason else None
+        d.reason = (reason if reason in HEALTH_REASONS else Reason.ERROR) if reason else None
         d.protocol = _label(f.get("protocol"))[:32]
         d.profile = _label(f.get("profile"))[:64]
         d.poll_duration = _num(f.get("poll_duration_s"))

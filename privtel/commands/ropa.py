@@ -97,16 +97,13 @@ def _sqlite_state(path: Path) -> str:
 
 def _privacy(agent_configs: list[Path]) -> dict[str, str]:
     from agents import config as agent_config
-    from pipelines.config import Section
 
     if not agent_configs:
         return dict(PrivacyPolicy().modes)
     modes: dict[str, set[str]] = {}
     for path in agent_configs:
         cfg = agent_config.load(path)
-        policy = PrivacyPolicy.from_section(
-            Section(cfg.extra.get("privacy", {}), cfg.file, "privacy"))
-        for cls, mode in policy.modes.items():
+        for cls, mode in cfg.privacy.modes.items():
             modes.setdefault(cls, set()).add(mode)
     return {cls: ", ".join(sorted(m)) for cls, m in sorted(modes.items())}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from api_kit import T0, seed
+from factories import on_backends
 
 from collector.audit import AuditChainError, AuditLog
 from collector.search import AddressIndex, addresses_of
@@ -158,7 +159,7 @@ def test_ipv6_indicator_and_prefix(tmp_path: Path) -> None:
     db.close()
 
 
-@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+@on_backends
 def test_index_keys_records_by_tenant_and_id(store_url: str) -> None:
     """Two tenants' records with one id are two records to the index too: each is
     indexed, found by its own tenant's address search and erased on its own."""

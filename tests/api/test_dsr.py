@@ -8,10 +8,11 @@ from __future__ import annotations
 import orjson
 import pytest
 from api_kit import NEIGHBOUR, SUBJECT, Env, pseudo
+from factories import on_backends
 
 from privtel.cli import main
 
-pytestmark = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+pytestmark = on_backends
 TENANTS = ["acme", "globex"]
 
 

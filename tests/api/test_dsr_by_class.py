@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 from api_kit import KEYS, T0, Env, make_env, tenant_keys
+from factories import on_backends
 from peers.ports import free_port
 
 from collector.api import ApiConfig, create_app
@@ -27,7 +28,7 @@ from pipelines.pseudonym import Pseudonymiser, TenantKey
 from pipelines.record import Kind, Record
 from privtel.cli import main
 
-pytestmark = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+pytestmark = on_backends
 
 LOGIN, EMAIL, PHONE = "adaeze", "adaeze@clinic.ng", "+2348035550147"
 MAC, HOST, PERSON = "00:1b:63:84:45:e6", "iphone-de-chinedu", "Adaeze Okafor"

@@ -13,12 +13,13 @@ from typing import Any
 import orjson
 import pytest
 from api_kit import KEYS, OTHER, SUBJECT, T0, Env, pseudo
+from factories import on_backends
 
 from collector.store import BatchMeta, TaggedRecord, open_store
 from pipelines.pseudonym import Pseudonymiser, TenantKey
 from pipelines.record import Kind, Record
 
-pytestmark = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+pytestmark = on_backends
 UNRELATED = "203.0.113.5"  # in no seeded record, restricted by no one
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import orjson
 import pytest
 from api_kit import NEIGHBOUR, OTHER, SUBJECT, T0, Env, pseudo
+from factories import on_backends
 
-pytestmark = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+pytestmark = on_backends
 
 
 def search(env: Env, **body: object) -> dict:

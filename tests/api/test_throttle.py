@@ -13,6 +13,7 @@ from typing import Any
 import pyotp
 import pytest
 from api_kit import SUBJECT, Env, make_env
+from factories import on_backends
 
 from collector.api.throttle import Throttle, Throttled, ThrottleLimits, Window
 from collector.auth import TOTP_STEP
@@ -84,10 +85,7 @@ def dsr_rows(env: Env) -> int:
         return int(cur.execute("SELECT COUNT(*) FROM dsr_requests").fetchone()[0])
 
 
-pg_and_sqlite = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
-
-
-@pg_and_sqlite
+@on_backends
 def test_totp_lockout_refuses_even_the_right_code_until_the_window_passes(
         tenv: Env, clock: FakeClock) -> None:
     bad = wrong_code(tenv, "dora")
@@ -125,7 +123,7 @@ def test_totp_lockout_refuses_even_the_right_code_until_the_window_passes(
     assert tenv.api.audit.verify().entries == 5 + 2 + 1 + 2  # failures, refusals, list, exports
 
 
-@pg_and_sqlite
+@on_backends
 def test_a_good_code_clears_the_count_and_a_missing_code_is_no_guess(tenv: Env) -> None:
     bad = wrong_code(tenv, "dora")
     for _ in range(4):
@@ -141,7 +139,7 @@ def test_a_good_code_clears_the_count_and_a_missing_code_is_no_guess(tenv: Env) 
     assert audit_rows(tenv, "mfa.throttled") == []
 
 
-@pg_and_sqlite
+@on_backends
 def test_bad_tokens_lock_the_client_not_everyone(tenv: Env, clock: FakeClock) -> None:
     app = tenv.client.app
     other = TestClient(app, client=(ELSEWHERE, 40000))

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from api_kit import NEIGHBOUR, OTHER, SUBJECT, Env
+from factories import on_backends
 
-pytestmark = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+pytestmark = on_backends
 
 
 @pytest.fixture

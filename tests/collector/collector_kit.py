@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
+from factories import BACKENDS, rec
+
 from collector.store import BatchMeta, SqlStore, TaggedRecord
-from pipelines.record import Kind, Record
+from pipelines.record import Record
 
-BACKENDS = ["sqlite", "postgres"]
-
-
-def rec(i: int = 0, *, kind: Kind = Kind.METRIC, tenant: str = "acme", device: str = "dev1",
-        name: str = "if", ts: float = 1_700_000_000.0, **fields: object) -> Record:
-    return Record(kind=kind, tenant=tenant, site="site1", device=device, name=name,
-                  fields=fields or {"in_octets": i, "if_name": f"eth{i}"}, ts=ts + i)
+__all__ = ["BACKENDS", "fetch", "meta", "rec", "restrict", "tagged"]
 
 
 def tagged(r: Record, klass: str = "metrics", expires_at: float | None = 1_800_000_000.0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyotp
 import pytest
+from factories import on_backends, write_private
 
 from collector import config as collector_config
 from collector.audit import AuditLog
@@ -24,15 +25,8 @@ from pipelines import keys
 from pipelines.pseudonym import Pseudonymiser, TenantKey
 from privtel.cli import main
 
-pytestmark = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+pytestmark = on_backends
 HEX = "5a" * 16 + "a5" * 16
-
-
-def _private(path: Path, data: bytes) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return path
 
 
 @pytest.fixture
@@ -45,10 +39,10 @@ def db(store_url: str) -> Iterator[SqlStore]:
 
 
 def collector_cfg(tmp: Path, store_url: str, *, audit_key: Path | None) -> Path:
-    _private(tmp / "c.key", keys.generate_collector_key().pem)
-    _private(tmp / "a.pub", keys.verify_key_pem(keys.generate_signing_key().public_key()))
+    write_private(tmp / "c.key", keys.generate_collector_key().pem)
+    write_private(tmp / "a.pub", keys.verify_key_pem(keys.generate_signing_key().public_key()))
     key_line = f'audit_key = "{audit_key}"' if audit_key else ""
-    return _private(tmp / "collector.toml", f"""
+    return write_private(tmp / "collector.toml", f"""
 [collector]
 store = "{store_url}"
 metrics_listen = "127.0.0.1:0"
@@ -70,7 +64,7 @@ def verify(store_url: str, key: Path | None) -> int:
 @pytest.mark.parametrize("keyed", [True, False])
 def test_every_purge_writes_the_chain_the_api_writes(tmp_path: Path, store_url: str,
                                                      db: SqlStore, keyed: bool) -> None:
-    key = _private(tmp_path / "audit.key", os.urandom(32).hex().encode()) if keyed else None
+    key = write_private(tmp_path / "audit.key", os.urandom(32).hex().encode()) if keyed else None
     api = AuditLog(db, key.read_bytes() if key else None)  # what `api serve --audit-key` does
     api.append(actor="alice", role="security", action="search", tenants=("acme",),
                request_id="r1", outcome="ok")
@@ -99,14 +93,14 @@ def test_every_purge_writes_the_chain_the_api_writes(tmp_path: Path, store_url: 
 def test_reidentify_against_a_store_needs_totp_and_joins_its_chain(
         tmp_path: Path, store_url: str, db: SqlStore,
         capsys: pytest.CaptureFixture[str]) -> None:
-    key = _private(tmp_path / "audit.key", os.urandom(32).hex().encode())
+    key = write_private(tmp_path / "audit.key", os.urandom(32).hex().encode())
     tenant_key = tmp_path / "tenant.key"
-    _private(tenant_key, (HEX + "\n").encode())
+    write_private(tenant_key, (HEX + "\n").encode())
     users = Users(db)
     token = users.add("sam", "security", "acme")
     secret = pyotp.parse_uri(users.enrol_totp("sam")).secret
     noc_token = users.add("nina", "noc", "acme")
-    tokens = {n: _private(tmp_path / f"{n}.token", t.encode())
+    tokens = {n: write_private(tmp_path / f"{n}.token", t.encode())
               for n, t in (("sam", token), ("nina", noc_token))}
     raw = "192.0.2.10"
     pseudonym = Pseudonymiser(TenantKey.from_hex(HEX)).ip(raw)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from factories import agent_head
 
 from agents import config as agent_config
 from agents.pollers import PollerContext
@@ -13,17 +14,7 @@ from agents.snmp.poller import SnmpPoller
 from agents.ssh.poller import KNOWN_HOSTS_ENV, SshPoller
 from pipelines.config import ConfigError
 
-HEAD = """
-[agent]
-id = "edge-1"
-tenant = "acme"
-site = "hq"
-state_dir = "state"
-[keys]
-signing_key = "k"
-collector_public_key = "c"
-tenant_key = "t"
-"""
+HEAD = agent_head()
 
 PROFILE = """
 name = "lab-vendor"

@@ -3,13 +3,13 @@ changes when they do."""
 
 from __future__ import annotations
 
-import os
 import tomllib
 from itertools import product
 from pathlib import Path
 
 import orjson
 import pytest
+from factories import write_private
 
 from collector import config as collector_config
 from collector.auth import NEEDS_TOTP
@@ -23,13 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MULTI = ROOT / "deploy" / "examples" / "retention-jurisdictions.toml"
 
 
-def _private(path: Path, text: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
-
-
 def _collector(tmp: Path, *, url: str = "mqtts://127.0.0.1:8883", extra: str = "",
                encrypted: bool = False) -> Path:
     write_key_files(tmp / "k", "lt1", "lagos-telco",
@@ -37,7 +30,7 @@ def _collector(tmp: Path, *, url: str = "mqtts://127.0.0.1:8883", extra: str = "
     write_key_files(tmp / "k2", "other1", "cape-retail", force=True)
     files = key_files(tmp / "k", "lt1", "lagos-telco")
     other = key_files(tmp / "k2", "other1", "cape-retail")
-    return _private(tmp / "collector.toml", f"""
+    return write_private(tmp / "collector.toml", f"""
 [collector]
 store = "sqlite:///store.db"
 metrics_listen = "127.0.0.1:19108"
@@ -105,7 +98,7 @@ def test_ropa_follows_changes_in_the_configuration(tmp_path: Path) -> None:
     cfg = _collector(tmp_path, url="mqtt://127.0.0.1:1883", encrypted=True)
     (tmp_path / "store.db").write_bytes(b"")
     (tmp_path / "store.db").chmod(0o640)
-    agent = _private(tmp_path / "agent.toml", """
+    agent = write_private(tmp_path / "agent.toml", """
 [agent]
 id = "lt1"
 tenant = "lagos-telco"

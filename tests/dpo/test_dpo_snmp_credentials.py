@@ -124,7 +124,7 @@ def test_inline_secrets_still_load_without_a_store(tmp_path: Path) -> None:
                              + TRAPS_INLINE, str(tmp_path / "a.toml"), base=tmp_path)
     assert cfg.devices[0].options.community == COMMUNITY
     assert (cfg.devices[1].options.auth_key, cfg.devices[1].options.priv_key) == (AUTH, PRIV)
-    assert cfg.extra["traps"]["communities"] == [TRAP_COMMUNITY]
+    assert cfg.traps is not None and cfg.traps.communities == (TRAP_COMMUNITY,)
 
 
 def test_references_resolve_from_the_store_and_errors_name_only_the_key(
@@ -162,11 +162,10 @@ priv_protocol = "aes"
     assert core.community == COMMUNITY
     assert (fw.user, fw.auth_key, fw.priv_key) == ("noc3", AUTH, PRIV)
     assert not any(s in repr(cfg) for s in SECRETS)
-    traps = cfg.extra["traps"]
-    assert traps["communities"] == [TRAP_COMMUNITY]
-    assert traps["users"][0]["user"] == "trapper"
-    assert (traps["users"][0]["auth_key"], traps["users"][0]["priv_key"]) == (TRAP_AUTH,
-                                                                              TRAP_PRIV)
+    traps = cfg.traps
+    assert traps is not None and traps.communities == (TRAP_COMMUNITY,)
+    assert traps.users[0].user == "trapper"
+    assert (traps.users[0].auth_key, traps.users[0].priv_key) == (TRAP_AUTH, TRAP_PRIV)
     for bad, key, why in [
         (body.replace('credential = "core"', 'credential = "nope"'),
          "devices[0].snmp.credential", "no credential named 'nope'"),
@@ -221,7 +220,7 @@ def test_creds_migrate_moves_every_inline_snmp_secret(
     cfg = agent_config.load(path)
     assert cfg.devices[0].options.community == COMMUNITY
     assert (cfg.devices[1].options.auth_key, cfg.devices[1].options.priv_key) == (AUTH, PRIV)
-    assert cfg.extra["traps"]["communities"] == [TRAP_COMMUNITY]
+    assert cfg.traps is not None and cfg.traps.communities == (TRAP_COMMUNITY,)
 
     assert privtel(["creds", "migrate", "--config", str(path)]) == 0
     assert "nothing to migrate" in capsys.readouterr().out

@@ -6,12 +6,12 @@ index follows the new value."""
 from __future__ import annotations
 
 import orjson
-import pytest
 from api_kit import SUBJECT, Env, pseudo
+from factories import on_backends
 
 from pipelines.digest import sha256_hex
 
-pytestmark = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+pytestmark = on_backends
 NEW_ADDR = "203.0.113.9"
 
 

@@ -5,8 +5,8 @@ and releasing the hold lets both go ahead."""
 from __future__ import annotations
 
 import orjson
-import pytest
 from api_kit import SUBJECT, T0, Env, pseudo
+from factories import on_backends
 from prometheus_client import CollectorRegistry
 
 from collector.retention import RetentionService
@@ -14,7 +14,7 @@ from collector.store import open_store
 
 # Past the end of the expiry partition, so PostgreSQL drops it whole when nothing in it is held.
 LATER = T0 + 30 * 86400
-pytestmark = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+pytestmark = on_backends
 
 
 def count(env: Env, where: str = "", args: tuple = ()) -> int:

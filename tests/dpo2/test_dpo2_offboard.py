@@ -12,6 +12,7 @@ import orjson
 import pytest
 from api_kit import KEYS, SUBJECT, T0, Env
 from cryptography import x509
+from factories import on_backends
 
 from collector.holds import HoldSpec
 from collector.retention import RetentionService
@@ -20,7 +21,7 @@ from collector.store import BatchMeta, TaggedRecord, open_store
 from pipelines.keys import generate_signing_key, signing_key_pem, verify_key_pem
 from privtel.cli import main
 
-pytestmark = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+pytestmark = on_backends
 LEGAL = "legal obligation: tax records (NDPA s.25(1)(c))"
 
 

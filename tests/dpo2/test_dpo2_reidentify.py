@@ -5,10 +5,10 @@ role, and it is audited under its own action."""
 from __future__ import annotations
 
 import orjson
-import pytest
 from api_kit import NEIGHBOUR, OTHER, SUBJECT, Env, pseudo
+from factories import on_backends
 
-pytestmark = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+pytestmark = on_backends
 BODY = {"tenants": ["acme"], "addresses": [SUBJECT], "reidentify": True}
 
 

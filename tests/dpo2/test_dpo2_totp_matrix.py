@@ -15,6 +15,7 @@ from pathlib import Path
 import pyotp
 import pytest
 from api_kit import Env, make_env, tenant_keys
+from factories import on_backends
 from test_rbac import OWN, call
 
 from collector.api import ApiConfig, create_app
@@ -96,7 +97,7 @@ def test_walk_the_matrix(walk_env: tuple[Env, Path], role: str, action: Action,
     assert status == want, (role, action, with_totp, status)
 
 
-@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+@on_backends
 def test_totp_secrets_are_sealed_and_clear_ones_sealed_at_start(store_url: str) -> None:
     env = make_env(store_url)
     try:

@@ -12,6 +12,7 @@ import time
 
 import orjson
 import pytest
+from factories import on_backends
 from prometheus_client import CollectorRegistry
 from transport_helpers import Keys
 
@@ -53,7 +54,7 @@ def tag(records: list[Record]) -> list[TaggedRecord]:
     return [TaggedRecord(r, "logs", "legitimate interest", None) for r in records]
 
 
-@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+@on_backends
 async def test_raw_identifier_records_are_quarantined_by_class(
         store_url: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)

@@ -4,6 +4,7 @@ create it in the same migration."""
 from __future__ import annotations
 
 import pytest
+from factories import BACKENDS
 
 from collector.search import QueryError, identifiers_of, parse_subjects, parse_token, token_key
 from collector.store.base import migrations
@@ -42,7 +43,7 @@ def test_subject_lists_split_addresses_from_other_classes() -> None:
         assert "adaeze" not in str(e.value)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_migration_0009_on_both_backends(backend: str) -> None:
     found = {v: (name, sql) for v, name, sql in migrations(backend)}
     name, sql = found[9]

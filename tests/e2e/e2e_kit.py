@@ -7,6 +7,8 @@ import os
 import time
 from collections.abc import Callable
 
+from factories import write_private as write_private
+
 
 def unique_tenant(prefix: str) -> str:
     """A tenant (and so a topic) no other test run uses on the shared broker."""
@@ -22,7 +24,3 @@ async def wait_for(pred: Callable[[], bool], timeout: float, what: str = "condit
     raise AssertionError(f"{what} not met within {timeout}s")
 
 
-def write_private(path: os.PathLike[str] | str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)

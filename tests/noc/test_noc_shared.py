@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from factories import BACKENDS
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -73,7 +74,7 @@ def label(key: tuple, name: str) -> str:
     return dict(key[1])[name]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
     request.param  # noqa: B018
     yield request.getfixturevalue("store_url")

@@ -51,3 +51,16 @@ def test_bad_options(text: str, message: str) -> None:
         opts(text)
     assert str(e.value).startswith(f"agent.toml: {message}")
     assert "12345678" not in str(e.value)
+
+
+def test_profiles_are_checked_against_the_set_passed_in() -> None:
+    """The agent passes its own profile set (built-in plus configured dirs); no ambient state."""
+    from agents.snmp.profiles import default_profiles
+
+    mine = {"custom": default_profiles()["system"]}
+    s = parse_toml('profiles = ["custom"]', "agent.toml")
+    assert parse_options(s, None, mine).profiles == ("custom",)
+    with pytest.raises(ConfigError, match="unknown profile 'custom'"):
+        opts('profiles = ["custom"]')
+    with pytest.raises(ConfigError, match=r"unknown profile 'system' \(known: custom\)"):
+        parse_options(parse_toml('profiles = ["system"]', "agent.toml"), None, mine)

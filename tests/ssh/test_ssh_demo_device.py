@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from factories import agent_head
 from ssh_kit import by_name
 
 from agents import config as agent_config
@@ -17,17 +18,7 @@ from agents.ssh.poller import KNOWN_HOSTS_ENV, SshPoller
 from pipelines.record import encode
 from privtel.sim.demo import start_demo_ssh
 
-AGENT = """
-[agent]
-id = "demo"
-tenant = "acme"
-site = "hq"
-state_dir = "state"
-[keys]
-signing_key = "k"
-collector_public_key = "c"
-tenant_key = "t"
-"""
+AGENT = agent_head("demo")
 
 
 async def test_demo_device_polls_through_config_and_registry(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from factories import agent_head
 
 from agents import config as agent_config
 from agents.ssh.poller import SshOptions, classify
@@ -43,6 +44,7 @@ def test_builtin_profiles_cover_required_device_types() -> None:
         records = {e.record for c in p.commands for e in c.emits}
         assert {"ssh.inventory", "if.errors", "log.line"} <= records or p.device_type == "linux"
         assert any(c.is_log for c in p.commands)
+    assert {t for t, p in profiles.items() if p.enable} == {"cisco_ios", "cisco_nxos", "arista_eos"}
 
 
 BAD = {
@@ -69,6 +71,10 @@ BAD = {
                   'emit = [{ record = "log.line", fields = { message = "LINE" } }]\n',
                   "regular expression"),
     "no_commands": ("[x]\n", "at least one command"),
+    "enable_not_bool": ('[x]\nenable = "yes"\n[[x.commands]]\ncommand = "show x"\n'
+                        'template = "lines"\n'
+                        'emit = [{ record = "log.line", fields = { message = "LINE" } }]\n',
+                        r"x\.enable"),
 }
 
 
@@ -105,17 +111,7 @@ def test_log_cursor() -> None:
     assert c.new_lines(["x", "y", "x", "y", "z"]) == ["z"]
 
 
-AGENT = """
-[agent]
-id = "a1"
-tenant = "acme"
-site = "hq"
-state_dir = "state"
-[keys]
-signing_key = "k"
-collector_public_key = "c"
-tenant_key = "t"
-[[devices]]
+AGENT = agent_head("a1") + """[[devices]]
 name = "core1"
 address = "127.0.0.1"
 protocol = "ssh"

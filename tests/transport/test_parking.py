@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from factories import on_backends
 from prometheus_client import CollectorRegistry
 from transport_helpers import Keys, header, raw_header, raw_seal, records, uid
 
@@ -29,8 +30,7 @@ from collector.store.sink import StoreSink
 from pipelines.envelope import EnvelopeError, Header, seal, topic_for
 from pipelines.record import Kind, Record
 
-BACKENDS = ["sqlite", "postgres"]
-pytestmark = pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
+pytestmark = on_backends
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import aiomqtt
-import pytest
+from factories import on_backends
 from transport_helpers import Keys, header, records, uid, wait_for, write_private
 
 from collector import config as collector_config
@@ -25,8 +25,7 @@ from pipelines.envelope import seal, topic_for
 from privtel.cli import main as cli
 from privtel.demo.run import running
 
-BACKENDS = ["sqlite", "postgres"]
-pytestmark = pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
+pytestmark = on_backends
 
 
 def write_config(tmp: Path, name: str, store_url: str, k: Keys, tenant: str,

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import zstandard
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from factories import write_private as write_private
 from prometheus_client import CollectorRegistry
 
 from agents.config import AgentConfig
@@ -49,13 +50,6 @@ class Keys:
         self.signing = ed25519.Ed25519PrivateKey.generate()
         self.agent_keys = {agent: self.signing.public_key()}
         self.collector_keys = {self.collector.key_id: self.collector}
-
-
-def write_private(path: Path, data: bytes) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return path
 
 
 def agent_config(tmp: Path, k: Keys, tenant: str, url: str, *, batch_max_records: int = 50,
