@@ -45,6 +45,7 @@ class TenantEntry:
     name: str
     regions: frozenset[str] | None = None
     jurisdiction: str | None = None
+    home: str | None = None  # where its data comes from: the origin of a transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class CollectorConfig:
     tenants: Mapping[str, TenantEntry] = field(default_factory=dict)
     max_sequence_jump: int = DEFAULT_MAX_SEQUENCE_JUMP
     audit_key_file: Path | None = None        # HMAC key of the store's audit chain
+    safeguards: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def tenant_regions(self) -> dict[str, frozenset[str]]:
         return {t.name: t.regions for t in self.tenants.values() if t.regions is not None}
@@ -184,6 +186,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         agents.append(entry)
         a.done()
     tenants = _tenants(root)
+    safeguards = _safeguards(root)
     remote_write = _outputs(root.section("outputs"), base)
     root.done()
     if not agents:
@@ -196,7 +199,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         purge_interval_s=purge_interval_s, max_batch_bytes=max_batch_bytes,
         replay_window_s=replay_window_s, key_passphrase_file=key_passphrase_file,
         region=region, tenants=tenants, max_sequence_jump=max_sequence_jump,
-        audit_key_file=audit_key_file,
+        audit_key_file=audit_key_file, safeguards=safeguards,
         metrics=metrics,
         remote_write=remote_write,
     )
@@ -225,9 +228,28 @@ def _tenants(root: Section) -> dict[str, TenantEntry]:
         if regions is not None and not all(REGION_RE.match(r) for r in regions):
             raise t.error("regions", f"each region must match {REGION_RE.pattern}")
         jurisdiction = t.str("jurisdiction", None)
+        home = t.str("home", None)
+        if home is not None and not REGION_RE.match(home):
+            raise t.error("home", f"must match {REGION_RE.pattern}")
         t.done()
         out[name] = TenantEntry(name, None if regions is None else frozenset(regions),
-                                jurisdiction)
+                                jurisdiction, home)
+    return out
+
+
+def _safeguards(root: Section) -> dict[tuple[str, str], str]:
+    """`[[safeguards]]`: the legal basis (contract clause, adequacy decision) of each
+    cross-border flow from one region to another, for the DPO's transfer register."""
+    out: dict[tuple[str, str], str] = {}
+    for s in root.sections("safeguards"):
+        src, dst, basis = s.str("from"), s.str("to"), s.str("basis")
+        for what, v in (("from", src), ("to", dst)):
+            if not REGION_RE.match(v):
+                raise s.error(what, f"must match {REGION_RE.pattern}")
+        if not basis.strip():
+            raise s.error("basis", "must name the safeguard")
+        s.done()
+        out[(src, dst)] = basis
     return out
 
 

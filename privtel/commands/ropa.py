@@ -18,6 +18,7 @@ from collector.auth import MATRIX, NEEDS_TOTP
 from pipelines.pseudonym import PrivacyPolicy
 from pipelines.record import Kind
 from pipelines.retention import OPERATIONAL, Policy, default_policy, parse_policy
+from privtel.commands.transfers import flows
 
 NOT_CONFIGURED = "not configured"
 
@@ -129,12 +130,10 @@ def build(tenant: str, cfg: collector_config.CollectorConfig, raw: dict[str, Any
                 "purpose": klass.purpose or NOT_CONFIGURED,
                 "legal_basis": rule.legal_basis if rule else klass.legal_basis,
                 "retention": _period(klass.days)})
-    c_raw = raw.get("collector", {})
-    region = c_raw.get("region") if isinstance(c_raw, dict) else None
-    allowed = t_raw.get("regions")
-    transfers = [t for t in raw.get("transfers", []) if isinstance(t, dict)
-                 and t.get("tenant") in (None, tenant)]
-    outputs = [o for o in raw.get("outputs", []) if isinstance(o, dict)]
+    region = cfg.region
+    entry = cfg.tenants.get(tenant)
+    allowed = sorted(entry.regions) if entry is not None and entry.regions else None
+    transfers = [f for f in flows(Path(cfg.file), []) if f["tenant"] == tenant]
     recipients = [{"recipient": "provider NOC (Prometheus exposition)",
                    "where": f"{cfg.metrics_listen[0]}:{cfg.metrics_listen[1]}",
                    "data": "device metrics and health, by device pseudonym"},
@@ -142,9 +141,9 @@ def build(tenant: str, cfg: collector_config.CollectorConfig, raw: dict[str, Any
                    "where": "privtel api serve",
                    "data": "; ".join(f"{role}: {', '.join(sorted(a.value for a in acts))}"
                                      for role, acts in MATRIX.items())}]
-    recipients += [{"recipient": f"output {o.get('name', o.get('type', '?'))}",
-                    "where": str(o.get("type", NOT_CONFIGURED)),
-                    "data": "records after commit"} for o in outputs]
+    recipients += [{"recipient": f"output {o.name}", "where": f"remote_write {o.url}",
+                    "data": "device metrics after commit, by device pseudonym"}
+                   for o in cfg.remote_write]
     tls = cfg.mqtt_url.startswith("mqtts://")
     store = "postgresql" if cfg.store_url.startswith(("postgresql://", "postgres://")) \
         else "sqlite"

@@ -7,28 +7,26 @@ A flow is (tenant, from region, to region) where the regions differ:
   `[[mqtt.routes]]` may send to (every allowed route counts, not only the one
   in use: a failover is a transfer too);
 - from a tenant's home region to a collector that processes it (collector
-  config `[residency] region`, and `[residency.tenants.<tenant>] home` with the
-  `regions` the contract allows).
-Each is matched with `[[residency.safeguards]]` of the collector config
-(`from`, `to`, `basis` such as "adequacy decision ..." or "contract clause
-..."). A flow with no safeguard is listed as such and the command exits 1: the
-register is incomplete until someone fixes the configuration or the contract.
-
-The files are read for these keys only, so the register can be drawn up from
-any configuration in the fleet, including ones this machine cannot load.
+  config `[collector] region`, and `[tenants.<tenant>] home` with the
+  `regions` the contract allows: the same keys the collector enforces).
+Each is matched with `[[safeguards]]` of the collector config (`from`, `to`,
+`basis` such as "adequacy decision ..." or "contract clause ..."). A flow with
+no safeguard is listed as such and the command exits 1: the register is
+incomplete until someone fixes the configuration or the contract.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from agents import config as agent_config
-from pipelines.config import ConfigError, parse_toml
+from collector import config as collector_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -41,21 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _collector(path: Path) -> tuple[str | None, dict[str, dict[str, Any]],
-                                    dict[tuple[str, str], str]]:
-    root = parse_toml(path.read_text("utf-8"), str(path))
-    res = root.raw("residency", {})
-    if not isinstance(res, dict):
-        raise ConfigError(str(path), "residency", "must be a table")
-    region = res.get("region")
-    tenants = res.get("tenants", {})
-    safeguards: dict[tuple[str, str], str] = {}
-    for i, s in enumerate(res.get("safeguards", [])):
-        if not isinstance(s, dict) or not all(isinstance(s.get(k), str) and s.get(k)
-                                              for k in ("from", "to", "basis")):
-            raise ConfigError(str(path), f"residency.safeguards[{i}]",
-                              "needs from, to and basis (non-empty strings)")
-        safeguards[(s["from"], s["to"])] = s["basis"]
-    return region, tenants, safeguards
+                                    Mapping[tuple[str, str], str]]:
+    """Region, tenants and safeguards as the collector itself reads them."""
+    cfg = collector_config.load(path)
+    tenants = {t.name: {"home": t.home, "regions": sorted(t.regions or ())}
+               for t in cfg.tenants.values()}
+    return cfg.region, tenants, cfg.safeguards
 
 
 def flows(collector: Path, agents: list[Path]) -> list[dict[str, Any]]:
@@ -72,8 +61,6 @@ def flows(collector: Path, agents: list[Path]) -> list[dict[str, Any]]:
         seen[key]["via"].append(via)
 
     for tenant, t in sorted(tenants.items()):
-        if not isinstance(t, dict):
-            raise ConfigError(str(collector), f"residency.tenants.{tenant}", "must be a table")
         if region is not None and region in t.get("regions", []):
             add(tenant, t.get("home"), region, f"collector {collector.name}")
     for path in agents:

@@ -111,20 +111,28 @@ tenant_key = "k/tenant-lagos-telco.key"
 [privacy]
 modes = { ip = "token", text = "drop" }
 """)
-    # tables the residency and output work add to the collector config; ropa reads them
-    # from the file as plain TOML, whatever the strict loader of the day accepts
+    text = cfg.read_text().replace("[collector]\n", '[collector]\nregion = "af-west"\n', 1)
+    cfg.write_text(text + """
+[tenants.lagos-telco]
+regions = ["af-west"]
+home = "eu-west"
+[tenants.cape-retail]
+regions = ["af-south"]
+[[safeguards]]
+from = "eu-west"
+to = "af-west"
+basis = "SCC"
+[[outputs.remote_write]]
+name = "noc-prom"
+url = "https://prom.example.net/api/v1/write"
+""")
     raw = tomllib.loads(cfg.read_text())
-    raw["collector"]["region"] = "af-west"
-    raw["tenants"] = [{"name": "lagos-telco", "regions": ["af-west"]},
-                      {"name": "cape-retail", "regions": ["af-south"]}]
-    raw["transfers"] = [{"tenant": "lagos-telco", "to": "eu-west", "safeguard": "SCC"},
-                        {"tenant": "cape-retail", "to": "uk", "safeguard": "adequacy"}]
-    raw["outputs"] = [{"type": "remote_write", "name": "noc-prom"}]
     policy = parse_policy(MULTI.read_text(), str(MULTI))
     r = ropa.build("lagos-telco", collector_config.load(cfg), raw, policy, str(MULTI),
                    ropa._privacy([agent]))
     assert r["regions"] == {"collector": "af-west", "tenant_allowed": ["af-west"]}
-    assert r["transfers"] == [{"tenant": "lagos-telco", "to": "eu-west", "safeguard": "SCC"}]
+    assert [(t["tenant"], t["from"], t["to"], t["safeguard"]) for t in r["transfers"]] == [
+        ("lagos-telco", "eu-west", "af-west", "SCC")]
     assert r["recipients"][-1]["recipient"] == "output noc-prom"
     sec = r["security"]
     assert sec["in_transit"].startswith("MQTT without TLS;")

@@ -87,14 +87,13 @@ async def test_agent_ships_through_the_allowed_route(tmp_path: Path, mosquitto: 
 
 
 def test_transfers_register(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    agent, coll = configure(tmp_path, "x", region="ng", allowed=["ng", "za"],
+    agent, coll = configure(tmp_path, "mqtt://127.0.0.1:1", region="ng", allowed=["ng", "za"],
                             routes=[("ng", "mqtt://127.0.0.1:1"), ("za", "mqtt://127.0.0.1:2"),
                                     ("eu", "mqtt://127.0.0.1:3")])
-    base = coll.read_text() + ('\n[residency]\nregion = "ng"\n'
-                               '[residency.tenants.globex]\nhome = "ke"\n'
-                               'regions = ["ng", "ke"]\n'
-                               '[[residency.safeguards]]\nfrom = "ke"\nto = "ng"\n'
-                               'basis = "contract clause 14.2 (KE DPA 2019 s.48(a))"\n')
+    text = coll.read_text().replace("[collector]\n", '[collector]\nregion = "ng"\n', 1)
+    base = text + ('\n[tenants.globex]\nhome = "ke"\nregions = ["ng", "ke"]\n'
+                   '[[safeguards]]\nfrom = "ke"\nto = "ng"\n'
+                   'basis = "contract clause 14.2 (KE DPA 2019 s.48(a))"\n')
     coll.write_text(base)
     args = ["transfers", "--collector-config", str(coll), "--agent-config", str(agent),
             "--json"]
@@ -105,7 +104,7 @@ def test_transfers_register(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         ("acme", "ng", "za", None),
         ("globex", "ke", "ng", "contract clause 14.2 (KE DPA 2019 s.48(a))")]
     assert "(failover)" in out[0]["via"][0]  # eu is not allowed: no flow there
-    coll.write_text(base + '[[residency.safeguards]]\nfrom = "ng"\nto = "za"\n'
+    coll.write_text(base + '[[safeguards]]\nfrom = "ng"\nto = "za"\n'
                     'basis = "adequacy: NDPC whitelist, ZA (POPIA)"\n')
     assert main(args) == 0
     out = orjson.loads(capsys.readouterr().out)
