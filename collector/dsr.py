@@ -357,9 +357,9 @@ class DsrService:
                     gone = _without(ids, held)
                     self._erase(gone)
                     left = self.count(req)
-                    result.verified = (sum(left.values()) == sum(result.held.values())
+                    result.verified = (sum(left.values()) == sum(map(len, held.values()))
                                        and self._gone(gone))
-                    if any(result.held.values()) and not any(gone.values()):
+                    if any(held.values()) and not any(gone.values()):
                         result.status = "refused"
                 elif req.kind == "restrict":
                     self._flag(ids, True)

@@ -137,7 +137,8 @@ def active_holds(cur: Cursor, tenant: str | None = None) -> list[Hold]:
 
 def _covers(h: Hold) -> tuple[str, list[Any]]:
     """WHERE over records for what `h` holds."""
-    parts, args = ["tenant = ?"], [h.tenant]
+    parts = ["tenant = ?"]
+    args: list[Any] = [h.tenant]
     if h.since is not None:
         parts.append("ts >= ?")
         args.append(h.since)

@@ -28,7 +28,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -98,11 +98,17 @@ COUNTS = RecheckCounts()
 
 
 class _Batch(Protocol):
-    """What `screen` needs of ingest's checked message."""
+    """What `screen` needs of ingest's checked message: a dataclass (it is copied with
+    `dataclasses.replace`), read-only here so a frozen one fits."""
 
-    topic: str
-    header: Header | None
-    records: list[Record]
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def header(self) -> Header | None: ...
+    @property
+    def records(self) -> list[Record]: ...
 
 
 B = TypeVar("B", bound=_Batch)
@@ -148,7 +154,7 @@ async def screen(batch: B, quarantine: Quarantine, counts: RecheckCounts = COUNT
         log.warning("record %s of batch %s from agent %s quarantined: raw %s in field(s) %s",
                     r.id, bid, agent, ", ".join(classes),
                     ", ".join(sorted({f for f, _ in found})))
-    return dataclasses.replace(batch, records=clean)  # type: ignore[type-var]
+    return dataclasses.replace(batch, records=clean)
 
 
 def _labels(r: Record) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 import tomllib
 from collections.abc import Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 _REQUIRED: Any = object()
@@ -112,6 +112,10 @@ class Section:
             raise self.error(name, f"must be at most {hi}, not {v}")
 
 
+@overload
+def listen_address(s: Section, name: str, default: str) -> tuple[str, int]: ...
+@overload
+def listen_address(s: Section, name: str, default: None) -> tuple[str, int] | None: ...
 def listen_address(s: Section, name: str, default: str | None) -> tuple[str, int] | None:
     """A `host:port` to listen on; port 0 asks the system for a free one."""
     v = s.str(name, default)

@@ -240,7 +240,7 @@ class SyslogParser:
         m, s = int(mi or ""), int(sec or "")
         if start is None or m > 59 or s > 60:
             return None
-        t = start + m * 60 + s  # type: ignore[operator]
+        t = start + m * 60 + s
         return t + int(frac.ljust(6, "0")) / 1e6 if frac else t
 
 

@@ -118,6 +118,7 @@ def interface_fields(rows: dict[int, dict[str, Value]],
             (idx, "out_octets64")) == COUNTER64
         speed = _int(r.get("speed"))
         high = _int(r.get("high_speed"))
+        last_change = _int(r.get("last_change"))
         if high and (speed is None or speed >= 4294967295):
             speed = high * 1_000_000
         out[idx] = {
@@ -137,8 +138,7 @@ def interface_fields(rows: dict[int, dict[str, Value]],
             "counter_bits": 64 if hc else (
                 32 if tags.get((idx, "in_octets32")) == COUNTER32 else None),
             "if_type": _int(r.get("if_type")),
-            "last_change_s": (r["last_change"] / 100 if isinstance(r.get("last_change"), int)
-                              else None),
+            "last_change_s": None if last_change is None else last_change / 100,
         }
         hc_pkts = _int(r.get("in_ucast64")) is not None
         for pk in _PKTS:

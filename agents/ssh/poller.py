@@ -120,7 +120,7 @@ def parse_options(s: Section, ctx: PollerContext | None = None) -> SshOptions:
 class SshFailure(Exception):
     """A poll that failed for a classified reason; carries no device text."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: Reason) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -214,7 +214,7 @@ def _load_pkey(text: str, passphrase: str | None) -> Any:
     raise SshFailure(Reason.AUTH_FAILED)
 
 
-def classify(exc: BaseException, phase: str) -> str:
+def classify(exc: BaseException, phase: str) -> Reason:
     """The reason code for a netmiko/paramiko failure in a given phase
     ("connect", "prompt", "enable" or "command"). A refused enable secret is
     `auth_failed`: the login worked but the credential is still wrong."""

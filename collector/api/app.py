@@ -407,13 +407,13 @@ class Api:
             raise _Refused(404, "not_found", "no hold in force with that id")
         await self._allow(p, request, rid, [Action.HOLD_RELEASE], (hold.tenant,))
         try:
-            hold, n = await run_in_threadpool(lambda: self.holds.release(
+            released, n = await run_in_threadpool(lambda: self.holds.release(
                 hold.id, actor=p.name, reason=body.get("reason", "")))
         except HoldError as e:
             raise _Refused(400, "bad_request", str(e)) from None
-        await self._audit(p, "hold.release", (hold.tenant,), rid, "ok", n,
-                          {"hold": hold.id, "reason": hold.release_reason})
-        return _json({"hold": hold.to_json(), "still_held_records": n, "request_id": rid},
+        await self._audit(p, "hold.release", (released.tenant,), rid, "ok", n,
+                          {"hold": released.id, "reason": released.release_reason})
+        return _json({"hold": released.to_json(), "still_held_records": n, "request_id": rid},
                      rid=rid)
 
     async def audit_verify(self, request: Request, rid: str) -> Response:

@@ -409,10 +409,10 @@ class NocMetrics(Collector):
             # OpenMetrics refuses one), so the if_mib counters are typed unknown: same
             # names and values as snmp_exporter, rate() and increase() work unchanged.
             for hc, c32, kind in SNMP_IF.values():
-                for name in (hc, c32):
-                    if name is not None:
-                        out[name] = Metric(name, f"IF-MIB {name} ({kind} in snmp_exporter)",
-                                           "unknown" if kind == "counter" else kind)
+                for series in (hc, c32):
+                    if series is not None:
+                        out[series] = Metric(series, f"IF-MIB {series} ({kind} in snmp_exporter)",
+                                             "unknown" if kind == "counter" else kind)
             for name, doc in (("ifHighSpeed", "IF-MIB ifHighSpeed, Mbit/s"),
                               ("ifSpeed", "IF-MIB ifSpeed, bit/s (capped at 2^32-1)"),
                               ("ifLastChange", "IF-MIB ifLastChange, TimeTicks (1/100 s)"),

@@ -157,7 +157,7 @@ class SqliteStore:
     def write_batch(self, batch: BatchMeta, records: Sequence[TaggedRecord]) -> bool:
         check_records(BACKEND, batch, records)
         agent_id, batch_id, dumps = batch.agent_id, batch.batch_id, orjson.dumps
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         append = rows.append
         for t in records:
             r = t.record

@@ -187,7 +187,7 @@ class _AddressMode:
         if not self.deterministic and f.kind != "mac":
             assert not isinstance(f.value, int)
             return self.address(f.value)
-        out = self.cache.get(f.text)
+        out: str | None = self.cache.get(f.text)
         if out is None:
             if f.kind == "mac":
                 out = self.mac(int(f.value))
@@ -382,13 +382,13 @@ class Pseudonymiser:
         return self._ip_mode.kept(a) and self._text_mode.kept(a)
 
     def field_class(self, name: str, value: Scalar) -> FieldClass:
-        cls = self._classes.get(name, False)
-        if cls is False:
-            cls = classify(name, self.policy.fields)
-            self._classes[name] = cls  # type: ignore[assignment]
+        try:
+            cls = self._classes[name]
+        except KeyError:
+            cls = self._classes[name] = classify(name, self.policy.fields)
         if cls is None:
             return FieldClass.TEXT if isinstance(value, str) else FieldClass.MEASUREMENT
-        return cls  # type: ignore[return-value]
+        return cls
 
     def value(self, name: str, value: Scalar, lat: Any = None) -> Scalar:
         """One field's value under the policy, by its class."""

@@ -203,9 +203,10 @@ class Finder:
                 if not ((s and text[s - 1] in _HOSTCH) or (e < n and text[e] in _HOSTCH)):
                     continue  # a bare address, the common case: the address scanner's
                 if any(int(g) > 255 for g in m.group(1, 3, 4, 5)):
-                    m = OCTETS.search(text, s + 1)  # `300-10-9-8-7`: look inside once
-                    if m is None or any(int(g) > 255 for g in m.group(1, 3, 4, 5)):
+                    inner = OCTETS.search(text, s + 1)  # `300-10-9-8-7`: look inside once
+                    if inner is None or any(int(g) > 255 for g in inner.group(1, 3, 4, 5)):
                         continue
+                    m = inner
                 span = _addrhost(text, m)
                 if span is not None and not self._keep("host", text[span[0]:span[1]]):
                     found.append(Hit(span[0], span[1], "host", text[span[0]:span[1]]))
