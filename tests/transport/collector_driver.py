@@ -15,6 +15,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: the shared factories
+
 from prometheus_client import CollectorRegistry
 from transport_helpers import SqliteSink
 
