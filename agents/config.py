@@ -38,6 +38,7 @@ class KeysConfig:
     tenant_key_epoch: int = 1
     tenant_key_rotate_days: int | None = None
     passphrase_file: Path | None = None   # unlocks signing_key when it is encrypted
+    collector_receipt_key: Path | None = None   # Ed25519 public; None: PUBACK frees batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         tenant_key_epoch=k.int("tenant_key_epoch", 1, lo=0),
         tenant_key_rotate_days=k.int("tenant_key_rotate_days", None, lo=1, hi=3650),
         passphrase_file=_path(base, k.str("passphrase_file", None)),
+        collector_receipt_key=_path(base, k.str("collector_receipt_key", None)),
     )
     k.done()
 

@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-_MAX_BYTES, _MAX_AGE_S, _INFLIGHT = 256 << 20, 7 * 86400.0, 16
+_MAX_BYTES, _MAX_AGE_S, _INFLIGHT, _RECEIPT_TIMEOUT_S = 256 << 20, 7 * 86400.0, 16, 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,7 @@ class SpoolConfig:
     max_age_s: float = _MAX_AGE_S
     drain_rate: float = 0.0
     inflight: int = _INFLIGHT
+    receipt_timeout_s: float = _RECEIPT_TIMEOUT_S  # resend a published batch with no receipt
 
     @classmethod
     def parse(cls, s: Section, base: Path = Path(".")) -> SpoolConfig:
@@ -84,6 +85,8 @@ class SpoolConfig:
             max_age_s=s.float("max_age_s", _MAX_AGE_S, lo=1.0),
             drain_rate=s.float("drain_rate", 0.0, lo=0.0),
             inflight=s.int("inflight", _INFLIGHT, lo=1, hi=1000),
+            receipt_timeout_s=s.float("receipt_timeout_s", _RECEIPT_TIMEOUT_S, lo=0.1,
+                                      hi=86400),
         )
         s.done()
         return cfg
@@ -96,6 +99,7 @@ class SpooledBatch:
     created: float
     records: int
     data: bytes
+    published: float | None = None  # set: a resend of a batch that got no receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +226,10 @@ class Spool:
         args: tuple[float | int, ...] = (() if resend_before is None else (resend_before,))
         with self._lock:
             rows = self._db.execute(
-                f"SELECT seq, batch_id, created, records, data FROM batches WHERE {due} "
-                "ORDER BY seq LIMIT ?", (*args, limit + len(exclude))).fetchall()
-        out = [SpooledBatch(int(r[0]), r[1], float(r[2]), int(r[3]), bytes(r[4]))
+                f"SELECT seq, batch_id, created, records, data, published FROM batches "
+                f"WHERE {due} ORDER BY seq LIMIT ?", (*args, limit + len(exclude))).fetchall()
+        out = [SpooledBatch(int(r[0]), r[1], float(r[2]), int(r[3]), bytes(r[4]),
+                            None if r[5] is None else float(r[5]))
                for r in rows if r[0] not in exclude]
         return out[:limit]
 

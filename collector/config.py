@@ -48,7 +48,8 @@ class CollectorConfig:
     purge_interval_s: float
     max_batch_bytes: int
     replay_window_s: float
-    key_passphrase_file: Path | None = None   # unlocks encrypted private_keys
+    key_passphrase_file: Path | None = None   # unlocks encrypted private_keys (and receipt_key)
+    receipt_key: Path | None = None   # Ed25519; None: no end-to-end receipts
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -99,6 +100,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
     if not private_keys:
         raise k.error("private_keys", "must name at least one collector private key file")
     key_passphrase_file = _opt(base, k.str("passphrase_file", None))
+    receipt_key = _opt(base, k.str("receipt_key", None))
     k.done()
 
     agents = []
@@ -133,4 +135,5 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         agents=tuple(agents), retention_policy=retention_policy,
         purge_interval_s=purge_interval_s, max_batch_bytes=max_batch_bytes,
         replay_window_s=replay_window_s, key_passphrase_file=key_passphrase_file,
+        receipt_key=receipt_key,
     )

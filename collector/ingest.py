@@ -6,7 +6,8 @@ machines) share the load through a shared subscription
 
 size and framing -> topic matches the signed header -> known agent and valid
 signature -> a collector key with that id -> decrypt and decode -> created
-within the replay window -> per-agent sequence window -> sink commit -> PUBACK.
+within the replay window -> per-agent sequence window -> sink commit -> PUBACK ->
+`on_outcome` (the end-to-end receipt to the agent, `collector.receipts`).
 
 The PUBACK is the broker's signal that the batch is ours, so it is sent only
 after the sink (the store transaction) returned, or after a rejection was
@@ -48,6 +49,7 @@ from pipelines import envelope
 from pipelines.envelope import AgentKeys, EnvelopeError, Header
 from pipelines.keys import CollectorPrivateKey
 from pipelines.lifecycle import Lifecycle
+from pipelines.receipt import Outcome
 from pipelines.record import Record
 from plumbing.backoff import Backoff
 from plumbing.transport import (
@@ -62,6 +64,9 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[Header, list[Record]], Awaitable[bool]]
 Quarantine = Callable[[str, str, Header | None, bytes], Awaitable[None]]
+# (tenant, agent id, batch id, outcome) once a batch reached a final outcome and was
+# acknowledged: the end-to-end receipt's feed. Must not block or raise.
+OutcomeListener = Callable[[str, str, str, Outcome], None]
 DEFAULT_TOPIC = "privtel/v1/+/+/batches"
 
 
@@ -138,7 +143,8 @@ class IngestWorker(Lifecycle):
                  max_body_bytes: int = envelope.MAX_BODY_BYTES,
                  replay_window_s: float = 8 * 86400.0, max_skew_s: float = 300.0,
                  seq_window: int = 10_000, backoff_initial_s: float = 0.5,
-                 backoff_max_s: float = 30.0) -> None:
+                 backoff_max_s: float = 30.0,
+                 on_outcome: OutcomeListener | None = None) -> None:
         if shared_group is not None and (not shared_group or any(c in shared_group
                                                                   for c in "/+#")):
             raise IngestError("shared_group must be a non-empty name without '/', '+' or '#'")
@@ -150,6 +156,7 @@ class IngestWorker(Lifecycle):
             if v <= 0:
                 raise IngestError(f"{name} must be positive, not {v}")
         self._sink, self._quarantine = sink, quarantine
+        self._on_outcome = on_outcome
         self._agent_keys, self._collector_keys = agent_keys, collector_keys
         self._agent_tenants = agent_tenants
         self.metrics = metrics or IngestMetrics(registry)  # type: ignore[arg-type]
@@ -237,12 +244,22 @@ class IngestWorker(Lifecycle):
                 if isinstance(item, Exception):
                     raise item
                 delivery, checked = item
-                await self._settle_until_done(checked)
+                result = await self._settle_until_done(checked)
                 delivery.ack()
+                self._notify(checked, result)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+    def _notify(self, c: _Checked, result: str) -> None:
+        """Tell the receipt publisher; only for a batch whose header names the agent that
+        the broker let publish on this topic, so no one earns a receipt for another agent."""
+        h = c.header
+        if self._on_outcome is None or h is None or h.topic != c.topic:
+            return
+        outcome = _OUTCOMES.get(result, Outcome.QUARANTINED)
+        self._on_outcome(h.tenant, h.agent_id, h.batch_id, outcome)
 
     async def _settle_until_done(self, checked: _Checked) -> str:
         """Settle one batch, retrying a failing sink with backoff while the connection
@@ -363,9 +380,13 @@ class IngestWorker(Lifecycle):
                 w.seen = {s: b for s, b in w.seen.items() if s > floor}
 
 
+_OUTCOMES = {"accepted": Outcome.STORED, "duplicate": Outcome.DUPLICATE,
+             "parked": Outcome.PARKED}
+
+
 class SinkFailed(Exception):
     """The sink or quarantine raised: do not acknowledge, reconnect, get it again."""
 
 
-__all__ = ["DEFAULT_TOPIC", "IngestError", "IngestMetrics", "IngestWorker", "Quarantine", "Sink",
-           "SinkFailed"]
+__all__ = ["DEFAULT_TOPIC", "IngestError", "IngestMetrics", "IngestWorker", "OutcomeListener",
+           "Quarantine", "Sink", "SinkFailed"]

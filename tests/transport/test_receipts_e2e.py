@@ -1,0 +1,139 @@
+"""End-to-end receipts over the real broker: Shipper -> Mosquitto -> IngestWorker ->
+ReceiptPublisher -> Mosquitto -> Shipper, and what the agent does when receipts fail."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from prometheus_client import CollectorRegistry
+from transport_helpers import Keys, SqliteSink, agent_config, records, uid, wait_for
+
+from agents.shipper import Shipper
+from collector.ingest import IngestWorker
+from collector.receipts import ReceiptPublisher
+from pipelines import keys
+from pipelines.receipt import Outcome, Receipts, receipt_topic, sign_receipts
+from plumbing.transport import SenderOptions, open_sender
+
+
+def metric(reg: CollectorRegistry, name: str, **labels: str) -> float:
+    v = reg.get_sample_value(name, labels or None)
+    return 0.0 if v is None else v
+
+
+def publisher(url: str, key: object, reg: CollectorRegistry, tenant: str) -> ReceiptPublisher:
+    return ReceiptPublisher(open_sender(url, SenderOptions(client_id=f"rcpt-{tenant}")),
+                            key, registry=reg)  # type: ignore[arg-type]
+
+
+def worker(url: str, k: Keys, store: SqliteSink, tenant: str, reg: CollectorRegistry,
+           rp: ReceiptPublisher | None) -> IngestWorker:
+    return IngestWorker(broker_url=url, sink=store.sink, quarantine=store.quarantine,
+                        agent_keys=k.agent_keys, collector_keys=k.collector_keys, registry=reg,
+                        topic_filter=f"privtel/v1/{tenant}/+/batches",
+                        client_id=f"ingest-{tenant}", backoff_initial_s=0.1,
+                        on_outcome=None if rp is None else rp.offer)
+
+
+async def test_batches_leave_the_spool_on_the_collectors_receipt(mosquitto: str,
+                                                                  tmp_path: Path) -> None:
+    tenant, k = f"t{uid()}", Keys(f"a{uid()}")
+    rkey = keys.generate_signing_key()
+    store = SqliteSink(tmp_path / "store.db")
+    creg, areg = CollectorRegistry(), CollectorRegistry()
+    cfg = agent_config(tmp_path / "agent", k, tenant, mosquitto, batch_max_records=10,
+                       receipt_key=rkey.public_key())
+    async with publisher(mosquitto, rkey, creg, tenant) as rp, \
+            worker(mosquitto, k, store, tenant, creg, rp) as w:
+        assert await wait_for(w.subscribed.is_set)
+        async with Shipper(cfg, registry=areg, backoff_initial_s=0.1) as s:
+            assert s.receipts_on
+            sent = records(tenant, 45)
+            await s.submit(sent)
+            assert await s.flush(timeout=20)
+            st = await s._run(s.spool.stats)
+    assert (st.batches, st.unreceipted) == (0, 0)
+    assert sorted(store.record_ids()) == sorted(r.id for r in sent)
+    assert metric(areg, "privtel_agent_receipts_received_total", outcome="stored") == 5
+    assert metric(creg, "privtel_receipts_sent_total", outcome="stored") == 5
+    assert metric(areg, "privtel_agent_receipts_rejected_total") == 0
+    assert metric(areg, "privtel_agent_unreceipted_batches") == 0
+
+
+async def test_no_receipt_keeps_the_batch_and_resends_it_until_one_comes(
+        mosquitto: str, tmp_path: Path) -> None:
+    """PUBACK alone frees only the window; the resend is a duplicate to the store, and the
+    duplicate's receipt finally frees the batch."""
+    tenant, k = f"t{uid()}", Keys(f"a{uid()}")
+    rkey = keys.generate_signing_key()
+    store = SqliteSink(tmp_path / "store.db")
+    creg, areg = CollectorRegistry(), CollectorRegistry()
+    cfg = agent_config(tmp_path / "agent", k, tenant, mosquitto, batch_max_records=10,
+                       receipt_key=rkey.public_key(), spool="receipt_timeout_s = 0.5")
+    async with Shipper(cfg, registry=areg, backoff_initial_s=0.1) as s:
+        async with worker(mosquitto, k, store, tenant, creg, None) as w:  # sends no receipts
+            assert await wait_for(w.subscribed.is_set)
+            await s.submit(records(tenant, 20))
+            assert await wait_for(lambda: metric(areg, "privtel_agent_batches_resent_total") >= 2)
+            assert await wait_for(lambda: metric(areg, "privtel_agent_unreceipted_batches") == 2)
+            st = await s._run(s.spool.stats)
+            assert st.batches == 2
+            assert metric(areg, "privtel_agent_unreceipted_oldest_age_seconds") >= 0
+        assert store.count("SELECT count(*) FROM batches") == 2  # resends stored once
+        creg2 = CollectorRegistry()
+        async with publisher(mosquitto, rkey, creg2, tenant) as rp, \
+                worker(mosquitto, k, store, tenant, creg2, rp):
+            assert await s.flush(timeout=20)
+        assert metric(areg, "privtel_agent_receipts_received_total", outcome="duplicate") >= 2
+    assert store.count("SELECT count(*) FROM records") == 20
+
+
+async def test_forged_or_misaddressed_receipts_are_ignored_and_counted(
+        mosquitto: str, tmp_path: Path) -> None:
+    tenant, k = f"t{uid()}", Keys(f"a{uid()}")
+    rkey, forger = keys.generate_signing_key(), keys.generate_signing_key()
+    areg = CollectorRegistry()
+    cfg = agent_config(tmp_path / "agent", k, tenant, mosquitto, batch_max_records=5,
+                       receipt_key=rkey.public_key())
+    host, port = "127.0.0.1", int(mosquitto.rsplit(":", 1)[1])
+    async with Shipper(cfg, registry=areg, backoff_initial_s=0.1) as s:
+        await s.submit(records(tenant, 5))  # nobody ingests: published, never receipted
+        assert await wait_for(lambda: metric(areg, "privtel_agent_unreceipted_batches") == 1)
+        (batch,) = await s._run(s.spool.peek, 1, frozenset(), 1e12)
+        topic = receipt_topic(tenant, k.agent)
+        forged = sign_receipts(Receipts(tenant, k.agent, 0.0, ((batch.batch_id,
+                                                               Outcome.STORED),)), forger)
+        other = sign_receipts(Receipts(tenant, "someone-else", 0.0, ((batch.batch_id,
+                                                                      Outcome.STORED),)), rkey)
+        async with aiomqtt.Client(host, port) as c:
+            for msg in (forged, other, b"garbage"):
+                await c.publish(topic, msg, qos=1)
+        assert await wait_for(lambda: metric(areg, "privtel_agent_receipts_rejected_total") == 3)
+        assert (await s._run(s.spool.stats)).batches == 1
+        good = sign_receipts(Receipts(tenant, k.agent, 0.0, ((batch.batch_id,
+                                                             Outcome.QUARANTINED),)), rkey)
+        async with aiomqtt.Client(host, port) as c:
+            await c.publish(topic, good, qos=1)
+        assert await s.flush(timeout=10)
+    assert metric(areg, "privtel_agent_receipts_received_total", outcome="quarantined") == 1
+
+
+async def test_without_a_receipt_key_puback_frees_the_batch_and_one_warning_says_so(
+        mosquitto: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tenant, k = f"t{uid()}", Keys(f"a{uid()}")
+    store = SqliteSink(tmp_path / "store.db")
+    cfg = agent_config(tmp_path / "agent", k, tenant, mosquitto, batch_max_records=10)
+    caplog.set_level(logging.WARNING, logger="agents.shipper")
+    async with worker(mosquitto, k, store, tenant, CollectorRegistry(), None) as w:
+        assert await wait_for(w.subscribed.is_set)
+        async with Shipper(cfg, registry=CollectorRegistry()) as s:
+            assert not s.receipts_on
+            await s.submit(records(tenant, 10))
+            assert await s.flush(timeout=20)
+    warnings = [r.getMessage() for r in caplog.records if "acknowledgements are off" in
+                r.getMessage()]
+    assert len(warnings) == 1
+    assert store.count("SELECT count(*) FROM records") == 10
