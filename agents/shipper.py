@@ -153,6 +153,7 @@ class Shipper(Lifecycle):
         self._wake_batcher = asyncio.Event()
         self._wake_publisher = asyncio.Event()
         self._closed = False
+        self._last_receipt = self._next_probe = 0.0
 
     def _sender_options(self, mq: MqttConfig) -> SenderOptions:
         return SenderOptions(
@@ -188,6 +189,7 @@ class Shipper(Lifecycle):
         self._spool = await self._run(lambda: Spool(
             path, max_bytes=sc.max_bytes, max_age_s=sc.max_age_s, on_drop=self._on_drop))
         await self._run(self.spool.enforce_bounds)
+        self._last_receipt = time.time()
         if not self.receipts_on:
             log.warning("end-to-end acknowledgements are off ([keys] collector_receipt_key is "
                         "not set): a batch leaves the spool on the broker's PUBACK, so a broker "
@@ -387,6 +389,7 @@ class Shipper(Lifecycle):
             log.warning("receipt ignored: %s", e)
             return
         await self._run(self.spool.receipted, [b for b, _ in r.items])
+        self._last_receipt = time.time()
         bad = 0
         for _, o in r.items:
             self.metrics.receipts.labels(str(o)).inc()
@@ -396,15 +399,29 @@ class Shipper(Lifecycle):
                         "privtel_batches_rejected_total)", bad)
         await self._refresh_gauges()
 
+    def _resend_due(self, timeout: float) -> tuple[float | None, int | None]:
+        """(published before, below seq) for `Spool.peek`: which unreceipted batches go
+        out again. A batch is resent once its timeout passed and the collector receipted
+        a later batch (it moved past this one, so this one was lost); while the collector
+        is silent (no receipt for `timeout`: it, its store or the broker's state is
+        gone) one window of overdue batches goes out per timeout as a probe. So neither
+        an outage nor the backlog after it fills the broker with copies of every batch."""
+        if not self.receipts_on:
+            return None, None
+        now = time.time()
+        if now - self._last_receipt >= timeout and now >= self._next_probe:
+            self._next_probe = now + timeout
+            return now - timeout, None
+        return now - timeout, self.spool.highest_receipted
+
     async def _drain(self, sender: BatchSender) -> None:
         rate = self.spool_config.drain_rate
         window = self.spool_config.inflight
         timeout = self.spool_config.receipt_timeout_s
         next_slot = time.monotonic()
         while True:
-            batches = await self._run(
-                self.spool.peek, window, frozenset(),
-                time.time() - timeout if self.receipts_on else None)
+            batches = await self._run(self.spool.peek, window, frozenset(),
+                                      *self._resend_due(timeout))
             if not batches:
                 await self._refresh_gauges()
                 with contextlib.suppress(TimeoutError):

@@ -129,6 +129,7 @@ class Spool:
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._cache: dict[int, Record] = {}
+        self.highest_receipted = -1  # seq of the newest batch receipted in this process
         touch_private(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                    timeout=30)
@@ -218,12 +219,19 @@ class Spool:
                 self._cache.pop(i, None)
 
     def peek(self, limit: int, exclude: frozenset[int] = frozenset(),
-             resend_before: float | None = None) -> list[SpooledBatch]:
+             resend_before: float | None = None,
+             resend_below_seq: int | None = None) -> list[SpooledBatch]:
         """The oldest batches not in `exclude` (those already in flight) that are due:
-        never published, or published before `resend_before` with no receipt yet."""
-        due = "published IS NULL" if resend_before is None else \
-            "(published IS NULL OR published < ?)"
-        args: tuple[float | int, ...] = (() if resend_before is None else (resend_before,))
+        never published, or published before `resend_before` with no receipt yet (and,
+        with `resend_below_seq`, older than that sequence number)."""
+        due, args = "published IS NULL", []
+        if resend_before is not None:
+            due = "(published IS NULL OR (published < ?"
+            args.append(resend_before)
+            if resend_below_seq is not None:
+                due += " AND seq < ?"
+                args.append(resend_below_seq)
+            due += "))"
         with self._lock:
             rows = self._db.execute(
                 f"SELECT seq, batch_id, created, records, data, published FROM batches "
@@ -249,6 +257,11 @@ class Spool:
             return 0
         with self._lock:
             before = self._db.total_changes
+            marks = ",".join("?" * len(batch_ids))
+            top = self._db.execute(f"SELECT max(seq) FROM batches WHERE batch_id IN ({marks})",
+                                   tuple(batch_ids)).fetchone()[0]
+            if top is not None and top > self.highest_receipted:
+                self.highest_receipted = int(top)
             self._transaction(lambda: self._db.executemany(
                 "DELETE FROM batches WHERE batch_id=?", [(b,) for b in batch_ids]))
             return self._db.total_changes - before
