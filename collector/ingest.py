@@ -64,8 +64,9 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[Header, list[Record]], Awaitable[bool]]
 Quarantine = Callable[[str, str, Header | None, bytes], Awaitable[None]]
-# (tenant, agent id, batch id, outcome) once a batch reached a final outcome and was
-# acknowledged: the end-to-end receipt's feed. Must not block or raise.
+# (tenant, agent id, batch id, outcome) once a batch reached a final outcome (stored
+# after the commit, duplicate, quarantined): the end-to-end receipt's feed. Must not
+# block or raise.
 OutcomeListener = Callable[[str, str, str, Outcome], None]
 DEFAULT_TOPIC = "privtel/v1/+/+/batches"
 
@@ -155,7 +156,7 @@ class IngestWorker(Lifecycle):
                         ("timeout_s", timeout_s)):
             if v <= 0:
                 raise IngestError(f"{name} must be positive, not {v}")
-        self._sink, self._quarantine = sink, quarantine
+        self._sink, self._quarantine = sink, self._telling(quarantine)
         self._on_outcome = on_outcome
         self._agent_keys, self._collector_keys = agent_keys, collector_keys
         self._agent_tenants = agent_tenants
@@ -246,20 +247,26 @@ class IngestWorker(Lifecycle):
                 delivery, checked = item
                 result = await self._settle_until_done(checked)
                 delivery.ack()
-                self._notify(checked, result)
+                if (outcome := _SETTLED.get(result)) is not None:
+                    self._tell(checked.topic, checked.header, outcome)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
-    def _notify(self, c: _Checked, result: str) -> None:
-        """Tell the receipt publisher; only for a batch whose header names the agent that
-        the broker let publish on this topic, so no one earns a receipt for another agent."""
-        h = c.header
-        if self._on_outcome is None or h is None or h.topic != c.topic:
+    def _tell(self, topic: str, h: Header | None, outcome: Outcome) -> None:
+        """Feed `on_outcome`; only for a batch whose header names the agent that the
+        broker let publish on this topic, so no one earns a receipt for another agent."""
+        if self._on_outcome is None or h is None or h.topic != topic:
             return
-        outcome = _OUTCOMES.get(result, Outcome.QUARANTINED)
         self._on_outcome(h.tenant, h.agent_id, h.batch_id, outcome)
+
+    def _telling(self, quarantine: Quarantine) -> Quarantine:
+        """`quarantine`, and once it kept the batch, the quarantined outcome."""
+        async def kept(reason: str, topic: str, header: Header | None, payload: bytes) -> None:
+            await quarantine(reason, topic, header, payload)
+            self._tell(topic, header, Outcome.QUARANTINED)
+        return kept
 
     async def _settle_until_done(self, checked: _Checked) -> str:
         """Settle one batch, retrying a failing sink with backoff while the connection
@@ -380,8 +387,7 @@ class IngestWorker(Lifecycle):
                 w.seen = {s: b for s, b in w.seen.items() if s > floor}
 
 
-_OUTCOMES = {"accepted": Outcome.STORED, "duplicate": Outcome.DUPLICATE,
-             "parked": Outcome.PARKED}
+_SETTLED = {"accepted": Outcome.STORED, "duplicate": Outcome.DUPLICATE}
 
 
 class SinkFailed(Exception):

@@ -79,12 +79,12 @@ class ReceiptPublisher(Lifecycle):
         self._task: asyncio.Task[None] | None = None
         self._unsent: list[Row] = []
 
-    def offer(self, tenant: str, agent_id: str, batch_id: str, outcome: Outcome) -> None:
+    def offer(self, tenant: str, agent_id: str, batch_id: str, outcome: Outcome | str) -> None:
         if not self.started:
             self.metrics.dropped.inc()
             return
         try:
-            self._queue.put_nowait((tenant, agent_id, batch_id, outcome))
+            self._queue.put_nowait((tenant, agent_id, batch_id, Outcome(outcome)))
         except asyncio.QueueFull:
             self.metrics.dropped.inc()
 

@@ -7,14 +7,26 @@ import logging
 from pathlib import Path
 
 import aiomqtt
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
-from transport_helpers import Keys, SqliteSink, agent_config, records, uid, wait_for
+from transport_helpers import (
+    Keys,
+    SqliteSink,
+    agent_config,
+    header,
+    raw_header,
+    raw_seal,
+    records,
+    uid,
+    wait_for,
+)
 
 from agents.shipper import Shipper
 from collector.ingest import IngestWorker
 from collector.receipts import ReceiptPublisher
 from pipelines import keys
+from pipelines.envelope import peek_header, seal, topic_for
 from pipelines.receipt import Outcome, Receipts, receipt_topic, sign_receipts
 from plumbing.transport import SenderOptions, open_sender
 
@@ -137,3 +149,40 @@ async def test_without_a_receipt_key_puback_frees_the_batch_and_one_warning_says
                 r.getMessage()]
     assert len(warnings) == 1
     assert store.count("SELECT count(*) FROM records") == 10
+
+
+async def test_ingest_tells_each_final_outcome_once_and_never_for_another_agents_topic(
+        mosquitto: str, tmp_path: Path) -> None:
+    """stored after the commit, duplicate, quarantined; a batch whose header names another
+    agent than its topic earns no receipt for anyone."""
+    tenant, k = f"t{uid()}", Keys(f"a{uid()}")
+    store = SqliteSink(tmp_path / "store.db")
+    told: list[tuple[str, str, str, Outcome]] = []
+
+    def listen(t: str, a: str, b: str, o: Outcome) -> None:
+        told.append((t, a, b, o))
+
+    good = seal(header(tenant, k.agent), records(tenant, 2), k.collector.public, k.signing)
+    bad_hdr = raw_header(k, tenant, 3)  # says 3 records, carries 2: invalid once opened
+    bad = raw_seal(bad_hdr, orjson.dumps([r.to_dict() for r in records(tenant, 2)]), k)
+    stray_hdr = header(tenant, k.agent, seq=5)
+    stray = seal(stray_hdr, records(tenant, 1), k.collector.public, k.signing)
+    host, port = "127.0.0.1", int(mosquitto.rsplit(":", 1)[1])
+    w = IngestWorker(broker_url=mosquitto, sink=store.sink, quarantine=store.quarantine,
+                     agent_keys=k.agent_keys, collector_keys=k.collector_keys,
+                     registry=CollectorRegistry(), topic_filter=f"privtel/v1/{tenant}/+/batches",
+                     client_id=f"ingest-{tenant}", on_outcome=listen)
+    async with w:
+        assert await wait_for(w.subscribed.is_set)
+        async with aiomqtt.Client(host, port) as c:
+            for topic, msg in ((topic_for(tenant, k.agent), good),
+                               (topic_for(tenant, k.agent), good),
+                               (topic_for(tenant, k.agent), bad),
+                               (topic_for(tenant, "someone-else"), stray)):
+                await c.publish(topic, msg, qos=1)
+        assert await wait_for(lambda: store.count("SELECT count(*) FROM quarantine") == 2)
+        assert await wait_for(lambda: len(told) >= 3)
+    good_id = peek_header(good).batch_id
+    assert told == [(tenant, k.agent, good_id, Outcome.STORED),
+                    (tenant, k.agent, good_id, Outcome.DUPLICATE),
+                    (tenant, k.agent, str(bad_hdr["batch"]), Outcome.QUARANTINED)]
