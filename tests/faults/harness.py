@@ -156,26 +156,9 @@ timeout_s = 2.0
 [spool]
 receipt_timeout_s = {receipt_timeout_s}
 """
-        collector = f"""
-[collector]
-store = "{store_url}"
-metrics_listen = "127.0.0.1:0"
-
-[mqtt]
-url = "{broker_url}"
-client_id = "privtel-faults-{run}"
-
-[keys]
-private_keys = ["{files['collector_key']}"]
-receipt_key = "{files['receipt_key']}"
-
-[[agents]]
-id = "{self.agent_id}"
-tenant = "{self.tenant}"
-public_key = "{files['agent_pub']}"
-"""
         write_private(tmp / "agent.toml", agent.encode())
-        write_private(tmp / "collector.toml", collector.encode())
+        self.files, self._broker_url = files, broker_url
+        self.write_collector_config()
         self.areg = CollectorRegistry()
         self.shipper: Shipper | None = None
         self.collector: Collector | None = None
@@ -185,6 +168,30 @@ public_key = "{files['agent_pub']}"
         self._ptask: asyncio.Task[None] | None = None
         self._produce = asyncio.Event()
         self._counter = 0
+
+    def write_collector_config(self, private_key: Path | None = None) -> Path:
+        """The collector's config; `private_key` stands in for the right collector key."""
+        text = f"""
+[collector]
+store = "{self.store_url}"
+metrics_listen = "127.0.0.1:0"
+
+[mqtt]
+url = "{self._broker_url}"
+client_id = "privtel-faults-{self.run:x}"
+
+[keys]
+private_keys = ["{private_key or self.files['collector_key']}"]
+receipt_key = "{self.files['receipt_key']}"
+
+[[agents]]
+id = "{self.agent_id}"
+tenant = "{self.tenant}"
+public_key = "{self.files['agent_pub']}"
+"""
+        path = self.tmp / "collector.toml"
+        write_private(path, text.encode())
+        return path
 
     async def start_collector(self) -> None:
         cfg = collector_config.load(self.tmp / "collector.toml")
@@ -256,6 +263,18 @@ public_key = "{files['agent_pub']}"
         return Report(scenario, len(self.accepted), len(ids & self.accepted),
                       len(self.accepted - ids), len(rows) - len(ids), len(ids - self.accepted),
                       int(resent))
+
+
+def check(r: Report) -> None:
+    """Print the scenario's report; nothing lost, nothing stored twice or from nowhere."""
+    print(r.line())
+    assert r.accepted > 0, r.line()
+    assert (r.lost, r.duplicated, r.unexpected) == (0, 0, 0), r.line()
+    assert r.stored == r.accepted, r.line()
+
+
+def published(site: Site) -> float:
+    return site.areg.get_sample_value("privtel_agent_batches_published_total") or 0.0
 
 
 async def wait_until(pred: object, timeout: float, step: float = 0.05) -> bool:

@@ -9,34 +9,13 @@ duplicated; lost and duplicated must be 0.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import FaultBroker, PgCluster, Report, Site, wait_until
+from harness import FaultBroker, PgCluster, Site, check, published, wait_until
 
 pytestmark = pytest.mark.timeout(150)
-
-
-def check(r: Report) -> None:
-    print(r.line())
-    assert r.accepted > 0, r.line()
-    assert (r.lost, r.duplicated, r.unexpected) == (0, 0, 0), r.line()
-    assert r.stored == r.accepted, r.line()
-
-
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[FaultBroker]:
-    b = FaultBroker.persistent(tmp_path / "broker")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
-def published(site: Site) -> float:
-    return site.areg.get_sample_value("privtel_agent_batches_published_total") or 0.0
 
 
 async def test_broker_killed_and_restarted_without_its_state(broker: FaultBroker,
@@ -88,11 +67,11 @@ async def test_broker_restart_with_agents_back_before_the_collector(broker: Faul
 
 
 @pytest.fixture
-def pg() -> AsyncIterator[PgCluster]:
+def pg() -> Iterator[PgCluster]:
     c = PgCluster()
     c.start()
     try:
-        yield c  # type: ignore[misc]
+        yield c
     finally:
         c.destroy()
 
