@@ -6,6 +6,10 @@ Runs against Mosquitto on 127.0.0.1:1883 (or --broker). In one run it measures
 - the agent-to-collector path: Shipper (spool with fsync, seal, QoS 1 publish,
   delete on PUBACK) -> broker -> IngestWorker (verify, decrypt, decode, ack
   after a no-op sink), timed from the first submit to the last batch accepted;
+- the end-to-end-acknowledged path: the same, plus the collector's signed
+  receipts (ReceiptPublisher) back to the Shipper, which keeps each batch
+  until its receipt; timed from the first submit until the agent's spool is
+  empty (every batch receipted). Target: at most 10% below the sealed path;
 - the agent side alone: the same Shipper to a plain subscriber (no opening);
 - raw QoS 1 publishes of random payloads of the sealed batches' mean size with
   the same in-flight window, timed to the last message received.
@@ -34,9 +38,11 @@ from agents.config import AgentConfig, KeysConfig, MqttConfig
 from agents.pollers import PollerContext
 from agents.shipper import Shipper
 from collector.ingest import IngestWorker
+from collector.receipts import ReceiptPublisher
 from pipelines import keys
 from pipelines.envelope import Header, open_sealed, seal
 from pipelines.record import Kind, Record, new_id
+from plumbing.transport import SenderOptions, open_sender
 
 
 async def _wait(ev: asyncio.Event, timeout: float, what: Callable[[], str]) -> None:
@@ -116,6 +122,41 @@ async def sealed_path(url: str, tmp: Path, batches: list[list[Record]], tenant: 
             st = await asyncio.to_thread(s.spool.stats)
             assert st.pending_records == 0
     return elapsed, len(batches)
+
+
+async def e2e_path(url: str, tmp: Path, batches: list[list[Record]], tenant: str, agent: str,
+                   suite: str, inflight: int) -> float:
+    """As `sealed_path`, with end-to-end receipts: done when every batch was receipted."""
+    ck = keys.generate_collector_key(suite)
+    sk, rkey = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
+
+    async def sink(h: Header, recs: list[Record]) -> bool:
+        return True
+
+    async def quarantine(reason: str, topic: str, h: Header | None, payload: bytes) -> None:
+        raise RuntimeError(f"benchmark batch rejected: {reason}")
+
+    creg = CollectorRegistry()
+    cfg = _agent_config(tmp, url, agent, tenant, len(batches[0]), suite, inflight,
+                        state="state-e2e")
+    receipts = ReceiptPublisher(open_sender(url, SenderOptions(client_id=f"bench-r-{agent}")),
+                                rkey, registry=creg)
+    async with receipts, IngestWorker(
+            broker_url=url, sink=sink, quarantine=quarantine,
+            agent_keys={agent: sk.public_key()}, collector_keys={ck.key_id: ck},
+            registry=creg, client_id=f"bench-{agent}", on_outcome=receipts.offer,
+            topic_filter=f"privtel/v1/{tenant}/+/batches") as w:
+        await asyncio.wait_for(w.subscribed.wait(), 10)
+        async with Shipper(cfg, registry=CollectorRegistry(), signing_key=sk,
+                           collector_public_key=ck.public,
+                           collector_receipt_key=rkey.public_key()) as s:
+            t0 = time.perf_counter()
+            for b in batches:
+                await s.submit(b)
+            if not await s.flush(120):
+                raise SystemExit("bench: not every batch was receipted within 120 s")
+            elapsed = time.perf_counter() - t0
+    return elapsed
 
 
 async def agent_path(url: str, tmp: Path, batches: list[list[Record]], tenant: str, agent: str,
@@ -199,6 +240,8 @@ async def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         sealed_s, _ = await sealed_path(a.broker, Path(tmp), batches, tenant, agent, a.suite,
                                         a.inflight)
+        e2e_s = await e2e_path(a.broker, Path(tmp), batches, tenant, agent + "e", a.suite,
+                               a.inflight)
         agent_s = await agent_path(a.broker, Path(tmp), batches, tenant, agent + "x", a.suite,
                                    a.inflight)
     raw_s = await raw_path(a.broker, int(mean_size), a.batches, a.inflight)
@@ -210,6 +253,9 @@ async def main() -> int:
         "sealed_batches_per_s": round(a.batches / sealed_s, 1),
         "sealed_records_per_s": round(a.batches * a.records / sealed_s),
         "sealed_mb_per_s": round(mb / sealed_s, 3),
+        "e2e_ack_batches_per_s": round(a.batches / e2e_s, 1),
+        "e2e_ack_records_per_s": round(a.batches * a.records / e2e_s),
+        "e2e_ack_cost": round(1 - sealed_s / e2e_s, 3),
         "agent_batches_per_s": round(a.batches / agent_s, 1),
         "agent_mb_per_s": round(mb / agent_s, 3),
         "raw_batches_per_s": round(a.batches / raw_s, 1),
@@ -222,6 +268,9 @@ async def main() -> int:
           f"{out['open_batches_per_s']} batches/s")
     print(f"sealed end to end (spool+seal+QoS1+verify+decrypt): {out['sealed_batches_per_s']} "
           f"batches/s, {out['sealed_records_per_s']} records/s, {out['sealed_mb_per_s']} MB/s")
+    print(f"end-to-end acknowledged (sealed path + signed receipts, batch kept until its "
+          f"receipt): {out['e2e_ack_batches_per_s']} batches/s, {out['e2e_ack_records_per_s']} "
+          f"records/s; cost vs sealed {out['e2e_ack_cost'] * 100:.1f}% (target <= 10%)")
     print(f"agent side only (spool+seal+QoS1, plain subscriber): {out['agent_batches_per_s']} "
           f"batches/s, {out['agent_mb_per_s']} MB/s")
     print(f"raw QoS1 payloads of the same size: {out['raw_batches_per_s']} msgs/s, "
