@@ -373,11 +373,36 @@ class Shipper(Lifecycle):
         raise TransportError("the session ended")
 
     async def _take_receipts(self, sender: BatchSender) -> None:
+        """Verify receipts as they come; the spool forgets their batches in group commits
+        (one transaction for whatever arrived while the previous one ran)."""
         assert self._receipt_key is not None
-        async for msg in sender.incoming():
-            await self._on_receipt(msg)
+        ids: list[str] = []
+        ready = asyncio.Event()
 
-    async def _on_receipt(self, msg: Incoming) -> None:
+        async def apply() -> None:
+            while True:
+                await ready.wait()
+                ready.clear()
+                batch, ids[:] = list(ids), []
+                await self._run(self.spool.receipted, batch)
+                self._last_receipt = time.time()
+
+        applier = asyncio.create_task(apply(), name="privtel-receipted")
+        try:
+            async for msg in sender.incoming():
+                got = self._verify_receipt(msg)
+                if got:
+                    ids.extend(got)
+                    ready.set()
+                if applier.done():
+                    applier.result()
+        finally:
+            applier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await applier
+
+    def _verify_receipt(self, msg: Incoming) -> list[str]:
+        """The batch ids a receipt message settles; none if it cannot be trusted."""
         assert self._receipt_key is not None
         try:
             if msg.topic != self.receipt_topic:
@@ -387,9 +412,7 @@ class Shipper(Lifecycle):
         except ReceiptError as e:
             self.metrics.receipts_rejected.inc()
             log.warning("receipt ignored: %s", e)
-            return
-        await self._run(self.spool.receipted, [b for b, _ in r.items])
-        self._last_receipt = time.time()
+            return []
         bad = 0
         for _, o in r.items:
             self.metrics.receipts.labels(str(o)).inc()
@@ -397,7 +420,7 @@ class Shipper(Lifecycle):
         if bad:
             log.warning("the collector parked or quarantined %d of our batches (see its "
                         "privtel_batches_rejected_total)", bad)
-        await self._refresh_gauges()
+        return [b for b, _ in r.items]
 
     def _resend_due(self, timeout: float) -> tuple[float | None, int | None]:
         """(published before, below seq) for `Spool.peek`: which unreceipted batches go

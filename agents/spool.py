@@ -6,9 +6,11 @@ was stored. Two tables make the two hand-overs atomic:
 
 - ``pending``: records accepted by `add_records` and not yet sealed;
 - ``batches``: sealed batches not yet acknowledged. With end-to-end receipts a
-  batch stays after the broker's PUBACK (``published`` is set) until the
+  batch stays after the broker's PUBACK (a row in ``sent`` says when) until the
   collector's signed receipt arrives (`receipted`), and is offered again when
   no receipt came within the resend timeout; without receipts the PUBACK frees it.
+  ``sent`` is a table of its own so that marking a batch published writes a
+  few bytes, not the batch again.
 
 `seal_pending` takes pending records, lets the caller seal them under the next
 sequence number, and in one transaction inserts the batch, deletes the records
@@ -51,9 +53,15 @@ CREATE TABLE IF NOT EXISTS batches (
     created REAL NOT NULL,
     records INTEGER NOT NULL,
     size INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    published REAL
+    data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sent (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_at ON sent (at);
+CREATE TRIGGER IF NOT EXISTS batch_gone AFTER DELETE ON batches
+BEGIN DELETE FROM sent WHERE seq = old.seq; END;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -136,8 +144,11 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        if "published" not in {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}:
-            self._db.execute("ALTER TABLE batches ADD COLUMN published REAL")
+        if "published" in {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}:
+            # a spool from before `sent`: keep what it knew was published
+            self._db.execute("INSERT OR IGNORE INTO sent SELECT seq, published FROM batches "
+                             "WHERE published IS NOT NULL")
+            self._db.execute("UPDATE batches SET published = NULL WHERE published IS NOT NULL")
         # A fresh spool starts its sequence at the current time in milliseconds,
         # so an agent whose state was wiped still counts upwards.
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('next_seq', ?)",
@@ -196,7 +207,8 @@ class Spool:
                     "SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
                 records = [self._cache.get(r[0]) or from_dict(orjson.loads(r[1])) for r in rows]
                 batch_id, created, data = seal(seq, records)
-                self._db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                self._db.execute("INSERT INTO batches (seq, batch_id, created, records, size, "
+                                 "data) VALUES (?, ?, ?, ?, ?, ?)",
                                  (seq, batch_id, created, len(records), len(data), data))
                 self._db.execute("DELETE FROM pending WHERE id <= ?", (rows[-1][0],))
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
@@ -224,18 +236,19 @@ class Spool:
         """The oldest batches not in `exclude` (those already in flight) that are due:
         never published, or published before `resend_before` with no receipt yet (and,
         with `resend_below_seq`, older than that sequence number)."""
-        due, args = "published IS NULL", []
+        due, args = "s.at IS NULL", []
         if resend_before is not None:
-            due = "(published IS NULL OR (published < ?"
+            due = "(s.at IS NULL OR (s.at < ?"
             args.append(resend_before)
             if resend_below_seq is not None:
-                due += " AND seq < ?"
+                due += " AND b.seq < ?"
                 args.append(resend_below_seq)
             due += "))"
         with self._lock:
             rows = self._db.execute(
-                f"SELECT seq, batch_id, created, records, data, published FROM batches "
-                f"WHERE {due} ORDER BY seq LIMIT ?", (*args, limit + len(exclude))).fetchall()
+                "SELECT b.seq, b.batch_id, b.created, b.records, b.data, s.at FROM batches b "
+                f"LEFT JOIN sent s ON s.seq = b.seq WHERE {due} ORDER BY b.seq LIMIT ?",
+                (*args, limit + len(exclude))).fetchall()
         out = [SpooledBatch(int(r[0]), r[1], float(r[2]), int(r[3]), bytes(r[4]),
                             None if r[5] is None else float(r[5]))
                for r in rows if r[0] not in exclude]
@@ -248,7 +261,8 @@ class Spool:
     def mark_published(self, seqs: Sequence[int], now: float | None = None) -> None:
         """The broker holds these; keep them until a receipt, resend if none comes."""
         t = time.time() if now is None else now
-        self._write("UPDATE batches SET published=? WHERE seq=?", [(t, s) for s in seqs])
+        self._write("INSERT OR REPLACE INTO sent SELECT seq, ? FROM batches WHERE seq=?",
+                    [(t, s) for s in seqs])
 
     def receipted(self, batch_ids: Sequence[str]) -> int:
         """Forget batches the collector gave a final outcome for; returns how many were here
@@ -256,15 +270,17 @@ class Spool:
         if not batch_ids:
             return 0
         with self._lock:
-            before = self._db.total_changes
-            marks = ",".join("?" * len(batch_ids))
-            top = self._db.execute(f"SELECT max(seq) FROM batches WHERE batch_id IN ({marks})",
-                                   tuple(batch_ids)).fetchone()[0]
-            if top is not None and top > self.highest_receipted:
-                self.highest_receipted = int(top)
-            self._transaction(lambda: self._db.executemany(
-                "DELETE FROM batches WHERE batch_id=?", [(b,) for b in batch_ids]))
-            return self._db.total_changes - before
+            gone: list[int] = []
+
+            def delete() -> None:
+                for b in batch_ids:
+                    gone.extend(r[0] for r in self._db.execute(
+                        "DELETE FROM batches WHERE batch_id=? RETURNING seq", (b,)).fetchall())
+
+            self._transaction(delete)
+            if gone and max(gone) > self.highest_receipted:
+                self.highest_receipted = max(gone)
+            return len(gone)
 
     def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         if not rows:
@@ -322,9 +338,7 @@ class Spool:
                 "SELECT count(*), coalesce(sum(size), 0), min(created) FROM batches").fetchone()
             pending = self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-            unrec, oldest_pub = self._db.execute(
-                "SELECT count(*), min(published) FROM batches WHERE published IS NOT NULL"
-            ).fetchone()
+            unrec, oldest_pub = self._db.execute("SELECT count(*), min(at) FROM sent").fetchone()
         return SpoolStats(int(n), int(size), int(pending), None if oldest is None else oldest,
                           int(meta["dropped_batches"]), int(meta["dropped_records"]),
                           int(unrec), None if oldest_pub is None else float(oldest_pub))

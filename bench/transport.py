@@ -231,6 +231,8 @@ async def main() -> int:
     ap.add_argument("--records", type=int, default=200, help="records per batch")
     ap.add_argument("--suite", default="x25519", choices=keys.SUITES)
     ap.add_argument("--inflight", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=3, help="sealed and end-to-end-acknowledged "
+                    "runs, alternated; the fastest of each counts (a shared machine is noisy)")
     a = ap.parse_args()
     run = os.urandom(3).hex()  # its own tenant: a concurrent run's batches are not ours
     tenant, agent = f"bench{run}", f"bench-{run}"
@@ -238,10 +240,15 @@ async def main() -> int:
     plain_bytes = sum(len(json.dumps([r.to_dict() for r in b])) for b in batches[:5]) / 5
     seal_rate, open_rate, mean_size = cpu_rates(batches, tenant, agent, a.suite)
     with tempfile.TemporaryDirectory() as tmp:
-        sealed_s, _ = await sealed_path(a.broker, Path(tmp), batches, tenant, agent, a.suite,
-                                        a.inflight)
-        e2e_s = await e2e_path(a.broker, Path(tmp), batches, tenant, agent + "e", a.suite,
-                               a.inflight)
+        sealed_s = e2e_s = float("inf")
+        for i in range(max(1, a.repeat)):
+            t, ag = f"{tenant}r{i}", f"{agent}r{i}"  # a fresh topic and session per run
+            bs = [make_records(t, a.records, j * a.records) for j in range(a.batches)]
+            s_s, _ = await sealed_path(a.broker, Path(tmp) / f"s{i}", bs, t, ag, a.suite,
+                                       a.inflight)
+            e_s = await e2e_path(a.broker, Path(tmp) / f"e{i}", bs, t, ag + "e", a.suite,
+                                 a.inflight)
+            sealed_s, e2e_s = min(sealed_s, s_s), min(e2e_s, e_s)
         agent_s = await agent_path(a.broker, Path(tmp), batches, tenant, agent + "x", a.suite,
                                    a.inflight)
     raw_s = await raw_path(a.broker, int(mean_size), a.batches, a.inflight)
