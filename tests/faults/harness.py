@@ -166,7 +166,7 @@ receipt_timeout_s = {receipt_timeout_s}
         self._cstop = asyncio.Event()
         self._ctask: asyncio.Task[None] | None = None
         self._ptask: asyncio.Task[None] | None = None
-        self._produce = asyncio.Event()
+        self._stopping = False
         self._counter = 0
 
     def write_collector_config(self, private_key: Path | None = None) -> Path:
@@ -211,16 +211,11 @@ public_key = "{self.files['agent_pub']}"
         self.shipper = Shipper(cfg, registry=self.areg, backoff_initial_s=0.1,
                                backoff_max_s=2.0)
         await self.shipper.start()
-        self._produce.set()
         self._ptask = asyncio.create_task(self._producer(), name="producer")
-
-    def pause(self) -> None:
-        self._produce.clear()
 
     async def _producer(self) -> None:
         assert self.shipper is not None
-        while True:
-            await self._produce.wait()
+        while not self._stopping:
             ids = [f"{self.run:08x}{self._counter + i:024x}" for i in range(self.chunk)]
             recs = [Record(kind=Kind.METRIC, tenant=self.tenant, site="s1", device="d1",
                            name="if", fields={"if_index": self._counter + i, "in_octets": i},
@@ -233,9 +228,9 @@ public_key = "{self.files['agent_pub']}"
     async def finish(self, timeout: float = 60.0) -> bool:
         """Stop producing and wait until every accepted record was receipted."""
         if self._ptask is not None:
-            self._ptask.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ptask
+            # not cancelled: a submit cut short may still have committed its records
+            self._stopping = True
+            await self._ptask
             self._ptask = None
         assert self.shipper is not None
         return await self.shipper.flush(timeout)
