@@ -31,6 +31,9 @@ from pipelines.receipt import Outcome, Receipts, receipt_topic, sign_receipts
 from plumbing.transport import SenderOptions, open_sender
 
 
+URL = "mqtt://127.0.0.1:1883"  # configs only: these tests do not connect
+
+
 def metric(reg: CollectorRegistry, name: str, **labels: str) -> float:
     v = reg.get_sample_value(name, labels or None)
     return 0.0 if v is None else v
@@ -186,3 +189,46 @@ async def test_ingest_tells_each_final_outcome_once_and_never_for_another_agents
     assert told == [(tenant, k.agent, good_id, Outcome.STORED),
                     (tenant, k.agent, good_id, Outcome.DUPLICATE),
                     (tenant, k.agent, str(bad_hdr["batch"]), Outcome.QUARANTINED)]
+
+
+def test_keys_init_and_the_demo_configs_turn_receipts_on(tmp_path: Path) -> None:
+    from agents import config as agent_cfg
+    from collector import config as collector_cfg
+    from collector.receipts import load_receipt_key
+    from privtel.commands.keys import key_files, write_key_files
+    from privtel.demo.run import write_configs
+
+    phrase = b"a long enough passphrase"
+    write_key_files(tmp_path / "enc", "edge-1", "acme", passphrase=phrase)
+    enc = key_files(tmp_path / "enc", "edge-1", "acme")
+    assert b"ENCRYPTED PRIVATE KEY" in enc["receipt_key"].read_bytes()
+    pf = tmp_path / "phrase"
+    pf.write_bytes(phrase + b"\n")
+    pf.chmod(0o600)
+    rk = load_receipt_key(enc["receipt_key"], pf)
+    assert keys.verify_key_pem(rk.public_key()) == enc["receipt_pub"].read_bytes()
+
+    a, c = write_configs(tmp_path / "demo", broker_url=URL, protocol="5",
+                         devices=[], interval_s=5, metrics_port=0)
+    acfg, ccfg = agent_cfg.load(a), collector_cfg.load(c)
+    files = key_files(tmp_path / "demo" / "keys", acfg.agent_id, acfg.tenant)
+    assert acfg.keys.collector_receipt_key == files["receipt_pub"]
+    assert ccfg.receipt_key == files["receipt_key"]
+    pub = keys.load_verify_key(files["receipt_pub"].read_bytes())
+    assert pub.public_bytes_raw() == load_receipt_key(files["receipt_key"], None
+                                                      ).public_key().public_bytes_raw()
+
+
+def test_a_receipt_key_that_is_not_ed25519_is_a_config_error(tmp_path: Path) -> None:
+    from collector import config as collector_cfg
+    from collector.runtime import receipt_publisher
+    from pipelines.config import ConfigError
+    from privtel.commands.keys import key_files
+    from privtel.demo.run import write_configs
+
+    _, c = write_configs(tmp_path / "demo", broker_url=URL, protocol="5",
+                         devices=[], interval_s=5, metrics_port=0)
+    files = key_files(tmp_path / "demo" / "keys", "demo-agent", "demo")
+    files["receipt_key"].write_bytes(files["collector_key"].read_bytes())
+    with pytest.raises(ConfigError, match="receipt_key"):
+        receipt_publisher(collector_cfg.load(c), CollectorRegistry())
