@@ -30,7 +30,6 @@ from pipelines.envelope import peek_header, seal, topic_for
 from pipelines.receipt import Outcome, Receipts, receipt_topic, sign_receipts
 from plumbing.transport import SenderOptions, open_sender
 
-
 URL = "mqtt://127.0.0.1:1883"  # configs only: these tests do not connect
 
 
