@@ -42,7 +42,6 @@ from collector.receipts import ReceiptPublisher
 from pipelines import keys
 from pipelines.envelope import Header, open_sealed, seal
 from pipelines.record import Kind, Record, new_id
-from plumbing.transport import SenderOptions, open_sender
 
 
 async def _wait(ev: asyncio.Event, timeout: float, what: Callable[[], str]) -> None:
@@ -139,13 +138,14 @@ async def e2e_path(url: str, tmp: Path, batches: list[list[Record]], tenant: str
     creg = CollectorRegistry()
     cfg = _agent_config(tmp, url, agent, tenant, len(batches[0]), suite, inflight,
                         state="state-e2e")
-    receipts = ReceiptPublisher(open_sender(url, SenderOptions(client_id=f"bench-r-{agent}")),
-                                rkey, registry=creg)
-    async with receipts, IngestWorker(
-            broker_url=url, sink=sink, quarantine=quarantine,
-            agent_keys={agent: sk.public_key()}, collector_keys={ck.key_id: ck},
-            registry=creg, client_id=f"bench-{agent}", on_outcome=receipts.offer,
-            topic_filter=f"privtel/v1/{tenant}/+/batches") as w:
+    box: list[IngestWorker] = []
+    receipts = ReceiptPublisher(lambda: box[0].transport.sender(), rkey, registry=creg)
+    box.append(IngestWorker(
+        broker_url=url, sink=sink, quarantine=quarantine,
+        agent_keys={agent: sk.public_key()}, collector_keys={ck.key_id: ck},
+        registry=creg, client_id=f"bench-{agent}", on_outcome=receipts.offer,
+        topic_filter=f"privtel/v1/{tenant}/+/batches"))
+    async with receipts, box[0] as w:
         await asyncio.wait_for(w.subscribed.wait(), 10)
         async with Shipper(cfg, registry=CollectorRegistry(), signing_key=sk,
                            collector_public_key=ck.public,

@@ -55,6 +55,7 @@ from plumbing.backoff import Backoff
 from plumbing.transport import (
     Delivery,
     ReceiverOptions,
+    ReceiveTransport,
     TlsFiles,
     TransportError,
     open_receiver,
@@ -199,6 +200,11 @@ class IngestWorker(Lifecycle):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    @property
+    def transport(self) -> ReceiveTransport:
+        """The broker connection; `transport.sender()` publishes on it (receipts)."""
+        return self._transport
 
     async def _run(self) -> None:
         connected_before = False

@@ -5,7 +5,10 @@ The ingest worker calls `ReceiptPublisher.offer` after a batch was committed
 Outcomes wait a short linger so that one signed message (`pipelines.receipt`)
 carries the outcomes of many batches of one agent, then go out QoS 1 to that
 agent's receipt topic, which the broker's ACL lets only collectors write and
-only that agent read.
+only that agent read. They go out on the ingest worker's own broker connection
+(`ReceiveTransport.sender()`): a second connection under the same certificate
+identity would, with the shipped Mosquitto config (identity = client id), take
+over the ingest session.
 
 Nothing here can lose data: a receipt that is dropped (queue full, broker
 gone, collector killed before it went out) only means the agent resends the
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -36,7 +40,7 @@ from pipelines.receipt import (
 )
 from plumbing.backoff import Backoff
 from plumbing.files import read_private
-from plumbing.transport import BatchSender, SendTransport, TransportError
+from plumbing.transport import BatchSender, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +70,15 @@ class ReceiptMetrics:
 
 
 class ReceiptPublisher(Lifecycle):
-    """A component fed by `offer` (non-blocking, never raises), publishing on its own
-    broker session so a slow receipt never delays ingest."""
+    """A component fed by `offer` (non-blocking, never raises); its own task publishes
+    through `sender()` (the ingest connection's publishing side, None while it is
+    down), so a slow receipt never delays ingest."""
 
-    def __init__(self, transport: SendTransport, key: ed25519.Ed25519PrivateKey, *,
+    def __init__(self, sender: Callable[[], BatchSender | None],
+                 key: ed25519.Ed25519PrivateKey, *,
                  registry: CollectorRegistry, linger_s: float = 0.05, max_queue: int = 100_000,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
-        self._transport, self._key, self._linger = transport, key, linger_s
+        self._sender, self._key, self._linger = sender, key, linger_s
         self.metrics = ReceiptMetrics(registry)
         self._queue: asyncio.Queue[Row] = asyncio.Queue(max_queue)
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
@@ -100,25 +106,28 @@ class ReceiptPublisher(Lifecycle):
         self.metrics.dropped.inc(len(self._unsent) + self._queue.qsize())
 
     async def _run(self) -> None:
+        failing = False
         while True:
+            if not self._unsent:
+                self._unsent = await self._collect()
+            sender = self._sender()
             try:
-                async with self._transport.session() as sender:
-                    self._backoff.reset()
-                    while True:
-                        if not self._unsent:
-                            self._unsent = await self._collect()
-                        await self._publish(sender, self._unsent)
-                        self._unsent = []
+                if sender is None:
+                    raise TransportError("the ingest connection is down")
+                await self._publish(sender, self._unsent)
             except TransportError as e:
                 self.metrics.failures.inc()
                 delay = self._backoff.next()
-                log.warning("receipt publisher: broker connection failed or lost (%s); "
-                            "retrying in %.1f s", e, delay)
-            except Exception:
-                self.metrics.failures.inc()
-                delay = self._backoff.next()
-                log.exception("receipt publisher error; retrying in %.1f s", delay)
-            await asyncio.sleep(delay)
+                if not failing:
+                    log.warning("receipts not sent (%s); retrying with backoff", e)
+                failing = True
+                await asyncio.sleep(delay)
+                continue
+            self._unsent = []
+            if failing:
+                log.info("receipts flowing again")
+            failing = False
+            self._backoff.reset()
 
     async def _collect(self) -> list[Row]:
         """The next outcome, and whatever else arrives within the linger."""

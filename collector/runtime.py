@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -35,7 +35,7 @@ from pipelines.config import ConfigError
 from pipelines.lifecycle import Component, run_components
 from plumbing.files import read_private
 from plumbing.metrics_http import MetricsServer
-from plumbing.transport import SenderOptions, TlsFiles, open_sender
+from plumbing.transport import BatchSender
 
 log = logging.getLogger(__name__)
 OUTPUTS = ("noc",)
@@ -60,19 +60,17 @@ def current_key(collector_keys: dict[str, keys.CollectorPrivateKey]) -> keys.Col
     return list(collector_keys.values())[-1].public
 
 
-def receipt_publisher(cfg: CollectorConfig, registry: CollectorRegistry
-                      ) -> ReceiptPublisher | None:
-    """End-to-end receipts on their own broker session, when `[keys] receipt_key` is set."""
+def receipt_publisher(cfg: CollectorConfig, registry: CollectorRegistry,
+                      sender: Callable[[], BatchSender | None]) -> ReceiptPublisher | None:
+    """End-to-end receipts through `sender` (the ingest connection), when `[keys]
+    receipt_key` is set."""
     if cfg.receipt_key is None:
         return None
     try:
         key = load_receipt_key(cfg.receipt_key, cfg.key_passphrase_file)
     except keys.KeyFormatError as e:
         raise ConfigError(cfg.file, "keys.receipt_key", f"{cfg.receipt_key}: {e}") from None
-    transport = open_sender(cfg.mqtt_url, SenderOptions(
-        client_id=f"{cfg.client_id or 'privtel-ingest-' + socket.gethostname()}-receipts",
-        protocol=cfg.mqtt_protocol, tls=TlsFiles(cfg.ca_file, cfg.cert_file, cfg.key_file)))
-    return ReceiptPublisher(transport, key, registry=registry)
+    return ReceiptPublisher(sender, key, registry=registry)
 
 
 class Collector:
@@ -95,7 +93,8 @@ class Collector:
         agent_keys, collector_keys = load_keys(cfg)
         self.current_key = current_key(collector_keys)
         self.announcer = KeyAnnouncer(cfg, self.current_key)
-        self.receipts = receipt_publisher(cfg, self.registry)
+        self.receipts = receipt_publisher(cfg, self.registry,
+                                          lambda: self.ingest.transport.sender())
         self.ingest = IngestWorker(
             broker_url=cfg.mqtt_url, sink=self.sink.sink, quarantine=self.sink.quarantine,
             agent_keys=agent_keys, collector_keys=collector_keys, registry=self.registry,

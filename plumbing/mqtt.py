@@ -137,6 +137,11 @@ class MqttReceiver:
         self.options = options
         self._version = _check_protocol(options.protocol)
         self._tls = _tls(self.address.tls, options.tls)
+        self._live: _Sender | None = None
+
+    def sender(self) -> BatchSender | None:
+        """Publish on the live session (the collector's receipts); None between sessions."""
+        return self._live
 
     def _client(self) -> _AckAfterCommitClient:
         o = self.options
@@ -158,7 +163,11 @@ class MqttReceiver:
             async with self._client() as client:
                 await client.subscribe(self.options.subscription, qos=1,
                                        timeout=self.options.timeout_s)
-                yield self._deliveries(client)
+                self._live = _Sender(client, self.options.timeout_s)
+                try:
+                    yield self._deliveries(client)
+                finally:
+                    self._live = None
         except aiomqtt.MqttError as e:
             raise TransportError(f"broker connection failed or lost: {type(e).__name__}") from e
 

@@ -11,6 +11,11 @@ A transport is chosen by the scheme of its URL (`mqtt://`, `mqtts://`; see
   yields each as an `Incoming` message, at most once, with no acknowledgement of
   its own (a lost message is made good by the sender resending its batch). It
   raises `TransportError` when the connection is lost, like `send`.
+- `ReceiveTransport.sender()` is the publishing side of the receiver's live
+  session (None between sessions): the collector sends its receipts on the
+  connection it receives on, so one collector identity is one client (a broker
+  that makes the certificate identity the client id, as the shipped Mosquitto
+  config does, would make a second connection take the first one's session).
 - `BatchReceiver.session()` yields deliveries; a delivery is acknowledged by
   `ack()` and only by it, which the collector calls after the store commit.
   A delivery never acknowledged is delivered again (to this worker's
@@ -93,6 +98,8 @@ class SendTransport(Protocol):
 
 class ReceiveTransport(Protocol):
     def session(self) -> AbstractAsyncContextManager[AsyncIterator[Delivery]]: ...
+
+    def sender(self) -> BatchSender | None: ...
 
 
 SENDERS: dict[str, Callable[[str, SenderOptions], SendTransport]] = {}

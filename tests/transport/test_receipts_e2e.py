@@ -9,6 +9,7 @@ from pathlib import Path
 import aiomqtt
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client import CollectorRegistry
 from transport_helpers import (
     Keys,
@@ -28,7 +29,6 @@ from collector.receipts import ReceiptPublisher
 from pipelines import keys
 from pipelines.envelope import peek_header, seal, topic_for
 from pipelines.receipt import Outcome, Receipts, receipt_topic, sign_receipts
-from plumbing.transport import SenderOptions, open_sender
 
 URL = "mqtt://127.0.0.1:1883"  # configs only: these tests do not connect
 
@@ -38,9 +38,14 @@ def metric(reg: CollectorRegistry, name: str, **labels: str) -> float:
     return 0.0 if v is None else v
 
 
-def publisher(url: str, key: object, reg: CollectorRegistry, tenant: str) -> ReceiptPublisher:
-    return ReceiptPublisher(open_sender(url, SenderOptions(client_id=f"rcpt-{tenant}")),
-                            key, registry=reg)  # type: ignore[arg-type]
+def pair(url: str, k: Keys, store: SqliteSink, tenant: str, reg: CollectorRegistry,
+         key: ed25519.Ed25519PrivateKey) -> tuple[ReceiptPublisher, IngestWorker]:
+    """An ingest worker and the receipt publisher riding on its connection."""
+    box: list[IngestWorker] = []
+    rp = ReceiptPublisher(lambda: box[0].transport.sender(), key, registry=reg,
+                          backoff_initial_s=0.05, backoff_max_s=0.5)
+    box.append(worker(url, k, store, tenant, reg, rp))
+    return rp, box[0]
 
 
 def worker(url: str, k: Keys, store: SqliteSink, tenant: str, reg: CollectorRegistry,
@@ -60,8 +65,8 @@ async def test_batches_leave_the_spool_on_the_collectors_receipt(mosquitto: str,
     creg, areg = CollectorRegistry(), CollectorRegistry()
     cfg = agent_config(tmp_path / "agent", k, tenant, mosquitto, batch_max_records=10,
                        receipt_key=rkey.public_key())
-    async with publisher(mosquitto, rkey, creg, tenant) as rp, \
-            worker(mosquitto, k, store, tenant, creg, rp) as w:
+    rp, w = pair(mosquitto, k, store, tenant, creg, rkey)
+    async with rp, w:
         assert await wait_for(w.subscribed.is_set)
         async with Shipper(cfg, registry=areg, backoff_initial_s=0.1) as s:
             assert s.receipts_on
@@ -98,8 +103,8 @@ async def test_no_receipt_keeps_the_batch_and_resends_it_until_one_comes(
             assert metric(areg, "privtel_agent_unreceipted_oldest_age_seconds") >= 0
         assert store.count("SELECT count(*) FROM batches") == 2  # resends stored once
         creg2 = CollectorRegistry()
-        async with publisher(mosquitto, rkey, creg2, tenant) as rp, \
-                worker(mosquitto, k, store, tenant, creg2, rp):
+        rp, w2 = pair(mosquitto, k, store, tenant, creg2, rkey)
+        async with rp, w2:
             assert await s.flush(timeout=20)
         assert metric(areg, "privtel_agent_receipts_received_total", outcome="duplicate") >= 2
     assert store.count("SELECT count(*) FROM records") == 20
@@ -230,4 +235,4 @@ def test_a_receipt_key_that_is_not_ed25519_is_a_config_error(tmp_path: Path) -> 
     files = key_files(tmp_path / "demo" / "keys", "demo-agent", "demo")
     files["receipt_key"].write_bytes(files["collector_key"].read_bytes())
     with pytest.raises(ConfigError, match="receipt_key"):
-        receipt_publisher(collector_cfg.load(c), CollectorRegistry())
+        receipt_publisher(collector_cfg.load(c), CollectorRegistry(), lambda: None)
