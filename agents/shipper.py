@@ -152,6 +152,7 @@ class Shipper(Lifecycle):
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_batcher = asyncio.Event()
         self._wake_publisher = asyncio.Event()
+        self._freed = asyncio.Event()  # batches left the spool (PUBACK or receipt): for flush
         self._closed = False
         self._last_receipt = self._next_probe = 0.0
 
@@ -250,7 +251,10 @@ class Shipper(Lifecycle):
                 await self._refresh_gauges()  # the publisher may not have got to it yet
                 return True
             self._wake_publisher.set()
-            await asyncio.sleep(0.05)
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await self._freed.wait()
         return False
 
     def _key_ids(self, records: list[Record]) -> tuple[str, ...]:
@@ -307,7 +311,8 @@ class Shipper(Lifecycle):
         tick = max(0.01, min(self.config.batch_max_age_s / 4, 1.0))
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_batcher.wait(), tick)
+                async with asyncio.timeout(tick):
+                    await self._wake_batcher.wait()
             self._wake_batcher.clear()
             try:
                 await self._seal_all(force=False)
@@ -386,6 +391,7 @@ class Shipper(Lifecycle):
                 batch, ids[:] = list(ids), []
                 await self._run(self.spool.receipted, batch)
                 self._last_receipt = time.time()
+                self._freed.set()
 
         applier = asyncio.create_task(apply(), name="privtel-receipted")
         try:
@@ -448,7 +454,10 @@ class Shipper(Lifecycle):
             if not batches:
                 await self._refresh_gauges()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_publisher.wait(), 1.0)
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                    # that races the event, and close would then wait forever
+                    async with asyncio.timeout(1.0):
+                        await self._wake_publisher.wait()
                 self._wake_publisher.clear()
                 await self._run(self.spool.enforce_bounds)
                 continue
@@ -459,6 +468,7 @@ class Shipper(Lifecycle):
             acked = [b.seq for b, r in zip(batches, results, strict=True) if r is None]
             await self._run(self.spool.mark_published if self.receipts_on else self.spool.delete,
                             acked)
+            self._freed.set()
             self.metrics.published.inc(len(acked))
             self.metrics.resent.inc(sum(b.published is not None for b, r
                                         in zip(batches, results, strict=True) if r is None))

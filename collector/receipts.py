@@ -76,7 +76,7 @@ class ReceiptPublisher(Lifecycle):
 
     def __init__(self, sender: Callable[[], BatchSender | None],
                  key: ed25519.Ed25519PrivateKey, *,
-                 registry: CollectorRegistry, linger_s: float = 0.05, max_queue: int = 100_000,
+                 registry: CollectorRegistry, linger_s: float = 0.02, max_queue: int = 100_000,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
         self._sender, self._key, self._linger = sender, key, linger_s
         self.metrics = ReceiptMetrics(registry)
@@ -138,7 +138,8 @@ class ReceiptPublisher(Lifecycle):
             if left <= 0:
                 break
             try:
-                rows.append(await asyncio.wait_for(self._queue.get(), left))
+                async with asyncio.timeout(left):
+                    rows.append(await self._queue.get())
             except TimeoutError:
                 break
         while len(rows) < MAX_ITEMS and not self._queue.empty():
