@@ -59,6 +59,7 @@ class KeysConfig:
     tenant_key_rotate_days: int | None = None
     passphrase_file: Path | None = None   # unlocks signing_key when it is encrypted
     suppression_public_key: Path | None = None  # verifies objections' suppression lists
+    collector_receipt_key: Path | None = None   # Ed25519 public; None: PUBACK frees batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         tenant_key_rotate_days=k.int("tenant_key_rotate_days", None, lo=1, hi=3650),
         passphrase_file=_path(base, k.str("passphrase_file", None)),
         suppression_public_key=_path(base, k.str("suppression_public_key", None)),
+        collector_receipt_key=_path(base, k.str("collector_receipt_key", None)),
     )
     k.done()
 

@@ -2,14 +2,19 @@
 
 Every hand-over is durable before it is acknowledged: `submit` returns once
 the records are committed to the spool; the batcher seals them into a batch in
-the same transaction that removes them; the publisher deletes a batch only
-after the broker's PUBACK. A SIGKILL at any moment therefore costs at most a
-re-publication, which the collector recognises by batch id.
+the same transaction that removes them. With end-to-end acknowledgements on
+(`[keys] collector_receipt_key`), the broker's PUBACK only frees the in-flight
+window: a batch leaves the spool when the collector's signed receipt for it
+arrives on the agent's receipt topic (`pipelines.receipt`), and a batch with
+no receipt `[spool] receipt_timeout_s` after it was published is published
+again, so a broker that loses its state loses nothing. Without the key the
+PUBACK frees the batch (the broker is trusted to keep it). A SIGKILL at any
+moment costs at most a re-publication, which the collector recognises by
+batch id.
 
 The transport is whatever `plumbing.transport` registers for the broker URL's
-scheme (MQTT today); a batch leaves the spool only once `send` returned, i.e.
-the broker acknowledged it. Reconnects back off with full jitter inside the cap
-(`plumbing.backoff`).
+scheme (MQTT today); the same session carries batches out and receipts in.
+Reconnects back off with full jitter inside the cap (`plumbing.backoff`).
 """
 
 from __future__ import annotations
@@ -32,10 +37,18 @@ from pipelines import keys
 from pipelines.config import ConfigError, Section
 from pipelines.envelope import EnvelopeError, Header, seal, topic_for
 from pipelines.lifecycle import Lifecycle
+from pipelines.receipt import Outcome, ReceiptError, open_receipts, receipt_topic
 from pipelines.record import Record, new_id
 from plumbing.backoff import Backoff
 from plumbing.files import read_private
-from plumbing.transport import BatchSender, SenderOptions, TlsFiles, TransportError, open_sender
+from plumbing.transport import (
+    BatchSender,
+    Incoming,
+    SenderOptions,
+    TlsFiles,
+    TransportError,
+    open_sender,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +84,21 @@ class _Metrics:
                             "unacknowledged batch", registry=r)
         self.connected = Gauge("privtel_agent_mqtt_connected", "1 while connected to the "
                                "broker", registry=r)
+        self.unreceipted = Gauge("privtel_agent_unreceipted_batches", "Batches the broker "
+                                 "acknowledged and the collector has not receipted yet",
+                                 registry=r)
+        self.unreceipted_age = Gauge("privtel_agent_unreceipted_oldest_age_seconds", "Time "
+                                     "since the oldest unreceipted batch was published",
+                                     registry=r)
+        self.receipts = Counter("privtel_agent_receipts_received", "Batch outcomes received "
+                                "in verified collector receipts", ["outcome"], registry=r)
+        self.receipts_rejected = Counter("privtel_agent_receipts_rejected", "Receipt messages "
+                                         "ignored (bad signature, malformed, another agent's)",
+                                         registry=r)
+        self.resent = Counter("privtel_agent_batches_resent", "Batches published again "
+                              "because no receipt came within receipt_timeout_s", registry=r)
+        for o in Outcome:
+            self.receipts.labels(str(o))
 
 
 class Shipper(Lifecycle):
@@ -79,13 +107,15 @@ class Shipper(Lifecycle):
     ``async with Shipper(cfg, registry=reg) as s: await s.submit(records)``.
     Keys come from the files named in `cfg.keys` unless given explicitly.
     `flush_on_close_s` > 0 makes `close` first wait that long for the broker to
-    acknowledge everything pending (the agent's orderly shutdown).
+    acknowledge everything pending (the agent's orderly shutdown). Receipts are
+    verified with `collector_receipt_key` or the file `cfg.keys.collector_receipt_key`.
     """
 
     def __init__(self, config: AgentConfig, *, registry: CollectorRegistry,
                  signing_key: ed25519.Ed25519PrivateKey | None = None,
                  collector_public_key: keys.CollectorPublicKey | None = None,
                  pseudonym_key_ids: Sequence[str] = (),
+                 collector_receipt_key: ed25519.Ed25519PublicKey | None = None,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
                  flush_on_close_s: float = 0.0) -> None:
         self.config = config
@@ -101,6 +131,14 @@ class Shipper(Lifecycle):
             raise ConfigError(config.file, "agent.suite", f"is {config.suite} but the collector "
                               f"public key is for {self._collector_key.suite}")
         self._pkids = tuple(pseudonym_key_ids)
+        self._receipt_key = collector_receipt_key
+        if self._receipt_key is None and config.keys.collector_receipt_key is not None:
+            try:
+                self._receipt_key = keys.load_verify_key(
+                    config.keys.collector_receipt_key.read_bytes())
+            except keys.KeyFormatError as e:
+                raise ConfigError(config.file, "keys.collector_receipt_key", str(e)) from None
+        self.receipt_topic = receipt_topic(config.tenant, config.agent_id)
         try:
             self._transport = open_sender(config.mqtt.url, self._sender_options(config.mqtt))
         except ValueError as e:
@@ -114,14 +152,22 @@ class Shipper(Lifecycle):
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_batcher = asyncio.Event()
         self._wake_publisher = asyncio.Event()
+        self._freed = asyncio.Event()  # batches left the spool (PUBACK or receipt): for flush
         self._closed = False
+        self._last_receipt = self._next_probe = 0.0
 
     def _sender_options(self, mq: MqttConfig) -> SenderOptions:
         return SenderOptions(
             client_id=mq.client_id or f"privtel-agent-{self.config.agent_id}",
             protocol=mq.protocol, keepalive_s=mq.keepalive_s, timeout_s=mq.timeout_s,
             tls=TlsFiles(mq.ca_file, mq.cert_file, mq.key_file),
-            inflight=self.spool_config.inflight)
+            inflight=self.spool_config.inflight,
+            listen=() if self._receipt_key is None else (self.receipt_topic,))
+
+    @property
+    def receipts_on(self) -> bool:
+        """End-to-end acknowledgements: batches leave the spool on the collector's receipt."""
+        return self._receipt_key is not None
 
     @property
     def spool(self) -> Spool:
@@ -144,6 +190,11 @@ class Shipper(Lifecycle):
         self._spool = await self._run(lambda: Spool(
             path, max_bytes=sc.max_bytes, max_age_s=sc.max_age_s, on_drop=self._on_drop))
         await self._run(self.spool.enforce_bounds)
+        self._last_receipt = time.time()
+        if not self.receipts_on:
+            log.warning("end-to-end acknowledgements are off ([keys] collector_receipt_key is "
+                        "not set): a batch leaves the spool on the broker's PUBACK, so a broker "
+                        "that loses its state loses the batches it held")
         await self._refresh_gauges()
         self._tasks = [asyncio.create_task(self._batcher(), name="privtel-batcher"),
                        asyncio.create_task(self._publisher(), name="privtel-publisher")]
@@ -190,7 +241,8 @@ class Shipper(Lifecycle):
         self._wake_batcher.set()
 
     async def flush(self, timeout: float) -> bool:
-        """Seal everything pending and wait until the broker acknowledged all; True if it did."""
+        """Seal everything pending and wait until every batch is acknowledged (receipted by
+        the collector when receipts are on, else PUBACKed); True if it was."""
         deadline = time.monotonic() + timeout
         await self._seal_all(force=True)
         while time.monotonic() < deadline:
@@ -199,7 +251,10 @@ class Shipper(Lifecycle):
                 await self._refresh_gauges()  # the publisher may not have got to it yet
                 return True
             self._wake_publisher.set()
-            await asyncio.sleep(0.05)
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await self._freed.wait()
         return False
 
     def _key_ids(self, records: list[Record]) -> tuple[str, ...]:
@@ -256,7 +311,8 @@ class Shipper(Lifecycle):
         tick = max(0.01, min(self.config.batch_max_age_s / 4, 1.0))
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_batcher.wait(), tick)
+                async with asyncio.timeout(tick):
+                    await self._wake_batcher.wait()
             self._wake_batcher.clear()
             try:
                 await self._seal_all(force=False)
@@ -270,7 +326,11 @@ class Shipper(Lifecycle):
         m.depth.set(st.batches)
         m.bytes.set(st.bytes)
         m.pending.set(st.pending_records)
-        m.oldest.set(0 if st.oldest_created is None else max(0.0, time.time() - st.oldest_created))
+        now = time.time()
+        m.oldest.set(0 if st.oldest_created is None else max(0.0, now - st.oldest_created))
+        m.unreceipted.set(st.unreceipted)
+        m.unreceipted_age.set(0 if st.oldest_published is None
+                              else max(0.0, now - st.oldest_published))
 
     async def _publisher(self) -> None:
         connected_before = False
@@ -283,7 +343,7 @@ class Shipper(Lifecycle):
                     self._backoff.reset()
                     self.metrics.connected.set(1)
                     log.info("connected to broker")
-                    await self._drain(sender)
+                    await self._serve(sender)
             except TransportError as e:
                 self.metrics.failures.inc()
                 delay = self._backoff.next()
@@ -297,16 +357,107 @@ class Shipper(Lifecycle):
                 self.metrics.connected.set(0)
             await asyncio.sleep(delay)
 
+    async def _serve(self, sender: BatchSender) -> None:
+        """Publish and (with receipts on) take receipts in one session; the first of the
+        two to fail ends the session."""
+        if not self.receipts_on:
+            await self._drain(sender)
+            return
+        tasks = {asyncio.create_task(self._drain(sender), name="privtel-drain"),
+                 asyncio.create_task(self._take_receipts(sender), name="privtel-receipts")}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        for t in done:
+            t.result()
+        raise TransportError("the session ended")
+
+    async def _take_receipts(self, sender: BatchSender) -> None:
+        """Verify receipts as they come; the spool forgets their batches in group commits
+        (one transaction for whatever arrived while the previous one ran)."""
+        assert self._receipt_key is not None
+        ids: list[str] = []
+        ready = asyncio.Event()
+
+        async def apply() -> None:
+            while True:
+                await ready.wait()
+                ready.clear()
+                batch, ids[:] = list(ids), []
+                await self._run(self.spool.receipted, batch)
+                self._last_receipt = time.time()
+                self._freed.set()
+
+        applier = asyncio.create_task(apply(), name="privtel-receipted")
+        try:
+            async for msg in sender.incoming():
+                got = self._verify_receipt(msg)
+                if got:
+                    ids.extend(got)
+                    ready.set()
+                if applier.done():
+                    applier.result()
+        finally:
+            applier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await applier
+
+    def _verify_receipt(self, msg: Incoming) -> list[str]:
+        """The batch ids a receipt message settles; none if it cannot be trusted."""
+        assert self._receipt_key is not None
+        try:
+            if msg.topic != self.receipt_topic:
+                raise ReceiptError("receipt on another topic")
+            r = open_receipts(msg.payload, self._receipt_key, tenant=self.config.tenant,
+                              agent_id=self.config.agent_id)
+        except ReceiptError as e:
+            self.metrics.receipts_rejected.inc()
+            log.warning("receipt ignored: %s", e)
+            return []
+        bad = 0
+        for _, o in r.items:
+            self.metrics.receipts.labels(str(o)).inc()
+            bad += o in (Outcome.PARKED, Outcome.QUARANTINED)
+        if bad:
+            log.warning("the collector parked or quarantined %d of our batches (see its "
+                        "privtel_batches_rejected_total)", bad)
+        return [b for b, _ in r.items]
+
+    def _resend_due(self, timeout: float) -> tuple[float | None, int | None]:
+        """(published before, below seq) for `Spool.peek`: which unreceipted batches go
+        out again. A batch is resent once its timeout passed and the collector receipted
+        a later batch (it moved past this one, so this one was lost); while the collector
+        is silent (no receipt for `timeout`: it, its store or the broker's state is
+        gone) one window of overdue batches goes out per timeout as a probe. So neither
+        an outage nor the backlog after it fills the broker with copies of every batch."""
+        if not self.receipts_on:
+            return None, None
+        now = time.time()
+        if now - self._last_receipt >= timeout and now >= self._next_probe:
+            self._next_probe = now + timeout
+            return now - timeout, None
+        return now - timeout, self.spool.highest_receipted
+
     async def _drain(self, sender: BatchSender) -> None:
         rate = self.spool_config.drain_rate
         window = self.spool_config.inflight
+        timeout = self.spool_config.receipt_timeout_s
         next_slot = time.monotonic()
         while True:
-            batches = await self._run(self.spool.peek, window)
+            batches = await self._run(self.spool.peek, window, frozenset(),
+                                      *self._resend_due(timeout))
             if not batches:
                 await self._refresh_gauges()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_publisher.wait(), 1.0)
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                    # that races the event, and close would then wait forever
+                    async with asyncio.timeout(1.0):
+                        await self._wake_publisher.wait()
                 self._wake_publisher.clear()
                 await self._run(self.spool.enforce_bounds)
                 continue
@@ -315,8 +466,12 @@ class Shipper(Lifecycle):
             results = await asyncio.gather(*(sender.send(self.topic, b.data) for b in batches),
                                            return_exceptions=True)
             acked = [b.seq for b, r in zip(batches, results, strict=True) if r is None]
-            await self._run(self.spool.delete, acked)
+            await self._run(self.spool.mark_published if self.receipts_on else self.spool.delete,
+                            acked)
+            self._freed.set()
             self.metrics.published.inc(len(acked))
+            self.metrics.resent.inc(sum(b.published is not None for b, r
+                                        in zip(batches, results, strict=True) if r is None))
             await self._refresh_gauges()
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:

@@ -6,9 +6,11 @@ was stored. Two tables make the two hand-overs atomic:
 
 - ``pending``: records accepted by `add_records` and not yet sealed;
 - ``batches``: sealed batches not yet acknowledged. With end-to-end receipts a
-  batch stays after the broker's PUBACK (``published`` is set) until the
+  batch stays after the broker's PUBACK (a row in ``sent`` says when) until the
   collector's signed receipt arrives (`receipted`), and is offered again when
   no receipt came within the resend timeout; without receipts the PUBACK frees it.
+  ``sent`` is a table of its own so that marking a batch published writes a
+  few bytes, not the batch again.
 
 `seal_pending` takes pending records, lets the caller seal them under the next
 sequence number, and in one transaction inserts the batch, deletes the records
@@ -51,9 +53,15 @@ CREATE TABLE IF NOT EXISTS batches (
     created REAL NOT NULL,
     records INTEGER NOT NULL,
     size INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    published REAL
+    data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sent (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_at ON sent (at);
+CREATE TRIGGER IF NOT EXISTS batch_gone AFTER DELETE ON batches
+BEGIN DELETE FROM sent WHERE seq = old.seq; END;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -61,7 +69,7 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-_MAX_BYTES, _MAX_AGE_S, _INFLIGHT = 256 << 20, 7 * 86400.0, 16
+_MAX_BYTES, _MAX_AGE_S, _INFLIGHT, _RECEIPT_TIMEOUT_S = 256 << 20, 7 * 86400.0, 16, 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,7 @@ class SpoolConfig:
     max_age_s: float = _MAX_AGE_S
     drain_rate: float = 0.0
     inflight: int = _INFLIGHT
+    receipt_timeout_s: float = _RECEIPT_TIMEOUT_S  # resend a published batch with no receipt
 
     @classmethod
     def parse(cls, s: Section, base: Path = Path(".")) -> SpoolConfig:
@@ -84,6 +93,8 @@ class SpoolConfig:
             max_age_s=s.float("max_age_s", _MAX_AGE_S, lo=1.0),
             drain_rate=s.float("drain_rate", 0.0, lo=0.0),
             inflight=s.int("inflight", _INFLIGHT, lo=1, hi=1000),
+            receipt_timeout_s=s.float("receipt_timeout_s", _RECEIPT_TIMEOUT_S, lo=0.1,
+                                      hi=86400),
         )
         s.done()
         return cfg
@@ -96,6 +107,7 @@ class SpooledBatch:
     created: float
     records: int
     data: bytes
+    published: float | None = None  # set: a resend of a batch that got no receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +137,18 @@ class Spool:
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._cache: dict[int, Record] = {}
+        self.highest_receipted = -1  # seq of the newest batch receipted in this process
         touch_private(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                    timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        if "published" not in {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}:
-            self._db.execute("ALTER TABLE batches ADD COLUMN published REAL")
+        if "published" in {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}:
+            # a spool from before `sent`: keep what it knew was published
+            self._db.execute("INSERT OR IGNORE INTO sent SELECT seq, published FROM batches "
+                             "WHERE published IS NOT NULL")
+            self._db.execute("UPDATE batches SET published = NULL WHERE published IS NOT NULL")
         # A fresh spool starts its sequence at the current time in milliseconds,
         # so an agent whose state was wiped still counts upwards.
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('next_seq', ?)",
@@ -191,7 +207,8 @@ class Spool:
                     "SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
                 records = [self._cache.get(r[0]) or from_dict(orjson.loads(r[1])) for r in rows]
                 batch_id, created, data = seal(seq, records)
-                self._db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                self._db.execute("INSERT INTO batches (seq, batch_id, created, records, size, "
+                                 "data) VALUES (?, ?, ?, ?, ?, ?)",
                                  (seq, batch_id, created, len(records), len(data), data))
                 self._db.execute("DELETE FROM pending WHERE id <= ?", (rows[-1][0],))
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
@@ -214,17 +231,26 @@ class Spool:
                 self._cache.pop(i, None)
 
     def peek(self, limit: int, exclude: frozenset[int] = frozenset(),
-             resend_before: float | None = None) -> list[SpooledBatch]:
+             resend_before: float | None = None,
+             resend_below_seq: int | None = None) -> list[SpooledBatch]:
         """The oldest batches not in `exclude` (those already in flight) that are due:
-        never published, or published before `resend_before` with no receipt yet."""
-        due = "published IS NULL" if resend_before is None else \
-            "(published IS NULL OR published < ?)"
-        args: tuple[float | int, ...] = (() if resend_before is None else (resend_before,))
+        never published, or published before `resend_before` with no receipt yet (and,
+        with `resend_below_seq`, older than that sequence number)."""
+        due, args = "s.at IS NULL", []
+        if resend_before is not None:
+            due = "(s.at IS NULL OR (s.at < ?"
+            args.append(resend_before)
+            if resend_below_seq is not None:
+                due += " AND b.seq < ?"
+                args.append(resend_below_seq)
+            due += "))"
         with self._lock:
             rows = self._db.execute(
-                f"SELECT seq, batch_id, created, records, data FROM batches WHERE {due} "
-                "ORDER BY seq LIMIT ?", (*args, limit + len(exclude))).fetchall()
-        out = [SpooledBatch(int(r[0]), r[1], float(r[2]), int(r[3]), bytes(r[4]))
+                "SELECT b.seq, b.batch_id, b.created, b.records, b.data, s.at FROM batches b "
+                f"LEFT JOIN sent s ON s.seq = b.seq WHERE {due} ORDER BY b.seq LIMIT ?",
+                (*args, limit + len(exclude))).fetchall()
+        out = [SpooledBatch(int(r[0]), r[1], float(r[2]), int(r[3]), bytes(r[4]),
+                            None if r[5] is None else float(r[5]))
                for r in rows if r[0] not in exclude]
         return out[:limit]
 
@@ -235,7 +261,8 @@ class Spool:
     def mark_published(self, seqs: Sequence[int], now: float | None = None) -> None:
         """The broker holds these; keep them until a receipt, resend if none comes."""
         t = time.time() if now is None else now
-        self._write("UPDATE batches SET published=? WHERE seq=?", [(t, s) for s in seqs])
+        self._write("INSERT OR REPLACE INTO sent SELECT seq, ? FROM batches WHERE seq=?",
+                    [(t, s) for s in seqs])
 
     def receipted(self, batch_ids: Sequence[str]) -> int:
         """Forget batches the collector gave a final outcome for; returns how many were here
@@ -243,10 +270,17 @@ class Spool:
         if not batch_ids:
             return 0
         with self._lock:
-            before = self._db.total_changes
-            self._transaction(lambda: self._db.executemany(
-                "DELETE FROM batches WHERE batch_id=?", [(b,) for b in batch_ids]))
-            return self._db.total_changes - before
+            gone: list[int] = []
+
+            def delete() -> None:
+                for b in batch_ids:
+                    gone.extend(r[0] for r in self._db.execute(
+                        "DELETE FROM batches WHERE batch_id=? RETURNING seq", (b,)).fetchall())
+
+            self._transaction(delete)
+            if gone and max(gone) > self.highest_receipted:
+                self.highest_receipted = max(gone)
+            return len(gone)
 
     def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         if not rows:
@@ -304,9 +338,7 @@ class Spool:
                 "SELECT count(*), coalesce(sum(size), 0), min(created) FROM batches").fetchone()
             pending = self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-            unrec, oldest_pub = self._db.execute(
-                "SELECT count(*), min(published) FROM batches WHERE published IS NOT NULL"
-            ).fetchone()
+            unrec, oldest_pub = self._db.execute("SELECT count(*), min(at) FROM sent").fetchone()
         return SpoolStats(int(n), int(size), int(pending), None if oldest is None else oldest,
                           int(meta["dropped_batches"]), int(meta["dropped_records"]),
                           int(unrec), None if oldest_pub is None else float(oldest_pub))

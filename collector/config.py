@@ -80,7 +80,8 @@ class CollectorConfig:
     purge_interval_s: float
     max_batch_bytes: int
     replay_window_s: float
-    key_passphrase_file: Path | None = None   # unlocks encrypted private_keys
+    key_passphrase_file: Path | None = None   # unlocks encrypted private_keys (and receipt_key)
+    receipt_key: Path | None = None   # Ed25519; None: no end-to-end receipts
     region: str | None = None                 # residency: None enforces nothing
     tenants: Mapping[str, TenantEntry] = field(default_factory=dict)
     max_sequence_jump: int = DEFAULT_MAX_SEQUENCE_JUMP
@@ -161,6 +162,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
     if not private_keys:
         raise k.error("private_keys", "must name at least one collector private key file")
     key_passphrase_file = _opt(base, k.str("passphrase_file", None))
+    receipt_key = _opt(base, k.str("receipt_key", None))
     k.done()
 
     agents = []
@@ -202,6 +204,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> CollectorConfig:
         audit_key_file=audit_key_file, safeguards=safeguards,
         metrics=metrics,
         remote_write=remote_write,
+        receipt_key=receipt_key,
     )
 
 

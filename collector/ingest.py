@@ -8,7 +8,8 @@ size and framing -> topic matches the signed header -> known agent and valid
 signature -> agent bound to the tenant, tenant allowed in this region -> a
 collector key with that id -> decrypt and decode (record ids unique) -> records
 within the agent's sites and kinds -> created within the replay window ->
-per-agent sequence window (in the store) -> sink commit -> PUBACK.
+per-agent sequence window (in the store) -> sink commit -> PUBACK ->
+`on_outcome` (the end-to-end receipt to the agent, `collector.receipts`).
 
 Each refusal is final and acknowledged. A cause an operator can fix (a wrong
 key, an unregistered agent, residency, a sequence jump, a site or kind the
@@ -65,11 +66,13 @@ from pipelines import envelope
 from pipelines.envelope import AgentKeys, EnvelopeError, Header
 from pipelines.keys import CollectorPrivateKey
 from pipelines.lifecycle import Lifecycle
+from pipelines.receipt import Outcome
 from pipelines.record import Record
 from plumbing.backoff import Backoff
 from plumbing.transport import (
     Delivery,
     ReceiverOptions,
+    ReceiveTransport,
     TlsFiles,
     TransportError,
     open_receiver,
@@ -81,8 +84,9 @@ Sink = Callable[[Header, list[Record]], Awaitable[bool]]
 Quarantine = Callable[[str, str, Header | None, bytes], Awaitable[None]]
 Park = Callable[[str, str, Header | None, bytes, str], Awaitable[None]]
 OutcomeHook = Callable[[str, str, str, str], None]
-"""(tenant, agent id, batch id, outcome): called when a batch reached a final
-outcome the agent may be told of; must not block."""
+"""(tenant, agent id, batch id, outcome: an `Outcome` value) once a batch reached a
+final outcome the agent may be told of (stored after the commit, duplicate,
+parked, quarantined): the end-to-end receipt's feed. Must not block or raise."""
 DEFAULT_TOPIC = "privtel/v1/+/+/batches"
 
 
@@ -187,7 +191,7 @@ class IngestWorker(Lifecycle):
                         ("timeout_s", timeout_s)):
             if v <= 0:
                 raise IngestError(f"{name} must be positive, not {v}")
-        self._sink, self._quarantine = sink, quarantine
+        self._sink, self._quarantine = sink, self._telling(quarantine)
         self._agent_keys, self._collector_keys = agent_keys, collector_keys
         self._admission = admission or Admission.from_tenants(agent_tenants)
         self._park, self._on_outcome = park, on_outcome
@@ -237,6 +241,11 @@ class IngestWorker(Lifecycle):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    @property
+    def transport(self) -> ReceiveTransport:
+        """The broker connection; `transport.sender()` publishes on it (receipts)."""
+        return self._transport
+
     async def _run(self) -> None:
         connected_before = False
         while True:
@@ -279,13 +288,29 @@ class IngestWorker(Lifecycle):
         try:
             while True:
                 delivery, checked = await ahead.get()
-                await self._settle_until_done(checked)
+                result = await self._settle_until_done(checked)
                 delivery.ack()
+                if (outcome := _SETTLED.get(result)) is not None:
+                    self._tell(checked.topic, checked.header, outcome)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             ahead.close()
+
+    def _tell(self, topic: str, h: Header | None, outcome: Outcome) -> None:
+        """Feed `on_outcome`; only for a batch whose header names the agent that the
+        broker let publish on this topic, so no one earns a receipt for another agent."""
+        if self._on_outcome is None or h is None or h.topic != topic:
+            return
+        self._on_outcome(h.tenant, h.agent_id, h.batch_id, outcome)
+
+    def _telling(self, quarantine: Quarantine) -> Quarantine:
+        """`quarantine`, and once it kept the batch, the quarantined outcome."""
+        async def kept(reason: str, topic: str, header: Header | None, payload: bytes) -> None:
+            await quarantine(reason, topic, header, payload)
+            self._tell(topic, header, Outcome.QUARANTINED)
+        return kept
 
     async def _settle_until_done(self, checked: _Checked) -> str:
         """Settle one batch, retrying a failing sink with backoff while the connection
@@ -415,7 +440,7 @@ class IngestWorker(Lifecycle):
         self.metrics.parked.labels(reason).inc()
         self._count_refused(e)
         if header is not None and reason not in UNAUTHENTICATED and self._on_outcome:
-            self._on_outcome(header.tenant, header.agent_id, header.batch_id, "parked")
+            self._on_outcome(header.tenant, header.agent_id, header.batch_id, Outcome.PARKED)
         return reason
 
 
@@ -426,9 +451,12 @@ class IngestWorker(Lifecycle):
             self.metrics.records_rejected.labels(what).inc(n)
 
 
+_SETTLED = {"accepted": Outcome.STORED, "duplicate": Outcome.DUPLICATE}
+
+
 class SinkFailed(Exception):
     """The sink or quarantine raised: do not acknowledge, reconnect, get it again."""
 
 
-__all__ = ["DEFAULT_TOPIC", "IngestError", "IngestMetrics", "IngestWorker", "Quarantine", "Sink",
-           "SinkFailed"]
+__all__ = ["DEFAULT_TOPIC", "IngestError", "IngestMetrics", "IngestWorker", "OutcomeHook",
+           "Quarantine", "Sink", "SinkFailed"]

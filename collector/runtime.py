@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -27,6 +28,7 @@ from collector.ingest import DEFAULT_TOPIC, IngestWorker
 from collector.metrics import InstrumentedStore, StoreMetrics, StoreMetricsRefresh
 from collector.outputs import build_outputs, noc_renderer
 from collector.parking import ParkingLot
+from collector.receipts import ReceiptPublisher, load_receipt_key
 from collector.retention import RetentionService
 from collector.sequence import StoreSequences
 from collector.store import open_db
@@ -37,6 +39,7 @@ from pipelines.config import ConfigError
 from pipelines.lifecycle import Component, run_components
 from plumbing.files import read_private
 from plumbing.metrics_http import MetricsServer
+from plumbing.transport import BatchSender
 
 log = logging.getLogger(__name__)
 OUTPUTS = ("noc",)
@@ -59,6 +62,19 @@ def load_keys(cfg: CollectorConfig) -> tuple[dict[str, Any], dict[str, keys.Coll
 
 def current_key(collector_keys: dict[str, keys.CollectorPrivateKey]) -> keys.CollectorPublicKey:
     return list(collector_keys.values())[-1].public
+
+
+def receipt_publisher(cfg: CollectorConfig, registry: CollectorRegistry,
+                      sender: Callable[[], BatchSender | None]) -> ReceiptPublisher | None:
+    """End-to-end receipts through `sender` (the ingest connection), when `[keys]
+    receipt_key` is set."""
+    if cfg.receipt_key is None:
+        return None
+    try:
+        key = load_receipt_key(cfg.receipt_key, cfg.key_passphrase_file)
+    except keys.KeyFormatError as e:
+        raise ConfigError(cfg.file, "keys.receipt_key", f"{cfg.receipt_key}: {e}") from None
+    return ReceiptPublisher(sender, key, registry=registry)
 
 
 class Collector:
@@ -87,6 +103,8 @@ class Collector:
         agent_keys, collector_keys = load_keys(cfg)
         self.current_key = current_key(collector_keys)
         self.announcer = KeyAnnouncer(cfg, self.current_key)
+        self.receipts = receipt_publisher(cfg, self.registry,
+                                          lambda: self.ingest.transport.sender())
         self.ingest = IngestWorker(
             broker_url=cfg.mqtt_url, sink=self.sink.sink, quarantine=self.sink.quarantine,
             agent_keys=agent_keys, collector_keys=collector_keys, registry=self.registry,
@@ -95,7 +113,8 @@ class Collector:
             protocol=cfg.mqtt_protocol, shared_group=cfg.shared_group, client_id=cfg.client_id,
             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file,
             max_batch_bytes=cfg.max_batch_bytes, replay_window_s=cfg.replay_window_s,
-            topic_filter=topic_filter or DEFAULT_TOPIC)
+            topic_filter=topic_filter or DEFAULT_TOPIC,
+            on_outcome=None if self.receipts is None else self.receipts.offer)
         self.metrics_port: int | None = None
 
     def reload(self) -> bool:
@@ -131,8 +150,10 @@ class Collector:
         host, port = self.cfg.metrics_listen
         self.metrics_server = MetricsServer(self.registry, host, port, ready=self._ready,
                                             extra=noc_renderer(self.outputs))
+        receipts = [] if self.receipts is None else [self.receipts]
         return [self.metrics_server, self.outputs, self.retention,
-                StoreMetricsRefresh(self.store_metrics, self.store), self.ingest, self.announcer]
+                StoreMetricsRefresh(self.store_metrics, self.store), *receipts, self.ingest,
+                self.announcer]
 
     def _started(self) -> None:
         self.metrics_port = self.metrics_server.port

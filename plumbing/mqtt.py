@@ -2,7 +2,10 @@
 
 Agent side: a clean session on purpose; the spool, not the broker, is the
 agent's session state, and after a reconnect everything not yet acknowledged
-is simply published again from the spool.
+is simply published again from the spool. The same connection subscribes to
+the `listen` topics (the agent's receipt topic) at the start of each session;
+a receipt published while the agent was away is lost with the clean session,
+and the batch it was for is resent after the receipt timeout.
 
 Collector side: a persistent session (MQTT 5 session expiry, or 3.1.1
 `clean_session=False`) so batches published while the collector is away wait
@@ -34,6 +37,7 @@ from plumbing.tls import tls_context
 from plumbing.transport import (
     BatchSender,
     Delivery,
+    Incoming,
     ReceiverOptions,
     SenderOptions,
     TlsFiles,
@@ -74,6 +78,14 @@ class _Sender:
         except aiomqtt.MqttError as e:
             raise TransportError(f"publish failed: {type(e).__name__}") from e
 
+    async def incoming(self) -> AsyncIterator[Incoming]:
+        try:
+            async for m in self._client.messages:
+                yield Incoming(str(m.topic), bytes(m.payload))
+        except aiomqtt.MqttError as e:
+            raise TransportError(f"connection lost: {type(e).__name__}") from e
+        raise TransportError("the broker closed the message stream")
+
 
 class MqttSender:
     """The agent's side: one QoS 1 publisher session per `session()`."""
@@ -99,6 +111,8 @@ class MqttSender:
     async def session(self) -> AsyncIterator[BatchSender]:
         try:
             async with self._client() as client:
+                for topic in self.options.listen:
+                    await client.subscribe(topic, qos=1, timeout=self.options.timeout_s)
                 yield _Sender(client, self.options.timeout_s)
         except aiomqtt.MqttError as e:
             raise TransportError(f"broker connection failed or lost: {type(e).__name__}") from e
@@ -123,6 +137,11 @@ class MqttReceiver:
         self.options = options
         self._version = _check_protocol(options.protocol)
         self._tls = _tls(self.address.tls, options.tls)
+        self._live: _Sender | None = None
+
+    def sender(self) -> BatchSender | None:
+        """Publish on the live session (the collector's receipts); None between sessions."""
+        return self._live
 
     def _client(self) -> _AckAfterCommitClient:
         o = self.options
@@ -144,7 +163,11 @@ class MqttReceiver:
             async with self._client() as client:
                 await client.subscribe(self.options.subscription, qos=1,
                                        timeout=self.options.timeout_s)
-                yield self._deliveries(client)
+                self._live = _Sender(client, self.options.timeout_s)
+                try:
+                    yield self._deliveries(client)
+                finally:
+                    self._live = None
         except aiomqtt.MqttError as e:
             raise TransportError(f"broker connection failed or lost: {type(e).__name__}") from e
 

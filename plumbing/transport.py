@@ -6,6 +6,16 @@ A transport is chosen by the scheme of its URL (`mqtt://`, `mqtts://`; see
 - `BatchSender.send(topic, payload)` returns only once the broker (or peer)
   took responsibility for the batch (MQTT: QoS 1 PUBACK); the agent deletes a
   batch from its spool only then. Any failure raises `TransportError`.
+- A sender session opened with `SenderOptions.listen` topics also receives what
+  is published there (the agent's end-to-end receipts): `BatchSender.incoming()`
+  yields each as an `Incoming` message, at most once, with no acknowledgement of
+  its own (a lost message is made good by the sender resending its batch). It
+  raises `TransportError` when the connection is lost, like `send`.
+- `ReceiveTransport.sender()` is the publishing side of the receiver's live
+  session (None between sessions): the collector sends its receipts on the
+  connection it receives on, so one collector identity is one client (a broker
+  that makes the certificate identity the client id, as the shipped Mosquitto
+  config does, would make a second connection take the first one's session).
 - `BatchReceiver.session()` yields deliveries; a delivery is acknowledged by
   `ack()` and only by it, which the collector calls after the store commit.
   A delivery never acknowledged is delivered again (to this worker's
@@ -46,6 +56,7 @@ class SenderOptions:
     timeout_s: float = 10.0
     tls: TlsFiles = TlsFiles()
     inflight: int = 20
+    listen: tuple[str, ...] = ()  # topics subscribed in each session (QoS 1), for `incoming`
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +70,16 @@ class ReceiverOptions:
     session_expiry_s: int = 7 * 86400
 
 
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    topic: str
+    payload: bytes
+
+
 class BatchSender(Protocol):
     async def send(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
+
+    def incoming(self) -> AsyncIterator[Incoming]: ...
 
 
 class Delivery(Protocol):
@@ -79,6 +98,8 @@ class SendTransport(Protocol):
 
 class ReceiveTransport(Protocol):
     def session(self) -> AbstractAsyncContextManager[AsyncIterator[Delivery]]: ...
+
+    def sender(self) -> BatchSender | None: ...
 
 
 SENDERS: dict[str, Callable[[str, SenderOptions], SendTransport]] = {}

@@ -1,9 +1,11 @@
 """`privtel keys init`: the key files a first deployment needs, written owner-only.
 
-With `--passphrase-file` the collector and agent private keys are written as
-encrypted PKCS#8; the configs then name the same file as `passphrase_file` in
-their `[keys]` table. The tenant key is a raw secret, not a PEM key: it stays
-a 0600 file.
+The collector's receipt key (Ed25519, `collector-receipt.key`) signs its
+end-to-end receipts; its public half goes to every agent as
+`collector_receipt_key`. With `--passphrase-file` the collector, receipt and
+agent private keys are written as encrypted PKCS#8; the configs then name the
+same file as `passphrase_file` in their `[keys]` table. The tenant key is a
+raw secret, not a PEM key: it stays a 0600 file.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("keys", help="generate and inspect key material")
     sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     init = sub.add_parser(
-        "init", help="write a collector HPKE key pair, an agent Ed25519 key pair and a tenant "
+        "init", help="write a collector HPKE key pair, a collector receipt key pair, an agent "
+        "Ed25519 key pair and a tenant "
         "pseudonymisation key (files mode 0600)")
     init.add_argument("--dir", required=True, type=Path, help="directory to write into")
     init.add_argument("--agent-id", default="agent1", help="agent id (default agent1)")
@@ -41,6 +44,8 @@ def key_files(directory: Path, agent_id: str, tenant: str) -> dict[str, Path]:
     return {
         "collector_key": directory / "collector.key",
         "collector_pub": directory / "collector.pub",
+        "receipt_key": directory / "collector-receipt.key",
+        "receipt_pub": directory / "collector-receipt.pub",
         "agent_key": directory / f"agent-{agent_id}.key",
         "agent_pub": directory / f"agent-{agent_id}.pub",
         "tenant_key": directory / f"tenant-{tenant}.key",
@@ -75,7 +80,7 @@ def write_key_files(directory: Path, agent_id: str, tenant: str, *, suite: str =
                     force: bool = False, passphrase: bytes | None = None
                     ) -> tuple[dict[str, Path], str, str]:
     """The first deployment's key files, owner-only; (paths, collector key id, agent key id).
-    With `passphrase` the two private keys are encrypted PKCS#8."""
+    With `passphrase` the three private keys are encrypted PKCS#8."""
     for what, v in (("--agent-id", agent_id), ("--tenant", tenant)):
         if not is_name(v):
             raise ValueError(f"{what} must be lowercase letters, digits, '-' or '_' "
@@ -88,10 +93,13 @@ def write_key_files(directory: Path, agent_id: str, tenant: str, *, suite: str =
                 raise FileExistsError(f"{path} already exists; pass --force to replace it")
     collector = keys.generate_collector_key(suite)
     agent = keys.generate_signing_key()
+    receipt = keys.generate_signing_key()
     collector_pem = (collector.pem if passphrase is None
                      else keys.encrypt_private_pem(collector.pem, passphrase))
     _write_private(files["collector_key"], collector_pem, force)
     _write_private(files["collector_pub"], collector.public.pem, force)
+    _write_private(files["receipt_key"], keys.signing_key_pem(receipt, passphrase), force)
+    _write_private(files["receipt_pub"], keys.verify_key_pem(receipt.public_key()), force)
     _write_private(files["agent_key"], keys.signing_key_pem(agent, passphrase), force)
     _write_private(files["agent_pub"], keys.verify_key_pem(agent.public_key()), force)
     _write_private(files["tenant_key"], (keys.generate_tenant_key() + "\n").encode(), force)
@@ -105,6 +113,8 @@ def _init(args: argparse.Namespace) -> int:
         passphrase=phrase)
     print(f"collector key ({args.suite}) id {collector_id}: {files['collector_key']}, "
           f"{files['collector_pub']}")
+    print(f"collector receipt key: {files['receipt_key']} (collector [keys] receipt_key), "
+          f"{files['receipt_pub']} (agent [keys] collector_receipt_key)")
     print(f"agent {args.agent_id} signing key id {agent_id}: "
           f"{files['agent_key']}, {files['agent_pub']}")
     print(f"tenant {args.tenant} pseudonymisation key: {files['tenant_key']}")

@@ -93,6 +93,7 @@ batch_max_age_s = 1.0
 [keys]
 signing_key = "{files['agent_key']}"
 collector_public_key = "{files['collector_pub']}"
+collector_receipt_key = "{files['receipt_pub']}"
 tenant_key = "{files['tenant_key']}"
 
 [mqtt]
@@ -113,6 +114,7 @@ client_id = "privtel-collector-{agent_id}"
 
 [keys]
 private_keys = ["{files['collector_key']}"]
+receipt_key = "{files['receipt_key']}"
 
 [[agents]]
 id = "{agent_id}"

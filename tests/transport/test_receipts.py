@@ -95,3 +95,30 @@ def test_old_spool_file_gains_the_published_column(tmp_path: Path) -> None:
     assert [b.seq for b in s.peek(5)] == [7]
     assert s.receipted([B1]) == 1 and s.stats().batches == 0
     s.close()
+
+
+def test_published_marks_live_beside_the_batches_and_go_with_them(tmp_path: Path) -> None:
+    """A batch dropped by the bounds or receipted leaves no published mark behind; a spool
+    that kept the mark in its batches row (before `sent`) keeps knowing it."""
+    path = tmp_path / "s.db"
+    s = Spool(path, max_bytes=1 << 16)
+    s.add_records(records("t1", 4))
+    seqs: list[int] = []
+    s.seal_pending(2, sealer(seqs))
+    s.seal_pending(2, sealer(seqs))
+    a, b = s.peek(10)
+    s.mark_published([a.seq, b.seq], now=50.0)
+    s.max_age_s = 1.0
+    s.enforce_bounds(now=time.time() + 10)  # both too old: dropped
+    assert s.stats().unreceipted == 0 and s.stats().batches == 0
+    s.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM sent").fetchone()[0] == 0
+    db.execute("ALTER TABLE batches ADD COLUMN published REAL")
+    db.execute("INSERT INTO batches VALUES (7, ?, ?, 3, 4, x'00010203', 42.0)", (B1, time.time()))
+    db.commit()
+    db.close()
+    s = Spool(path)
+    assert s.stats().oldest_published == 42.0
+    assert s.peek(5) == [] and [x.seq for x in s.peek(5, resend_before=43.0)] == [7]
+    s.close()

@@ -18,8 +18,11 @@ from transport_helpers import Broker, Keys, SqliteSink, agent_config, records, u
 
 from agents.shipper import Shipper
 from collector.ingest import IngestWorker
+from collector.receipts import ReceiptPublisher
+from pipelines import keys
 from pipelines.envelope import topic_for
 from pipelines.keys import ANNOUNCE_TOPIC
+from pipelines.receipt import receipt_topic
 from privtel.cli import main as privtel
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "mosquitto" / "mosquitto.conf"
@@ -159,3 +162,43 @@ async def test_an_agent_cannot_take_over_the_collectors_session(
     finally:
         c.disconnect()
         c.loop_stop()
+
+
+async def test_receipts_reach_only_their_agent_over_the_shipped_config(
+        tls_broker: tuple[Broker, Path, str], tmp_path: Path) -> None:
+    """The collector's receipts ride on its ingest connection (one identity, one client id,
+    as `use_username_as_clientid` wants); only the collector may write an agent's receipt
+    topic and only that agent reads it."""
+    broker, certs, tenant = tls_broker
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    k = Keys("agent-a")
+    rkey = keys.generate_signing_key()
+    store = SqliteSink(tmp_path / "store.db")
+    reg, areg = CollectorRegistry(), CollectorRegistry()
+    mqtt = (f'ca_file = "{certs}/ca.crt"\ncert_file = "{certs}/agent-{tenant}.agent-a.crt"\n'
+            f'key_file = "{certs}/agent-{tenant}.agent-a.key"')
+    cfg = agent_config(tmp_path / "agent", k, tenant, url, mqtt=mqtt,
+                       receipt_key=rkey.public_key())
+    box: list[IngestWorker] = []
+    rp = ReceiptPublisher(lambda: box[0].transport.sender(), rkey, registry=reg)
+    box.append(IngestWorker(broker_url=url, sink=store.sink, quarantine=store.quarantine,
+                            agent_keys=k.agent_keys, collector_keys=k.collector_keys,
+                            registry=reg, client_id=f"c{uid()}", on_outcome=rp.offer,
+                            ca_file=certs / "ca.crt", cert_file=certs / "collector.crt",
+                            key_file=certs / "collector.key"))
+    mine = receipt_topic(tenant, "agent-a")
+    async with rp, box[0] as w, aiomqtt.Client(
+            "127.0.0.1", broker.port, tls_context=_ctx(certs, f"agent-{tenant}.agent-b"),
+            protocol=aiomqtt.ProtocolVersion.V5, timeout=5) as spy:
+        assert await wait_for(w.subscribed.is_set)
+        await spy.subscribe("privtel/v1/#", qos=1)
+        async with Shipper(cfg, registry=areg) as s:
+            await s.submit(records(tenant, 5))
+            assert await s.flush(timeout=20)
+        assert areg.get_sample_value("privtel_agent_receipts_received_total",
+                                     {"outcome": "stored"}) == 1
+        assert reg.get_sample_value("privtel_ingest_reconnects_total") == 0
+        with pytest.raises(TimeoutError):  # agent-b saw neither the batch nor the receipt
+            await asyncio.wait_for(anext(aiter(spy.messages)), 1.0)
+    assert _paho_publish(broker.port, _ctx(certs, f"agent-{tenant}.agent-b"), mine) == 135
+    assert _paho_publish(broker.port, _ctx(certs, f"agent-{tenant}.agent-a"), mine) == 135

@@ -54,12 +54,17 @@ class Keys:
 
 def agent_config(tmp: Path, k: Keys, tenant: str, url: str, *, batch_max_records: int = 50,
                  batch_max_age_s: float = 0.2, spool: str = "", mqtt: str = "",
-                 protocol: str = "5") -> AgentConfig:
+                 protocol: str = "5", receipt_key: ed25519.Ed25519PublicKey | None = None
+                 ) -> AgentConfig:
     """A real agent config file (parsed by agents.config) with key files beside it."""
     tmp.mkdir(parents=True, exist_ok=True)
     write_private(tmp / "agent.key", keys.signing_key_pem(k.signing))
     write_private(tmp / "collector.pub", k.collector.public.pem)
     write_private(tmp / "tenant.key", keys.generate_tenant_key().encode())
+    receipts = ""
+    if receipt_key is not None:
+        write_private(tmp / "receipt.pub", keys.verify_key_pem(receipt_key))
+        receipts = 'collector_receipt_key = "receipt.pub"'
     text = f"""
 [agent]
 id = "{k.agent}"
@@ -74,6 +79,7 @@ suite = "{k.collector.suite}"
 signing_key = "agent.key"
 collector_public_key = "collector.pub"
 tenant_key = "tenant.key"
+{receipts}
 
 [mqtt]
 url = "{url}"
