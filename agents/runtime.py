@@ -28,15 +28,15 @@ from agents.pollers import HEALTH_NAME
 from agents.scheduler import Scheduler
 from agents.shipper import Shipper
 from agents.snmp.traps import TrapReceiver
-from agents.suppress import SuppressionListener, Suppressor
+from agents.suppress import Suppressor
 from agents.syslog.receiver import SyslogReceiver
 from agents.tenantkeys import KeySchedule, load_pseudonymiser
 from pipelines import keys
 from pipelines.config import ConfigError
 from pipelines.lifecycle import Component, run_components
 from pipelines.record import Record
+from pipelines.suppression import suppress_topic
 from plumbing.metrics_http import MetricsServer
-from plumbing.transport import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -129,20 +129,17 @@ class Agent:
         out: list[Component] = []
         if cfg.metrics_listen:
             out.append(MetricsServer(self.registry, *cfg.metrics_listen))
+        listeners = ({} if cfg.keys.suppression_public_key is None
+                     else {suppress_topic(cfg.tenant): self.suppressor.update})
         self.shipper = Shipper(cfg, registry=self.registry,
                                pseudonym_key_ids=(self.guard.pseudonymiser.key_id,),
-                               flush_on_close_s=flush_timeout_s)
+                               flush_on_close_s=flush_timeout_s, listeners=listeners)
         self.scheduler = Scheduler(cfg.devices, self._emit, registry=self.registry,
                                    max_concurrent=cfg.max_concurrent_polls, context=cfg.pollers)
         out += [self.shipper, self.scheduler,
                 Heartbeat(self._emit, lambda: self.devices, self.health, tenant=cfg.tenant,
                           site=cfg.site, agent_id=cfg.agent_id,
                           interval_s=cfg.heartbeat_interval_s)]
-        if cfg.keys.suppression_public_key is not None:
-            m = cfg.mqtt
-            out.insert(0, SuppressionListener(
-                self.suppressor, m.url, client_id=f"{m.client_id or cfg.agent_id}-suppress",
-                protocol=m.protocol, tls=TlsFiles(m.ca_file, m.cert_file, m.key_file)))
         out += [c for c in (self._traps(), self._syslog()) if c is not None]
         return out
 

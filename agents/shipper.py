@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -117,8 +117,13 @@ class Shipper(Lifecycle):
                  pseudonym_key_ids: Sequence[str] = (),
                  collector_receipt_key: ed25519.Ed25519PublicKey | None = None,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
-                 flush_on_close_s: float = 0.0) -> None:
+                 flush_on_close_s: float = 0.0,
+                 listeners: Mapping[str, Callable[[bytes], object]] | None = None) -> None:
+        """`listeners`: other topics this agent reads (its tenant's suppression list), by
+        handler; they ride on the publishing session, since the broker makes the
+        certificate identity the client id and a second connection would take it over."""
         self.config = config
+        self._listeners = dict(listeners or {})
         spool_section = Section(config.extra.get("spool", {}), config.file, "spool")
         self.spool_config = SpoolConfig.parse(spool_section, base=Path(config.file).parent)
         phrase = config.keys.passphrase_file
@@ -162,7 +167,8 @@ class Shipper(Lifecycle):
             protocol=mq.protocol, keepalive_s=mq.keepalive_s, timeout_s=mq.timeout_s,
             tls=TlsFiles(mq.ca_file, mq.cert_file, mq.key_file),
             inflight=self.spool_config.inflight,
-            listen=() if self._receipt_key is None else (self.receipt_topic,))
+            listen=((() if self._receipt_key is None else (self.receipt_topic,))
+                    + tuple(self._listeners)))
 
     @property
     def receipts_on(self) -> bool:
@@ -358,9 +364,9 @@ class Shipper(Lifecycle):
             await asyncio.sleep(delay)
 
     async def _serve(self, sender: BatchSender) -> None:
-        """Publish and (with receipts on) take receipts in one session; the first of the
-        two to fail ends the session."""
-        if not self.receipts_on:
+        """Publish and (with receipts on, or other topics listened to) take what comes in,
+        in one session; the first of the two to fail ends the session."""
+        if not self.receipts_on and not self._listeners:
             await self._drain(sender)
             return
         tasks = {asyncio.create_task(self._drain(sender), name="privtel-drain"),
@@ -379,8 +385,8 @@ class Shipper(Lifecycle):
 
     async def _take_receipts(self, sender: BatchSender) -> None:
         """Verify receipts as they come; the spool forgets their batches in group commits
-        (one transaction for whatever arrived while the previous one ran)."""
-        assert self._receipt_key is not None
+        (one transaction for whatever arrived while the previous one ran). Messages on a
+        listened topic go to their handler."""
         ids: list[str] = []
         ready = asyncio.Event()
 
@@ -396,6 +402,10 @@ class Shipper(Lifecycle):
         applier = asyncio.create_task(apply(), name="privtel-receipted")
         try:
             async for msg in sender.incoming():
+                handler = self._listeners.get(msg.topic)
+                if handler is not None:
+                    handler(msg.payload)
+                    continue
                 got = self._verify_receipt(msg)
                 if got:
                     ids.extend(got)
@@ -409,9 +419,8 @@ class Shipper(Lifecycle):
 
     def _verify_receipt(self, msg: Incoming) -> list[str]:
         """The batch ids a receipt message settles; none if it cannot be trusted."""
-        assert self._receipt_key is not None
         try:
-            if msg.topic != self.receipt_topic:
+            if self._receipt_key is None or msg.topic != self.receipt_topic:
                 raise ReceiptError("receipt on another topic")
             r = open_receipts(msg.payload, self._receipt_key, tenant=self.config.tenant,
                               agent_id=self.config.agent_id)

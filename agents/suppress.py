@@ -3,18 +3,17 @@ are spooled, so nothing of theirs is stored, shipped or kept at the edge.
 
 `Suppressor.apply` runs on records already pseudonymised (the list names
 pseudonymous ranges, see `pipelines.suppression`) and counts what it drops.
-`SuppressionListener` keeps the list current from the retained message on the
-tenant's suppress topic; the last good list is also kept in the state
-directory (owner-only, still signed) so a restart without the broker goes on
-suppressing. A list that fails verification is counted and ignored: the one
-in force stays, because an attacker who can write the topic must not be able
-to lift an objection.
+The shipper's session listens on the tenant's suppress topic and hands each
+(retained) message to `Suppressor.update` (one connection per agent identity:
+the broker makes the certificate identity the client id); the last good list
+is also kept in the state directory (owner-only, still signed) so a restart
+without the broker goes on suppressing. A list that fails verification is
+counted and ignored: the one in force stays, because an attacker who can write
+the topic must not be able to lift an objection.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -23,18 +22,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from pipelines.lifecycle import TaskComponent
 from pipelines.record import Record
 from pipelines.suppression import (
     Network,
     SuppressionError,
     SuppressionList,
     open_list,
-    suppress_topic,
 )
-from plumbing.backoff import Backoff
 from plumbing.files import write_private
-from plumbing.transport import ReceiverOptions, TlsFiles, TransportError, open_receiver
 
 log = logging.getLogger(__name__)
 STATE_FILE = "suppression.list"
@@ -92,54 +87,3 @@ class Suppressor:
             self.dropped.inc(len(records) - len(out))
         return out
 
-
-class SuppressionListener(TaskComponent):
-    """Subscribes to the tenant's suppress topic and feeds `Suppressor.update`,
-    reconnecting with backoff while the broker is away."""
-
-    def __init__(self, suppressor: Suppressor, url: str, *, client_id: str,
-                 protocol: str = "5", tls: TlsFiles | None = None, timeout_s: float = 10.0
-                 ) -> None:
-        super().__init__(name="privtel-suppression")
-        self.suppressor, self.url = suppressor, url
-        self.options = ReceiverOptions(client_id=client_id,
-                                       subscription=suppress_topic(suppressor.tenant),
-                                       protocol=protocol, tls=tls or TlsFiles(),
-                                       timeout_s=timeout_s,
-                                       session_expiry_s=0)
-        self.received = 0
-
-    async def _main(self, stop: asyncio.Event) -> None:
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                async with open_receiver(self.url, self.options).session() as deliveries:
-                    backoff.reset()
-                    async for d in _until(deliveries, stop):
-                        self.received += 1
-                        self.suppressor.update(d.payload)
-                        d.ack()
-            except TransportError as e:
-                log.warning("suppression list subscription lost (%s); retrying", e)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=backoff.next())
-
-
-async def _until(it, stop: asyncio.Event):  # type: ignore[no-untyped-def]
-    """The deliveries until `stop` is set."""
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        while True:
-            nxt = asyncio.ensure_future(it.__anext__())
-            done, _ = await asyncio.wait({nxt, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if stopped in done:
-                nxt.cancel()
-                with contextlib.suppress(BaseException):
-                    await nxt
-                return
-            try:
-                yield nxt.result()
-            except StopAsyncIteration:
-                return
-    finally:
-        stopped.cancel()

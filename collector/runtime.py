@@ -102,7 +102,7 @@ class Collector:
         self.sink = StoreSink(self.store, self.retention.tag, self.outputs)
         agent_keys, collector_keys = load_keys(cfg)
         self.current_key = current_key(collector_keys)
-        self.announcer = KeyAnnouncer(cfg, self.current_key)
+        self.announcer = KeyAnnouncer(self.current_key, lambda: self.ingest.transport.sender())
         self.receipts = receipt_publisher(cfg, self.registry,
                                           lambda: self.ingest.transport.sender())
         self.ingest = IngestWorker(
@@ -136,7 +136,7 @@ class Collector:
 
     def _announce(self, cfg: CollectorConfig, key: keys.CollectorPublicKey) -> None:
         self.current_key = key
-        self.announcer.announce(cfg, key)
+        self.announcer.announce(key)
 
     def _ready(self) -> bool:
         try:
