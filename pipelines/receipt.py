@@ -20,16 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-import orjson
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from pipelines import signed
 from pipelines.envelope import TOPIC_PREFIX
 
 VERSION = 1
 MAGIC = b"PTR1"
 SIGNATURE_CONTEXT = b"privtel/v1 receipt\x00"
-SIG_LEN = 64
 MAX_ITEMS = 4096
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -63,28 +61,22 @@ def receipt_topic(tenant: str, agent_id: str) -> str:
 def sign_receipts(r: Receipts, key: ed25519.Ed25519PrivateKey) -> bytes:
     if not r.items or len(r.items) > MAX_ITEMS:
         raise ValueError(f"a receipt message carries 1 to {MAX_ITEMS} items")
-    payload = orjson.dumps({"v": VERSION, "tenant": r.tenant, "agent": r.agent_id, "ts": r.ts,
-                            "items": [[b, str(o)] for b, o in r.items]})
-    return MAGIC + payload + key.sign(SIGNATURE_CONTEXT + payload)
+    return signed.sign(MAGIC, SIGNATURE_CONTEXT, {
+        "v": VERSION, "tenant": r.tenant, "agent": r.agent_id, "ts": r.ts,
+        "items": [[b, str(o)] for b, o in r.items]}, key)
 
 
 def open_receipts(data: bytes, key: ed25519.Ed25519PublicKey, *, tenant: str,
                   agent_id: str) -> Receipts:
     """Verify and parse; a receipt for another agent is refused even when well signed."""
-    if len(data) < len(MAGIC) + SIG_LEN + 2 or not data.startswith(MAGIC):
-        raise ReceiptError("not a privtel receipt")
-    payload, sig = data[len(MAGIC):-SIG_LEN], data[-SIG_LEN:]
     try:
-        key.verify(sig, SIGNATURE_CONTEXT + payload)
-    except InvalidSignature:
-        raise ReceiptError("bad receipt signature") from None
+        d = signed.verify(data, MAGIC, SIGNATURE_CONTEXT, VERSION, key, "receipt")
+    except signed.SignedMessageError as e:
+        raise ReceiptError(str(e)) from None
     try:
-        d = orjson.loads(payload)
-        if d["v"] != VERSION:
-            raise ReceiptError(f"receipt version {d['v']!r} is not {VERSION}")
         items = tuple((str(b), Outcome(o)) for b, o in d["items"])
         ts = float(d["ts"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise ReceiptError(f"malformed receipt: {type(e).__name__}") from None
     if d["tenant"] != tenant or d["agent"] != agent_id:
         raise ReceiptError("receipt addressed to another agent")

@@ -24,17 +24,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from pipelines import signed
 from pipelines.envelope import TOPIC_PREFIX
 from pipelines.pseudonym.scan import find
 
 VERSION = 1
 MAGIC = b"PTS1"
 SIGNATURE_CONTEXT = b"privtel/v1 suppression\x00"
-SIG_LEN = 64
 MAX_RANGES = 100_000
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -78,29 +76,22 @@ def suppress_topic(tenant: str) -> str:
 def sign_list(s: SuppressionList, key: ed25519.Ed25519PrivateKey) -> bytes:
     if len(s) > MAX_RANGES:
         raise ValueError(f"a suppression list carries at most {MAX_RANGES} entries")
-    payload = orjson.dumps({"v": VERSION, "tenant": s.tenant, "ts": s.ts,
-                            "ranges": sorted(str(n) for n in s.ranges),
-                            "tokens": sorted(s.tokens)})
-    return MAGIC + payload + key.sign(SIGNATURE_CONTEXT + payload)
+    return signed.sign(MAGIC, SIGNATURE_CONTEXT, {
+        "v": VERSION, "tenant": s.tenant, "ts": s.ts,
+        "ranges": sorted(str(n) for n in s.ranges), "tokens": sorted(s.tokens)}, key)
 
 
 def open_list(data: bytes, key: ed25519.Ed25519PublicKey, *, tenant: str) -> SuppressionList:
     """Verify and parse; a list for another tenant is refused even when well signed."""
-    if len(data) < len(MAGIC) + SIG_LEN + 2 or not data.startswith(MAGIC):
-        raise SuppressionError("not a privtel suppression list")
-    payload, sig = data[len(MAGIC):-SIG_LEN], data[-SIG_LEN:]
     try:
-        key.verify(sig, SIGNATURE_CONTEXT + payload)
-    except InvalidSignature:
-        raise SuppressionError("bad suppression list signature") from None
+        d = signed.verify(data, MAGIC, SIGNATURE_CONTEXT, VERSION, key, "suppression list")
+    except signed.SignedMessageError as e:
+        raise SuppressionError(str(e)) from None
     try:
-        d = orjson.loads(payload)
-        if d["v"] != VERSION:
-            raise SuppressionError(f"suppression list version {d['v']!r} is not {VERSION}")
         ranges = tuple(ipaddress.ip_network(n) for n in d["ranges"])
         tokens = frozenset(str(t) for t in d.get("tokens", ()))
         ts = float(d["ts"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise SuppressionError(f"malformed suppression list: {type(e).__name__}") from None
     if d["tenant"] != tenant:
         raise SuppressionError("suppression list addressed to another tenant")
