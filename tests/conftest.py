@@ -103,3 +103,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.peers)
         if folder in _SLOW_DIRS or path.name == "test_benches.py":
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A CLI command run in-process (`privtel.logs.setup`) replaces the root handlers and
+    quietens library loggers; undo that so the next test's caplog sees what it expects."""
+    import logging
+
+    root = logging.getLogger()
+    names = ("amqtt", "transitions", "pysnmp", "paramiko", "netmiko", "asyncssh")
+    saved = (root.level, list(root.handlers), [logging.getLogger(n).level for n in names])
+    yield
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+    for n, level in zip(names, saved[2], strict=True):
+        logging.getLogger(n).setLevel(level)
