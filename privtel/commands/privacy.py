@@ -28,6 +28,7 @@ from pipelines.pseudonym.classes import ALL as CLASSES
 from pipelines.pseudonym.classes import parse_classes
 from pipelines.pseudonym.reverse import Reidentifier
 from plumbing.keyfiles import read_tenant_key
+from privtel.commands.query import read_token
 
 MIN_REASON = 10
 
@@ -199,13 +200,7 @@ def _append_store_audit(args: argparse.Namespace, entry: dict[str, Any]) -> None
         raise ValueError("--store needs --tenant (the tenant whose key this is)")
     if args.who:
         raise ValueError("--who goes with --audit-log; with --store the API token says who")
-    if args.token_file is not None:
-        require_private(str(args.token_file), args.token_file.stat().st_mode)
-        token = args.token_file.read_text("ascii", errors="replace").strip()
-    else:
-        token = os.environ.get("PRIVTEL_TOKEN", "")
-    if not token:
-        raise ValueError("--store needs an API token: --token-file FILE or $PRIVTEL_TOKEN")
+    token = read_token(args.token_file)
     key = read_key(args.audit_key)
     db = open_db(args.store)
     try:

@@ -31,15 +31,20 @@ def client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cacert", metavar="FILE", help="CA bundle for an https API")
 
 
-def make_client(args: argparse.Namespace) -> ApiClient:
-    if args.token_file is not None:
-        require_private(str(args.token_file), args.token_file.stat().st_mode)
-        token = args.token_file.read_text("ascii", errors="replace").strip()
+def read_token(path: Path | None) -> str:
+    """The API token from an owner-only file, else $PRIVTEL_TOKEN; never from argv."""
+    if path is not None:
+        require_private(str(path), path.stat().st_mode)
+        token = path.read_text("ascii", errors="replace").strip()
     else:
         token = os.environ.get("PRIVTEL_TOKEN", "")
     if not token:
         raise ConfigError("token", "", "give --token-file FILE or set PRIVTEL_TOKEN")
-    return ApiClient(args.api, token, cafile=args.cacert)
+    return token
+
+
+def make_client(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(args.api, read_token(args.token_file), cafile=args.cacert)
 
 
 def read_lines(path: str) -> list[str]:

@@ -39,12 +39,13 @@ from collector.offboard import (
     verify_report,
 )
 from collector.store import open_db
-from pipelines.config import ConfigError, require_private
+from pipelines.config import require_private
 from pipelines.keys import load_signing_key, load_verify_key
 from plumbing.files import write_private
 from privtel.commands.audit import read_audit_key
 from privtel.commands.certs import _load_ca
 from privtel.commands.keys import read_passphrase
+from privtel.commands.query import read_token
 from privtel.commands.users import read_totp_key, store_arg, totp_key_arg
 
 
@@ -80,17 +81,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     v.add_argument("--public-key", type=Path, required=True, metavar="FILE",
                    help="the signing key's public half (PEM)")
     v.set_defaults(func=cmd_verify)
-
-
-def _token(path: Path | None) -> str:
-    if path is not None:
-        require_private(str(path), path.stat().st_mode)
-        token = path.read_text("ascii", errors="replace").strip()
-    else:
-        token = os.environ.get("PRIVTEL_TOKEN", "")
-    if not token:
-        raise ConfigError("token", "", "give --token-file FILE or set PRIVTEL_TOKEN")
-    return token
 
 
 def revoke_acl(acl: Path, tenant: str) -> list[str]:
@@ -167,7 +157,7 @@ def cmd_offboard(args: argparse.Namespace) -> int:
         users = Users(db, read_totp_key(args.totp_key_file))
         audit = AuditLog(db, read_audit_key(args.audit_key))
         try:
-            p = users.authenticate(f"Bearer {_token(args.token_file)}")
+            p = users.authenticate(f"Bearer {read_token(args.token_file)}")
             authorize(p, Action.TENANT_OFFBOARD, (args.tenant,))
             code = args.totp if args.totp is not None else (
                 getpass.getpass("TOTP code: ") if sys.stdin.isatty() else "")
