@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyotp
+import pytest
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette 1.x prefers httpx2 for its TestClient
@@ -124,3 +126,14 @@ def make_env(url: str, tenants: tuple[str, ...] = ("acme", "globex"),
     app = create_app(ApiConfig(store_url=url, keys=keys or tenant_keys(), index_interval_s=0.0,
                                **cfg))
     return Env(TestClient(app), url, records)
+
+
+@pytest.fixture
+def env(store_url: str) -> Iterator[Env]:
+    """A seeded API on each backend; conftests that want it import it by name."""
+    e = make_env(store_url)
+    try:
+        yield e
+    finally:
+        e.client.close()
+        e.api.close()
