@@ -33,8 +33,7 @@ import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -42,6 +41,7 @@ from agents.pollers import Device
 from agents.syslog.config import Listener, SyslogConfig
 from agents.syslog.senders import Senders, canonical_address
 from pipelines.config import require_private
+from pipelines.lifecycle import Lifecycle
 from pipelines.record import Kind, Record, RecordError
 from pipelines.syslog import FrameDecoder, SyslogParser
 from pipelines.vocab import RecordName
@@ -411,7 +411,7 @@ class _Stream:
             self.server = None
 
 
-class SyslogReceiver:
+class SyslogReceiver(Lifecycle):
     """Binds every configured listener on `start()`; `close()` is idempotent and hands
     what was read to `emit` before it returns (within `drain_timeout_s`)."""
 
@@ -431,20 +431,8 @@ class SyslogReceiver:
         self._streams: list[_Stream] = []
         self._task: asyncio.Task[None] | None = None
         self._gauges: asyncio.Task[None] | None = None
-        self._started = self._closed = False
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        if self._started:
-            raise RuntimeError("syslog receiver already started")
-        self._started = True
+    async def _start(self) -> None:
         self._task = asyncio.create_task(self.handover.run(), name="privtel-syslog-handover")
         self._gauges = asyncio.create_task(self._sample(), name="privtel-syslog-gauges")
         try:
@@ -510,10 +498,7 @@ class SyslogReceiver:
             self.metrics.queued.set(len(self.handover))
             await asyncio.sleep(1.0)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
         for u in self._udp:
             u.close()
         self.handover.release()
