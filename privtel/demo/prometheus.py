@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from privtel.demo import children
 from privtel.demo.snmpsim import die_with_parent
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "privtel-alerts.yml"
@@ -119,13 +120,7 @@ class Prometheus:
         raise TimeoutError(f"prometheus not ready on {self.url} in {timeout_s:.0f}s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        children.stop(self.proc, 10)
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -25,6 +25,7 @@ import snmpsim
 from agents.pollers import HEALTH_NAME, Device
 from agents.snmp.options import SnmpOptions
 from agents.snmp.poller import SnmpPoller
+from privtel.demo import children
 from privtel.demo.moving import moving
 
 RECORDINGS = ("linux-full-walk", "winxp-full-walk", "eaton-9PX-partial-walk", "linksys-system",
@@ -94,13 +95,7 @@ class SnmpSim:
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        children.stop(self._proc)
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 

@@ -17,6 +17,7 @@ import orjson
 import zstandard
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from factories import write_private as write_private
+from peers.procs import stop
 from prometheus_client import CollectorRegistry
 
 from agents.config import AgentConfig
@@ -199,13 +200,7 @@ user {getpass.getuser()}
         raise RuntimeError("mosquitto did not start listening")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop(self.proc, 10)
         self.proc = None
 
 
