@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from agents.credentials import ConfigSecrets
 from agents.pollers import REGISTRY, Device, PollerContext
@@ -85,9 +84,6 @@ class AgentConfig:
     privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     traps: TrapConfig | None = field(default=None, repr=False)  # may hold resolved secrets
     syslog: SyslogConfig | None = None
-    # the raw `[spool]`, `[privacy]`, `[traps]`, `[syslog]` tables, kept only for a
-    # consumer not yet moved to the typed fields (the shipper's `[spool]`)
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _path(base: Path, value: str | None) -> Path | None:
@@ -231,7 +227,7 @@ def parse(text: str, file: str, base: Path = Path(".")) -> AgentConfig:
         keys=keys, mqtt=mqtt, devices=tuple(devices), pollers=pollers,
         batch_max_records=batch_max_records, batch_max_age_s=batch_max_age_s,
         max_concurrent_polls=max_conc, suite=suite, metrics_listen=metrics_listen,
-        residency=residency, extra=extra,
+        residency=residency,
         heartbeat_interval_s=heartbeat_interval_s,
         spool=spool, privacy=privacy, traps=traps, syslog=syslog,
     )

@@ -25,16 +25,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents.config import AgentConfig, MqttConfig
-from agents.spool import Spool, SpoolConfig
+from agents.spool import Spool
 from pipelines import keys
-from pipelines.config import ConfigError, Section
+from pipelines.config import ConfigError
 from pipelines.envelope import EnvelopeError, Header, seal, topic_for
 from pipelines.lifecycle import Lifecycle
 from pipelines.receipt import Outcome, ReceiptError, open_receipts, receipt_topic
@@ -124,8 +123,7 @@ class Shipper(Lifecycle):
         certificate identity the client id and a second connection would take it over."""
         self.config = config
         self._listeners = dict(listeners or {})
-        spool_section = Section(config.extra.get("spool", {}), config.file, "spool")
-        self.spool_config = SpoolConfig.parse(spool_section, base=Path(config.file).parent)
+        self.spool_config = config.spool
         phrase = config.keys.passphrase_file
         self._signing_key = signing_key or keys.load_signing_key(
             read_private(config.keys.signing_key),
