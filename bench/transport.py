@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry
 from agents.config import AgentConfig, KeysConfig, MqttConfig
 from agents.pollers import PollerContext
 from agents.shipper import Shipper
+from agents.spool import SpoolConfig
 from collector.ingest import IngestWorker
 from collector.receipts import ReceiptPublisher
 from pipelines import keys
@@ -84,7 +85,7 @@ def _agent_config(tmp: Path, url: str, agent: str, tenant: str, batch_records: i
                         tenant_key=tmp / "none"),
         mqtt=MqttConfig(url=url), devices=(), pollers=PollerContext(tmp / state),
         batch_max_records=batch_records, batch_max_age_s=0.05, suite=suite,
-        extra={"spool": {"inflight": inflight}})
+        spool=SpoolConfig(inflight=inflight))
 
 
 async def sealed_path(url: str, tmp: Path, batches: list[list[Record]], tenant: str, agent: str,
