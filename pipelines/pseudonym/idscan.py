@@ -208,11 +208,15 @@ class Finder:
                         continue
                     m = inner
                 span = _addrhost(text, m)
+                if span is not None and _in_mac(text, span):
+                    continue  # `01-57-97-29-70-a0` is a MAC (the address scanner's), not a host
                 if span is not None and not self._keep("host", text[span[0]:span[1]]):
                     found.append(Hit(span[0], span[1], "host", text[span[0]:span[1]]))
         if self._phone_on:
             for m in PHONE.finditer(text):
                 c = m.group()
+                if "-" in c and _in_mac(text, m.span()):
+                    continue  # `01-57-97-29-70-a0` is a MAC, not a phone number
                 e164 = self._phones.get(c, "")
                 if e164 == "":
                     e164 = self._phones[c] = _phone(c)
@@ -255,3 +259,12 @@ def _decode(m: re.Match[str]) -> str:
     if "%" not in s and "&" not in s:
         return s
     return unquote(html.unescape(s))
+
+
+_MAC_DASHED = re.compile(r"(?<![0-9A-Fa-f-])(?:[0-9A-Fa-f]{2}-){5}[0-9A-Fa-f]{2}(?![0-9A-Fa-f-])")
+
+
+def _in_mac(text: str, span: tuple[int, int]) -> bool:
+    """The span lies inside a dash-spelt MAC (the address scanner's to replace)."""
+    return any(m.start() <= span[0] and span[1] <= m.end()
+               for m in _MAC_DASHED.finditer(text, max(0, span[0] - 17), span[1] + 17))

@@ -150,3 +150,10 @@ def test_no_field_carries_a_raw_address_past_both_pseudonymiser_and_guard(
     for k, v in out.fields.items():
         if isinstance(v, str) and count_leaks([v], raw=raws):
             assert k in flagged, k
+
+
+def test_a_dash_spelt_mac_is_a_mac_not_a_phone_or_host() -> None:
+    """Found by the property above: `01-57-97-29-70-a0` reads as a ZA phone number and as an
+    address-bearing host; it is a MAC and gets the MAC pseudonym, whole."""
+    assert P.text("01-57-97-29-70-a0") == P.mac("01:57:97:29:70:a0")
+    assert P.text("lease 01-57-97-29-70-a0 ok") == f"lease {P.mac('01:57:97:29:70:a0')} ok"
