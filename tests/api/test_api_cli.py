@@ -53,7 +53,7 @@ def test_users_lifecycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert by["ann"]["revoked_at"] is not None and by["dora"]["mfa"] is True
     assert by["dora"]["tenants"] == ["*"]
     listing = json.dumps(rows)
-    assert token.strip().split("_")[2] not in listing and "secret" not in listing
+    assert token.strip().split("_", 2)[2] not in listing and "secret" not in listing
     assert main(["users", "list", "--store", url]) == 0
     assert "dora" in _out(capsys)[0]
 
