@@ -9,10 +9,12 @@ holds in force, in one transaction, so adding and releasing are the same
 operation and a record that arrived after the hold was placed is covered by
 the next sweep (every purge sweeps first, and so does every erasure).
 
-A subject is kept as pseudonymous ranges per tenant, like a DSR request row:
-the raw addresses are pseudonymised forward with the tenant's key when the
-hold is placed and never stored. A subject hold finds records through the
-address index, so the caller refreshes the index before sweeping.
+A subject is named by identifiers of any class (`addresses`, or `subjects` in
+the subject-file form) and kept as pseudonymous ranges and tokens per tenant,
+like a DSR request row (an entry with a `/` is a range, any other a token):
+the raw values are pseudonymised forward with the tenant's key when the hold
+is placed and never stored. A subject hold finds records through the address
+and token indexes, so the caller refreshes the index before sweeping.
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ from collector.search import (
     mask_addresses,
     net_range,
     parse_network,
+    parse_subjects,
     parse_time,
 )
 from collector.store import Cursor, Db
+from pipelines.pseudonym.subjects import Subject
 
 MAX_REASON = 200
 _TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
-_ADD_KEYS = {"tenant", "addresses", "since", "until", "reason"}
+_ADD_KEYS = {"tenant", "addresses", "subjects", "since", "until", "reason"}
 
 
 class HoldError(QueryError):
@@ -54,9 +58,15 @@ class HoldSpec:
     since: float | None
     until: float | None
     reason: str
+    subjects: tuple[Subject, ...] = ()  # raw identifiers of the other classes, as above
+
+    @property
+    def whole_tenant(self) -> bool:
+        return self.addresses is None and not self.subjects
 
     def __repr__(self) -> str:
-        n = "all" if self.addresses is None else f"{len(self.addresses)} address(es)"
+        n = "all" if self.whole_tenant else \
+            f"{len(self.addresses or ()) + len(self.subjects)} identifier(s)"
         return f"HoldSpec(tenant={self.tenant!r}, subject={n})"
 
 
@@ -64,7 +74,7 @@ class HoldSpec:
 class Hold:
     id: str
     tenant: str
-    subject: list[str] | None  # pseudonymous ranges; None: every record of the tenant
+    subject: list[str] | None  # pseudonymous ranges and tokens; None: the whole tenant
     since: float | None
     until: float | None
     reason: str
@@ -104,18 +114,25 @@ def parse_hold(body: Any) -> HoldSpec:
     tenant = body.get("tenant")
     if not valid_tenant(tenant):
         raise HoldError("tenant must be a tenant name")
-    addrs = body.get("addresses")
+    addrs, named = body.get("addresses"), body.get("subjects")
     nets: tuple[Network, ...] | None = None
     if addrs is not None:
         if not isinstance(addrs, list) or not 0 < len(addrs) <= MAX_INDICATORS:
             raise HoldError(f"addresses must be a list of 1 to {MAX_INDICATORS} IP addresses "
                             "or CIDR prefixes (omit it to hold every record of the tenant)")
         nets = tuple(parse_network(f"addresses[{i}]", a) for i, a in enumerate(addrs))
+    subjects: tuple[Subject, ...] = ()
+    if named is not None:
+        more, subjects = parse_subjects("subjects", named)
+        if more:
+            nets = tuple(dict.fromkeys((nets or ()) + more))
+    if len(nets or ()) + len(subjects) > MAX_INDICATORS:
+        raise HoldError(f"a subject is at most {MAX_INDICATORS} identifiers")
     since = parse_time("since", body.get("since"))
     until = parse_time("until", body.get("until"))
     if since is not None and until is not None and since >= until:
         raise HoldError("since must be before until")
-    return HoldSpec(str(tenant), nets, since, until, _reason(body.get("reason")))
+    return HoldSpec(str(tenant), nets, since, until, _reason(body.get("reason")), subjects)
 
 
 _COLS = ("id, tenant, subject, since, until, reason, actor, created_at, released_at, "
@@ -146,14 +163,23 @@ def _covers(h: Hold) -> tuple[str, list[Any]]:
         parts.append("ts < ?")
         args.append(h.until)
     if h.subject is not None:
-        ranges = []
-        for n in h.subject:
-            fam, lo, hi = net_range(ipaddress.ip_network(n))
-            ranges.append("(family = ? AND addr BETWEEN ? AND ?)")
-            args += [fam, lo, hi]
-        parts.append("id IN (SELECT record_id FROM record_addresses WHERE tenant = ? AND ("
-                     + " OR ".join(ranges) + "))")
-        args.insert(len(args) - 3 * len(h.subject), h.tenant)
+        nets = [n for n in h.subject if "/" in n]
+        tokens = [t for t in h.subject if "/" not in t]
+        found = []
+        if nets:
+            ranges = []
+            args.append(h.tenant)
+            for n in nets:
+                fam, lo, hi = net_range(ipaddress.ip_network(n))
+                ranges.append("(family = ? AND addr BETWEEN ? AND ?)")
+                args += [fam, lo, hi]
+            found.append("id IN (SELECT record_id FROM record_addresses WHERE tenant = ? AND ("
+                         + " OR ".join(ranges) + "))")
+        if tokens:
+            found.append("id IN (SELECT record_id FROM record_tokens WHERE tenant = ? AND "
+                         f"token IN ({', '.join('?' for _ in tokens)}))")
+            args += [h.tenant, *tokens]
+        parts.append("(" + " OR ".join(found) + ")" if found else "1 = 0")
     return " AND ".join(parts), args
 
 
@@ -186,9 +212,9 @@ def held_ids(cur: Cursor, tenant: str, ids: Sequence[str]) -> set[str]:
 
 
 class Holds:
-    """Place, list and release holds. `keys` turns a subject's raw addresses into
-    the tenant's pseudonymous ranges; `refresh` brings the address index up to
-    date before a sweep that has subject holds to apply."""
+    """Place, list and release holds. `keys` turns a subject's raw identifiers into
+    the tenant's pseudonymous ranges and tokens; `refresh` brings the address and
+    token indexes up to date before a sweep that has subject holds to apply."""
 
     def __init__(self, db: Db, keys: TenantKeys | None = None,
                  refresh: Any = None) -> None:
@@ -203,12 +229,13 @@ class Holds:
     def add(self, spec: HoldSpec, *, actor: str, now: float | None = None) -> tuple[Hold, int]:
         """The hold and how many records of its tenant are held once it is in force."""
         subject = None
-        if spec.addresses is not None:
+        if not spec.whole_tenant:
             if self.keys is None:
                 raise HoldError("this API holds no tenant keys: a subject hold needs the "
                                 "tenant's key to find the subject's pseudonyms")
-            subject = sorted({str(n) for a in spec.addresses
-                              for n in self.keys.networks(spec.tenant, a)})
+            subject = sorted({str(n) for a in spec.addresses or ()
+                              for n in self.keys.networks(spec.tenant, a)}
+                             | set(self.keys.tokens(spec.tenant, spec.subjects)))
         h = Hold(os.urandom(8).hex(), spec.tenant, subject, spec.since, spec.until, spec.reason,
                  actor, time.time() if now is None else now)
         with self.db.tx(write=True) as cur:

@@ -99,6 +99,7 @@ HOLD_BODY: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["tenant", "reason"],
     "properties": {"tenant": _TENANT, "since": _TIME, "until": _TIME,
                    "addresses": {"type": "array", "minItems": 1, "maxItems": 100, "items": _NET},
+                   "subjects": _SUBJECTS,
                    "reason": {"type": "string", "minLength": 1, "maxLength": 200}}}
 RELEASE_BODY: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["id", "reason"],

@@ -6,7 +6,8 @@ releasing one needs the current TOTP code, like an erasure: both decide
 whether records may be deleted.
 
 The subject comes from `--subject-file`, never the command line: one
-identifier a line, `ip:<address>`, `net:<prefix>`, or a bare address.
+identifier of any class a line (`ip:`, `net:`, `user:`, `email:`, `mac:`,
+`host:`, `phone:`, `person:`, as for `privtel dsr`), or a bare address.
 """
 
 from __future__ import annotations
@@ -21,32 +22,30 @@ from typing import Any
 import orjson
 
 from collector.api.client import ApiClientError
+from pipelines.pseudonym.errors import PseudonymError
+from pipelines.pseudonym.subjects import SUBJECT_CLASSES, parse_subjects
 from privtel.commands.query import client_args, make_client, read_lines
 
 
-def _address(value: str) -> str:
-    return value
-
-
-# Identifier kinds a subject file may name, and how each becomes what the API
-# takes (addresses and prefixes). A new kind is one entry here plus its lookup
-# on the API side.
-SUBJECT_KINDS: dict[str, Callable[[str], str]] = {"ip": _address, "net": _address}
-
-
 def parse_subject(lines: list[str]) -> list[str]:
+    """Subject-file lines (`class:value`, any identifier class) as the API takes
+    them; a bare address or prefix, as older subject files hold, is read as
+    `ip:`/`net:`. Errors name the line, never its value."""
     out = []
     for n, line in enumerate(lines, 1):
-        kind, sep, value = line.partition(":")
-        if sep and kind in SUBJECT_KINDS:
-            out.append(SUBJECT_KINDS[kind](value.strip()))
+        if ":" in line and line.split(":", 1)[0].strip().lower() in SUBJECT_CLASSES:
+            try:
+                parse_subjects(line, f"subject file line {n}")
+            except PseudonymError as e:
+                raise ValueError(str(e)) from None
+            out.append(line)
             continue
         try:
-            ipaddress.ip_network(line, strict=False)  # a bare address or prefix
+            net = ipaddress.ip_network(line, strict=False)  # a bare address or prefix
         except ValueError:
-            raise ValueError(f"subject file line {n}: not an address, and no known identifier "
-                             f"kind; known: {', '.join(sorted(SUBJECT_KINDS))}") from None
-        out.append(line)
+            raise ValueError(f"subject file line {n}: expected CLASS:VALUE with CLASS one of "
+                             f"{', '.join(SUBJECT_CLASSES)}, or an address") from None
+        out.append(f"{'net' if '/' in line else 'ip'}:{net if '/' in line else line}")
     if not out:
         raise ValueError("the subject file names no identifier")
     return out
@@ -60,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     client_args(a)
     a.add_argument("--tenant", required=True)
     a.add_argument("--subject-file", metavar="FILE",
-                   help="hold only this subject's records: ip:/net: lines ('-' for stdin)")
+                   help="hold only this subject's records: class:value lines of any identifier "
+                   "class ('-' for stdin)")
     a.add_argument("--since", help="unix seconds or ISO 8601 with zone")
     a.add_argument("--until", help="unix seconds or ISO 8601 with zone")
     a.add_argument("--reason", required=True, help="the dispute, case or authority")
@@ -103,7 +103,7 @@ def _call(fn: Callable[[], Any]) -> int:
 def cmd_add(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"tenant": args.tenant, "reason": args.reason}
     if args.subject_file:
-        body["addresses"] = parse_subject(read_lines(args.subject_file))
+        body["subjects"] = parse_subject(read_lines(args.subject_file))
     for name in ("since", "until"):
         if getattr(args, name) is not None:
             body[name] = _time(getattr(args, name))

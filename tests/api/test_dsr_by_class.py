@@ -20,9 +20,11 @@ import pytest
 from api_kit import KEYS, T0, Env, make_env, tenant_keys
 from factories import on_backends
 from peers.ports import free_port
+from prometheus_client import CollectorRegistry
 
 from collector.api import ApiConfig, create_app
 from collector.api.serve import server
+from collector.retention import RetentionService
 from collector.store import BatchMeta, TaggedRecord, open_store
 from pipelines.pseudonym import Pseudonymiser, TenantKey
 from pipelines.record import Kind, Record
@@ -55,25 +57,27 @@ SUBJECT_LINES = {"user": f"user:{LOGIN}", "email": "email:Adaeze@Clinic.ng",
                  "host": f"host:{HOST}", "person": f"person:{PERSON}"}
 
 
-def store_batch(url: str, tenant: str, records: list[Record], received_at: float) -> None:
+def store_batch(url: str, tenant: str, records: list[Record], received_at: float,
+                expires: float | None = None) -> None:
     store = open_store(url)
     try:
         assert store.write_batch(
             BatchMeta(agent_id=f"agent-{tenant}", batch_id=f"cls-{os.urandom(4).hex()}", seq=5,
                       tenant=tenant, created=received_at, received_at=received_at),
-            [TaggedRecord(r, "logs", "legitimate interest", None) for r in records])
+            [TaggedRecord(r, "logs", "legitimate interest", expires) for r in records])
     finally:
         store.close()
 
 
-def seed_classes(env: Env, tenant: str = "acme") -> dict[str, str]:
+def seed_classes(env: Env, tenant: str = "acme", expires: float | None = None
+                 ) -> dict[str, str]:
     """The records above, pseudonymised by the agent's pseudonymiser and stored;
     label -> record id."""
     p = Pseudonymiser(TenantKey.from_hex(KEYS[tenant]))
     recs = {k: p.record(Record(kind=kind, tenant=tenant, site="clinic", device="gw1", name=n,
                                fields=dict(f), ts=T0 + 1000 + i))
             for i, (k, (kind, n, f)) in enumerate(SEEDED.items())}
-    store_batch(env.url, tenant, list(recs.values()), T0 + 1001)
+    store_batch(env.url, tenant, list(recs.values()), T0 + 1001, expires)
     for r in recs.values():
         assert not any(raw in orjson.dumps(r.fields).decode() for raw in RAW)
     return {k: r.id for k, r in recs.items()}
@@ -185,6 +189,46 @@ def test_dsr_by_host_mac_phone(cenv: Env, cls: str) -> None:
     erased = dsr(cenv, "erase", [SUBJECT_LINES[cls]])
     assert erased["verified"] is True and erased["count"] == len(want)
     assert dsr(cenv, "export", [SUBJECT_LINES[cls]])["count"] == 0
+
+
+def test_hold_by_class_keeps_the_subjects_records_from_erasure_and_purge(cenv: Env) -> None:
+    """A legal hold names its subject by login name and e-mail: erasure keeps exactly
+    the held records (and says so), the purge skips them, release lets both through;
+    the hold row keeps tokens only."""
+    ids = seed_classes(cenv, expires=T0 + 3600)
+    held = {ids[k] for k in ("ssh", "vpn", "contact", "mail")}
+    r = cenv.client.post("/v1/holds", json={
+        "tenant": "acme", "reason": "case 88", "subjects": f"user:{LOGIN}\nemail:{EMAIL}\n"},
+        headers=cenv.h("dora", totp=True))
+    assert r.status_code == 200, r.text
+    assert r.json()["held_records"] == len(held)
+    assert not any(raw in r.text for raw in RAW)
+    hold = r.json()["hold"]
+    assert hold["subject"] and all(t.startswith("tk-") for t in hold["subject"])
+    with cenv.api.db.tx() as cur:
+        marked = {i for (i,) in cur.execute(
+            f"SELECT id FROM records WHERE held = {cur.dialect.true}").fetchall()}
+    assert marked == held
+
+    everyone = [f"user:{LOGIN}", f"email:{EMAIL}", f"host:{HOST}"]
+    erased = dsr(cenv, "erase", everyone, reason="DSR-20")
+    assert erased["held"] == {"acme": len(held)}
+    assert erased["holds"] == [{"id": hold["id"], "tenant": "acme", "reason": "case 88"}]
+    left = {r["id"] for r in dsr(cenv, "export", everyone)["records"]}
+    assert left == held  # the host's lease and dnsmasq records went, the held ones stayed
+
+    store = open_store(cenv.url)
+    try:
+        RetentionService(store, registry=CollectorRegistry()).purge(now=T0 + 30 * 86400)
+    finally:
+        store.close()
+    assert {r["id"] for r in dsr(cenv, "export", everyone)["records"]} == held
+
+    r = cenv.client.post("/v1/holds/release", json={"id": hold["id"], "reason": "settled"},
+                         headers=cenv.h("dora", totp=True))
+    assert r.status_code == 200 and r.json()["still_held_records"] == 0
+    assert dsr(cenv, "erase", everyone)["verified"] is True
+    assert dsr(cenv, "export", everyone)["count"] == 0
 
 
 def test_a_restriction_stays_while_another_subject_holds_the_record(cenv: Env) -> None:

@@ -73,9 +73,14 @@ def test_hold_cli_round_trip(served: dict, capsys: pytest.CaptureFixture[str]) -
 def test_unknown_identifier_kind_is_refused(served: dict,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     subject = served["tmp"] / "subject.txt"
-    subject.write_text("email:someone@example.org\n")
+    subject.write_text("ip:192.0.2.9\nlogin:someone@example.org\n")
     assert main(["hold", "add", *served["args"], "--tenant", "acme", "--subject-file",
                  str(subject), "--reason", "r", "--totp", code(served)]) == 2
     err = capsys.readouterr().err
-    assert "line 1" in err and "ip, net" in err and "someone" not in err
+    assert "line 2" in err and "ip, net, user" in err and "someone" not in err
+    subject.write_text("email:not-an-address\n")
+    assert main(["hold", "add", *served["args"], "--tenant", "acme", "--subject-file",
+                 str(subject), "--reason", "r", "--totp", code(served)]) == 2
+    err = capsys.readouterr().err
+    assert "line 1" in err and "e-mail" in err and "not-an-address" not in err
     assert served["api"].holds.list() == []

@@ -95,7 +95,7 @@ async def test_v3_matches_snmpget(snmpd: SnmpPeer, poller: SnmpPoller, user, eng
 @pytest.mark.parametrize("user", [DEFAULT_USERS[0], DEFAULT_USERS[2]], ids=lambda u: u.name)
 async def test_v3_wrong_password(snmpd: SnmpPeer, poller: SnmpPoller, engine, user) -> None:
     u = dataclasses.replace(user, auth_key="not-the-password")
-    recs = await poller.poll(device(snmpd, options=v3_options(u, timeout_s=3, retries=0,
+    recs = await poller.poll(device(snmpd, options=v3_options(u, timeout_s=10, retries=0,
                                                                engine=engine)))
     assert [r.name for r in recs] == ["device.health"]
     assert recs[0].fields["reason"] == "auth_failed"
@@ -104,7 +104,7 @@ async def test_v3_wrong_password(snmpd: SnmpPeer, poller: SnmpPoller, engine, us
 @pytest.mark.parametrize("engine", ["pysnmp", "fast"])
 async def test_v3_unknown_user(snmpd: SnmpPeer, poller: SnmpPoller, engine: str) -> None:
     u = dataclasses.replace(DEFAULT_USERS[0], name="nobody-here")
-    recs = await poller.poll(device(snmpd, options=v3_options(u, timeout_s=3, retries=0,
+    recs = await poller.poll(device(snmpd, options=v3_options(u, timeout_s=10, retries=0,
                                                                engine=engine)))
     assert recs[0].fields["reason"] == "unknown_user"
 
