@@ -19,14 +19,18 @@ Beside the rates it reports CPU time per record over the timed interval, read
 from /proc: the worker processes, their database backends (PostgreSQL), and the
 whole box (which includes whatever else runs on it: compare within one run).
 Before the runs it prints the CPU microseconds per record of each in-process
-stage on one core (verify, decrypt, decompress, decode and validate,
-retention tagging, NOC observation, COPY text encoding), best of 3.
+stage on one core (verify, decrypt, decompress, decode and validate, the
+leak re-check, retention tagging, NOC observation, COPY text encoding), best of 3.
 `--check-threads 0` checks on the event loop instead of the pool (the
 behaviour before `collector.ingest_pool`), for alternating before/after runs.
 Each verified run also reports the CPU its workers spent, per record, inside
-the check (verify, decrypt, decode: in_check), the commit thread (tagging,
-COPY text, the store call: in_commit) and the NOC observation (in_noc); the
-rest of the worker CPU is the broker client, the event loop and threads.
+the check (verify, decrypt, decode, the leak re-check's verdict: in_check; of
+which the re-check: in_recheck), the commit thread (in_commit: retention
+tagging, in_tag, and the store call, in_store: COPY text and the driver) and
+the NOC observation (in_noc); the rest of the worker CPU is the broker
+client, the event loop and thread hand-offs. The database backends' CPU is
+db_backends; the broker's share is in box minus workers and backends (with
+whatever else runs on the box).
 With PRIVTEL_BENCH_PROFILE=<dir> each ingest worker writes a pstats profile
 (every thread, CPU clock, when yappi is installed).
 
@@ -44,12 +48,18 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+# The checkout this file is in, before any installed copy: `python bench/ingest.py`
+# puts only bench/ on the path, and an editable install elsewhere would be measured
+# instead (spawned workers inherit the path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collector.store import BatchMeta, open_store
 from pipelines.record import Kind, Record
@@ -144,6 +154,7 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from prometheus_client import CollectorRegistry
 
+    import collector.ingest as ingest_module
     from collector.ingest import IngestWorker
     from collector.outputs import build_outputs
     from collector.retention import RetentionService
@@ -169,8 +180,11 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
         reg = CollectorRegistry()
         outputs = build_outputs(["noc"], reg)
         await outputs.start()
-        sink = StoreSink(store, RetentionService(None).tag, outputs)
+        sink = StoreSink(store, timed("tag", RetentionService(None).tag), outputs)
         sink.write = timed("commit", sink.write)  # type: ignore[method-assign]
+        store.write_batch = timed("store", store.write_batch)  # type: ignore[method-assign]
+        if hasattr(ingest_module, "held_back"):  # absent before the re-check moved to the pool
+            ingest_module.held_back = timed("recheck", ingest_module.held_back)
         for o in outputs.outputs:
             o.noc.observe = timed("noc", o.noc.observe)  # type: ignore[attr-defined]
         w = IngestWorker(broker_url=broker, sink=sink.sink, quarantine=sink.quarantine,
@@ -328,6 +342,7 @@ def stage_costs(size: int) -> dict[str, float]:
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from prometheus_client import CollectorRegistry
 
+    import collector.recheck as recheck_module
     from collector.metrics.noc import NocMetrics
     from collector.retention import RetentionService
     from collector.store.postgres import _copy_text
@@ -353,6 +368,10 @@ def stage_costs(size: int) -> dict[str, float]:
     meta = BatchMeta(agent_id="a", batch_id="b", seq=0, tenant="bench", created=now,
                      received_at=now)
 
+    # the batch-wide verdict (ingest runs it on its check pool); before it, record by record
+    recheck: Any = getattr(recheck_module, "held_back", None) or (
+        lambda b: [r for r in b if recheck_module.findings(r)])
+
     def best(f: Any) -> float:
         times = []
         for _ in range(3):
@@ -371,6 +390,7 @@ def stage_costs(size: int) -> dict[str, float]:
         "decode_validate_us": best(lambda: [decode(b) for b in bodies]),
         "verify_decrypt_decode_us": best(lambda: [envelope.open_sealed(m, agents, cks)
                                                   for m in sealed]),
+        "leak_recheck_us": best(lambda: [recheck(b) for b in batches]),
         "retention_tag_us": best(lambda: [tagger.tag(b, now=now) for b in batches]),
         "noc_observe_us": best(lambda: [noc.observe(b) for b in batches]),
         "copy_encode_us": best(lambda: [_copy_text(meta, t) for t in tagged]),
