@@ -32,7 +32,8 @@ client, the event loop and thread hand-offs. The database backends' CPU is
 db_backends; the broker's share is in box minus workers and backends (with
 whatever else runs on the box).
 With PRIVTEL_BENCH_PROFILE=<dir> each ingest worker writes a pstats profile
-(every thread, CPU clock, when yappi is installed).
+(every thread, CPU clock, when yappi is installed; else the event loop
+thread's CPU time).
 
 The query API's indexes are part of the store schema since migration 0004, so
 every run includes them; `--api-indexes` is accepted for old command lines.
@@ -212,7 +213,7 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
     except ImportError:
         import cProfile
 
-        with cProfile.Profile() as prof:  # the event loop thread only
+        with cProfile.Profile(time.thread_time) as prof:  # the event loop thread's CPU only
             asyncio.run(main())
         prof.dump_stats(f"{profile_dir}/ingest-w{index}.prof")
         return

@@ -194,9 +194,16 @@ def _labels(r: Record) -> dict[str, str]:
 def screen_labels(records: Iterable[Record], counts: RecheckCounts = COUNTS
                   ) -> Iterator[Record]:
     """The records whose NOC labels carry no raw identifier; the others are counted
-    (by label and class) and left out, so no series is made from them."""
+    (by label and class) and left out, so no series is made from them. Records of
+    a batch repeat their labels (a device's interfaces each poll), so each distinct
+    set of label values is judged once per call."""
+    verdicts: dict[tuple[object, ...], list[tuple[str, str]]] = {}
     for r in records:
-        found = label_findings(_labels(r))
+        f: Any = r.fields
+        key = (r.site, r.device, f.get("if_name") or f.get("if_descr"), f.get("profile"))
+        found = verdicts.get(key)
+        if found is None:
+            found = verdicts[key] = label_findings(_labels(r))
         if not found:
             yield r
             continue
