@@ -29,8 +29,8 @@ which the re-check: in_recheck), the commit thread (in_commit: retention
 tagging, in_tag, and the store call, in_store: COPY text and the driver) and
 the NOC observation (in_noc); the rest of the worker CPU is the broker
 client, the event loop and thread hand-offs. The database backends' CPU is
-db_backends; the broker's share is in box minus workers and backends (with
-whatever else runs on the box).
+db_backends, the local Mosquitto's broker (its whole CPU: other clients on
+the box count too).
 With PRIVTEL_BENCH_PROFILE=<dir> each ingest worker writes a pstats profile
 (every thread, CPU clock, when yappi is installed; else the event loop
 thread's CPU time).
@@ -89,23 +89,38 @@ def box_cpu() -> float:
     return (sum(v) - v[3] - v[4]) / TICK
 
 
+def broker_pid() -> int | None:
+    """The local Mosquitto's pid, if one runs here (its CPU is the broker's share)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/comm") as f:
+                    if f.read().strip() == "mosquitto":
+                        return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
 class CpuMeter:
-    """Samples the CPU of the given processes and of the box between start and stop."""
+    """Samples the CPU of the given processes, of the broker (all its clients, this
+    run's and any other on the box) and of the box between start and stop."""
 
     def __init__(self, workers: list[int], backends: list[int | None]) -> None:
-        self.workers, self.backends = workers, backends
+        self.workers, self.backends, self.broker = workers, backends, broker_pid()
 
-    def sample(self) -> tuple[float, float, float]:
+    def sample(self) -> tuple[float, float, float, float]:
         return (sum(proc_cpu(p) for p in self.workers),
-                sum(proc_cpu(p) for p in self.backends), box_cpu())
+                sum(proc_cpu(p) for p in self.backends), proc_cpu(self.broker), box_cpu())
 
     def start(self) -> None:
         self.t0 = self.sample()
 
     def stop(self, records: int) -> dict[str, float]:
         t1 = self.sample()
-        w, b, box = (round((y - x) / records * 1e6, 2) for x, y in zip(self.t0, t1, strict=True))
-        return {"workers": w, "db_backends": b, "box": box}
+        w, b, mq, box = (round((y - x) / records * 1e6, 2)
+                         for x, y in zip(self.t0, t1, strict=True))
+        return {"workers": w, "db_backends": b, "broker": mq, "box": box}
 
 
 def backend_pid(store: Any) -> int | None:
