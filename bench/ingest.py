@@ -20,7 +20,9 @@ from /proc: the worker processes, their database backends (PostgreSQL), and the
 whole box (which includes whatever else runs on it: compare within one run).
 Before the runs it prints the CPU microseconds per record of each in-process
 stage on one core (verify, decrypt, decompress, decode and validate, the
-leak re-check, retention tagging, NOC observation, COPY text encoding), best of 3.
+leak re-check, retention tagging, NOC observation, COPY text encoding, and
+worker_path: all of an ingest worker's own work per record from the sealed
+bytes to the COPY text, one thread), best of 3.
 `--check-threads 0` checks on the event loop instead of the pool (the
 behaviour before `collector.ingest_pool`), for alternating before/after runs.
 Each verified run also reports the CPU its workers spent, per record, inside
@@ -410,7 +412,41 @@ def stage_costs(size: int) -> dict[str, float]:
         "retention_tag_us": best(lambda: [tagger.tag(b, now=now) for b in batches]),
         "noc_observe_us": best(lambda: [noc.observe(b) for b in batches]),
         "copy_encode_us": best(lambda: [_copy_text(meta, t) for t in tagged]),
+        "worker_path_us": best(lambda: worker_path(sealed, agents, cks, tagger, meta, now)),
     }
+
+
+def worker_path(sealed: list[bytes], agents: Any, cks: Any, tagger: Any, meta: BatchMeta,
+                now: float) -> None:
+    """What an ingest worker does per batch between the broker and the driver, in one
+    thread: its check (split, verify, decrypt, decode, admission, the leak verdict),
+    the re-check's screen, retention tagging and the COPY text."""
+    import inspect
+
+    from prometheus_client import CollectorRegistry
+
+    from collector.ingest import IngestWorker
+    from collector.recheck import screen
+    from collector.store.postgres import _copy_text
+    from pipelines.envelope import topic_for
+
+    w = IngestWorker(broker_url="mqtt://127.0.0.1:1883", sink=None,  # type: ignore[arg-type]
+                     quarantine=None,  # type: ignore[arg-type]
+                     agent_keys=agents, collector_keys=cks, registry=CollectorRegistry())
+    held = "held" in inspect.signature(screen).parameters
+
+    async def kept(*_: Any) -> None:
+        return None
+
+    async def run() -> None:
+        for m in sealed:
+            c = w._check(topic_for("bench", "a"), m)
+            if c.error is not None:
+                raise SystemExit(f"worker path: {c.error}")
+            c = await (screen(c, kept, held=c.held) if held else screen(c, kept))
+            _copy_text(meta, tagger.tag(c.records, now=now))
+
+    asyncio.run(run())
 
 
 def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path,
