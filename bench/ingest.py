@@ -19,16 +19,23 @@ Beside the rates it reports CPU time per record over the timed interval, read
 from /proc: the worker processes, their database backends (PostgreSQL), and the
 whole box (which includes whatever else runs on it: compare within one run).
 Before the runs it prints the CPU microseconds per record of each in-process
-stage on one core (verify, decrypt, decompress, decode and validate,
-retention tagging, NOC observation, COPY text encoding), best of 3.
+stage on one core (verify, decrypt, decompress, decode and validate, the
+leak re-check, retention tagging, NOC observation, COPY text encoding, and
+worker_path: all of an ingest worker's own work per record from the sealed
+bytes to the COPY text, one thread), best of 3.
 `--check-threads 0` checks on the event loop instead of the pool (the
 behaviour before `collector.ingest_pool`), for alternating before/after runs.
 Each verified run also reports the CPU its workers spent, per record, inside
-the check (verify, decrypt, decode: in_check), the commit thread (tagging,
-COPY text, the store call: in_commit) and the NOC observation (in_noc); the
-rest of the worker CPU is the broker client, the event loop and threads.
+the check (verify, decrypt, decode, the leak re-check's verdict: in_check; of
+which the re-check: in_recheck), the commit thread (in_commit: retention
+tagging, in_tag, and the store call, in_store: COPY text and the driver) and
+the NOC observation (in_noc); the rest of the worker CPU is the broker
+client, the event loop and thread hand-offs. The database backends' CPU is
+db_backends, the local Mosquitto's broker (its whole CPU: other clients on
+the box count too).
 With PRIVTEL_BENCH_PROFILE=<dir> each ingest worker writes a pstats profile
-(every thread, CPU clock, when yappi is installed).
+(every thread, CPU clock, when yappi is installed; else the event loop
+thread's CPU time).
 
 The query API's indexes are part of the store schema since migration 0004, so
 every run includes them; `--api-indexes` is accepted for old command lines.
@@ -44,12 +51,18 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+# The checkout this file is in, before any installed copy: `python bench/ingest.py`
+# puts only bench/ on the path, and an editable install elsewhere would be measured
+# instead (spawned workers inherit the path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collector.store import BatchMeta, open_store
 from pipelines.record import Kind, Record
@@ -78,23 +91,38 @@ def box_cpu() -> float:
     return (sum(v) - v[3] - v[4]) / TICK
 
 
+def broker_pid() -> int | None:
+    """The local Mosquitto's pid, if one runs here (its CPU is the broker's share)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/comm") as f:
+                    if f.read().strip() == "mosquitto":
+                        return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
 class CpuMeter:
-    """Samples the CPU of the given processes and of the box between start and stop."""
+    """Samples the CPU of the given processes, of the broker (all its clients, this
+    run's and any other on the box) and of the box between start and stop."""
 
     def __init__(self, workers: list[int], backends: list[int | None]) -> None:
-        self.workers, self.backends = workers, backends
+        self.workers, self.backends, self.broker = workers, backends, broker_pid()
 
-    def sample(self) -> tuple[float, float, float]:
+    def sample(self) -> tuple[float, float, float, float]:
         return (sum(proc_cpu(p) for p in self.workers),
-                sum(proc_cpu(p) for p in self.backends), box_cpu())
+                sum(proc_cpu(p) for p in self.backends), proc_cpu(self.broker), box_cpu())
 
     def start(self) -> None:
         self.t0 = self.sample()
 
     def stop(self, records: int) -> dict[str, float]:
         t1 = self.sample()
-        w, b, box = (round((y - x) / records * 1e6, 2) for x, y in zip(self.t0, t1, strict=True))
-        return {"workers": w, "db_backends": b, "box": box}
+        w, b, mq, box = (round((y - x) / records * 1e6, 2)
+                         for x, y in zip(self.t0, t1, strict=True))
+        return {"workers": w, "db_backends": b, "broker": mq, "box": box}
 
 
 def backend_pid(store: Any) -> int | None:
@@ -144,6 +172,7 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from prometheus_client import CollectorRegistry
 
+    import collector.ingest as ingest_module
     from collector.ingest import IngestWorker
     from collector.outputs import build_outputs
     from collector.retention import RetentionService
@@ -169,8 +198,11 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
         reg = CollectorRegistry()
         outputs = build_outputs(["noc"], reg)
         await outputs.start()
-        sink = StoreSink(store, RetentionService(None).tag, outputs)
+        sink = StoreSink(store, timed("tag", RetentionService(None).tag), outputs)
         sink.write = timed("commit", sink.write)  # type: ignore[method-assign]
+        store.write_batch = timed("store", store.write_batch)  # type: ignore[method-assign]
+        if hasattr(ingest_module, "held_back"):  # absent before the re-check moved to the pool
+            ingest_module.held_back = timed("recheck", ingest_module.held_back)
         for o in outputs.outputs:
             o.noc.observe = timed("noc", o.noc.observe)  # type: ignore[attr-defined]
         w = IngestWorker(broker_url=broker, sink=sink.sink, quarantine=sink.quarantine,
@@ -198,7 +230,7 @@ def ingest_worker(url: str, broker: str, group: str, tenant: str, index: int,
     except ImportError:
         import cProfile
 
-        with cProfile.Profile() as prof:  # the event loop thread only
+        with cProfile.Profile(time.thread_time) as prof:  # the event loop thread's CPU only
             asyncio.run(main())
         prof.dump_stats(f"{profile_dir}/ingest-w{index}.prof")
         return
@@ -328,6 +360,7 @@ def stage_costs(size: int) -> dict[str, float]:
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from prometheus_client import CollectorRegistry
 
+    import collector.recheck as recheck_module
     from collector.metrics.noc import NocMetrics
     from collector.retention import RetentionService
     from collector.store.postgres import _copy_text
@@ -353,6 +386,10 @@ def stage_costs(size: int) -> dict[str, float]:
     meta = BatchMeta(agent_id="a", batch_id="b", seq=0, tenant="bench", created=now,
                      received_at=now)
 
+    # the batch-wide verdict (ingest runs it on its check pool); before it, record by record
+    recheck: Any = getattr(recheck_module, "held_back", None) or (
+        lambda b: [r for r in b if recheck_module.findings(r)])
+
     def best(f: Any) -> float:
         times = []
         for _ in range(3):
@@ -371,10 +408,45 @@ def stage_costs(size: int) -> dict[str, float]:
         "decode_validate_us": best(lambda: [decode(b) for b in bodies]),
         "verify_decrypt_decode_us": best(lambda: [envelope.open_sealed(m, agents, cks)
                                                   for m in sealed]),
+        "leak_recheck_us": best(lambda: [recheck(b) for b in batches]),
         "retention_tag_us": best(lambda: [tagger.tag(b, now=now) for b in batches]),
         "noc_observe_us": best(lambda: [noc.observe(b) for b in batches]),
         "copy_encode_us": best(lambda: [_copy_text(meta, t) for t in tagged]),
+        "worker_path_us": best(lambda: worker_path(sealed, agents, cks, tagger, meta, now)),
     }
+
+
+def worker_path(sealed: list[bytes], agents: Any, cks: Any, tagger: Any, meta: BatchMeta,
+                now: float) -> None:
+    """What an ingest worker does per batch between the broker and the driver, in one
+    thread: its check (split, verify, decrypt, decode, admission, the leak verdict),
+    the re-check's screen, retention tagging and the COPY text."""
+    import inspect
+
+    from prometheus_client import CollectorRegistry
+
+    from collector.ingest import IngestWorker
+    from collector.recheck import screen
+    from collector.store.postgres import _copy_text
+    from pipelines.envelope import topic_for
+
+    w = IngestWorker(broker_url="mqtt://127.0.0.1:1883", sink=None,  # type: ignore[arg-type]
+                     quarantine=None,  # type: ignore[arg-type]
+                     agent_keys=agents, collector_keys=cks, registry=CollectorRegistry())
+    held = "held" in inspect.signature(screen).parameters
+
+    async def kept(*_: Any) -> None:
+        return None
+
+    async def run() -> None:
+        for m in sealed:
+            c = w._check(topic_for("bench", "a"), m)
+            if c.error is not None:
+                raise SystemExit(f"worker path: {c.error}")
+            c = await (screen(c, kept, held=c.held) if held else screen(c, kept))
+            _copy_text(meta, tagger.tag(c.records, now=now))
+
+    asyncio.run(run())
 
 
 def bench_backend(ctx: Any, backend: str, args: argparse.Namespace, tmp: Path,

@@ -59,7 +59,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from collector.admission import Admission
 from collector.ingest_pool import CheckAhead
 from collector.parking import PARK_REASONS, PARKED_ENVELOPE_REASONS, UNAUTHENTICATED, Refused
-from collector.recheck import screen
+from collector.recheck import Held, held_back, screen
 from collector.sequence import DEFAULT_MAX_JUMP, MemorySequences, Sequences
 from collector.store.errors import StorePermanentError
 from pipelines import envelope
@@ -139,6 +139,7 @@ class _Checked:
     header: Header | None
     records: list[Record]
     error: EnvelopeError | Refused | None
+    held: Held | None = None  # `recheck.held_back(records)`, worked out on the pool
 
 
 class IngestWorker(Lifecycle):
@@ -347,25 +348,27 @@ class IngestWorker(Lifecycle):
         return await self._settle(self._check(topic, payload))
 
     def _check(self, topic: str, payload: bytes) -> _Checked:
-        """The stateless checks, decryption and decoding: safe to run ahead of the
-        commit of an earlier message, because nothing here reads or changes
-        per-agent state."""
+        """The stateless checks, decryption, decoding and the leak re-check's verdict:
+        safe to run ahead of the commit of an earlier message, because nothing here
+        reads or changes per-agent state. The batch is split and its header parsed
+        once (`envelope.split`), for the topic check and the signature alike; its
+        records are validated once, here, where they are opened."""
         self.metrics.received.inc()
         header: Header | None = None
         try:
-            header = envelope.peek_header(payload, max_size=self._max_batch)
+            frame = envelope.split(payload, max_size=self._max_batch)
+            header = frame.header
             if topic != header.topic:
                 raise EnvelopeError("wrong_topic", f"topic does not match the header's "
                                     f"tenant/agent ({header.tenant}/{header.agent_id})")
-            verified = envelope.verify(payload, self._agent_keys, max_size=self._max_batch)
-            header = verified.header
+            verified = envelope.verify(frame, self._agent_keys)
             self._admission.before_decrypt(header)
             records = envelope.open_verified(verified, self._collector_keys,
                                              max_body=self._max_body)
             self._admission.records(header, records)
         except (EnvelopeError, Refused) as e:
             return _Checked(topic, payload, header, [], e)
-        return _Checked(topic, payload, header, records, None)
+        return _Checked(topic, payload, header, records, None, held_back(records))
 
     async def replay(self, topic: str, payload: bytes, received_at: float) -> str:
         """A parked batch through the same checks, with freshness judged at the time it
@@ -392,7 +395,8 @@ class IngestWorker(Lifecycle):
             return await self._refuse(error, c)
         assert header is not None  # no error means the header was opened
         try:
-            c = await screen(c, self._quarantine)  # a raw identifier left: record quarantined
+            # a raw identifier left: that record is quarantined
+            c = await screen(c, self._quarantine, held=c.held)
             stored = await self._sink(header, c.records)
         except StorePermanentError as e:
             return await self._refuse(Refused("store_refused", e.why), c)

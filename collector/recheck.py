@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -117,24 +117,45 @@ _done: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 _done_lock = threading.Lock()
 
 
+Held = list[tuple[Record, list[tuple[str, str]]]]
+"""Records still carrying a raw identifier, each with its (field, class) findings."""
+
+
 def findings(record: Record) -> list[tuple[str, str]]:
     """(field, class) for each raw identifier still in the record; [] when clean."""
     return ingest_findings(record)
 
 
-async def screen(batch: B, quarantine: Quarantine, counts: RecheckCounts = COUNTS) -> B:
+def held_back(records: Sequence[Record]) -> Held:
+    """The records `screen` keeps out, with their findings: pure, thread safe, so
+    ingest runs it on its check pool beside the decoding. The records of a batch
+    repeat their strings (sites, devices, interface names), so each distinct
+    string of the batch is judged once (`label_findings` with the string as its
+    own label); only in a batch where one is raw are its records looked at one by
+    one. Same verdicts as `findings` per record: a record is held exactly when one
+    of its strings (site, device, a string field) carries a class."""
+    texts: set[object] = set()
+    add, update = texts.add, texts.update
+    for r in records:
+        add(r.site)
+        add(r.device)
+        update(r.fields.values())
+    strings = {v: v for v in texts if isinstance(v, str)}
+    if not label_findings(strings):
+        return []
+    return [(r, found) for r in records if (found := findings(r))]
+
+
+async def screen(batch: B, quarantine: Quarantine, counts: RecheckCounts = COUNTS,
+                 held: Held | None = None) -> B:
     """The batch with every record that still carries a raw identifier taken out,
-    each quarantined (digest and size only) and counted by class. A batch retried
-    after a store failure does not quarantine the same record twice in this
-    process. If the quarantine raises, so does this (the caller retries the batch)."""
-    clean: list[Record] = []
-    held: list[tuple[Record, list[tuple[str, str]]]] = []
-    for r in batch.records:
-        found = findings(r)
-        if found:
-            held.append((r, found))
-        else:
-            clean.append(r)
+    each quarantined (digest and size only) and counted by class. `held` is
+    `held_back(batch.records)` when the caller already worked it out (ingest, on
+    its check pool). A batch retried after a store failure does not quarantine the
+    same record twice in this process. If the quarantine raises, so does this (the
+    caller retries the batch)."""
+    if held is None:
+        held = held_back(batch.records)
     if not held:
         return batch
     h = batch.header
@@ -154,7 +175,8 @@ async def screen(batch: B, quarantine: Quarantine, counts: RecheckCounts = COUNT
         log.warning("record %s of batch %s from agent %s quarantined: raw %s in field(s) %s",
                     r.id, bid, agent, ", ".join(classes),
                     ", ".join(sorted({f for f, _ in found})))
-    return dataclasses.replace(batch, records=clean)
+    out = {id(r) for r, _ in held}
+    return dataclasses.replace(batch, records=[r for r in batch.records if id(r) not in out])
 
 
 def _labels(r: Record) -> dict[str, str]:
@@ -172,9 +194,16 @@ def _labels(r: Record) -> dict[str, str]:
 def screen_labels(records: Iterable[Record], counts: RecheckCounts = COUNTS
                   ) -> Iterator[Record]:
     """The records whose NOC labels carry no raw identifier; the others are counted
-    (by label and class) and left out, so no series is made from them."""
+    (by label and class) and left out, so no series is made from them. Records of
+    a batch repeat their labels (a device's interfaces each poll), so each distinct
+    set of label values is judged once per call."""
+    verdicts: dict[tuple[object, ...], list[tuple[str, str]]] = {}
     for r in records:
-        found = label_findings(_labels(r))
+        f: Any = r.fields
+        key = (r.site, r.device, f.get("if_name") or f.get("if_descr"), f.get("profile"))
+        found = verdicts.get(key)
+        if found is None:
+            found = verdicts[key] = label_findings(_labels(r))
         if not found:
             yield r
             continue

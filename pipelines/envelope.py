@@ -186,8 +186,22 @@ def seal(header: Header, records: Sequence[Record], collector_public_key: Collec
     return signed + signing_key.sign(SIGNATURE_CONTEXT + signed)
 
 
-def _split(data: bytes, max_size: int) -> tuple[Header, bytes, bytes, bytes]:
-    """(header, header json, ciphertext, signed part) after checking only the framing."""
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A batch split by its framing, its header parsed and schema-checked but not yet
+    authenticated. `split` makes one; `peek_header` reads its header, and `verify`
+    takes it, so the header of a batch is parsed once however many looks it gets."""
+
+    header: Header
+    header_json: bytes
+    ciphertext: bytes
+    signed: bytes
+    signature: bytes
+
+
+def split(data: bytes, *, max_size: int = MAX_BATCH_BYTES) -> Frame:
+    """The batch's parts after checking only the framing and the header's schema,
+    or `EnvelopeError` (`malformed`, `oversized`)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise EnvelopeError("malformed", "a batch must be bytes")
     data = bytes(data)
@@ -205,12 +219,13 @@ def _split(data: bytes, max_size: int) -> tuple[Header, bytes, bytes, bytes]:
     end = 6 + hlen + 4 + clen
     if end + SIG_LEN != len(data):
         raise EnvelopeError("malformed", "batch length does not match its framing (truncated?)")
-    return _header_from_json(hjson), hjson, data[6 + hlen + 4:end], data[:end]
+    return Frame(_header_from_json(hjson), hjson, data[6 + hlen + 4:end], data[:end],
+                 data[end:])
 
 
-def peek_header(data: bytes, *, max_size: int = MAX_BATCH_BYTES) -> Header:
+def peek_header(data: bytes | Frame, *, max_size: int = MAX_BATCH_BYTES) -> Header:
     """The header as claimed, unauthenticated: for routing and quarantine only."""
-    return _split(data, max_size)[0]
+    return (data if isinstance(data, Frame) else split(data, max_size=max_size)).header
 
 
 AgentKeys = Mapping[str, ed25519.Ed25519PublicKey | Collection[ed25519.Ed25519PublicKey]]
@@ -251,16 +266,20 @@ class Verified:
     ciphertext: bytes
 
 
-def verify(data: bytes, agent_keys: AgentKeys, *, max_size: int = MAX_BATCH_BYTES) -> Verified:
-    """Framing, known agent and signature, or `EnvelopeError`; nothing is decrypted."""
-    h, hjson, ct, signed = _split(data, max_size)
+def verify(data: bytes | Frame, agent_keys: AgentKeys, *,
+           max_size: int = MAX_BATCH_BYTES) -> Verified:
+    """Framing, known agent and signature, or `EnvelopeError`; nothing is decrypted.
+    Given the `Frame` a caller already split (to route on the claimed header), the
+    batch is not split and its header not parsed again."""
+    f = data if isinstance(data, Frame) else split(data, max_size=max_size)
+    h = f.header
     vk = _agent_key(agent_keys, h)
     try:
-        vk.verify(data[len(signed):], SIGNATURE_CONTEXT + signed)
+        vk.verify(f.signature, SIGNATURE_CONTEXT + f.signed)
     except InvalidSignature:
         raise EnvelopeError("bad_signature", f"signature of agent {h.agent_id!r} does not "
                             "verify") from None
-    return Verified(h, hjson, ct)
+    return Verified(h, f.header_json, f.ciphertext)
 
 
 def open_verified(v: Verified, collector_keys: Mapping[str, CollectorPrivateKey], *,

@@ -75,18 +75,23 @@ def _no_nul(v: Any) -> Any:
     return v.replace("\x00", "\ufffd") if isinstance(v, str) else v
 
 
-def _copy_text(batch: BatchMeta, records: Sequence[TaggedRecord]) -> bytes:
-    """The batch as COPY text, built in one pass: per-row `write_row` costs more
+def _copy_text(batch: BatchMeta, records: Sequence[TaggedRecord]
+               ) -> tuple[bytes, bytes, set[float]]:
+    """The batch as COPY text for `records` and for `record_keys`, and the distinct
+    expiries (the partitions it needs), built in one pass: per-row `write_row` costs more
     Python time than the server spends on the row. Identifiers, kinds and names
     are schema-checked (whole-string patterns) to exclude tabs, newlines and
     backslashes; free strings (site, device, legal basis, the JSON of fields) are
     escaped. orjson escapes every control character, so the only character of
     its output COPY needs escaped is the backslash. PostgreSQL cannot hold NUL
     in text or json, so a NUL becomes U+FFFD. Sites, devices, times and tags
-    repeat within a batch, so each distinct one is formatted once."""
+    repeat within a batch, so each distinct one is formatted once. The fields are
+    encoded to JSON here and nowhere else between the batch's decoding and COPY."""
     head = f"{_esc(batch.agent_id)}\t{_esc(batch.batch_id)}\t"
     out: list[str] = []
     append = out.append
+    keys: list[str] = []
+    key_append = keys.append
     dumps = orjson.dumps
     tags: dict[tuple[str, str, float | None], str] = {}
     texts: dict[str, str] = {}
@@ -115,7 +120,9 @@ def _copy_text(batch: BatchMeta, records: Sequence[TaggedRecord]) -> bytes:
             js = js.replace("\\", "\\\\")
         append(f"{r.id}\t{head}{r.tenant}\t{site}\t{device}\t{KIND_TEXT[r.kind]}\t{r.name}\t{ts}\t"
                f"{js}\t{tag}\n")
-    return "".join(out).encode()
+        key_append(f"{r.tenant}\t{r.id}\n")
+    expiries = {e for _, _, e in tags if e is not None}
+    return "".join(out).encode(), "".join(keys).encode(), expiries
 
 
 def _one(cur: psycopg.Cursor[Any]) -> Any:
@@ -298,9 +305,7 @@ class PostgresStore:
         Fast path: COPY keys and records; a key already stored fails the COPY, and
         the batch goes again through a staging table that skips stored records."""
         check_records(BACKEND, batch, records)
-        rows = _copy_text(batch, records)
-        keys = "".join(f"{t.record.tenant}\t{t.record.id}\n" for t in records).encode()
-        expiries = {t.expires_at for t in records if t.expires_at is not None}
+        rows, keys, expiries = _copy_text(batch, records)
         with self._lock:
             for _ in range(_PARTITION_RETRIES):
                 self._ensure_partitions(expiries)

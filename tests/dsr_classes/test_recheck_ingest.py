@@ -129,3 +129,29 @@ def test_noc_labels_with_a_raw_identifier_feed_no_series() -> None:
                                 {"label": "device", "class": "email"}) == before + 1
     assert reg.get_sample_value("privtel_metric_labels_withheld_total",
                                 {"label": "ifname", "class": "phone"}) >= 1
+
+
+def test_the_batch_verdict_holds_exactly_the_records_a_record_by_record_look_holds() -> None:
+    """`held_back` judges each distinct string of a batch once; it must keep out the
+    same records, with the same findings, as `findings` record by record."""
+    records, raw = batch()
+    held = recheck.held_back(records)
+    assert [(r.id, f) for r, f in held] == \
+        [(r.id, recheck.findings(r)) for r in records if recheck.findings(r)]
+    assert {r.id for r, _ in held} == {r.id for r in raw.values()}
+    clean = [r for r in records if not recheck.findings(r)]
+    assert clean and recheck.held_back(clean) == []
+
+
+def test_records_sharing_raw_labels_are_each_counted() -> None:
+    """Label verdicts are remembered within a call; every record is still counted."""
+    reg = CollectorRegistry()
+    recheck.COUNTS.register(reg)
+    key = {"label": "device", "class": "email"}
+    before = reg.get_sample_value("privtel_metric_labels_withheld_total", key) or 0
+    ok = "tk-aaaaaa-0123456789abcdef0123"
+    recs = [rec({"up": 1}, device=EMAIL, name="device.health"),
+            rec({"up": 1}, device=ok, name="device.health"),
+            rec({"up": 0}, device=EMAIL, name="device.health")]
+    assert list(recheck.screen_labels(recs)) == [recs[1]]
+    assert reg.get_sample_value("privtel_metric_labels_withheld_total", key) == before + 2

@@ -26,6 +26,31 @@ def test_round_trip(suite: str) -> None:
     assert b"eth" not in data and b"in_octets" not in data
 
 
+def test_a_split_frame_verifies_without_a_second_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest splits a batch once to route on its claimed header and verifies that
+    same frame: the header is parsed once, and a forged frame still fails."""
+    k = Keys("ag1")
+    recs = records("t1", 3)
+    data = seal(header("t1", "ag1"), recs, k.collector.public, k.signing)
+    frame = envelope.split(data)
+    assert peek_header(frame) == frame.header == peek_header(data)
+    parses: list[bytes] = []
+    real = envelope._header_from_json
+
+    def counted(b: bytes) -> envelope.Header:
+        parses.append(b)
+        return real(b)
+
+    monkeypatch.setattr(envelope, "_header_from_json", counted)
+    v = envelope.verify(frame, k.agent_keys)
+    assert parses == [] and v.header == frame.header
+    assert envelope.open_verified(v, k.collector_keys) == recs
+    forged = replace(frame, signature=bytes(64))
+    with pytest.raises(EnvelopeError) as e:
+        envelope.verify(forged, k.agent_keys)
+    assert e.value.reason == "bad_signature"
+
+
 def reason(data: bytes, k: Keys, **kw: object) -> str:
     with pytest.raises(EnvelopeError) as e:
         open_sealed(data, k.agent_keys, k.collector_keys, **kw)  # type: ignore[arg-type]
