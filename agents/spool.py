@@ -4,7 +4,10 @@ SQLite in WAL mode with ``synchronous=FULL``: a commit is on disk when the
 call returns, so a SIGKILL or power cut loses nothing that a caller was told
 was stored. Two tables make the two hand-overs atomic:
 
-- ``pending``: records accepted by `add_records` and not yet sealed;
+- ``pending``: records accepted by `add` and not yet sealed, each as the JSON it
+  will have inside its batch body (`pipelines.record.encode_one`) beside the
+  pseudonym key id that made it (``pkid``), so sealing joins stored bytes and
+  never parses or encodes a record again;
 - ``batches``: sealed batches not yet acknowledged. With end-to-end receipts a
   batch stays after the broker's PUBACK (a row in ``sent`` says when) until the
   collector's signed receipt arrives (`receipted`), and is offered again when
@@ -12,15 +15,20 @@ was stored. Two tables make the two hand-overs atomic:
   ``sent`` is a table of its own so that marking a batch published writes a
   few bytes, not the batch again.
 
-`seal_pending` takes pending records, lets the caller seal them under the next
-sequence number, and in one transaction inserts the batch, deletes the records
-and advances the sequence. A crash on either side of that commit leaves either
-the records or the batch, never both and never neither.
+Every write is a group: `add` takes the records of many callers (the shipper
+coalesces concurrent submits), and sealing is two steps so that the CPU work
+runs outside the lock and beside other commits: `take_pending` reads the oldest
+records and the next sequence number, the caller seals as many batches as it
+likes under consecutive numbers, and `commit_sealed` in one transaction inserts
+them all, deletes their records and advances the sequence (one fsync for many
+batches). A crash on either side of that commit leaves either the records or the
+batches, never both and never neither; the sequence stays contiguous.
 
 The spool is bounded by bytes and by age; when over, the oldest batches are
 dropped, counted and logged, never silently. Methods are synchronous and
 thread-safe; the shipper runs them in one worker thread so fsyncs never block
-the event loop.
+the event loop. A spool written by the version before ``pending.pkid`` opens
+as is: the column is added and filled from the stored JSON once.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from pathlib import Path
 import orjson
 
 from pipelines.config import Section
-from pipelines.record import Record, from_dict
+from pipelines.record import Record, encode_one
 from plumbing.files import touch_private
 
 log = logging.getLogger(__name__)
@@ -45,7 +53,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     added REAL NOT NULL,
-    record BLOB NOT NULL
+    record BLOB NOT NULL,
+    pkid TEXT
 );
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY,
@@ -70,6 +79,7 @@ CREATE TABLE IF NOT EXISTS meta (
 
 
 _MAX_BYTES, _MAX_AGE_S, _INFLIGHT, _RECEIPT_TIMEOUT_S = 256 << 20, 7 * 86400.0, 16, 60.0
+_LINGER_S, _GROUP_MAX = 0.005, 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,10 @@ class SpoolConfig:
     drain_rate: float = 0.0
     inflight: int = _INFLIGHT
     receipt_timeout_s: float = _RECEIPT_TIMEOUT_S  # resend a published batch with no receipt
+    # group commit of submits: how long a group waits for more callers once several
+    # submit at a time, and the most records one transaction takes
+    linger_s: float = _LINGER_S
+    group_max_records: int = _GROUP_MAX
 
     @classmethod
     def parse(cls, s: Section, base: Path = Path(".")) -> SpoolConfig:
@@ -95,9 +109,42 @@ class SpoolConfig:
             inflight=s.int("inflight", _INFLIGHT, lo=1, hi=1000),
             receipt_timeout_s=s.float("receipt_timeout_s", _RECEIPT_TIMEOUT_S, lo=0.1,
                                       hi=86400),
+            linger_s=s.float("linger_s", _LINGER_S, lo=0.0, hi=1.0),
+            group_max_records=s.int("group_max_records", _GROUP_MAX, lo=1, hi=1_000_000),
         )
         s.done()
         return cfg
+
+
+def key_id_of(r: Record) -> str | None:
+    """The pseudonym key id a record names in its `pkid` field, if it names one."""
+    p = r.fields.get("pkid")
+    return p if isinstance(p, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRecord:
+    """A record waiting for its batch, as stored: its JSON and its key id."""
+
+    id: int
+    added: float
+    data: bytes
+    pkid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A batch sealed from pending records, for `commit_sealed`."""
+
+    seq: int
+    batch_id: str
+    created: float
+    records: int
+    data: bytes
+
+
+class SpoolConflict(RuntimeError):
+    """`commit_sealed` for a sequence number another sealer already used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +183,7 @@ class Spool:
         self.path, self.max_bytes, self.max_age_s = path, max_bytes, max_age_s
         self._on_drop = on_drop
         self._lock = threading.Lock()
-        self._cache: dict[int, Record] = {}
+        self.transactions = 0  # committed writes: what group commit saves is visible here
         self.highest_receipted = -1  # seq of the newest batch receipted in this process
         touch_private(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
@@ -144,6 +191,8 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        if "pkid" not in {r[1] for r in self._db.execute("PRAGMA table_info(pending)")}:
+            self._transaction(self._add_pkid_column)
         if "published" in {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}:
             # a spool from before `sent`: keep what it knew was published
             self._db.execute("INSERT OR IGNORE INTO sent SELECT seq, published FROM batches "
@@ -160,23 +209,30 @@ class Spool:
         with self._lock:
             self._db.close()
 
-    def add_records(self, records: Sequence[Record]) -> None:
-        """Make records durable; they are sealed into a batch later."""
-        if not records:
+    def _add_pkid_column(self) -> None:
+        """Upgrade a spool from before ``pending.pkid``: read each waiting record's key id
+        from its stored JSON once, so sealing never has to."""
+        self._db.execute("ALTER TABLE pending ADD COLUMN pkid TEXT")
+        rows = self._db.execute("SELECT id, record FROM pending").fetchall()
+        for rid, blob in rows:
+            p = orjson.loads(blob).get("fields", {}).get("pkid")
+            if isinstance(p, str):
+                self._db.execute("UPDATE pending SET pkid=? WHERE id=?", (p, rid))
+
+    def add(self, rows: Sequence[tuple[bytes, str | None]]) -> None:
+        """Make records durable in one transaction: each row is a record's JSON
+        (`encode_one`) and its key id. They are sealed into batches later."""
+        if not rows:
             return
         now = time.time()
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                ids = [int(self._db.execute(  # type: ignore[arg-type]
-                    "INSERT INTO pending (added, record) VALUES (?, ?)",
-                    (now, orjson.dumps(r.to_dict()))).lastrowid) for r in records]
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            # Records sealed in this process skip re-parsing (and re-validating) their rows.
-            self._cache.update(zip(ids, records, strict=True))
+            self._transaction(lambda: self._db.executemany(
+                "INSERT INTO pending (added, record, pkid) VALUES (?, ?, ?)",
+                [(now, data, pkid) for data, pkid in rows]))
+
+    def add_records(self, records: Sequence[Record]) -> None:
+        """`add` for records not encoded yet."""
+        self.add([(encode_one(r), key_id_of(r)) for r in records])
 
     def pending_count(self) -> int:
         with self._lock:
@@ -187,48 +243,51 @@ class Spool:
             v = self._db.execute("SELECT min(added) FROM pending").fetchone()[0]
         return None if v is None else float(v)
 
+    def take_pending(self, limit: int) -> tuple[int, list[PendingRecord]]:
+        """The next sequence number and the oldest `limit` pending records, unchanged:
+        seal them outside the spool, then hand the batches to `commit_sealed`."""
+        with self._lock:
+            seq = int(self._db.execute(
+                "SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+            rows = self._db.execute("SELECT id, added, record, pkid FROM pending ORDER BY id "
+                                    "LIMIT ?", (limit,)).fetchall()
+        return seq, [PendingRecord(int(r[0]), float(r[1]), bytes(r[2]), r[3]) for r in rows]
+
+    def commit_sealed(self, first_seq: int, batches: Sequence[Sealed], through_id: int) -> None:
+        """In one transaction: store `batches` (numbered `first_seq`, `first_seq + 1`, ...),
+        delete every pending record up to `through_id` (theirs, and any the sealer gave up
+        on) and advance the sequence. `SpoolConflict` if `first_seq` is no longer next."""
+        if [b.seq for b in batches] != list(range(first_seq, first_seq + len(batches))):
+            raise ValueError("sealed batches must be numbered consecutively from first_seq")
+
+        def body() -> None:
+            seq = int(self._db.execute(
+                "SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+            if seq != first_seq:
+                raise SpoolConflict(f"sequence {first_seq} was already used (next is {seq})")
+            self._db.executemany(
+                "INSERT INTO batches (seq, batch_id, created, records, size, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(b.seq, b.batch_id, b.created, b.records, len(b.data), b.data)
+                 for b in batches])
+            self._db.execute("DELETE FROM pending WHERE id <= ?", (through_id,))
+            self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'",
+                             (first_seq + len(batches),))
+            self._enforce_bounds(time.time())
+
+        with self._lock:
+            self._transaction(body)
+
     def seal_pending(self, limit: int,
-                     seal: Callable[[int, list[Record]], tuple[str, float, bytes]]) -> int:
+                     seal: Callable[[int, list[PendingRecord]], tuple[str, float, bytes]]) -> int:
         """Seal up to `limit` pending records as the next batch; returns how many were sealed.
-
-        `seal(seq, records)` returns (batch id, created, sealed bytes); it runs
-        inside the transaction so the sequence number it was given is the one
-        committed with its batch.
-        """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._db.execute("SELECT id, record FROM pending ORDER BY id LIMIT ?",
-                                        (limit,)).fetchall()
-                if not rows:
-                    self._db.execute("ROLLBACK")
-                    return 0
-                seq = int(self._db.execute(
-                    "SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
-                records = [self._cache.get(r[0]) or from_dict(orjson.loads(r[1])) for r in rows]
-                batch_id, created, data = seal(seq, records)
-                self._db.execute("INSERT INTO batches (seq, batch_id, created, records, size, "
-                                 "data) VALUES (?, ?, ?, ?, ?, ?)",
-                                 (seq, batch_id, created, len(records), len(data), data))
-                self._db.execute("DELETE FROM pending WHERE id <= ?", (rows[-1][0],))
-                self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
-                self._enforce_bounds(time.time())
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            for r in rows:
-                self._cache.pop(r[0], None)
-        return len(records)
-
-    def drop_pending(self, n: int) -> None:
-        """Discard the `n` oldest pending records (one that can never fit in a batch)."""
-        with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT id FROM pending ORDER BY id LIMIT ?",
-                                                   (n,))]
-            self._db.executemany("DELETE FROM pending WHERE id=?", [(i,) for i in ids])
-            for i in ids:
-                self._cache.pop(i, None)
+        `seal(seq, records)` returns (batch id, created, sealed bytes)."""
+        seq, rows = self.take_pending(limit)
+        if not rows:
+            return 0
+        batch_id, created, data = seal(seq, rows)
+        self.commit_sealed(seq, [Sealed(seq, batch_id, created, len(rows), data)], rows[-1].id)
+        return len(rows)
 
     def peek(self, limit: int, exclude: frozenset[int] = frozenset(),
              resend_before: float | None = None,
@@ -296,6 +355,7 @@ class Spool:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        self.transactions += 1
 
     def enforce_bounds(self, now: float | None = None) -> None:
         with self._lock:
