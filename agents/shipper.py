@@ -320,6 +320,8 @@ class Shipper(Lifecycle):
         commit = asyncio.ensure_future(self._run(self.spool.add, rows))
         try:
             await asyncio.shield(commit)
+        except Exception:
+            pass  # settled below: every caller of the group gets it
         except asyncio.CancelledError:
             # stopping: the commit still runs to its end in the spool thread, and its
             # callers learn how it ended, not that the shipper stopped

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from transport_helpers import records
 
-from agents.spool import Spool, SpoolConfig
+from agents.spool import Sealed, Spool, SpoolConfig, SpoolConflict
 from pipelines.config import ConfigError, Section
+from pipelines.record import encode_one
 
 
 def sealer(seen: list[int]):  # type: ignore[no-untyped-def]
@@ -93,3 +96,77 @@ def test_spool_config_is_strict() -> None:
         SpoolConfig.parse(Section({"inflight": 0}, "a.toml", "spool"))
     with pytest.raises(ConfigError, match=r"spool.max_age_s: must be a number"):
         SpoolConfig.parse(Section({"max_age_s": "1d"}, "a.toml", "spool"))
+    cfg = SpoolConfig.parse(Section({"linger_s": 0.02, "group_max_records": 5000}, "a.toml",
+                                    "spool"))
+    assert (cfg.linger_s, cfg.group_max_records) == (0.02, 5000)
+    with pytest.raises(ConfigError, match=r"spool.linger_s"):
+        SpoolConfig.parse(Section({"linger_s": 5}, "a.toml", "spool"))
+
+
+def test_many_batches_commit_in_one_transaction_or_not_at_all(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = Spool(path)
+    recs = records("t1", 7)
+    s.add_records(recs)
+    first, rows = s.take_pending(100)
+    assert [r.data for r in rows] == [encode_one(r) for r in recs]  # stored as encoded once
+    chunks = (rows[:3], rows[3:5], rows[5:])
+    batches = [Sealed(first + i, os.urandom(16).hex(), time.time(), len(c), b"x" * 10)
+               for i, c in enumerate(chunks)]
+    before = s.transactions
+    with pytest.raises(SpoolConflict):  # the number was used meanwhile: nothing changes
+        s.commit_sealed(first + 1, [replace(b, seq=b.seq + 1) for b in batches], rows[-1].id)
+    with pytest.raises(ValueError, match="consecutively"):
+        s.commit_sealed(first, batches[::-1], rows[-1].id)
+    assert (s.pending_count(), s.stats().batches, s.transactions) == (7, 0, before)
+    s.commit_sealed(first, batches, rows[-1].id)
+    assert s.transactions == before + 1  # three batches, one transaction (one fsync)
+    s.close()
+    s = Spool(path)
+    assert s.pending_count() == 0
+    assert [(b.seq, b.records) for b in s.peek(10)] == [(first, 3), (first + 1, 2),
+                                                         (first + 2, 2)]
+    assert s.take_pending(10) == (first + 3, [])
+    s.close()
+
+
+def test_sealing_not_committed_leaves_the_records(tmp_path: Path) -> None:
+    """A crash between taking records and committing their batches (the sealer died)
+    leaves the records pending under the same next sequence number."""
+    path = tmp_path / "s.db"
+    s = Spool(path)
+    s.add_records(records("t1", 3))
+    first, rows = s.take_pending(10)
+    s.close()  # no commit_sealed: as if killed while sealing
+    s = Spool(path)
+    again = s.take_pending(10)
+    assert again == (first, rows)
+    s.close()
+
+
+def test_spool_from_before_the_pkid_column_opens(tmp_path: Path) -> None:
+    """A spool written by the previous version (pending without `pkid`) opens as is; the
+    key ids are read from the stored JSON once, the records stay byte for byte."""
+    path = tmp_path / "s.db"
+    recs = [*records("t1", 2), *(replace(r, fields={**r.fields, "pkid": "k-old"})
+                                 for r in records("t1", 2, start=2))]
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript("""
+        PRAGMA journal_mode=WAL;
+        CREATE TABLE pending (id INTEGER PRIMARY KEY AUTOINCREMENT, added REAL NOT NULL,
+                              record BLOB NOT NULL);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO meta VALUES ('next_seq', 41);
+    """)
+    old.executemany("INSERT INTO pending (added, record) VALUES (?, ?)",
+                    [(time.time(), encode_one(r)) for r in recs])
+    old.close()
+    s = Spool(path)
+    first, rows = s.take_pending(10)
+    assert first == 41
+    assert [r.data for r in rows] == [encode_one(r) for r in recs]
+    assert [r.pkid for r in rows] == [None, None, "k-old", "k-old"]
+    s.close()
+    s = Spool(path)  # opening again does not migrate again
+    assert [r.pkid for r in s.take_pending(10)[1]] == [None, None, "k-old", "k-old"]
+    s.close()
