@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents.config import AgentConfig, MqttConfig
-from agents.spool import PendingRecord, Sealed, Spool, key_id_of
+from agents.spool import Pending, Sealed, Spool, key_id_of
 from pipelines import keys
 from pipelines.config import ConfigError
 from pipelines.envelope import EnvelopeError, Header, seal_body, topic_for
@@ -365,53 +365,53 @@ class Shipper(Lifecycle):
                     await self._freed.wait()
         return False
 
-    def _key_ids(self, rows: list[PendingRecord]) -> tuple[str, ...]:
+    def _key_ids(self, pkids: list[str | None]) -> tuple[str, ...]:
         """The key ids that made this batch's pseudonyms, as the spool kept them off the
         records: a batch sealed across a key rotation names both epochs. Records
         without a `pkid` fall back to the ids the shipper was given."""
-        found = {r.pkid for r in rows if r.pkid is not None}
-        if not found or any(r.pkid is None for r in rows):
+        found = {p for p in pkids if p is not None}
+        if not found or None in pkids:
             found.update(self._pkids)
         return tuple(sorted(found))
 
-    def _seal_one(self, seq: int, rows: list[PendingRecord]) -> Sealed:
+    def _seal_one(self, seq: int, data: list[bytes], pkids: list[str | None]) -> Sealed:
         h = Header(tenant=self.config.tenant, agent_id=self.config.agent_id, batch_id=new_id(),
-                   seq=seq, created=time.time(), pseudonym_key_ids=self._key_ids(rows))
-        data = seal_body(h, join_encoded(r.data for r in rows), len(rows),
-                         self._collector_key, self._signing_key)
-        return Sealed(seq, h.batch_id, h.created, len(rows), data)
+                   seq=seq, created=time.time(), pseudonym_key_ids=self._key_ids(pkids))
+        sealed = seal_body(h, join_encoded(data), len(data), self._collector_key,
+                           self._signing_key)
+        return Sealed(seq, h.batch_id, h.created, len(data), sealed)
 
-    def _seal_chunks(self, first_seq: int, chunks: list[list[PendingRecord]],
-                     ) -> tuple[list[Sealed], int]:
-        """Seal each chunk under consecutive sequence numbers from `first_seq`; a chunk
-        too large for one batch is halved until it fits, a single record that never
-        fits is given up (counted). Returns the batches and how many were given up."""
+    def _seal_chunks(self, p: Pending, chunks: list[tuple[int, int]]) -> tuple[list[Sealed], int]:
+        """Seal each chunk (a range of `p`'s records) under consecutive sequence numbers
+        from `p.seq`; a chunk too large for one batch is halved until it fits, a single
+        record that never fits is given up (counted). Returns the batches and how many
+        records were given up."""
         out: list[Sealed] = []
         dropped = 0
 
-        def one(rows: list[PendingRecord]) -> None:
+        def one(a: int, b: int) -> None:
             nonlocal dropped
             try:
-                out.append(self._seal_one(first_seq + len(out), rows))
+                out.append(self._seal_one(p.seq + len(out), p.data[a:b], p.pkids[a:b]))
             except EnvelopeError as e:
                 if e.reason != "oversized":
                     raise
-                if len(rows) == 1:
+                if b - a == 1:
                     dropped += 1
                     return
-                one(rows[: len(rows) // 2])
-                one(rows[len(rows) // 2:])
+                one(a, (a + b) // 2)
+                one((a + b) // 2, b)
 
-        for c in chunks:
-            one(c)
+        for a, b in chunks:
+            one(a, b)
         return out, dropped
 
-    def _due(self, rows: list[PendingRecord], force: bool) -> list[list[PendingRecord]]:
+    def _due(self, p: Pending, force: bool) -> list[tuple[int, int]]:
         """Full batches, and the last partial one if forced or its oldest record is due."""
         limit = self.config.batch_max_records
-        chunks = [rows[i:i + limit] for i in range(0, len(rows), limit)]
-        if chunks and len(chunks[-1]) < limit and not (
-                force or time.time() - chunks[-1][0].added >= self.config.batch_max_age_s):
+        chunks = [(i, min(i + limit, len(p))) for i in range(0, len(p), limit)]
+        if chunks and chunks[-1][1] - chunks[-1][0] < limit and not (
+                force or time.time() - p.added_at(chunks[-1][0]) >= self.config.batch_max_age_s):
             chunks.pop()
         return chunks
 
@@ -420,20 +420,18 @@ class Shipper(Lifecycle):
         spool's commits, then commit every batch in one transaction; returns the
         records taken from the pending queue (sealed or given up)."""
         limit = self.config.batch_max_records
-        first, rows = await self._run(self.spool.take_pending,
-                                      limit * max(1, _ROUND_RECORDS // limit))
-        chunks = self._due(rows, force)
+        p = await self._run(self.spool.take_pending, limit * max(1, _ROUND_RECORDS // limit))
+        chunks = self._due(p, force)
         if not chunks:
             return 0
         loop = asyncio.get_running_loop()
-        batches, dropped = await loop.run_in_executor(self._sealer, self._seal_chunks, first,
-                                                      chunks)
-        await self._run(self.spool.commit_sealed, first, batches, chunks[-1][-1].id)
+        batches, dropped = await loop.run_in_executor(self._sealer, self._seal_chunks, p, chunks)
+        await self._run(self.spool.commit_sealed, p.seq, batches, p.position(chunks[-1][1] - 1))
         self.metrics.sealed.inc(len(batches))
         if dropped:
             self.metrics.dropped_records.labels("oversized").inc(dropped)
             log.warning("dropped %d record(s) too large for any batch", dropped)
-        return sum(map(len, chunks))
+        return chunks[-1][1]
 
     async def _seal_all(self, force: bool) -> None:
         async with self._sealing:  # the batcher and `flush` both seal; one at a time

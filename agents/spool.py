@@ -4,10 +4,12 @@ SQLite in WAL mode with ``synchronous=FULL``: a commit is on disk when the
 call returns, so a SIGKILL or power cut loses nothing that a caller was told
 was stored. Two tables make the two hand-overs atomic:
 
-- ``pending``: records accepted by `add` and not yet sealed, each as the JSON it
-  will have inside its batch body (`pipelines.record.encode_one`) beside the
-  pseudonym key id that made it (``pkid``), so sealing joins stored bytes and
-  never parses or encodes a record again;
+- ``pending``: records accepted by `add` and not yet sealed, one row per group
+  commit: each record as the JSON it will have inside its batch body
+  (`pipelines.record.encode_one`), one per line (orjson never writes a raw
+  newline), beside the pseudonym key ids that made them (``pkids``, a JSON list)
+  and their number (``n``). Sealing joins stored bytes and never parses or
+  encodes a record again, and the database does per-group, not per-record, work;
 - ``batches``: sealed batches not yet acknowledged. With end-to-end receipts a
   batch stays after the broker's PUBACK (a row in ``sent`` says when) until the
   collector's signed receipt arrives (`receipted`), and is offered again when
@@ -27,18 +29,20 @@ batches, never both and never neither; the sequence stays contiguous.
 The spool is bounded by bytes and by age; when over, the oldest batches are
 dropped, counted and logged, never silently. Methods are synchronous and
 thread-safe; the shipper runs them in one worker thread so fsyncs never block
-the event loop. A spool written by the version before ``pending.pkid`` opens
-as is: the column is added and filled from the stored JSON once.
+the event loop. A spool written by the version before ``pending.pkids`` (one
+record per row) opens as is: the columns are added and filled from the stored
+JSON once, and such a row is a group of one.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -54,7 +58,8 @@ CREATE TABLE IF NOT EXISTS pending (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     added REAL NOT NULL,
     record BLOB NOT NULL,
-    pkid TEXT
+    pkids TEXT NOT NULL DEFAULT '[null]',
+    n INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY,
@@ -123,13 +128,31 @@ def key_id_of(r: Record) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class PendingRecord:
-    """A record waiting for its batch, as stored: its JSON and its key id."""
+class Pending:
+    """The oldest pending records as stored, for sealing outside the spool: record `i`
+    is `data[i]` (its JSON) with key id `pkids[i]`; group row `rows[j]`, committed at
+    `added[j]`, holds the records from `starts[j]` on. `seq` is the number the first
+    batch sealed from them gets. Flat lists, not an object per record: this is read
+    on the spool's thread, which should not hold the interpreter long."""
 
-    id: int
-    added: float
-    data: bytes
-    pkid: str | None
+    seq: int
+    data: list[bytes]
+    pkids: list[str | None]
+    rows: list[int]
+    starts: list[int]
+    added: list[float]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def added_at(self, i: int) -> float:
+        """When record `i` was committed."""
+        return self.added[bisect.bisect_right(self.starts, i) - 1]
+
+    def position(self, i: int) -> tuple[int, int]:
+        """(row id, index in that row) of record `i`: what `commit_sealed` takes."""
+        j = bisect.bisect_right(self.starts, i) - 1
+        return self.rows[j], i - self.starts[j]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +214,8 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        if "pkid" not in {r[1] for r in self._db.execute("PRAGMA table_info(pending)")}:
-            self._transaction(self._add_pkid_column)
+        if "pkids" not in {r[1] for r in self._db.execute("PRAGMA table_info(pending)")}:
+            self._transaction(self._add_group_columns)
         if "published" in {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}:
             # a spool from before `sent`: keep what it knew was published
             self._db.execute("INSERT OR IGNORE INTO sent SELECT seq, published FROM batches "
@@ -209,26 +232,27 @@ class Spool:
         with self._lock:
             self._db.close()
 
-    def _add_pkid_column(self) -> None:
-        """Upgrade a spool from before ``pending.pkid``: read each waiting record's key id
-        from its stored JSON once, so sealing never has to."""
-        self._db.execute("ALTER TABLE pending ADD COLUMN pkid TEXT")
-        rows = self._db.execute("SELECT id, record FROM pending").fetchall()
-        for rid, blob in rows:
+    def _add_group_columns(self) -> None:
+        """Upgrade a spool from before ``pending.pkids``: each row holds one record; read
+        its key id from the stored JSON once, so sealing never has to."""
+        self._db.execute("ALTER TABLE pending ADD COLUMN pkids TEXT NOT NULL DEFAULT '[null]'")
+        self._db.execute("ALTER TABLE pending ADD COLUMN n INTEGER NOT NULL DEFAULT 1")
+        for rid, blob in self._db.execute("SELECT id, record FROM pending").fetchall():
             p = orjson.loads(blob).get("fields", {}).get("pkid")
             if isinstance(p, str):
-                self._db.execute("UPDATE pending SET pkid=? WHERE id=?", (p, rid))
+                self._db.execute("UPDATE pending SET pkids=? WHERE id=?",
+                                 (orjson.dumps([p]), rid))
 
-    def add(self, rows: Sequence[tuple[bytes, str | None]]) -> None:
-        """Make records durable in one transaction: each row is a record's JSON
+    def add(self, records: Sequence[tuple[bytes, str | None]]) -> None:
+        """Make records durable, in one transaction and one row: each is a record's JSON
         (`encode_one`) and its key id. They are sealed into batches later."""
-        if not rows:
+        if not records:
             return
-        now = time.time()
+        row = (time.time(), b"\n".join(r[0] for r in records),
+               orjson.dumps([r[1] for r in records]), len(records))
         with self._lock:
-            self._transaction(lambda: self._db.executemany(
-                "INSERT INTO pending (added, record, pkid) VALUES (?, ?, ?)",
-                [(now, data, pkid) for data, pkid in rows]))
+            self._transaction(lambda: self._db.execute(
+                "INSERT INTO pending (added, record, pkids, n) VALUES (?, ?, ?, ?)", row))
 
     def add_records(self, records: Sequence[Record]) -> None:
         """`add` for records not encoded yet."""
@@ -236,27 +260,39 @@ class Spool:
 
     def pending_count(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM pending").fetchone()[0])
+            return int(self._db.execute("SELECT coalesce(sum(n), 0) FROM pending").fetchone()[0])
 
     def oldest_pending_added(self) -> float | None:
         with self._lock:
             v = self._db.execute("SELECT min(added) FROM pending").fetchone()[0]
         return None if v is None else float(v)
 
-    def take_pending(self, limit: int) -> tuple[int, list[PendingRecord]]:
+    def take_pending(self, limit: int) -> Pending:
         """The next sequence number and the oldest `limit` pending records, unchanged:
         seal them outside the spool, then hand the batches to `commit_sealed`."""
+        p = Pending(0, [], [], [], [], [])
         with self._lock:
             seq = int(self._db.execute(
                 "SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
-            rows = self._db.execute("SELECT id, added, record, pkid FROM pending ORDER BY id "
-                                    "LIMIT ?", (limit,)).fetchall()
-        return seq, [PendingRecord(int(r[0]), float(r[1]), bytes(r[2]), r[3]) for r in rows]
+            cur = self._db.execute("SELECT id, added, record, pkids FROM pending ORDER BY id")
+            for rid, added, blob, pkids in cur:
+                parts = bytes(blob).split(b"\n")[: limit - len(p.data)]
+                p.rows.append(rid)
+                p.starts.append(len(p.data))
+                p.added.append(added)
+                p.data.extend(parts)
+                p.pkids.extend(orjson.loads(pkids)[: len(parts)])
+                if len(p.data) >= limit:
+                    break
+            cur.close()
+        return replace(p, seq=seq)
 
-    def commit_sealed(self, first_seq: int, batches: Sequence[Sealed], through_id: int) -> None:
+    def commit_sealed(self, first_seq: int, batches: Sequence[Sealed],
+                      through: tuple[int, int]) -> None:
         """In one transaction: store `batches` (numbered `first_seq`, `first_seq + 1`, ...),
-        delete every pending record up to `through_id` (theirs, and any the sealer gave up
-        on) and advance the sequence. `SpoolConflict` if `first_seq` is no longer next."""
+        delete every pending record up to and including `through` (row id, index in the
+        row: see `Pending.position`), theirs and any the sealer gave up on, and advance
+        the sequence. `SpoolConflict` if `first_seq` is no longer next."""
         if [b.seq for b in batches] != list(range(first_seq, first_seq + len(batches))):
             raise ValueError("sealed batches must be numbered consecutively from first_seq")
 
@@ -270,7 +306,8 @@ class Spool:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(b.seq, b.batch_id, b.created, b.records, len(b.data), b.data)
                  for b in batches])
-            self._db.execute("DELETE FROM pending WHERE id <= ?", (through_id,))
+            self._db.execute("DELETE FROM pending WHERE id < ?", (through[0],))
+            self._consume(*through)
             self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'",
                              (first_seq + len(batches),))
             self._enforce_bounds(time.time())
@@ -278,16 +315,29 @@ class Spool:
         with self._lock:
             self._transaction(body)
 
+    def _consume(self, row: int, index: int) -> None:
+        """Delete group row `row` through record `index`: all of it, or keep the rest."""
+        blob, pkids, n = self._db.execute("SELECT record, pkids, n FROM pending WHERE id=?",
+                                          (row,)).fetchone()
+        keep = index + 1
+        if keep >= n:
+            self._db.execute("DELETE FROM pending WHERE id=?", (row,))
+            return
+        rest = bytes(blob).split(b"\n", keep)[keep]
+        self._db.execute("UPDATE pending SET record=?, pkids=?, n=? WHERE id=?",
+                         (rest, orjson.dumps(orjson.loads(pkids)[keep:]), n - keep, row))
+
     def seal_pending(self, limit: int,
-                     seal: Callable[[int, list[PendingRecord]], tuple[str, float, bytes]]) -> int:
+                     seal: Callable[[int, Pending], tuple[str, float, bytes]]) -> int:
         """Seal up to `limit` pending records as the next batch; returns how many were sealed.
-        `seal(seq, records)` returns (batch id, created, sealed bytes)."""
-        seq, rows = self.take_pending(limit)
-        if not rows:
+        `seal(seq, pending)` returns (batch id, created, sealed bytes)."""
+        p = self.take_pending(limit)
+        if not p:
             return 0
-        batch_id, created, data = seal(seq, rows)
-        self.commit_sealed(seq, [Sealed(seq, batch_id, created, len(rows), data)], rows[-1].id)
-        return len(rows)
+        batch_id, created, data = seal(p.seq, p)
+        self.commit_sealed(p.seq, [Sealed(p.seq, batch_id, created, len(p), data)],
+                           p.position(len(p) - 1))
+        return len(p)
 
     def peek(self, limit: int, exclude: frozenset[int] = frozenset(),
              resend_before: float | None = None,
@@ -396,7 +446,7 @@ class Spool:
         with self._lock:
             n, size, oldest = self._db.execute(
                 "SELECT count(*), coalesce(sum(size), 0), min(created) FROM batches").fetchone()
-            pending = self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
+            pending = self._db.execute("SELECT coalesce(sum(n), 0) FROM pending").fetchone()[0]
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             unrec, oldest_pub = self._db.execute("SELECT count(*), min(at) FROM sent").fetchone()
         return SpoolStats(int(n), int(size), int(pending), None if oldest is None else oldest,

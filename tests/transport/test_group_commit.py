@@ -28,7 +28,7 @@ NOWHERE = "mqtt://127.0.0.1:1"  # nothing is published: records stay in the spoo
 def _pending_ids(path: Path) -> list[str]:
     s = Spool(path)
     try:
-        return [orjson.loads(r.data)["id"] for r in s.take_pending(1_000_000)[1]]
+        return [orjson.loads(d)["id"] for d in s.take_pending(1_000_000).data]
     finally:
         s.close()
 

@@ -107,26 +107,28 @@ def test_many_batches_commit_in_one_transaction_or_not_at_all(tmp_path: Path) ->
     path = tmp_path / "s.db"
     s = Spool(path)
     recs = records("t1", 7)
-    s.add_records(recs)
-    first, rows = s.take_pending(100)
-    assert [r.data for r in rows] == [encode_one(r) for r in recs]  # stored as encoded once
-    chunks = (rows[:3], rows[3:5], rows[5:])
-    batches = [Sealed(first + i, os.urandom(16).hex(), time.time(), len(c), b"x" * 10)
-               for i, c in enumerate(chunks)]
+    s.add_records(recs[:4])
+    s.add_records(recs[4:])
+    p = s.take_pending(100)
+    assert p.data == [encode_one(r) for r in recs]  # stored as encoded once
+    first, end = p.seq, p.position(len(p) - 1)
+    batches = [Sealed(first + i, os.urandom(16).hex(), time.time(), n, b"x" * 10)
+               for i, n in enumerate((3, 2, 2))]
     before = s.transactions
     with pytest.raises(SpoolConflict):  # the number was used meanwhile: nothing changes
-        s.commit_sealed(first + 1, [replace(b, seq=b.seq + 1) for b in batches], rows[-1].id)
+        s.commit_sealed(first + 1, [replace(b, seq=b.seq + 1) for b in batches], end)
     with pytest.raises(ValueError, match="consecutively"):
-        s.commit_sealed(first, batches[::-1], rows[-1].id)
+        s.commit_sealed(first, batches[::-1], end)
     assert (s.pending_count(), s.stats().batches, s.transactions) == (7, 0, before)
-    s.commit_sealed(first, batches, rows[-1].id)
+    s.commit_sealed(first, batches, end)
     assert s.transactions == before + 1  # three batches, one transaction (one fsync)
     s.close()
     s = Spool(path)
     assert s.pending_count() == 0
     assert [(b.seq, b.records) for b in s.peek(10)] == [(first, 3), (first + 1, 2),
                                                          (first + 2, 2)]
-    assert s.take_pending(10) == (first + 3, [])
+    p = s.take_pending(10)
+    assert (p.seq, p.data) == (first + 3, [])
     s.close()
 
 
@@ -136,17 +138,16 @@ def test_sealing_not_committed_leaves_the_records(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     s = Spool(path)
     s.add_records(records("t1", 3))
-    first, rows = s.take_pending(10)
+    p = s.take_pending(10)
     s.close()  # no commit_sealed: as if killed while sealing
     s = Spool(path)
-    again = s.take_pending(10)
-    assert again == (first, rows)
+    assert s.take_pending(10) == p
     s.close()
 
 
-def test_spool_from_before_the_pkid_column_opens(tmp_path: Path) -> None:
-    """A spool written by the previous version (pending without `pkid`) opens as is; the
-    key ids are read from the stored JSON once, the records stay byte for byte."""
+def test_spool_from_before_grouped_rows_opens(tmp_path: Path) -> None:
+    """A spool written by the previous version (one record per row, no `pkids`) opens as
+    is; the key ids are read from the stored JSON once, the records stay byte for byte."""
     path = tmp_path / "s.db"
     recs = [*records("t1", 2), *(replace(r, fields={**r.fields, "pkid": "k-old"})
                                  for r in records("t1", 2, start=2))]
@@ -162,11 +163,38 @@ def test_spool_from_before_the_pkid_column_opens(tmp_path: Path) -> None:
                     [(time.time(), encode_one(r)) for r in recs])
     old.close()
     s = Spool(path)
-    first, rows = s.take_pending(10)
-    assert first == 41
-    assert [r.data for r in rows] == [encode_one(r) for r in recs]
-    assert [r.pkid for r in rows] == [None, None, "k-old", "k-old"]
+    p = s.take_pending(10)
+    assert p.seq == 41
+    assert p.data == [encode_one(r) for r in recs]
+    assert p.pkids == [None, None, "k-old", "k-old"]
+    assert s.pending_count() == 4
+    seqs: list[int] = []
+    assert s.seal_pending(3, sealer(seqs)) == 3 and seqs == [41]
     s.close()
     s = Spool(path)  # opening again does not migrate again
-    assert [r.pkid for r in s.take_pending(10)[1]] == [None, None, "k-old", "k-old"]
+    p = s.take_pending(10)
+    assert (p.data, p.pkids) == ([encode_one(recs[3])], ["k-old"])
+    s.close()
+
+
+def test_a_group_is_consumed_in_part_and_the_rest_kept(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = Spool(path)
+    recs = [*records("t1", 5), *(replace(r, fields={**r.fields, "pkid": "k2"})
+                                 for r in records("t1", 3, start=5))]
+    s.add_records(recs[:6])  # one group (one row) of six
+    s.add_records(recs[6:])
+    assert s.pending_count() == 8
+    seqs: list[int] = []
+    assert s.seal_pending(4, sealer(seqs)) == 4  # four of the first group's six
+    s.close()
+    s = Spool(path)
+    p = s.take_pending(100)
+    assert p.data == [encode_one(r) for r in recs[4:]]
+    assert p.pkids == [None, "k2", "k2", "k2"]
+    assert (p.position(0), p.position(1), p.position(2)) == ((p.rows[0], 0), (p.rows[0], 1),
+                                                             (p.rows[1], 0))
+    assert s.pending_count() == 4 and p.seq == seqs[0] + 1
+    assert s.seal_pending(3, sealer(seqs)) == 3  # the group's rest and one of the next
+    assert s.take_pending(100).data == [encode_one(recs[7])]
     s.close()
