@@ -240,10 +240,9 @@ class Shipper(Lifecycle):
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self._group and self._spool is not None:
-            # submits that arrived as the committer stopped: store them, do not fail them
-            with contextlib.suppress(Exception):
-                await self._commit_group()
+        while self._group and self._spool is not None:
+            # submits that arrived as the committer stopped: store them, do not drop them
+            await self._commit_group()
         if self._spool is not None:
             await self._run(self._spool.close)
         for ex in (self._sealer, self._executor):
@@ -319,34 +318,25 @@ class Shipper(Lifecycle):
         rows = [row for rs, _ in group for row in rs]
         commit = asyncio.ensure_future(self._run(self.spool.add, rows))
         try:
-            await asyncio.shield(commit)
-        except Exception:
-            pass  # settled below: every caller of the group gets it
-        except asyncio.CancelledError:
-            # stopping: the commit still runs to its end in the spool thread, and its
-            # callers learn how it ended, not that the shipper stopped
-            with contextlib.suppress(Exception):
-                await commit
-            raise
+            await asyncio.wait([commit])  # its failure is for the callers, below
         finally:
-            if commit.done():
-                err = None if commit.cancelled() else commit.exception()
-                for _, stored in group:
-                    if not stored.done():
-                        if err is None:
-                            stored.set_result(None)
-                        else:
-                            stored.set_exception(err)
-            else:
-                for _, stored in group:
-                    if not stored.done():
-                        stored.set_exception(ShipperError("the shipper stopped before these "
-                                                          "records were stored"))
-        if commit.exception() is None:
+            if not commit.done():
+                # stopping: the commit runs to its end in the spool thread all the same,
+                # and its callers must learn how it ended, not that the shipper stopped
+                await asyncio.wait([commit])
+            err = commit.exception()
+            for _, stored in group:
+                if stored.done():
+                    continue  # the caller gave up waiting (cancelled)
+                if err is None:
+                    stored.set_result(None)
+                else:
+                    stored.set_exception(err)
+        if err is None:
             self._wake_batcher.set()
         else:
             log.error("spool commit of %d records from %d submits failed: %s", len(rows),
-                      len(group), type(commit.exception()).__name__)
+                      len(group), type(err).__name__)
 
     async def flush(self, timeout: float) -> bool:
         """Seal everything pending and wait until every batch is acknowledged (receipted by

@@ -262,11 +262,6 @@ class Spool:
         with self._lock:
             return int(self._db.execute("SELECT coalesce(sum(n), 0) FROM pending").fetchone()[0])
 
-    def oldest_pending_added(self) -> float | None:
-        with self._lock:
-            v = self._db.execute("SELECT min(added) FROM pending").fetchone()[0]
-        return None if v is None else float(v)
-
     def take_pending(self, limit: int) -> Pending:
         """The next sequence number and the oldest `limit` pending records, unchanged:
         seal them outside the spool, then hand the batches to `commit_sealed`."""
