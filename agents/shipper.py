@@ -57,6 +57,7 @@ from plumbing.transport import (
 log = logging.getLogger(__name__)
 
 _ROUND_RECORDS = 50_000  # records one sealing round takes (whole batches, at least one)
+_SPOOL_THREADS = 4
 _GAUGE_EVERY_S = 0.25  # the spool gauges are read at most this often while busy
 
 _Row = tuple[bytes, str | None]
@@ -206,7 +207,9 @@ class Shipper(Lifecycle):
         return await loop.run_in_executor(self._executor, fn, *args)
 
     async def _start(self) -> None:
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="privtel-spool")
+        # several threads: writes queue for the spool's group commit while one commits,
+        # and reads (its own connection) never wait behind an fsync
+        self._executor = ThreadPoolExecutor(_SPOOL_THREADS, thread_name_prefix="privtel-spool")
         self._sealer = ThreadPoolExecutor(1, thread_name_prefix="privtel-seal")
         path = self.spool_config.path or self.config.state_dir / "spool.db"
         sc = self.spool_config

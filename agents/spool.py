@@ -26,9 +26,18 @@ them all, deletes their records and advances the sequence (one fsync for many
 batches). A crash on either side of that commit leaves either the records or the
 batches, never both and never neither; the sequence stays contiguous.
 
+Writes from different threads are themselves committed in groups (leader and
+followers): a writer that finds another one committing queues its operation,
+and the next writer to hold the connection commits everything queued in one
+transaction, each operation in a savepoint of its own, so one that fails (a
+sequence conflict) is undone and raised alone while the rest commit. Records
+in, batches sealed, batches published and receipted thus share fsyncs. Reads
+use a connection of their own (WAL readers never wait for a writer), so
+peeking at batches never queues behind an fsync.
+
 The spool is bounded by bytes and by age; when over, the oldest batches are
 dropped, counted and logged, never silently. Methods are synchronous and
-thread-safe; the shipper runs them in one worker thread so fsyncs never block
+thread-safe; the shipper runs them in worker threads so fsyncs never block
 the event loop. A spool written by the version before ``pending.pkids`` (one
 record per row) opens as is: the columns are added and filled from the stored
 JSON once, and such a row is a group of one.
@@ -44,6 +53,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -52,6 +62,7 @@ from pipelines.record import Record, encode_one
 from plumbing.files import touch_private
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -170,6 +181,18 @@ class SpoolConflict(RuntimeError):
     """`commit_sealed` for a sequence number another sealer already used."""
 
 
+class _Op:
+    """A write waiting for a group commit: its statements, then its outcome."""
+
+    __slots__ = ("body", "done", "error", "result")
+
+    def __init__(self, body: Callable[[], object]) -> None:
+        self.body = body
+        self.done = False
+        self.result: object = None
+        self.error: BaseException | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SpooledBatch:
     seq: int
@@ -205,7 +228,10 @@ class Spool:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path, self.max_bytes, self.max_age_s = path, max_bytes, max_age_s
         self._on_drop = on_drop
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writing connection: one group commit at a time
+        self._queued: list[_Op] = []
+        self._queue_lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self.transactions = 0  # committed writes: what group commit saves is visible here
         self.highest_receipted = -1  # seq of the newest batch receipted in this process
         touch_private(path)
@@ -227,10 +253,13 @@ class Spool:
                          (int(time.time() * 1000),))
         for k in ("dropped_batches", "dropped_records"):
             self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (k,))
+        self._rdb = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                    timeout=30)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._rdb.close()
 
     def _add_group_columns(self) -> None:
         """Upgrade a spool from before ``pending.pkids``: each row holds one record; read
@@ -250,36 +279,40 @@ class Spool:
             return
         row = (time.time(), b"\n".join(r[0] for r in records),
                orjson.dumps([r[1] for r in records]), len(records))
-        with self._lock:
-            self._transaction(lambda: self._db.execute(
-                "INSERT INTO pending (added, record, pkids, n) VALUES (?, ?, ?, ?)", row))
+        self._write(lambda: self._db.execute(
+            "INSERT INTO pending (added, record, pkids, n) VALUES (?, ?, ?, ?)", row))
 
     def add_records(self, records: Sequence[Record]) -> None:
         """`add` for records not encoded yet."""
         self.add([(encode_one(r), key_id_of(r)) for r in records])
 
     def pending_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT coalesce(sum(n), 0) FROM pending").fetchone()[0])
+        with self._read_lock:
+            return int(self._rdb.execute("SELECT coalesce(sum(n), 0) FROM pending").fetchone()[0])
 
     def take_pending(self, limit: int) -> Pending:
         """The next sequence number and the oldest `limit` pending records, unchanged:
         seal them outside the spool, then hand the batches to `commit_sealed`."""
         p = Pending(0, [], [], [], [], [])
-        with self._lock:
-            seq = int(self._db.execute(
-                "SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
-            cur = self._db.execute("SELECT id, added, record, pkids FROM pending ORDER BY id")
-            for rid, added, blob, pkids in cur:
-                parts = bytes(blob).split(b"\n")[: limit - len(p.data)]
-                p.rows.append(rid)
-                p.starts.append(len(p.data))
-                p.added.append(added)
-                p.data.extend(parts)
-                p.pkids.extend(orjson.loads(pkids)[: len(parts)])
-                if len(p.data) >= limit:
-                    break
-            cur.close()
+        with self._read_lock:
+            self._rdb.execute("BEGIN")  # one snapshot: the sequence number and the records
+            try:
+                seq = int(self._rdb.execute(
+                    "SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+                cur = self._rdb.execute("SELECT id, added, record, pkids FROM pending "
+                                        "ORDER BY id")
+                for rid, added, blob, pkids in cur:
+                    parts = bytes(blob).split(b"\n")[: limit - len(p.data)]
+                    p.rows.append(rid)
+                    p.starts.append(len(p.data))
+                    p.added.append(added)
+                    p.data.extend(parts)
+                    p.pkids.extend(orjson.loads(pkids)[: len(parts)])
+                    if len(p.data) >= limit:
+                        break
+                cur.close()
+            finally:
+                self._rdb.execute("ROLLBACK")  # it only read
         return replace(p, seq=seq)
 
     def commit_sealed(self, first_seq: int, batches: Sequence[Sealed],
@@ -307,8 +340,7 @@ class Spool:
                              (first_seq + len(batches),))
             self._enforce_bounds(time.time())
 
-        with self._lock:
-            self._transaction(body)
+        self._write(body)
 
     def _consume(self, row: int, index: int) -> None:
         """Delete group row `row` through record `index`: all of it, or keep the rest."""
@@ -348,8 +380,8 @@ class Spool:
                 due += " AND b.seq < ?"
                 args.append(resend_below_seq)
             due += "))"
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._rdb.execute(
                 "SELECT b.seq, b.batch_id, b.created, b.records, b.data, s.at FROM batches b "
                 f"LEFT JOIN sent s ON s.seq = b.seq WHERE {due} ORDER BY b.seq LIMIT ?",
                 (*args, limit + len(exclude))).fetchall()
@@ -360,37 +392,76 @@ class Spool:
 
     def delete(self, seqs: Sequence[int]) -> None:
         """Forget batches the broker acknowledged (no receipts in use), in one transaction."""
-        self._write("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])
+        self._write_rows("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])
 
     def mark_published(self, seqs: Sequence[int], now: float | None = None) -> None:
         """The broker holds these; keep them until a receipt, resend if none comes."""
         t = time.time() if now is None else now
-        self._write("INSERT OR REPLACE INTO sent SELECT seq, ? FROM batches WHERE seq=?",
-                    [(t, s) for s in seqs])
+        self._write_rows("INSERT OR REPLACE INTO sent SELECT seq, ? FROM batches WHERE seq=?",
+                         [(t, s) for s in seqs])
 
     def receipted(self, batch_ids: Sequence[str]) -> int:
         """Forget batches the collector gave a final outcome for; returns how many were here
         (a receipt for a batch already gone, e.g. after a resend, is harmless)."""
         if not batch_ids:
             return 0
-        with self._lock:
+
+        def delete() -> list[int]:
             gone: list[int] = []
+            for b in batch_ids:
+                gone.extend(r[0] for r in self._db.execute(
+                    "DELETE FROM batches WHERE batch_id=? RETURNING seq", (b,)).fetchall())
+            return gone
 
-            def delete() -> None:
-                for b in batch_ids:
-                    gone.extend(r[0] for r in self._db.execute(
-                        "DELETE FROM batches WHERE batch_id=? RETURNING seq", (b,)).fetchall())
+        gone = self._write(delete)
+        if gone and max(gone) > self.highest_receipted:
+            self.highest_receipted = max(gone)
+        return len(gone)
 
-            self._transaction(delete)
-            if gone and max(gone) > self.highest_receipted:
-                self.highest_receipted = max(gone)
-            return len(gone)
+    def _write_rows(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        if rows:
+            self._write(lambda: self._db.executemany(sql, rows))
 
-    def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
-        if not rows:
-            return
+    def _write(self, body: Callable[[], T]) -> T:
+        """Run `body` (statements on the writing connection) in a group commit, and
+        return what it returned or raise what it raised. Whoever gets the connection
+        commits every write queued by then, its own included; the others find theirs
+        done. One transaction, one fsync, for all of them."""
+        op = _Op(body)
+        with self._queue_lock:
+            self._queued.append(op)
         with self._lock:
-            self._transaction(lambda: self._db.executemany(sql, rows))
+            if not op.done:
+                with self._queue_lock:
+                    ops, self._queued = self._queued, []
+                self._commit_group(ops)
+        if op.error is not None:
+            raise op.error
+        return op.result  # type: ignore[return-value]
+
+    def _commit_group(self, ops: list[_Op]) -> None:
+        """One transaction for `ops`, each in a savepoint: a failing one is rolled back
+        and keeps its exception, the others commit. If the commit fails, all fail."""
+        try:
+            self._transaction(lambda: self._savepoints(ops))
+        except BaseException as e:
+            for op in ops:
+                op.error = op.error or e
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            for op in ops:
+                op.done = True
+
+    def _savepoints(self, ops: list[_Op]) -> None:
+        for op in ops:
+            self._db.execute("SAVEPOINT op")
+            try:
+                op.result = op.body()
+            except Exception as e:
+                self._db.execute("ROLLBACK TO op")
+                op.error = e
+            self._db.execute("RELEASE op")
 
     def _transaction(self, body: Callable[[], object]) -> None:
         self._db.execute("BEGIN IMMEDIATE")
@@ -403,8 +474,7 @@ class Spool:
         self.transactions += 1
 
     def enforce_bounds(self, now: float | None = None) -> None:
-        with self._lock:
-            self._transaction(lambda: self._enforce_bounds(time.time() if now is None else now))
+        self._write(lambda: self._enforce_bounds(time.time() if now is None else now))
 
     def _enforce_bounds(self, now: float) -> None:
         dropped = dropped_recs = 0
@@ -438,12 +508,12 @@ class Spool:
             self._on_drop(batches, records, why)
 
     def stats(self) -> SpoolStats:
-        with self._lock:
-            n, size, oldest = self._db.execute(
+        with self._read_lock:
+            n, size, oldest = self._rdb.execute(
                 "SELECT count(*), coalesce(sum(size), 0), min(created) FROM batches").fetchone()
-            pending = self._db.execute("SELECT coalesce(sum(n), 0) FROM pending").fetchone()[0]
-            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-            unrec, oldest_pub = self._db.execute("SELECT count(*), min(at) FROM sent").fetchone()
+            pending = self._rdb.execute("SELECT coalesce(sum(n), 0) FROM pending").fetchone()[0]
+            meta = dict(self._rdb.execute("SELECT key, value FROM meta").fetchall())
+            unrec, oldest_pub = self._rdb.execute("SELECT count(*), min(at) FROM sent").fetchone()
         return SpoolStats(int(n), int(size), int(pending), None if oldest is None else oldest,
                           int(meta["dropped_batches"]), int(meta["dropped_records"]),
                           int(unrec), None if oldest_pub is None else float(oldest_pub))

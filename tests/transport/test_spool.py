@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,12 +115,12 @@ def test_many_batches_commit_in_one_transaction_or_not_at_all(tmp_path: Path) ->
     first, end = p.seq, p.position(len(p) - 1)
     batches = [Sealed(first + i, os.urandom(16).hex(), time.time(), n, b"x" * 10)
                for i, n in enumerate((3, 2, 2))]
-    before = s.transactions
     with pytest.raises(SpoolConflict):  # the number was used meanwhile: nothing changes
         s.commit_sealed(first + 1, [replace(b, seq=b.seq + 1) for b in batches], end)
     with pytest.raises(ValueError, match="consecutively"):
         s.commit_sealed(first, batches[::-1], end)
-    assert (s.pending_count(), s.stats().batches, s.transactions) == (7, 0, before)
+    assert (s.pending_count(), s.stats().batches) == (7, 0)
+    before = s.transactions
     s.commit_sealed(first, batches, end)
     assert s.transactions == before + 1  # three batches, one transaction (one fsync)
     s.close()
@@ -197,4 +198,29 @@ def test_a_group_is_consumed_in_part_and_the_rest_kept(tmp_path: Path) -> None:
     assert s.pending_count() == 4 and p.seq == seqs[0] + 1
     assert s.seal_pending(3, sealer(seqs)) == 3  # the group's rest and one of the next
     assert s.take_pending(100).data == [encode_one(recs[7])]
+    s.close()
+
+
+def test_writes_from_threads_share_one_commit_and_fail_alone(tmp_path: Path) -> None:
+    """Writers that queue while a commit is running are committed together by the next
+    one (one transaction); one that fails is undone alone, the others are stored."""
+    s = Spool(tmp_path / "s.db")
+    s.add_records(records("t1", 3))
+    p = s.take_pending(10)
+    late = Sealed(p.seq + 5, os.urandom(16).hex(), time.time(), 3, b"x")
+    before = s.transactions
+    with ThreadPoolExecutor(41) as ex:
+        with s._lock:  # as if a commit were under way: every writer queues behind it
+            adds = [ex.submit(s.add_records, records("t1", 2, start=10 + 2 * i))
+                    for i in range(40)]
+            bad = ex.submit(s.commit_sealed, late.seq, [late], p.position(2))
+            deadline = time.monotonic() + 30
+            while len(s._queued) < 41 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        for f in adds:
+            f.result()
+        with pytest.raises(SpoolConflict):
+            bad.result()
+    assert s.transactions == before + 1
+    assert s.pending_count() == 83 and s.stats().batches == 0
     s.close()
