@@ -7,20 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
-from transport_helpers import Keys, SqliteSink, agent_config, records, uid, wait_for
+from transport_helpers import (
+    Keys,
+    SqliteSink,
+    agent_config,
+    previous_version_spool,
+    records,
+    uid,
+    wait_for,
+)
 
 from agents.shipper import Shipper
 from agents.spool import Spool
 from collector.ingest import IngestWorker
 from pipelines.envelope import Header
-from pipelines.record import Record, encode_one
+from pipelines.record import Record
 
 NOWHERE = "mqtt://127.0.0.1:1"  # nothing is published: records stay in the spool
 
@@ -105,20 +112,7 @@ async def test_spool_of_the_previous_version_ships(mosquitto: str, tmp_path: Pat
     cfg = agent_config(tmp_path / "a", k, tenant, mosquitto, batch_max_records=10)
     recs: list[Record] = [*records(tenant, 3), *(replace(r, fields={**r.fields, "pkid": "k7"})
                                                  for r in records(tenant, 4, start=3))]
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    old = sqlite3.connect(cfg.state_dir / "spool.db", isolation_level=None)
-    old.executescript("""
-        PRAGMA journal_mode=WAL;
-        CREATE TABLE pending (id INTEGER PRIMARY KEY AUTOINCREMENT, added REAL NOT NULL,
-                              record BLOB NOT NULL);
-        CREATE TABLE batches (seq INTEGER PRIMARY KEY, batch_id TEXT NOT NULL UNIQUE,
-                              created REAL NOT NULL, records INTEGER NOT NULL,
-                              size INTEGER NOT NULL, data BLOB NOT NULL);
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    """)
-    old.executemany("INSERT INTO pending (added, record) VALUES (?, ?)",
-                    [(time.time(), encode_one(r)) for r in recs])
-    old.close()
+    previous_version_spool(cfg.state_dir / "spool.db", recs)
     store = SqliteSink(tmp_path / "store.db")
     headers: list[Header] = []
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from transport_helpers import records
+from transport_helpers import previous_version_spool, records
 
 from agents.spool import Sealed, Spool, SpoolConfig, SpoolConflict
 from pipelines.config import ConfigError, Section
@@ -152,17 +151,7 @@ def test_spool_from_before_grouped_rows_opens(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     recs = [*records("t1", 2), *(replace(r, fields={**r.fields, "pkid": "k-old"})
                                  for r in records("t1", 2, start=2))]
-    old = sqlite3.connect(path, isolation_level=None)
-    old.executescript("""
-        PRAGMA journal_mode=WAL;
-        CREATE TABLE pending (id INTEGER PRIMARY KEY AUTOINCREMENT, added REAL NOT NULL,
-                              record BLOB NOT NULL);
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-        INSERT INTO meta VALUES ('next_seq', 41);
-    """)
-    old.executemany("INSERT INTO pending (added, record) VALUES (?, ?)",
-                    [(time.time(), encode_one(r)) for r in recs])
-    old.close()
+    previous_version_spool(path, recs, next_seq=41)
     s = Spool(path)
     p = s.take_pending(10)
     assert p.seq == 41
