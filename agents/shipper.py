@@ -1,8 +1,13 @@
 """The agent's outbound half: pseudonymised records in, sealed batches out over MQTT.
 
 Every hand-over is durable before it is acknowledged: `submit` returns once
-the records are committed to the spool; the batcher seals them into a batch in
-the same transaction that removes them. With end-to-end acknowledgements on
+the records are committed to the spool. Submits that arrive together (many
+pollers, the syslog receiver) are committed together, one transaction and one
+fsync per group (`[spool] linger_s`, `group_max_records`), and a failed group
+commit raises in every caller of the group. The batcher seals due records into
+batches on a thread of its own (so sealing neither blocks the event loop nor
+waits behind an fsync) and commits many batches in the transaction that removes
+their records. With end-to-end acknowledgements on
 (`[keys] collector_receipt_key`), the broker's PUBACK only frees the in-flight
 window: a batch leaves the spool when the collector's signed receipt for it
 arrives on the agent's receipt topic (`pipelines.receipt`), and a batch with
@@ -31,13 +36,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents.config import AgentConfig, MqttConfig
-from agents.spool import Spool
+from agents.spool import Pending, Sealed, Spool, key_id_of
 from pipelines import keys
 from pipelines.config import ConfigError
-from pipelines.envelope import EnvelopeError, Header, seal, topic_for
+from pipelines.envelope import EnvelopeError, Header, seal_body, topic_for
 from pipelines.lifecycle import Lifecycle
 from pipelines.receipt import Outcome, ReceiptError, open_receipts, receipt_topic
-from pipelines.record import Record, new_id
+from pipelines.record import Record, encode_one, join_encoded, new_id
 from plumbing.backoff import Backoff
 from plumbing.files import read_private
 from plumbing.transport import (
@@ -50,6 +55,12 @@ from plumbing.transport import (
 )
 
 log = logging.getLogger(__name__)
+
+_ROUND_RECORDS = 50_000  # records one sealing round takes (whole batches, at least one)
+_SPOOL_THREADS = 4
+_GAUGE_EVERY_S = 0.25  # the spool gauges are read at most this often while busy
+
+_Row = tuple[bytes, str | None]
 
 
 class ShipperError(RuntimeError):
@@ -151,6 +162,14 @@ class Shipper(Lifecycle):
         self.topic = topic_for(config.tenant, config.agent_id)
         self.metrics = _Metrics(registry)
         self._executor: ThreadPoolExecutor | None = None
+        self._sealer: ThreadPoolExecutor | None = None
+        self._group: list[tuple[list[_Row], asyncio.Future[None]]] = []
+        self._group_records = 0
+        self._group_concurrent = False  # the last group had several callers: linger
+        self._wake_committer = asyncio.Event()
+        self._group_full = asyncio.Event()
+        self._gauges_at = 0.0
+        self._sealing = asyncio.Lock()
         self._spool: Spool | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_batcher = asyncio.Event()
@@ -188,7 +207,10 @@ class Shipper(Lifecycle):
         return await loop.run_in_executor(self._executor, fn, *args)
 
     async def _start(self) -> None:
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="privtel-spool")
+        # several threads: writes queue for the spool's group commit while one commits,
+        # and reads (its own connection) never wait behind an fsync
+        self._executor = ThreadPoolExecutor(_SPOOL_THREADS, thread_name_prefix="privtel-spool")
+        self._sealer = ThreadPoolExecutor(1, thread_name_prefix="privtel-seal")
         path = self.spool_config.path or self.config.state_dir / "spool.db"
         sc = self.spool_config
         self._spool = await self._run(lambda: Spool(
@@ -200,7 +222,8 @@ class Shipper(Lifecycle):
                         "not set): a batch leaves the spool on the broker's PUBACK, so a broker "
                         "that loses its state loses the batches it held")
         await self._refresh_gauges()
-        self._tasks = [asyncio.create_task(self._batcher(), name="privtel-batcher"),
+        self._tasks = [asyncio.create_task(self._committer(), name="privtel-committer"),
+                       asyncio.create_task(self._batcher(), name="privtel-batcher"),
                        asyncio.create_task(self._publisher(), name="privtel-publisher")]
 
     async def _close(self) -> None:
@@ -220,10 +243,14 @@ class Shipper(Lifecycle):
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        while self._group and self._spool is not None:
+            # submits that arrived as the committer stopped: store them, do not drop them
+            await self._commit_group()
         if self._spool is not None:
             await self._run(self._spool.close)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        for ex in (self._sealer, self._executor):
+            if ex is not None:
+                ex.shutdown(wait=True)
 
     def _on_drop(self, batches: int, records: int, why: str) -> None:
         self.metrics.dropped_batches.inc(batches)
@@ -231,18 +258,88 @@ class Shipper(Lifecycle):
             records)
 
     async def submit(self, records: Sequence[Record]) -> None:
-        """Durably accept records (already pseudonymised) for shipping."""
+        """Durably accept records (already pseudonymised) for shipping.
+
+        Returns once they are committed to the spool, in one transaction with
+        whatever other callers submitted meanwhile; if that commit fails, every
+        caller of the group gets its exception. Each record is encoded here, once:
+        the spool keeps the JSON and batches are joined from it. This is where the
+        agent binds its tenant (the one its config names): a record of any other
+        tenant is refused here, and nothing later on the agent checks again."""
         if self._closed or self._spool is None:
             raise ShipperError("submit on a shipper that is not running")
         if not records:
             return
-        bad = [r for r in records if r.tenant != self.config.tenant]
-        if bad:
-            raise ValueError(f"record tenant {bad[0].tenant!r} is not this agent's tenant "
-                             f"{self.config.tenant!r}")
-        await self._run(self.spool.add_records, list(records))
-        self.metrics.submitted.inc(len(records))
-        self._wake_batcher.set()
+        tenant, rows = self.config.tenant, []
+        for r in records:
+            if r.tenant != tenant:
+                raise ValueError(f"record tenant {r.tenant!r} is not this agent's tenant "
+                                 f"{tenant!r}")
+            rows.append((encode_one(r), key_id_of(r)))
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._group.append((rows, stored))
+        self._group_records += len(rows)
+        if self._group_records >= self.spool_config.group_max_records:
+            self._group_full.set()
+        self._wake_committer.set()
+        await stored
+        self.metrics.submitted.inc(len(rows))
+
+    async def _committer(self) -> None:
+        """Group commit: whatever was submitted while the previous commit ran goes into
+        the next transaction. When the last group had several callers (pollers are
+        submitting at the same time) it also waits up to `linger_s` for more, unless
+        `group_max_records` are already waiting; a lone caller never waits."""
+        sc = self.spool_config
+        while True:
+            await self._wake_committer.wait()
+            self._wake_committer.clear()
+            if not self._group:
+                continue
+            if (sc.linger_s > 0 and self._group_concurrent
+                    and self._group_records < sc.group_max_records):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(sc.linger_s):
+                        await self._group_full.wait()
+            await self._commit_group()
+            if self._group:
+                self._wake_committer.set()
+
+    async def _commit_group(self) -> None:
+        """Commit the waiting submits (whole ones, up to `group_max_records` unless one
+        alone is larger) in one transaction and settle every caller's future."""
+        limit, n, count = self.spool_config.group_max_records, 0, 0
+        for rows, _ in self._group:
+            if n and count + len(rows) > limit:
+                break
+            n, count = n + 1, count + len(rows)
+        group, self._group = self._group[:n], self._group[n:]
+        self._group_records -= count
+        if self._group_records < limit:
+            self._group_full.clear()
+        self._group_concurrent = n > 1
+        rows = [row for rs, _ in group for row in rs]
+        commit = asyncio.ensure_future(self._run(self.spool.add, rows))
+        try:
+            await asyncio.wait([commit])  # its failure is for the callers, below
+        finally:
+            if not commit.done():
+                # stopping: the commit runs to its end in the spool thread all the same,
+                # and its callers must learn how it ended, not that the shipper stopped
+                await asyncio.wait([commit])
+            err = commit.exception()
+            for _, stored in group:
+                if stored.done():
+                    continue  # the caller gave up waiting (cancelled)
+                if err is None:
+                    stored.set_result(None)
+                else:
+                    stored.set_exception(err)
+        if err is None:
+            self._wake_batcher.set()
+        else:
+            log.error("spool commit of %d records from %d submits failed: %s", len(rows),
+                      len(group), type(err).__name__)
 
     async def flush(self, timeout: float) -> bool:
         """Seal everything pending and wait until every batch is acknowledged (receipted by
@@ -261,55 +358,79 @@ class Shipper(Lifecycle):
                     await self._freed.wait()
         return False
 
-    def _key_ids(self, records: list[Record]) -> tuple[str, ...]:
-        """The key ids that made this batch's pseudonyms, read off the records
-        themselves: a batch sealed across a key rotation names both epochs. Records
+    def _key_ids(self, pkids: list[str | None]) -> tuple[str, ...]:
+        """The key ids that made this batch's pseudonyms, as the spool kept them off the
+        records: a batch sealed across a key rotation names both epochs. Records
         without a `pkid` fall back to the ids the shipper was given."""
-        found = {p for r in records if isinstance(p := r.fields.get("pkid"), str)}
-        if not found or any(not isinstance(r.fields.get("pkid"), str) for r in records):
+        found = {p for p in pkids if p is not None}
+        if not found or None in pkids:
             found.update(self._pkids)
         return tuple(sorted(found))
 
-    def _seal_one(self, seq: int, records: list[Record]) -> tuple[str, float, bytes]:
+    def _seal_one(self, seq: int, data: list[bytes], pkids: list[str | None]) -> Sealed:
         h = Header(tenant=self.config.tenant, agent_id=self.config.agent_id, batch_id=new_id(),
-                   seq=seq, created=time.time(), pseudonym_key_ids=self._key_ids(records))
-        return h.batch_id, h.created, seal(h, records, self._collector_key, self._signing_key)
+                   seq=seq, created=time.time(), pseudonym_key_ids=self._key_ids(pkids))
+        sealed = seal_body(h, join_encoded(data), len(data), self._collector_key,
+                           self._signing_key)
+        return Sealed(seq, h.batch_id, h.created, len(data), sealed)
 
-    def _seal_due(self, force: bool) -> int:
-        spool, limit = self.spool, self.config.batch_max_records
-        total = 0
-        while True:
-            pending = spool.pending_count()
-            if pending == 0:
-                return total
-            oldest = spool.oldest_pending_added()
-            due = (force or pending >= limit
-                   or (oldest is not None and time.time() - oldest >= self.config.batch_max_age_s))
-            if not due:
-                return total
-            n = limit
-            while True:
-                try:
-                    sealed = spool.seal_pending(n, self._seal_one)
-                    break
-                except EnvelopeError as e:
-                    if e.reason != "oversized":
-                        raise
-                    if n == 1:
-                        spool.drop_pending(1)
-                        self.metrics.dropped_records.labels("oversized").inc()
-                        log.warning("dropped one record too large for any batch")
-                        sealed = 0
-                        break
-                    n //= 2
-            if sealed:
-                self.metrics.sealed.inc()
-                total += sealed
+    def _seal_chunks(self, p: Pending, chunks: list[tuple[int, int]]) -> tuple[list[Sealed], int]:
+        """Seal each chunk (a range of `p`'s records) under consecutive sequence numbers
+        from `p.seq`; a chunk too large for one batch is halved until it fits, a single
+        record that never fits is given up (counted). Returns the batches and how many
+        records were given up."""
+        out: list[Sealed] = []
+        dropped = 0
+
+        def one(a: int, b: int) -> None:
+            nonlocal dropped
+            try:
+                out.append(self._seal_one(p.seq + len(out), p.data[a:b], p.pkids[a:b]))
+            except EnvelopeError as e:
+                if e.reason != "oversized":
+                    raise
+                if b - a == 1:
+                    dropped += 1
+                    return
+                one(a, (a + b) // 2)
+                one((a + b) // 2, b)
+
+        for a, b in chunks:
+            one(a, b)
+        return out, dropped
+
+    def _due(self, p: Pending, force: bool) -> list[tuple[int, int]]:
+        """Full batches, and the last partial one if forced or its oldest record is due."""
+        limit = self.config.batch_max_records
+        chunks = [(i, min(i + limit, len(p))) for i in range(0, len(p), limit)]
+        if chunks and chunks[-1][1] - chunks[-1][0] < limit and not (
+                force or time.time() - p.added_at(chunks[-1][0]) >= self.config.batch_max_age_s):
+            chunks.pop()
+        return chunks
+
+    async def _seal_round(self, force: bool) -> int:
+        """Seal what is due, up to `_ROUND_RECORDS`, off the event loop and beside the
+        spool's commits, then commit every batch in one transaction; returns the
+        records taken from the pending queue (sealed or given up)."""
+        limit = self.config.batch_max_records
+        p = await self._run(self.spool.take_pending, limit * max(1, _ROUND_RECORDS // limit))
+        chunks = self._due(p, force)
+        if not chunks:
+            return 0
+        loop = asyncio.get_running_loop()
+        batches, dropped = await loop.run_in_executor(self._sealer, self._seal_chunks, p, chunks)
+        await self._run(self.spool.commit_sealed, p.seq, batches, p.position(chunks[-1][1] - 1))
+        self.metrics.sealed.inc(len(batches))
+        if dropped:
+            self.metrics.dropped_records.labels("oversized").inc(dropped)
+            log.warning("dropped %d record(s) too large for any batch", dropped)
+        return chunks[-1][1]
 
     async def _seal_all(self, force: bool) -> None:
-        if await self._run(self._seal_due, force):
-            self._wake_publisher.set()
-        await self._refresh_gauges()
+        async with self._sealing:  # the batcher and `flush` both seal; one at a time
+            while await self._seal_round(force):
+                self._wake_publisher.set()
+        await self._refresh_gauges(force=force)
 
     async def _batcher(self) -> None:
         tick = max(0.01, min(self.config.batch_max_age_s / 4, 1.0))
@@ -324,7 +445,12 @@ class Shipper(Lifecycle):
                 log.exception("sealing failed; records stay pending")
                 await asyncio.sleep(1.0)
 
-    async def _refresh_gauges(self) -> None:
+    async def _refresh_gauges(self, force: bool = True) -> None:
+        """Read the spool's gauges; while busy (`force` false) at most every
+        `_GAUGE_EVERY_S`, since each read is four queries on the spool's thread."""
+        if not force and time.monotonic() - self._gauges_at < _GAUGE_EVERY_S:
+            return
+        self._gauges_at = time.monotonic()
         st = await self._run(self.spool.stats)
         m = self.metrics
         m.depth.set(st.batches)
@@ -479,7 +605,7 @@ class Shipper(Lifecycle):
             self.metrics.published.inc(len(acked))
             self.metrics.resent.inc(sum(b.published is not None for b, r
                                         in zip(batches, results, strict=True) if r is None))
-            await self._refresh_gauges()
+            await self._refresh_gauges(force=False)
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
                 raise errors[0] if isinstance(errors[0], TransportError) else TransportError(

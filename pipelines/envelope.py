@@ -160,20 +160,29 @@ def seal(header: Header, records: Sequence[Record], collector_public_key: Collec
     """Compress, encrypt to the collector and sign; `EnvelopeError('oversized')` if too big.
 
     The suite, key ids and record count come from the keys and records, so a
-    caller cannot seal a header that lies about them.
+    caller cannot seal a header that lies about them. Records are not checked
+    against the header's tenant here: the agent binds its tenant where records
+    enter its spool (`Shipper.submit`), the collector where it opens the batch.
     """
+    return seal_body(header, encode(records), len(records), collector_public_key,
+                     signing_key, max_size=max_size, level=level)
+
+
+def seal_body(header: Header, body: bytes, records: int,
+              collector_public_key: CollectorPublicKey,
+              signing_key: ed25519.Ed25519PrivateKey, *, max_size: int = MAX_BATCH_BYTES,
+              level: int = 3) -> bytes:
+    """`seal` for a body already encoded (`pipelines.record.join_encoded` of the records'
+    stored JSON, byte for byte what `encode` makes) holding `records` records: the
+    agent's spool keeps each record's JSON, so a batch is not encoded twice."""
     h = _fill(header, "suite", collector_public_key.suite)
     h = _fill(h, "collector_key_id", collector_public_key.key_id)
     h = _fill(h, "signing_key_id", signing_key_id(signing_key))
-    h = _fill(h, "records", len(records))
+    h = _fill(h, "records", records)
     _check_header(h)
-    for r in records:
-        if r.tenant != h.tenant:
-            raise ValueError("every record in a batch must belong to the header's tenant")
     hjson = h.to_json()
     if len(hjson) > MAX_HEADER:
         raise EnvelopeError("oversized", f"header is {len(hjson)} bytes, limit {MAX_HEADER}")
-    body = encode(records)
     if len(body) > MAX_BODY_BYTES:
         raise EnvelopeError("oversized", f"records are {len(body)} bytes, limit {MAX_BODY_BYTES}")
     compressed = zstandard.ZstdCompressor(level=level).compress(body)

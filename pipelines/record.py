@@ -188,6 +188,18 @@ def encode(records: Iterable[Record]) -> bytes:
     return orjson.dumps([r.to_dict() for r in records])
 
 
+def encode_one(r: Record) -> bytes:
+    """One record's JSON as it appears inside `encode`'s array: what the agent's spool
+    stores, so a batch body is joined from stored bytes instead of encoded again."""
+    return orjson.dumps(r.to_dict())
+
+
+def join_encoded(parts: Iterable[bytes]) -> bytes:
+    """The body `encode` makes, from records already encoded one by one with `encode_one`
+    (orjson writes compact JSON, so the array is the parts joined by commas)."""
+    return b"[" + b",".join(parts) + b"]"
+
+
 def decode(data: bytes) -> list[Record]:
     try:
         items = orjson.loads(data)

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from transport_helpers import Keys, header, records
 
 from pipelines import envelope, keys
-from pipelines.envelope import EnvelopeError, open_sealed, peek_header, seal
+from pipelines.envelope import EnvelopeError, open_sealed, peek_header, seal, seal_body
+from pipelines.record import encode, encode_one, join_encoded
 
 
 @pytest.mark.parametrize("suite", keys.SUITES)
@@ -114,8 +115,10 @@ def test_oversized_on_both_sides() -> None:
 
 def test_header_lies_are_refused_at_seal() -> None:
     k = Keys("ag1")
-    with pytest.raises(ValueError, match="tenant"):
-        seal(header("t2", "ag1"), records("t1"), k.collector.public, k.signing)
+    # a record of another tenant: the agent refuses it at submit (test_shipper_unit), and a
+    # batch that holds one anyway is refused where the envelope binds the tenant, on opening
+    wrong = seal(header("t2", "ag1"), records("t1"), k.collector.public, k.signing)
+    assert reason(wrong, k) == "invalid_record"
     with pytest.raises(ValueError, match="collector_key_id"):
         seal(replace(header("t1", "ag1"), collector_key_id="0" * 16), records("t1"),
              k.collector.public, k.signing)
@@ -138,3 +141,19 @@ def test_garbage_is_malformed() -> None:
     k = Keys("ag1")
     for data in (b"", b"PTB1", b"hello world" * 10, b"PTB1\x00\x02{}" + b"\x00" * 70):
         assert reason(data, k) == "malformed"
+
+
+def test_seal_body_of_stored_json_is_the_batch_seal_makes() -> None:
+    """The agent joins each record's stored JSON into the body: byte for byte what
+    `encode` makes, so the collector opens it to the same records."""
+    k = Keys("ag1")
+    recs = [*records("t1", 40), replace(records("t1", 1)[0], fields={
+        "pkid": "k1", "ratio": 0.1 + 0.2, "big": 2**63, "neg": -(2**63), "none": None,
+        "flag": True, "text": "caf\u00e9 \"q\" \\ \u2028 \x01"})]
+    assert join_encoded(encode_one(r) for r in recs) == encode(recs)
+    assert join_encoded([]) == encode([])
+    h = header("t1", "ag1")
+    data = seal_body(h, join_encoded(encode_one(r) for r in recs), len(recs),
+                     k.collector.public, k.signing)
+    got_h, got = open_sealed(data, k.agent_keys, k.collector_keys)
+    assert got == recs and got_h.records == len(recs)

@@ -43,6 +43,16 @@ def _has_done(path: Path, run: int) -> bool:
 
 
 async def test_sigkill_loses_and_duplicates_nothing(mosquitto: str, tmp_path: Path) -> None:
+    await _kill_runs(mosquitto, tmp_path, KILLS)
+
+
+async def test_sigkill_with_grouped_submits(mosquitto: str, tmp_path: Path) -> None:
+    """Four callers submitting at once, so their records share group commits: every
+    record a submit acknowledged survives the SIGKILL and is stored exactly once."""
+    await _kill_runs(mosquitto, tmp_path, 8, "--callers", "4")
+
+
+async def _kill_runs(mosquitto: str, tmp_path: Path, kills: int, *extra: str) -> None:
     tenant, k = f"t{uid()}", Keys(f"a{uid()}")
     store = SqliteSink(tmp_path / "store.db")
     reg = CollectorRegistry()
@@ -55,14 +65,14 @@ async def test_sigkill_loses_and_duplicates_nothing(mosquitto: str, tmp_path: Pa
                             registry=reg, topic_filter=f"privtel/v1/{tenant}/+/batches",
                             client_id=f"ingest-{tenant}") as w:
         assert await wait_for(w.subscribed.is_set)
-        for run in range(KILLS):
-            p = await _spawn(cfg, ledger, run)
+        for run in range(kills):
+            p = await _spawn(cfg, ledger, run, *extra)
             # every run gets at least one confirmed submit, then dies at a random moment
             assert await wait_for(lambda run=run: _has_done(ledger, run), timeout=30)
             await asyncio.sleep(rng.uniform(0.0, 0.6))
             p.send_signal(signal.SIGKILL)
             assert await asyncio.wait_for(p.wait(), 10) == -signal.SIGKILL
-        p = await _spawn(cfg, ledger, KILLS, "--final")
+        p = await _spawn(cfg, ledger, kills, "--final", *extra)
         assert await asyncio.wait_for(p.wait(), 60) == 0
         confirmed, attempted = _ledger(ledger)
         assert await wait_for(lambda: confirmed <= set(store.record_ids()), timeout=30)
@@ -70,5 +80,5 @@ async def test_sigkill_loses_and_duplicates_nothing(mosquitto: str, tmp_path: Pa
     assert len(ids) == len(set(ids)), "a record was stored twice"
     assert confirmed <= set(ids), f"{len(confirmed - set(ids))} confirmed records lost"
     assert set(ids) <= attempted, "a record nobody submitted was stored"
-    assert len({i[:8] for i in confirmed}) == KILLS + 1
+    assert len({i[:8] for i in confirmed}) == kills + 1
     assert store.reasons() == []

@@ -24,7 +24,7 @@ from agents.config import AgentConfig
 from agents.config import load as config_load
 from pipelines import keys
 from pipelines.envelope import Header
-from pipelines.record import Kind, Record
+from pipelines.record import Kind, Record, encode_one
 
 
 def uid() -> str:
@@ -221,3 +221,24 @@ def raw_header(k: Keys, tenant: str, n: int, **over: object) -> dict[str, object
         "skid": keys.signing_key_id(k.signing), "pkids": [], "n": n, "comp": "zstd"}
     h.update(over)
     return h
+
+
+def previous_version_spool(path: Path, recs: list[Record], next_seq: int | None = None) -> None:
+    """A spool as the version before grouped rows left it: one record's JSON per
+    `pending` row, no `pkids` or `n` columns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript("""
+        PRAGMA journal_mode=WAL;
+        CREATE TABLE pending (id INTEGER PRIMARY KEY AUTOINCREMENT, added REAL NOT NULL,
+                              record BLOB NOT NULL);
+        CREATE TABLE batches (seq INTEGER PRIMARY KEY, batch_id TEXT NOT NULL UNIQUE,
+                              created REAL NOT NULL, records INTEGER NOT NULL,
+                              size INTEGER NOT NULL, data BLOB NOT NULL);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    """)
+    if next_seq is not None:
+        old.execute("INSERT INTO meta VALUES ('next_seq', ?)", (next_seq,))
+    old.executemany("INSERT INTO pending (added, record) VALUES (?, ?)",
+                    [(time.time(), encode_one(r)) for r in recs])
+    old.close()
