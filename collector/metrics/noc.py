@@ -128,6 +128,11 @@ SNMP_IF_LABELS = ("tenant", "site", "instance", "ifIndex", "ifName", "ifDescr", 
 
 
 def _num(v: Any) -> float | None:
+    t = type(v)
+    if t is float:  # the common cases first: this runs for every field of every record
+        return v  # type: ignore[no-any-return]
+    if t is int:
+        return float(v)
     if isinstance(v, bool) or not isinstance(v, int | float):
         return None
     return float(v)
