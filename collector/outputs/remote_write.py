@@ -61,7 +61,7 @@ class RemoteWriteConfig:
     name: str = "remote_write"
     timeout_s: float = 10.0
     max_samples_per_send: int = 2000
-    batch_send_deadline_s: float = 0.5  # a partial request waits this long for more
+    batch_send_deadline_s: float = 0.2  # a partial request waits this long for more
     queue_size: int = 200_000          # samples held while the receiver is slow or away
     shards: int = 4                    # requests in flight; a series always uses one shard
     max_retries: int = 10
