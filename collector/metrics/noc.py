@@ -140,9 +140,16 @@ def _num(v: Any) -> float | None:
 
 def _status(v: Any) -> float | None:
     if isinstance(v, str):
-        code = _OPER.get(v.strip().lower().replace("_", "").replace(" ", ""))
+        code = _STATUS_WORDS.get(v)
+        if code is None:
+            code = _OPER.get(v.strip().lower().replace("_", "").replace(" ", ""))
         return float(code) if code is not None else None
     return _num(v)
+
+
+_STATUS_WORDS = _OPER | {"lowerLayerDown": 7, "notPresent": 6}  # spellings seen as they are
+_IF_CONVERT: dict[str, Callable[[Any], float | None]] = {
+    fld: _status if fld in _IF_STATUS else _num for fld in IF_FIELDS}
 
 
 def _label(v: Any) -> str:
@@ -355,13 +362,18 @@ class NocMetrics(Collector):
         elif cur.ts > ts:
             return
         values: dict[str, float] = {}
-        for fld in IF_FIELDS:
-            v = f.get(fld)
-            if v is None:
-                continue
-            n = _status(v) if fld in _IF_STATUS else _num(v)
-            if n is not None:
-                values[fld] = n
+        convert = _IF_CONVERT
+        for fld, v in f.items():  # the record's fields, fewer than those kept
+            if fld in convert:
+                t = type(v)  # numbers inline: this runs for every field of every record
+                if t is float:
+                    values[fld] = v
+                elif t is int:
+                    values[fld] = float(v)
+                elif v is not None:
+                    n = convert[fld](v)
+                    if n is not None:
+                        values[fld] = n
         d.ifaces[key] = Iface(ts, _label(f.get("if_name") or f.get("if_descr") or idx),
                               _label(f.get("if_descr")), _label(f.get("if_alias")), values)
 
@@ -528,9 +540,9 @@ class NocMetrics(Collector):
             kind = "untyped" if m.type == "unknown" else m.type
             parts.append((f"# HELP {exposed} {doc}\n# TYPE {exposed} {kind}\n"
                           + "".join(lines[name])).encode())
-            j = at.get(name)
-            if j is not None:
-                parts += chunks[j]
+            at_family = at.get(name)
+            if at_family is not None:
+                parts += chunks[at_family]
         return b"".join(parts)
 
     def _device_lines(self, lines: dict[str, list[str]], d: DeviceState, now: float,
