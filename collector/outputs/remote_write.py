@@ -5,8 +5,11 @@ or Prometheus with `--web.enable-remote-write-receiver`) gets the NOC series
 with the device's poll time as the sample timestamp, so a lagging spool or a
 second worker never bends a rate.
 
-`deliver` only converts and queues; a sender task batches samples (up to
-`max_samples_per_send`), encodes protobuf + snappy (remote-write 1.0) and
+`deliver` only converts and queues: each sample is encoded at once as one
+protobuf TimeSeries (remote-write 1.0; see `_Series`), about 1 us where
+building protobuf messages took several. A sender task per shard gathers up to
+`max_samples_per_send` (waiting at most `batch_send_deadline_s` for a partial
+request to fill), joins them into one WriteRequest, snappy-compresses it and
 posts. 5xx, 429 and network errors are retried with full-jitter backoff; 4xx
 is the receiver refusing the data for good, so those samples are dropped and
 counted. The sample queue is bounded: when a dead receiver fills it, new
@@ -233,9 +236,10 @@ class _Series:
     building protobuf messages took several us; checked against protobuf's own
     parser in the tests."""
 
-    def __init__(self, shards: int, max_cached: int = 200_000) -> None:
-        self.shards, self.max_cached = shards, max_cached
+    def __init__(self, shards: int, max_cached_series: int = 1_000_000) -> None:
+        self.shards, self.max_cached_series = shards, max_cached_series  # ~130 B each
         self._cache: dict[Any, tuple[int, list[bytes]]] = {}
+        self._cached_series = 0
         self._pairs: dict[tuple[str, str], bytes] = {}
         self._stamp = (0, b"")  # the last timestamp's encoding: a poll's records share it
 
@@ -251,18 +255,27 @@ class _Series:
         key = (r.name, base, extra, len(stamp))
         hit = self._cache.get(key)
         if hit is None:
-            if len(self._cache) >= self.max_cached:
+            if self._cached_series >= self.max_cached_series:
                 self._cache.clear()
                 self._pairs.clear()
+                self._cached_series = 0
             head = _sample_head(stamp)
             prefixes = []
+            ordered = tuple(sorted(base))
+            # labels go sorted by name; "__name__" leads when every base name sorts after it
+            leads = ordered[0][0] > "__name__"
+            base_bytes = _label_bytes(ordered, self._pairs)
             for name, more in names:
-                labels = _label_bytes(tuple(sorted((("__name__", name), *base, *more))),
-                                      self._pairs)
+                if leads and not more:
+                    labels = _label_bytes((("__name__", name),), self._pairs) + base_bytes
+                else:
+                    labels = _label_bytes(tuple(sorted((("__name__", name), *base, *more))),
+                                          self._pairs)
                 size = len(labels) + len(head) + 8 + len(stamp)
                 prefixes.append(b"\x0a" + _varint(size) + labels + head)
             # a series keeps its shard: its base labels name it
             hit = self._cache[key] = (hash(base) % self.shards, prefixes)
+            self._cached_series += len(prefixes)
         shard, prefixes = hit
         return shard, [p + _DOUBLE(v) + stamp
                        for p, v in zip(prefixes, values, strict=True) if v is not None]
