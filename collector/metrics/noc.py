@@ -725,15 +725,19 @@ def _templates(fams: Iterable[_IfFamily], prefix: str, cur: list[tuple[str, Ifac
         if len(fam.columns) == 1:  # the common case, without the general loop
             col = fam.columns[0]
             fld, bits = col.field, col.bits
+            end = f"{col.extra}}} {'1.0' if fld is None else '%r'}\n"
             if fld is None:
-                out.append(("".join([f"{name}{{{x}}} 1.0\n" for x in lbl]).encode(), (), None))
-                continue
-            where = [p for p, v in enumerate(vals) if fld in v and (
-                bits is None or (v.get(bits, 64.0) == 32.0) == col.want32)]
-            parts = [f"{name}{{{lbl[p]}{col.extra}}} %r\n" for p in where]
-            plan = [(p, fld) for p in where]
-            if len(where) == len(cur):
-                getter = itemgetter(fld)
+                sel = lbl
+                plan = []
+            else:
+                where = [p for p, v in enumerate(vals) if fld in v and (
+                    bits is None or (v.get(bits, 64.0) == 32.0) == col.want32)]
+                sel = [lbl[p] for p in where]
+                plan = [(p, fld) for p in where]
+                if len(where) == len(cur):
+                    getter = itemgetter(fld)
+            # one join for all the lines: each line's end and the next one's start between
+            parts = [f"{name}{{{(end + name + '{').join(sel)}{end}"] if sel else []
         else:
             parts, plan = [], []
             for pos, v in enumerate(vals):
