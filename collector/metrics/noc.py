@@ -488,7 +488,9 @@ class NocMetrics(Collector):
         interface. Each device keeps, per interface family, a byte template of its lines
         with a `%r` where each value goes (rebuilt only when its interfaces or labels
         change) and the chunk last formatted from it (reused while its values are
-        unchanged), so a scrape is one C-level format per device and family, then a join."""
+        unchanged), so a scrape is one C-level format per device and family, then a join.
+        The price is memory: templates and chunks held are about twice the exposition's
+        size (~1.2 GB for 10,000 devices x 48 interfaces, whose exposition is ~620 MB)."""
         if self.shared is not None:
             try:
                 self.shared.refresh(self)
