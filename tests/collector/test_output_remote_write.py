@@ -23,6 +23,8 @@ from collector.outputs.remote_write import (
     RemoteWriteConfig,
     RemoteWriteOutput,
     WriteRequest,
+    _compress,
+    _Series,
     decode,
     encode,
     samples_of,
@@ -96,6 +98,23 @@ def test_encoding_is_what_protobuf_parses() -> None:
     names = {dict(lb)["__name__"] for lb, _, _ in samples}
     assert {"privtel_device_up", "privtel_interface_in_octets_total",
             "privtel_interface_oper_status", "privtel_device_info"} <= names
+
+
+def test_the_outputs_own_encoding_is_what_protobuf_parses() -> None:
+    """The output writes each record straight to TimeSeries bytes from kept per-series
+    prefixes; protobuf must read them back as `samples_of` says, on the first poll and
+    on later ones (prefixes reused), with 0.0 values written, and each series always
+    on one shard."""
+    recs = (poll("dev1", 1_700_000_000.25, 5) + poll("dev1", 1_700_000_030.5, 0, oper="down")
+            + poll("dev2", 1_700_000_030.5, 7))
+    enc = _Series(shards=3)
+    got, shard_of = [], {}
+    for r in recs:
+        shard, series = enc.encode(r, round(r.ts * 1000))
+        assert shard_of.setdefault((r.device, r.name), shard) == shard
+        got += decode(_compress(series))
+    assert got == [s for r in recs for s in samples_of(r)]
+    assert any(v == 0.0 for _, v, _ in got)
 
 
 async def test_samples_land_with_poll_timestamps(receiver: Prometheus) -> None:

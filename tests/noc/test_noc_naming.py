@@ -144,19 +144,64 @@ def _parsed(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for f in text_string_to_metric_families(text) for s in f.samples}
 
 
-def test_direct_text_rendering_equals_prometheus_client_output() -> None:
+def test_direct_text_rendering_round_trips_through_the_parser() -> None:
+    """`collect` is `render` parsed back, so what must hold is that the text says
+    what was observed: odd label text escaped and read back exactly, values and
+    types as prometheus_client's own writer would give them."""
     for naming in ("privtel", "snmp_exporter"):
         reg = CollectorRegistry()
         m = NocMetrics(reg, naming=naming, clock=lambda: T0 + 1)
-        odd = iface(3, 64, if_name='we"ird\\name\nx', if_alias="a\\b")
+        odd = iface(3, 64, if_name='we"ird\\name\nx %r %s', if_alias="a\\b")
         m.observe([Record(Kind.HEALTH, "acme", "site1", "tok1", "device.health",
                           {"up": 0, "reason": "timeout", "uptime_s": 7.0}, ts=T0),
                    iface(1, 64), iface(2, 32), odd])
         fast = m.render().decode()
+        # prometheus_client writing the parsed families says the same
         assert _parsed(fast) == _parsed(generate_latest(reg).decode())
+        got = _parsed(fast)
+        name_label = "ifname" if naming == "privtel" else "ifName"
+        names = {dict(k[1]).get(name_label) for k in got}
+        assert 'we"ird\\name\nx %r %s' in names
         types = {f.name: f.type for f in text_string_to_metric_families(fast)}
         assert types["privtel_device_up"] == "gauge"
         assert types["privtel_metrics_dropped"] == "counter"
+        if naming == "snmp_exporter":
+            assert "a\\b" in {dict(k[1]).get("ifAlias") for k in got}
+            assert got[("ifHCInOctets", (("ifAlias", "uplink"), ("ifDescr", "GigabitEthernet0/1"),
+                                         ("ifIndex", "1"), ("ifName", "Gi0/1"), ("ifType", "6"),
+                                         ("instance", "tok1"), ("site", "site1"),
+                                         ("tenant", "acme")))] == 5.0
+
+
+def test_rendering_follows_changes_between_scrapes() -> None:
+    """Each device's text is kept between scrapes and reused while nothing changed, so
+    every kind of change must show at the next scrape: a new value, a value turning
+    NaN, an interface that appears, one whose name changes, and one that goes stale."""
+    m = NocMetrics(None, stale_after_s=100, clock=lambda: T0 + 1)
+
+    def octets(ts: float, **fields: object) -> Record:
+        return Record(Kind.METRIC, "acme", "site1", "tok1", "if",
+                      {"if_index": 1, "if_name": "Gi0/1", "in_octets": 5, **fields}, ts=ts)
+
+    def seen() -> dict[tuple[str, str], float]:
+        return {(dict(k[1])["ifindex"], dict(k[1])["ifname"]): v
+                for k, v in _parsed(m.render().decode()).items()
+                if k[0] == "privtel_interface_in_octets_total"}
+
+    m.observe([octets(T0)])
+    assert seen() == {("1", "Gi0/1"): 5.0}
+    assert seen() == {("1", "Gi0/1"): 5.0}           # unchanged: the kept text
+    m.observe([octets(T0 + 10, in_octets=7)])
+    assert seen() == {("1", "Gi0/1"): 7.0}
+    m.observe([octets(T0 + 20, in_octets=float("nan"))])
+    assert "NaN" in m.render().decode()
+    m.observe([octets(T0 + 30, in_octets=8),
+               octets(T0 + 30, if_index=2, if_name="Gi0/2", in_octets=1)])
+    assert seen() == {("1", "Gi0/1"): 8.0, ("2", "Gi0/2"): 1.0}
+    m.observe([octets(T0 + 40, if_name="renamed", in_octets=9)])
+    assert seen() == {("1", "renamed"): 9.0, ("2", "Gi0/2"): 1.0}
+    m.observe([octets(T0 + 200, if_name="renamed", in_octets=10)])  # Gi0/2 unpolled 170 s
+    assert seen() == {("1", "renamed"): 10.0}
 
 
 def test_metrics_endpoint_appends_the_directly_rendered_series() -> None:
