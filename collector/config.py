@@ -276,6 +276,7 @@ def _outputs(o: Section, base: Path) -> tuple[RemoteWriteConfig, ...]:
         cfg = RemoteWriteConfig(
             url=url, name=name, timeout_s=w.float("timeout_s", 10.0, lo=0.1, hi=300),
             max_samples_per_send=per_send,
+            batch_send_deadline_s=w.float("batch_send_deadline_s", 0.2, lo=0.0, hi=60),
             queue_size=w.int("queue_size", 200_000, lo=per_send, hi=50_000_000),
             max_retries=w.int("max_retries", 10, lo=0, hi=1000),
             shards=w.int("shards", 4, lo=1, hi=64),

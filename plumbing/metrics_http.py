@@ -42,10 +42,11 @@ def http_app(registry: CollectorRegistry, *, live: Callable[[], bool] = lambda: 
 
     def text(start_response: Callable[..., Any]) -> list[bytes]:
         assert extra is not None
-        body = generate_latest(registry) + extra()
+        # two pieces, not one joined copy: the NOC text is hundreds of MB at 10k devices
+        parts = [generate_latest(registry), extra()]
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4),
-                                  ("Content-Length", str(len(body)))])
-        return [body]
+                                  ("Content-Length", str(sum(map(len, parts))))])
+        return parts
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO", "")

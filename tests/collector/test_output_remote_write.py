@@ -266,6 +266,7 @@ def test_config_reads_remote_write_tables(tmp_path: Path) -> None:
 url = "https://mimir.example/api/v1/push"
 timeout_s = 5
 max_samples_per_send = 500
+batch_send_deadline_s = 0.05
 queue_size = 10000
 shards = 2
 bearer_token_file = "token"
@@ -278,6 +279,7 @@ url = "http://127.0.0.1:9090/api/v1/write"
     a, b = cfg.remote_write
     assert (a.name, a.timeout_s, a.max_samples_per_send, a.queue_size, a.shards) == (
         "remote_write", 5.0, 500, 10000, 2)
+    assert a.batch_send_deadline_s == 0.05 and b.batch_send_deadline_s == 0.2
     assert a.bearer_token_file == tmp_path / "token" and a.ca_file == tmp_path / "ca.pem"
     assert a.headers == {"X-Scope-OrgID": "acme"} and "acme" not in repr(a)
     assert b.name == "local" and b.url.endswith(":9090/api/v1/write")
@@ -291,6 +293,7 @@ url = "http://127.0.0.1:9090/api/v1/write"
     ('url = "http://x"\nmax_samples_per_send = 0', "max_samples_per_send"),
     ('url = "http://x"\nqueue_size = 10', "queue_size"),
     ('url = "http://x"\nshards = 0', "shards"),
+    ('url = "http://x"\nbatch_send_deadline_s = -1', "batch_send_deadline_s"),
     ('url = "http://x"\nbatch = 3', "batch"),
 ])
 def test_config_rejects_bad_remote_write(table: str, key: str) -> None:
