@@ -37,6 +37,7 @@ from agents.snmp.fastcodec import (
     RESPONSE,
     Message,
     Pdu,
+    V3Encoder,
     decode_scoped_pdu,
     decode_v2c,
     decode_v3,
@@ -322,8 +323,9 @@ class EngineState:
 @dataclass(frozen=True, slots=True)
 class _Keys:
     engine_id: bytes
-    auth: bytes  # the localised auth key, b"" without authentication
+    auth: usm.Authenticator | None
     priv: usm.Privacy | None
+    encoder: V3Encoder
 
 
 class FastClient:
@@ -427,40 +429,38 @@ class FastClient:
         raise last
 
     def _v3_keys(self, engine_id: bytes) -> _Keys:
-        """The localised keys for this engine, and their ready-made cipher state:
-        computed once per engine id, not per message."""
+        """The localised keys for this engine with their keyed HMAC and cipher state,
+        and the request encoder: made once per engine id, not per message."""
         k = self._keys
         if k is None or k.engine_id != engine_id:
             o = self._opts
-            auth = usm.localize(o.auth_protocol, o.auth_key.encode(), engine_id) \
-                if o.auth_protocol != "none" else b""
+            auth = usm.authenticator(o.auth_protocol, usm.localize(
+                o.auth_protocol, o.auth_key.encode(), engine_id)) \
+                if o.auth_protocol != "none" else None
             priv = usm.Privacy(o.priv_protocol, usm.priv_key(
                 o.auth_protocol, o.priv_protocol, o.priv_key.encode(), engine_id)) \
                 if o.priv_protocol != "none" else None
-            k = self._keys = _Keys(engine_id, auth, priv)
+            flags = FLAG_REPORTABLE | (FLAG_AUTH if auth else 0) | (FLAG_PRIV if priv else 0)
+            enc = V3Encoder(flags, engine_id, self._user, auth.n if auth else 0,
+                            priv is not None, context_name=self._context)
+            k = self._keys = _Keys(engine_id, auth, priv, enc)
         return k
 
     async def _send_v3(self, addr: Addr, eng: EngineState, pdu_type: int, at: list[list[Oid]],
                        rep: int, accept: Accept | None) -> list[VarBind]:
         o = self._opts
-        auth = o.auth_protocol != "none"
-        priv = o.priv_protocol != "none"
-        flags = FLAG_REPORTABLE | (FLAG_AUTH if auth else 0) | (FLAG_PRIV if priv else 0)
         keys = self._v3_keys(eng.engine_id)
-        alen = usm.AUTH[o.auth_protocol][1] if auth else 0
+        auth, priv, enc = keys.auth, keys.priv, keys.encoder
 
         def build(mid: int) -> bytes:
-            scoped = encode_scoped_pdu(eng.engine_id, self._context,
-                                       enc_pdu(pdu_type, mid, at[0], max_repetitions=rep))
+            scoped = enc.scoped(enc_pdu(pdu_type, mid, at[0], max_repetitions=rep))
             boots, etime = eng.boots, eng.now(self._clock)
             priv_params = b""
-            if keys.priv is not None:
-                scoped, priv_params = keys.priv.encrypt(boots, etime, self._salt.next(), scoped)
-            msg, off = encode_v3(mid, flags, eng.engine_id, boots, etime, self._user, alen,
-                                 priv_params, scoped, priv)
-            if auth:
-                mac = usm.sign(o.auth_protocol, keys.auth, msg)
-                msg = msg[:off] + mac + msg[off + alen:]
+            if priv is not None:
+                scoped, priv_params = priv.encrypt(boots, etime, self._salt.next(), scoped)
+            msg, off = enc.message(mid, boots, etime, priv_params, scoped)
+            if auth is not None:
+                msg = msg[:off] + auth.sign(msg) + msg[off + auth.n:]
             return msg
 
         handle: Handler | None = None
@@ -478,14 +478,13 @@ class FastClient:
 
     def _v3_pdu(self, raw: bytes, eng: EngineState, keys: _Keys) -> Pdu:
         """A v3 reply checked (MAC, engine, time window, reports) and decrypted."""
-        o = self._opts
         msg = decode_v3(raw)
         authed = bool(msg.flags & FLAG_AUTH)
         if authed:
-            if not keys.auth:
+            if keys.auth is None:
                 raise E.SnmpDecodeError("authenticated reply to an unauthenticated request")
-            if msg.engine_id != eng.engine_id or not usm.verify(
-                    o.auth_protocol, keys.auth, raw, msg.auth_span, msg.auth_params):
+            if msg.engine_id != eng.engine_id or not keys.auth.verify(
+                    raw, msg.auth_span, msg.auth_params):
                 raise E.SnmpAuthError(E.AUTH_FAILED, "reply failed authentication")
         data: bytes | memoryview = msg.data
         if msg.encrypted:
@@ -500,7 +499,7 @@ class FastClient:
             self._report(pdu, msg.engine_id, msg.boots, msg.time, authed)
         if authed:
             self._check_time(eng, msg.boots, msg.time)
-        elif keys.auth:
+        elif keys.auth is not None:
             raise E.SnmpAuthError(E.AUTH_FAILED, "unauthenticated reply to an authenticated "
                                                  "request")
         return pdu

@@ -441,19 +441,47 @@ _V3_MAX_SIZE: Final = b"\x02\x03\x00\xff\xe3"  # enc_int(MAX_SIZE)
 _V3_USM: Final = b"\x02\x01\x03"
 
 
+class V3Encoder:
+    """The parts of a v3 message that stay the same for one engine, user and security
+    level, encoded once; each message then costs the varying fields only."""
+
+    __slots__ = ("_gtail", "_scoped_head", "_usm_engine", "_usm_user", "auth_len",
+                 "encrypted")
+
+    def __init__(self, flags: int, engine_id: bytes, user: bytes, auth_len: int,
+                 encrypted: bool, context_engine_id: bytes | None = None,
+                 context_name: bytes = b"") -> None:
+        self._gtail = _V3_MAX_SIZE + b"\x04\x01" + bytes((flags,)) + _V3_USM
+        ctx = engine_id if context_engine_id is None else context_engine_id
+        self._scoped_head = tlv(OCTET_STRING, ctx) + tlv(OCTET_STRING, context_name)
+        self._usm_engine = tlv(OCTET_STRING, engine_id)
+        self._usm_user = tlv(OCTET_STRING, user) + tlv(OCTET_STRING, bytes(auth_len))
+        self.auth_len, self.encrypted = auth_len, encrypted
+
+    def scoped(self, pdu: bytes) -> bytes:
+        """The scoped PDU (context engine id and name as given at construction)."""
+        return tlv(_SEQ, self._scoped_head + pdu)
+
+    def message(self, msg_id: int, boots: int, etime: int, priv_params: bytes,
+                data: bytes) -> tuple[bytes, int]:
+        """The message with a zeroed MAC, and the offset of the MAC for the caller to
+        fill: only privParameters and the data follow the MAC, so it sits that far
+        from the end."""
+        priv_tlv = tlv(OCTET_STRING, priv_params)
+        tail = tlv(OCTET_STRING, data) if self.encrypted else data
+        usm = tlv(_SEQ, self._usm_engine + enc_int(boots) + enc_int(etime) + self._usm_user
+                  + priv_tlv)
+        msg = tlv(_SEQ, _V3_VERSION + tlv(_SEQ, enc_int(msg_id) + self._gtail)
+                  + tlv(OCTET_STRING, usm) + tail)
+        return msg, len(msg) - len(tail) - len(priv_tlv) - self.auth_len
+
+
 def encode_v3(msg_id: int, flags: int, engine_id: bytes, boots: int, etime: int, user: bytes,
               auth_len: int, priv_params: bytes, data: bytes,
               encrypted: bool) -> tuple[bytes, int]:
-    """The message with a zeroed MAC, and the offset of the MAC for the caller to fill:
-    only privParameters and the data follow the MAC, so it sits that far from the end."""
-    head = _V3_VERSION + tlv(_SEQ, enc_int(msg_id) + _V3_MAX_SIZE + b"\x04\x01"
-                             + bytes((flags,)) + _V3_USM)
-    priv_tlv = tlv(OCTET_STRING, priv_params)
-    tail = tlv(OCTET_STRING, data) if encrypted else data
-    usm = tlv(_SEQ, tlv(OCTET_STRING, engine_id) + enc_int(boots) + enc_int(etime)
-              + tlv(OCTET_STRING, user) + tlv(OCTET_STRING, bytes(auth_len)) + priv_tlv)
-    msg = tlv(_SEQ, head + tlv(OCTET_STRING, usm) + tail)
-    return msg, len(msg) - len(tail) - len(priv_tlv) - auth_len
+    """One message without a prepared `V3Encoder` (discovery, tests)."""
+    return V3Encoder(flags, engine_id, user, auth_len, encrypted).message(
+        msg_id, boots, etime, priv_params, data)
 
 
 def encode_scoped_pdu(context_engine_id: bytes, context_name: bytes, pdu: bytes) -> bytes:
