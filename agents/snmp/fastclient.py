@@ -185,7 +185,10 @@ class FastTransport:
     def _readable(self, sock: socket.socket) -> None:
         buf = self._buf
         view = memoryview(buf)
-        for _ in range(_RECV_BATCH):
+        # With one request in flight one datagram is due: reading again would only
+        # fail (a syscall and an exception per request); epoll is level-triggered,
+        # so anything else waiting is reported on the next turn of the loop.
+        for _ in range(_RECV_BATCH if len(self._pending) > 1 else 1):
             try:
                 n, addr = sock.recvfrom_into(buf)
             except (BlockingIOError, InterruptedError):
