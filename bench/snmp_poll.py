@@ -16,7 +16,7 @@ whether the cycle's wall time fits inside that interval, the snmpds' own CPU
 (they share this box's cores with the client) and the peak RSS.
 
     python bench/snmp_poll.py [--interfaces 2000] [--devices 1000] [--scale-agents 2]
-                              [--max-repetitions 50] [--exporter-scrapes 3] [--repeats 3]
+                              [--max-repetitions 100] [--exporter-scrapes 3] [--repeats 3]
                               [--snmp-exporter prometheus-snmp-exporter]
 
 Prints figures, then one JSON line.
@@ -272,7 +272,9 @@ def main() -> None:
     ap.add_argument("--scale-interfaces", type=int, default=12, help="~41 varbinds each")
     ap.add_argument("--scale-agents", type=int, default=2,
                     help="snmpd instances the scale run's devices are spread over")
-    ap.add_argument("--max-repetitions", type=int, default=50)
+    # net-snmp's snmpd answers at most 100 repetitions (maxGetbulkRepeats); all three
+    # clients (snmpbulkwalk -Cr, snmp_exporter's max_repetitions, ours) ask for the same
+    ap.add_argument("--max-repetitions", type=int, default=100)
     ap.add_argument("--skip-pysnmp", action="store_true")
     ap.add_argument("--snmp-exporter", default=EXPORTER,
                     help="the snmp_exporter binary (name on PATH or a path)")
