@@ -235,7 +235,17 @@ async def our_walk(peer, engine: str, reps: int, v3: bool = False) -> tuple[int,
     return n_if * 41 + 4, cpu, wall
 
 
+def rss_now_mb() -> float:
+    """This process's resident set now (ru_maxrss only gives the high-water mark)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 async def scale(peers: list[SnmpPeer], n_devices: int, reps: int) -> dict[str, float]:
+    rss0 = rss_now_mb()  # the bench's imports (pysnmp, pytest's peers...) and walks so far
     devices = [Device(f"dev{i:05d}", peers[i % len(peers)].host, peers[i % len(peers)].port,
                       "snmp", int(INTERVAL_S), "bench", "lab",
                       SnmpOptions(max_repetitions=reps, timeout_s=10, retries=2,
@@ -257,7 +267,7 @@ async def scale(peers: list[SnmpPeer], n_devices: int, reps: int) -> dict[str, f
     ups = sum(1 for r in recs if r.name == "device.health" and r.fields["up"] == 1)
     n_if = sum(1 for r in recs if r.name == "if")
     return {"devices_up": ups, "varbinds": n_if * 41 + 4 * ups, "cpu_s": cpu, "wall_s": wall,
-            "agents_cpu_s": agents_cpu,
+            "agents_cpu_s": agents_cpu, "rss_at_start_mb": rss0,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -348,7 +358,8 @@ def main() -> None:
     within = s["devices_up"] == a.devices and s["wall_s"] <= INTERVAL_S
     print(f"scale: {a.devices} devices x ~{a.scale_interfaces * 41 + 4} varbinds over "
           f"{a.scale_agents} snmpd, {s['devices_up']} up, {s['varbinds']} varbinds, "
-          f"peak RSS {s['peak_rss_mb']:.0f} MB")
+          f"peak RSS {s['peak_rss_mb']:.0f} MB ({s['rss_at_start_mb']:.0f} MB before the scale "
+          f"run: the bench's own imports and the walks above)")
     print(f"  client (this process only) cpu {s['cpu_s']:.2f}s per cycle -> {cores:.3f} cores "
           f"at a {INTERVAL_S:.0f} s interval")
     print(f"  cycle wall {s['wall_s']:.1f}s vs {INTERVAL_S:.0f} s interval ({ratio:.2f}x) -> "
@@ -365,7 +376,8 @@ def main() -> None:
                scale_within_interval=within, scale_agents=a.scale_agents,
                scale_snmpd_cpu_s_per_cycle=round(s["agents_cpu_s"], 2),
                loadavg_1m_at_start=round(load, 2),
-               scale_peak_rss_mb=round(s["peak_rss_mb"], 1), max_repetitions=reps)
+               scale_peak_rss_mb=round(s["peak_rss_mb"], 1),
+               scale_rss_at_start_mb=round(s["rss_at_start_mb"], 1), max_repetitions=reps)
     print(json.dumps(out))
 
 
