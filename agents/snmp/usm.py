@@ -10,12 +10,12 @@ the Blumenthal key extension net-snmp uses) or DES-CBC. Everything else
 from __future__ import annotations
 
 import functools
+import hmac as stdhmac
 import os
 import struct
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.decrepit.ciphers.modes import CFB
-from cryptography.hazmat.primitives import constant_time, hashes, hmac
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 # auth name -> (hash, authParameters length)
@@ -23,6 +23,10 @@ AUTH: dict[str, tuple[type[hashes.HashAlgorithm], int]] = {
     "md5": (hashes.MD5, 12), "sha": (hashes.SHA1, 12), "sha224": (hashes.SHA224, 16),
     "sha256": (hashes.SHA256, 24), "sha384": (hashes.SHA384, 32), "sha512": (hashes.SHA512, 48),
 }
+# auth name -> hashlib name: the standard library's HMAC (OpenSSL underneath, like
+# `cryptography`) can copy a keyed context, which `Authenticator` relies on
+_HASHLIB = {"md5": "md5", "sha": "sha1", "sha224": "sha224", "sha256": "sha256",
+            "sha384": "sha384", "sha512": "sha512"}
 # priv name -> key length
 PRIV = {"des": 16, "aes": 16, "aes192": 24, "aes256": 32}
 
@@ -63,26 +67,52 @@ def priv_key(auth: str, priv: str, password: bytes, engine_id: bytes) -> bytes:
     return k[:need]
 
 
+class Authenticator:
+    """HMAC with one localised key (RFC 3414 6.3, RFC 7860), keyed once.
+
+    The key's inner and outer pads are hashed when this is made; each message
+    copies that state (OpenSSL's HMAC context copy) instead of keying afresh,
+    which is most of the cost for a request-sized message. A received MAC is
+    checked over the message with the MAC field zeroed, read through a
+    memoryview on either side of it: no zeroed copy of the message is made."""
+
+    __slots__ = ("_base", "n")
+
+    def __init__(self, auth: str, key: bytes) -> None:
+        self._base = stdhmac.new(key, digestmod=_HASHLIB[auth])
+        self.n = AUTH[auth][1]
+
+    def sign(self, whole_msg: bytes) -> bytes:
+        h = self._base.copy()
+        h.update(whole_msg)
+        return h.digest()[:self.n]
+
+    def verify(self, whole_msg: bytes, span: tuple[int, int], mac: bytes) -> bool:
+        n = self.n
+        s, e = span
+        if len(mac) != n or e - s != n:
+            return False
+        view = memoryview(whole_msg)
+        h = self._base.copy()
+        h.update(view[:s])
+        h.update(bytes(n))
+        h.update(view[e:])
+        return stdhmac.compare_digest(h.digest()[:n], mac)
+
+
+@functools.lru_cache(maxsize=4096)
+def authenticator(auth: str, key: bytes) -> Authenticator:
+    return Authenticator(auth, key)
+
+
 def sign(auth: str, key: bytes, whole_msg: bytes) -> bytes:
-    algo, n = AUTH[auth]
-    h = hmac.HMAC(key, algo())
-    h.update(whole_msg)
-    return h.finalize()[:n]
+    return authenticator(auth, key).sign(whole_msg)
 
 
 def verify(auth: str, key: bytes, whole_msg: bytes, span: tuple[int, int], mac: bytes) -> bool:
     """Check a received MAC, computed over the message with the MAC field at `span`
-    zeroed: the HMAC reads the two sides through a memoryview, no zeroed copy."""
-    algo, n = AUTH[auth]
-    s, e = span
-    if len(mac) != n or e - s != n:
-        return False
-    view = memoryview(whole_msg)
-    h = hmac.HMAC(key, algo())
-    h.update(view[:s])
-    h.update(bytes(n))
-    h.update(view[e:])
-    return constant_time.bytes_eq(h.finalize()[:n], mac)
+    zeroed (see `Authenticator.verify`)."""
+    return authenticator(auth, key).verify(whole_msg, span, mac)
 
 
 class Salt:
@@ -96,36 +126,63 @@ class Salt:
         return self._n
 
 
-@functools.lru_cache(maxsize=4096)
-def _aes(key: bytes) -> algorithms.AES:
-    return algorithms.AES(key)  # key checks once per key, not per message
+class Privacy:
+    """One localised privacy key, ready to encrypt and decrypt scoped PDUs.
+
+    AES-CFB128 (RFC 3826) is run on one AES-ECB context made once per key:
+    decryption needs the block cipher of the IV and of every ciphertext block
+    but the last, all known up front, so one ECB call yields the whole key
+    stream and one integer XOR applies it, where a CFB context per message cost
+    more than the AES itself. Encryption chains block by block (a request is a
+    few blocks). DES-CBC keeps a context per message."""
+
+    __slots__ = ("_ecb", "key", "priv")
+
+    def __init__(self, priv: str, key: bytes) -> None:
+        self.priv, self.key = priv, key
+        self._ecb = None if priv == "des" else Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+
+    def encrypt(self, boots: int, etime: int, salt: int, plaintext: bytes) -> tuple[bytes, bytes]:
+        """(ciphertext, privParameters) for one scoped PDU."""
+        if self._ecb is None:
+            return _des_encrypt(self.key, boots, salt, plaintext)
+        priv_params = struct.pack(">Q", salt)
+        block = struct.pack(">II", boots, etime) + priv_params
+        ecb, out = self._ecb, []
+        for i in range(0, len(plaintext), 16):
+            p = plaintext[i:i + 16]
+            k = ecb.update(block)[:len(p)]
+            block = (int.from_bytes(p, "big") ^ int.from_bytes(k, "big")).to_bytes(len(p), "big")
+            out.append(block)
+        return b"".join(out), priv_params
+
+    def decrypt(self, boots: int, etime: int, priv_params: bytes,
+                ciphertext: bytes | memoryview) -> bytes:
+        if len(priv_params) != 8:
+            raise ValueError("privParameters must be 8 bytes")
+        if self._ecb is None:
+            return _des_decrypt(self.key, priv_params, ciphertext)
+        n = len(ciphertext)
+        if n == 0:
+            return b""
+        iv = struct.pack(">II", boots & 0xFFFFFFFF, etime & 0xFFFFFFFF) + priv_params
+        # block cipher inputs: the IV, then each ciphertext block but the last
+        stream = self._ecb.update(iv + bytes(ciphertext[:(n - 1) // 16 * 16]))
+        return (int.from_bytes(ciphertext, "big")
+                ^ int.from_bytes(stream[:n], "big")).to_bytes(n, "big")
 
 
-def encrypt(priv: str, key: bytes, boots: int, etime: int, salt: int,
-            plaintext: bytes) -> tuple[bytes, bytes]:
-    """(ciphertext, privParameters) for one scoped PDU."""
-    if priv == "des":
-        priv_params = struct.pack(">II", boots & 0xFFFFFFFF, salt & 0xFFFFFFFF)
-        iv = bytes(a ^ b for a, b in zip(key[8:16], priv_params, strict=True))
-        pad = (-len(plaintext)) % 8
-        enc = Cipher(TripleDES(key[:8] * 3), modes.CBC(iv)).encryptor()
-        return enc.update(plaintext + b"\x00" * pad) + enc.finalize(), priv_params
-    priv_params = struct.pack(">Q", salt)
-    iv = struct.pack(">II", boots, etime) + priv_params
-    enc = Cipher(_aes(key), CFB(iv)).encryptor()
-    return enc.update(plaintext) + enc.finalize(), priv_params
+def _des_encrypt(key: bytes, boots: int, salt: int, plaintext: bytes) -> tuple[bytes, bytes]:
+    priv_params = struct.pack(">II", boots & 0xFFFFFFFF, salt & 0xFFFFFFFF)
+    iv = bytes(a ^ b for a, b in zip(key[8:16], priv_params, strict=True))
+    pad = (-len(plaintext)) % 8
+    enc = Cipher(TripleDES(key[:8] * 3), modes.CBC(iv)).encryptor()
+    return enc.update(plaintext + b"\x00" * pad) + enc.finalize(), priv_params
 
 
-def decrypt(priv: str, key: bytes, boots: int, etime: int, priv_params: bytes,
-            ciphertext: bytes | memoryview) -> bytes:
-    if len(priv_params) != 8:
-        raise ValueError("privParameters must be 8 bytes")
-    if priv == "des":
-        if len(ciphertext) % 8:
-            raise ValueError("DES ciphertext is not a multiple of 8 bytes")
-        iv = bytes(a ^ b for a, b in zip(key[8:16], priv_params, strict=True))
-        dec = Cipher(TripleDES(key[:8] * 3), modes.CBC(iv)).decryptor()
-        return dec.update(ciphertext) + dec.finalize()
-    iv = struct.pack(">II", boots & 0xFFFFFFFF, etime & 0xFFFFFFFF) + priv_params
-    dec = Cipher(_aes(key), CFB(iv)).decryptor()
+def _des_decrypt(key: bytes, priv_params: bytes, ciphertext: bytes | memoryview) -> bytes:
+    if len(ciphertext) % 8:
+        raise ValueError("DES ciphertext is not a multiple of 8 bytes")
+    iv = bytes(a ^ b for a, b in zip(key[8:16], priv_params, strict=True))
+    dec = Cipher(TripleDES(key[:8] * 3), modes.CBC(iv)).decryptor()
     return dec.update(ciphertext) + dec.finalize()

@@ -36,10 +36,34 @@ async def walk(client: SnmpClient, root: Oid, max_repetitions: int, *,
     cur = root
     rep = max(1, max_repetitions)
     bulk = use_bulk and client.version != "1"
+    chain = getattr(client, "bulk_chain", None)
+    n = len(root)
+
+    def take(vbs: list[VarBind]) -> Oid | None:
+        """The common case, accepted inside a chained client's socket callback: a
+        whole batch inside the subtree, ordered ends, no exceptions, room left.
+        Anything else goes back to the loop below, which handles it as before."""
+        nonlocal cur
+        if not vbs or len(out) + len(vbs) > MAX_VARBINDS:
+            return None
+        last = vbs[-1][0]
+        if last > cur and last[:n] == root and vbs[0][0] > cur and EXCEPTIONS.isdisjoint(
+                [vb[1] for vb in vbs]):
+            out.extend(vbs)
+            cur = last
+            res.requests += 1
+            return last
+        return None
+
     while True:
         try:
             res.requests += 1
-            vbs = await client.bulk([cur], rep) if bulk else await client.next([cur])
+            if not bulk:
+                vbs = await client.next([cur])
+            elif chain is not None:  # the fast path's: no task wake-up per request
+                vbs = await chain([cur], rep, take)
+            else:
+                vbs = await client.bulk([cur], rep)
         except TooBig:
             if bulk and rep > 1:
                 rep = max(1, rep // 2)

@@ -28,6 +28,14 @@ def test_exporter_walks_the_same_tables() -> None:
     assert last["snmp_exporter_client_cpu_s_per_10k"] is not None
     assert last["snmp_exporter_varbinds_per_s"] > 0
     assert last["varbinds"] == 20 * 41 + 4
+    # alternated repeats: one figure per run behind each median, and the v3 ratio
+    for key in ("client_cpu_s_per_10k", "v3_client_cpu_s_per_10k",
+                "snmpbulkwalk_client_cpu_s_per_10k"):
+        runs = last[f"{key}_runs"]
+        assert len(runs) == last["repeats"] == 3
+        assert min(runs) <= last[key] <= max(runs)
+    ratio = last["v3_client_cpu_s_per_10k"] / last["client_cpu_s_per_10k"]
+    assert abs(last["v3_to_v2c"] - ratio) <= 0.02 * ratio  # the medians are rounded
 
 
 def test_missing_exporter_is_reported_not_fatal(tmp_path: Path) -> None:
