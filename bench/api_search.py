@@ -11,6 +11,10 @@ import random
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+# measure the tree this file is in, not whichever checkout the venv has installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
 

@@ -41,6 +41,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+# measure the tree this file is in, not whichever checkout the venv has installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from peers.ports import free_port

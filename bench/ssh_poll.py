@@ -42,6 +42,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+# measure the tree this file is in, not whichever checkout the venv has installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 VENDOR = "cisco_ios"
 USER = "bench"
 CRED_NAME = "bench"

@@ -39,6 +39,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from urllib.parse import urlsplit
 
+# measure the tree this file is in, not whichever checkout the venv has installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client import CollectorRegistry
