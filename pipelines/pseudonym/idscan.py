@@ -215,8 +215,8 @@ class Finder:
         if self._phone_on:
             for m in PHONE.finditer(text):
                 c = m.group()
-                if "-" in c and _in_mac(text, m.span()):
-                    continue  # `01-57-97-29-70-a0` is a MAC, not a phone number
+                if "-" in c and _in_mac(text, (m.start() + c.startswith("("), m.end())):
+                    continue  # `(01-57-97-29-70-a0` is a MAC, not a phone number
                 e164 = self._phones.get(c, "")
                 if e164 == "":
                     e164 = self._phones[c] = _phone(c)
