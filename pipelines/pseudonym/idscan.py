@@ -20,7 +20,7 @@ import html
 import re
 from collections.abc import Callable, Iterable
 from re import _parser  # type: ignore[attr-defined]
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import phonenumbers
@@ -136,6 +136,27 @@ def _may_hold_phone(text: str) -> bool:
     return "." in text and _PHONE_DOTTED.search(text) is not None
 
 
+def _trie(words: Iterable[str]) -> str:
+    """A regex matching exactly the non-empty `words`, as a trie: `(?:ab(?:c|d)?|x)`."""
+    root: dict[str, Any] = {}
+    for w in words:
+        node = root
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        alts = [re.escape(ch) + build(sub) for ch, sub in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        if "" in node:  # a word ends here; the longer ones are optional
+            return body + "?" if len(alts) > 1 else "(?:" + body + ")?"
+        return body
+
+    return build(root)
+
+
 def _overlaps(a: str, b: str) -> bool:
     """Whether `b` can start inside an occurrence of `a`: inside it, or overlapping its end."""
     return b in a or any(a.endswith(b[:i]) for i in range(1, len(b)))
@@ -192,12 +213,10 @@ class Finder:
         # `match` tries position 0 only, where `finditer` would try every position
         self._at_start = frozenset(id(r) for r in always if _at_start(r.regex))
         self._anchored = {a: tuple(rs) for a, rs in by_anchor.items()}
-        # every anchor in one alternation, longest first: one C-level scan per line
-        # finds which grammars may apply (an anchor inside a longer one is tested
-        # with `in` for the few lines that hold the longer one)
-        self._anchor_rx = re.compile("|".join(
-            re.escape(a) for a in sorted(by_anchor, key=len, reverse=True))) \
-            if by_anchor else None
+        # every anchor in one regex, as a trie (anchors sharing a prefix share its
+        # branch, so sre tries one branch per first character, not one per anchor):
+        # one C-level scan per line finds which grammars may apply
+        self._anchor_rx = re.compile(_trie(by_anchor)) if by_anchor else None
         # findall reports non-overlapping anchors only: one inside or overlapping a
         # reported one (`for user ` in `session opened for user `) is its shadow,
         # tested with `in` when the reported one is there
