@@ -226,6 +226,7 @@ class Finder:
         self._phones: dict[str, str | None] = {}
         self._kept: dict[tuple[str, str], bool] = {}
         self.guard_memo: dict[str, list[str]] = {}  # the leak guard's, see leakguard.py
+        self.value_memo: dict[str, Any] = {}  # the leak guard's, see leakguard.py
         self._email = "email" in self.classes
         self._phone_on = "phone" in self.classes
         self._host = "host" in self.classes

@@ -48,6 +48,7 @@ class KnownNames:
         self._digests: dict[str, str] = {}
         self._words: dict[str, str | None] = {}  # word -> class or None (a cache)
         self._clean: set[str] = set()  # the words of `_words` that are no name
+        self._hits: dict[str, bool] = {}  # `hit` of short texts, until a name is added
         self._pieces_seen: set[str] = set()
         self._raw: set[str] = set()  # names learnt by this process (memory only)
         self._pieces_hit: set[str] = set()
@@ -88,6 +89,7 @@ class KnownNames:
             del self._digests[next(iter(self._digests))]
         self._words.clear()  # what a word or piece is may have changed
         self._clean.clear()
+        self._hits.clear()
         self._pieces_seen.clear()
         self._pieces_hit.clear()
         self.changed = True
@@ -122,6 +124,18 @@ class KnownNames:
     def hit(self, text: str) -> bool:
         """Whether any blank-separated piece of `text` holds a known name. Set
         operations in C on the pieces, each piece judged once: the warm path."""
+        memo = self._hits
+        got = memo.get(text)
+        if got is not None:  # short field values repeat (an app name, a transport)
+            return got
+        got = self._hit(text)
+        if len(text) <= 64:
+            if len(memo) > 65536:
+                memo.clear()
+            memo[text] = got
+        return got
+
+    def _hit(self, text: str) -> bool:
         pieces = text.split()  # a list: the set methods below take it without a copy
         seen = self._pieces_seen
         if not seen.issuperset(pieces):
