@@ -148,7 +148,7 @@ class KnownNames:
             clean = self._clean
             words = WORD.findall(" ".join(new))
             if clean.issuperset(words) or all(
-                    w in clean or self.known(w) is None for w in words):
+                    w in clean or w.isdigit() or self.known(w) is None for w in words):
                 seen.update(new)
             else:
                 for t in new:
