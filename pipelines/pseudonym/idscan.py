@@ -9,9 +9,13 @@ decoded in place so the address scanner (`scan.py`) replaces them.
 
 Why cheap prefilters: most log lines carry no identifier beyond addresses, and
 the scrubber must keep up with 100,000 lines/s on one core. So every grammar
-rule has a literal anchor tested with `in` before its regex runs, e-mails
-need an `@`, encodings a `%` or `&#`, and an address-shaped octet run only
-becomes a host name when letters are glued to it by `-` or `.`.
+rule has a literal anchor, all anchors are found by one trie-shaped regex
+before any rule's regex runs, e-mails need an `@`, encodings a `%` or `&#`,
+phone numbers a run of seven digits (a byte-level test), and an
+address-shaped octet run only becomes a host name when letters are glued to
+it by `-` or `.` (a separator-led regex). Each prefilter is a necessary
+condition of what it guards, never a heuristic: a line it passes over has
+nothing the full scan would have found.
 """
 
 from __future__ import annotations
