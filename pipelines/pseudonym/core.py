@@ -282,6 +282,10 @@ class Pseudonymiser:
         if not isinstance(addr, str):
             raise PseudonymError(f"an address must be text, not {type(addr).__name__}")
         s = addr.strip()
+        if mode.deterministic:  # the warm path: `found` would answer from this cache
+            out: str | None = mode.cache.get(s)
+            if out is not None:
+                return out
         a: IPAddress | None = parse_v4(s)
         if a is not None:
             return mode.found(Found("v4", a, s))
@@ -348,13 +352,9 @@ class Pseudonymiser:
         raw = s
         if self._ids_on:
             s = self._ids(s)
-
-        def rep(f: Found) -> str:
-            r = self._replace_found(f)
-            made.append(r)
-            return r
-
-        out = rewrite(s, rep)
+        # the address memo of `text` too (a log message is a field): each address
+        # parsed once, its pseudonyms collected for this value's own memo entry
+        out = rewrite(s, self._replace_found, self._memo, made)
         memo.put(raw, (out, made))
         return out
 

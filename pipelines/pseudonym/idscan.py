@@ -9,9 +9,13 @@ decoded in place so the address scanner (`scan.py`) replaces them.
 
 Why cheap prefilters: most log lines carry no identifier beyond addresses, and
 the scrubber must keep up with 100,000 lines/s on one core. So every grammar
-rule has a literal anchor tested with `in` before its regex runs, e-mails
-need an `@`, encodings a `%` or `&#`, and an address-shaped octet run only
-becomes a host name when letters are glued to it by `-` or `.`.
+rule has a literal anchor, all anchors are found by one trie-shaped regex
+before any rule's regex runs, e-mails need an `@`, encodings a `%` or `&#`,
+phone numbers a run of seven digits (a byte-level test), and an
+address-shaped octet run only becomes a host name when letters are glued to
+it by `-` or `.` (a separator-led regex). Each prefilter is a necessary
+condition of what it guards, never a heuristic: a line it passes over has
+nothing the full scan would have found.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from re import _parser  # type: ignore[attr-defined]
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import phonenumbers
@@ -42,6 +47,16 @@ PHONE = re.compile(
     r"|\(?0\d{1,4}\)?[ -]?\d{2,4}(?:[ -]?\d{2,4}){1,3}"  # national trunk prefix 0
     r"|\(?[2-9]\d{2}\)?[ .-]\d{3}[ .-]\d{4}"  # North American
     r")(?![\w.:/]|-\d)")
+# A necessary condition for an OCTETS run that `hits` turns into a host name: a
+# dash-spelt run, or a dotted one with a letter, `_`, `.` or `-` glued to either
+# end. It leads with a separator, which sre finds by a fast C scan, where OCTETS
+# (leading with a lookbehind) tries every position of every line in Python's
+# regex loop; most lines hold only bare addresses and fail it at once.
+OCTETS_GATE = re.compile(
+    r"-\d{1,3}-\d{1,3}-\d"
+    r"|\.\d{1,3}\.\d{1,3}\.\d{1,3}[A-Za-z_.-]"
+    r"|\.(?:(?<=[A-Za-z_.-]\d\.)|(?<=[A-Za-z_.-]\d\d\.)|(?<=[A-Za-z_.-]\d\d\d\.))"
+    r"\d{1,3}\.\d{1,3}\.\d")
 ENCODED = re.compile(
     r"(?:[0-9A-Fa-f]{0,4}(?:%2[Ee]|%3[Aa]|&#0*46;|&#0*58;|&#[xX]0*2[eE];|&#[xX]0*3[aA];"
     r"|&period;|&colon;|[.:])){3,}[0-9A-Fa-f]{1,4}")
@@ -104,6 +119,62 @@ def _phone(candidate: str) -> str | None:
     return None
 
 
+# Phone prefilter. A PHONE match is a hit only with 7 to 15 digits (`_phone`), and
+# between its digits stand only ` ()-+`, or `.` in the North American form. So
+# on ASCII text with the separators deleted and every other character but a
+# digit made `x`, a hit needs seven zeros in a row, or a dotted North American
+# shape; a line of addresses, clock times and ports has neither. One C
+# translate and one `in` instead of the PHONE scan, whose leading lookbehind
+# makes sre try every digit of every line.
+_PHONE_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
+_PHONE_SEPARATORS = b" ()-+"
+_PHONE_DOTTED = re.compile(r"\.(?:\d{3}[ .-]\d{4}|(?<=\d\d\d\.)\d{4})")
+
+
+def _may_hold_phone(text: str) -> bool:
+    """False only when no PHONE match in `text` can be a phone number (see above)."""
+    if not text.isascii():
+        return True  # `\d` is any Unicode digit: leave those to the full scan
+    if b"0000000" in text.encode().translate(_PHONE_DIGITS, _PHONE_SEPARATORS):
+        return True
+    return "." in text and _PHONE_DOTTED.search(text) is not None
+
+
+def _trie(words: Iterable[str]) -> str:
+    """A regex matching exactly the non-empty `words`, as a trie: `(?:ab(?:c|d)?|x)`."""
+    root: dict[str, Any] = {}
+    for w in words:
+        node = root
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        alts = [re.escape(ch) + build(sub) for ch, sub in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        if "" in node:  # a word ends here; the longer ones are optional
+            return body + "?" if len(alts) > 1 else "(?:" + body + ")?"
+        return body
+
+    return build(root)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether `b` can start inside an occurrence of `a`: inside it, or overlapping its end."""
+    return b in a or any(a.endswith(b[:i]) for i in range(1, len(b)))
+
+
+def _at_start(rx: re.Pattern[str]) -> bool:
+    """Whether every match of `rx` starts at the text's (or, multiline, a line's) start."""
+    try:
+        first = _parser.parse(rx.pattern, rx.flags).data[:1]
+    except re.error:
+        return False
+    return bool(first) and first[0] == (_parser.AT, _parser.AT_BEGINNING)
+
+
 def _addrhost(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     """The host name around an octet run, when letters are joined to it by `-`/`.`."""
     s, e = m.span()
@@ -142,16 +213,24 @@ class Finder:
                 if not r.anchors:
                     always.append(r)
         self._always = tuple(always)
+        # rules anchored at the start (the syslog header): on a one-line text
+        # `match` tries position 0 only, where `finditer` would try every position
+        self._at_start = frozenset(id(r) for r in always if _at_start(r.regex))
         self._anchored = {a: tuple(rs) for a, rs in by_anchor.items()}
-        # every anchor in one alternation, longest first: one C-level scan per line
-        # finds which grammars may apply (an anchor inside a longer one is tested
-        # with `in` for the few lines that hold the longer one)
-        self._anchor_rx = re.compile("|".join(
-            re.escape(a) for a in sorted(by_anchor, key=len, reverse=True))) \
-            if by_anchor else None
+        # every anchor in one regex, as a trie (anchors sharing a prefix share its
+        # branch, so sre tries one branch per first character, not one per anchor):
+        # one C-level scan per line finds which grammars may apply
+        self._anchor_rx = re.compile(_trie(by_anchor)) if by_anchor else None
+        # findall reports non-overlapping anchors only: one inside or overlapping a
+        # reported one (`for user ` in `session opened for user `) is its shadow,
+        # tested with `in` when the reported one is there
+        self._shadows = {a: tuple(b for b in by_anchor if b != a and _overlaps(a, b))
+                         for a in by_anchor}
+        self._rule_sets: dict[frozenset[str], tuple[Rule, ...]] = {}
         self._phones: dict[str, str | None] = {}
         self._kept: dict[tuple[str, str], bool] = {}
         self.guard_memo: dict[str, list[str]] = {}  # the leak guard's, see leakguard.py
+        self.value_memo: dict[str, Any] = {}  # the leak guard's, see leakguard.py
         self._email = "email" in self.classes
         self._phone_on = "phone" in self.classes
         self._host = "host" in self.classes
@@ -171,19 +250,45 @@ class Finder:
             self._kept[(cls, value)] = k
         return k
 
+    def _rules_for(self, text: str, reported: list[str]) -> tuple[Rule, ...]:
+        """The rules to run on `text`, given the anchors `findall` reported in it:
+        those anchors, their shadows that are in the text too, in rule order."""
+        present = set(reported)
+        shadows = self._shadows
+        for a in reported:
+            for b in shadows[a]:
+                if b not in present and b in text:
+                    present.add(b)
+        key = frozenset(present)
+        rules = self._rule_sets.get(key)
+        if rules is None:
+            chosen = dict.fromkeys(self._always)  # a rule under two anchors runs once
+            for anchor, rs in self._anchored.items():
+                if anchor in present:
+                    chosen.update(dict.fromkeys(rs))
+            rules = self._rule_sets[key] = tuple(chosen)
+            if len(self._rule_sets) > 4096:
+                self._rule_sets.clear()
+        return rules
+
     def hits(self, text: str) -> list[Hit]:
         """Every identifier in `text`, in order, without overlaps (first wins)."""
         found: list[Hit] = []
         rules: tuple[Rule, ...] | list[Rule] = self._always
-        if self._anchor_rx is not None and self._anchor_rx.search(text) is not None:
-            chosen = dict.fromkeys(rules)  # a rule under two anchors runs once
-            for anchor, rs in self._anchored.items():
-                if anchor in text:
-                    chosen.update(dict.fromkeys(rs))
-            rules = list(chosen)
+        if self._anchor_rx is not None:
+            present = self._anchor_rx.findall(text)
+            if present:
+                rules = self._rules_for(text, present)
         classes = self.classes
+        one_line = "\n" not in text
+        at_start = self._at_start
         for rule in rules:
-            for m in rule.regex.finditer(text):
+            if one_line and id(rule) in at_start:
+                first = rule.regex.match(text)
+                matches: Iterable[re.Match[str]] = () if first is None else (first,)
+            else:
+                matches = rule.regex.finditer(text)
+            for m in matches:
                 for name, cls in rule.groups:
                     v = m.group(name)
                     if v is None or cls not in classes:
@@ -196,7 +301,7 @@ class Finder:
             for m in EMAIL.finditer(text):
                 if not self._keep("email", m.group()):
                     found.append(Hit(m.start(), m.end(), "email", m.group().lower()))
-        if self._host:
+        if self._host and OCTETS_GATE.search(text) is not None:
             n = len(text)
             for m in OCTETS.finditer(text):
                 s, e = m.span()
@@ -212,11 +317,11 @@ class Finder:
                     continue  # `01-57-97-29-70-a0` is a MAC (the address scanner's), not a host
                 if span is not None and not self._keep("host", text[span[0]:span[1]]):
                     found.append(Hit(span[0], span[1], "host", text[span[0]:span[1]]))
-        if self._phone_on:
+        if self._phone_on and _may_hold_phone(text):
             for m in PHONE.finditer(text):
                 c = m.group()
-                if "-" in c and _in_mac(text, m.span()):
-                    continue  # `01-57-97-29-70-a0` is a MAC, not a phone number
+                if "-" in c and _in_mac(text, (m.start() + c.startswith("("), m.end())):
+                    continue  # `(01-57-97-29-70-a0` is a MAC, not a phone number
                 e164 = self._phones.get(c, "")
                 if e164 == "":
                     e164 = self._phones[c] = _phone(c)

@@ -47,6 +47,8 @@ class KnownNames:
         self.limit = limit
         self._digests: dict[str, str] = {}
         self._words: dict[str, str | None] = {}  # word -> class or None (a cache)
+        self._clean: set[str] = set()  # the words of `_words` that are no name
+        self._hits: dict[str, bool] = {}  # `hit` of short texts, until a name is added
         self._pieces_seen: set[str] = set()
         self._raw: set[str] = set()  # names learnt by this process (memory only)
         self._pieces_hit: set[str] = set()
@@ -86,6 +88,8 @@ class KnownNames:
         if len(self._digests) > self.limit:
             del self._digests[next(iter(self._digests))]
         self._words.clear()  # what a word or piece is may have changed
+        self._clean.clear()
+        self._hits.clear()
         self._pieces_seen.clear()
         self._pieces_hit.clear()
         self.changed = True
@@ -107,7 +111,10 @@ class KnownNames:
                 cls = self._digests.get(self.digest(first)) if self.learnable(first) else None
             if len(self._words) > 200_000:
                 self._words.clear()
+                self._clean.clear()
             self._words[word] = cls
+            if cls is None:
+                self._clean.add(word)
         return cls
 
     def _pieces(self, token: str) -> list[tuple[str, str]]:
@@ -117,18 +124,38 @@ class KnownNames:
     def hit(self, text: str) -> bool:
         """Whether any blank-separated piece of `text` holds a known name. Set
         operations in C on the pieces, each piece judged once: the warm path."""
-        pieces = set(text.split())
+        memo = self._hits
+        got = memo.get(text)
+        if got is not None:  # short field values repeat (an app name, a transport)
+            return got
+        got = self._hit(text)
+        if len(text) <= 64:
+            if len(memo) > 65536:
+                memo.clear()
+            memo[text] = got
+        return got
+
+    def _hit(self, text: str) -> bool:
+        pieces = text.split()  # a list: the set methods below take it without a copy
         seen = self._pieces_seen
-        new = pieces.difference(seen)
-        if new:
+        if not seen.issuperset(pieces):
             if len(seen) > 200_000:
                 seen.clear()
                 self._pieces_hit.clear()
-            for t in new:
-                seen.add(t)
-                if self._pieces(t):
-                    self._pieces_hit.add(t)
-        return not pieces.isdisjoint(self._pieces_hit)
+            new = [t for t in pieces if t not in seen]
+            # the new pieces' words in one scan (WORD never spans a blank); when none
+            # is a name, as for a new timestamp or port, no piece needs judging alone
+            clean = self._clean
+            words = WORD.findall(" ".join(new))
+            if clean.issuperset(words) or all(
+                    w in clean or w.isdigit() or self.known(w) is None for w in words):
+                seen.update(new)
+            else:
+                for t in new:
+                    seen.add(t)
+                    if self._pieces(t):
+                        self._pieces_hit.add(t)
+        return not self._pieces_hit.isdisjoint(pieces)
 
     def rewrite(self, text: str, token: Callable[[str, str], str]) -> str:
         """`text` with every known name, as a whole word, replaced by its token."""

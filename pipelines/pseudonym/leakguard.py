@@ -131,16 +131,36 @@ def find_leaks_by_class(records: Iterable[Record], pseudonymiser: Pseudonymiser 
     """`find_leaks` with the class of each finding (one per field and class)."""
     finder = pseudonymiser.finder if pseudonymiser is not None else default_finder()
     known = pseudonymiser.known if pseudonymiser is not None else None
+    if known is not None and not len(known):
+        known = None
+    memo = finder.value_memo
     leaks: list[ClassLeak] = []
     for r in records:
         for name, value in _strings(r):
-            for fact in _facts(value):
+            # what a value holds (its addresses, the classes the finder sees) does not
+            # change, and most fields repeat record after record (site, device,
+            # app name, transport): judged once; whether an address is a leak and
+            # which names are known do change, and are asked every time
+            got = memo.get(value)
+            if got is None:
+                got = (tuple(_facts(value)), _finder_classes(value, finder))
+                if len(memo) > 65536:
+                    memo.clear()
+                memo[value] = got
+            for fact in got[0]:
                 if _is_leak(fact, pseudonymiser, raw):
                     leaks.append((r.id, name, "mac" if fact[2].kind == "mac" else "ip"))
                     break
-            for cls in _text_classes(value, finder, known):
+            classes = got[1]
+            if known is not None and known.hit(value):
+                classes = sorted(set(classes) | {c for c, _ in known.find(value)})
+            for cls in classes:
                 leaks.append((r.id, name, cls))
     return leaks
+
+
+def _finder_classes(value: str, finder: Finder) -> list[str]:
+    return sorted({h.cls for h in finder.hits(value)})
 
 
 def _text_classes(value: str, finder: Finder, known: KnownNames | None) -> list[str]:
@@ -149,7 +169,7 @@ def _text_classes(value: str, finder: Finder, known: KnownNames | None) -> list[
     memo = finder.guard_memo
     classes = memo.get(value)
     if classes is None:
-        classes = sorted({h.cls for h in finder.hits(value)})
+        classes = _finder_classes(value, finder)
         if len(memo) > 65536:
             memo.clear()
         memo[value] = classes

@@ -29,6 +29,10 @@ class DeviceNames:
         self.max_devices = max_devices
         self._names: dict[str, dict[str, str]] = {}
         self._patterns: dict[str, re.Pattern[str] | None] = {}
+        # short texts repeat record after record (an app name, a transport): their
+        # result per device, until that device learns a name; one token function
+        # per instance (the pseudonymiser's), so the result depends on nothing else
+        self._short: dict[tuple[str, str], str] = {}
 
     def _of(self, device: str) -> dict[str, str]:
         names = self._names.get(device)
@@ -36,6 +40,7 @@ class DeviceNames:
             if len(self._names) >= self.max_devices:
                 self._names.clear()
                 self._patterns.clear()
+                self._short.clear()
             names = self._names[device] = {}
             self._add(names, device)
         return names
@@ -53,10 +58,23 @@ class DeviceNames:
     def learn(self, device: str, name: str) -> None:
         if self._add(self._of(device), name):
             self._patterns.pop(device, None)
+            self._short.clear()
 
     def rewrite(self, device: str, text: str, token: Callable[[str], str]) -> str:
         """`text` with each of the device's names, as a whole word in any case,
         replaced by `token(name)`."""
+        if len(text) <= 64:
+            key = (device, text)
+            out = self._short.get(key)
+            if out is None:
+                out = self._rewrite(device, text, token)
+                if len(self._short) > 65536:
+                    self._short.clear()
+                self._short[key] = out
+            return out
+        return self._rewrite(device, text, token)
+
+    def _rewrite(self, device: str, text: str, token: Callable[[str], str]) -> str:
         if device in self._patterns:
             pattern = self._patterns[device]
         else:

@@ -120,11 +120,13 @@ class Memo(Protocol):
     def put(self, k: str, v: Any) -> None: ...
 
 
-def rewrite(text: str, replace: Replace, memo: Memo | None = None) -> str:
+def rewrite(text: str, replace: Replace, memo: Memo | None = None,
+            made: list[str] | None = None) -> str:
     """`text` with every address found replaced by `replace(found)`.
 
     With a memo, a candidate seen before (the same address written the same
     way) is answered from it without parsing: the warm path of log scrubbing.
+    `made`, with a memo, collects the pseudonyms the replacements contain.
     """
     if not text:
         return text
@@ -147,16 +149,20 @@ def rewrite(text: str, replace: Replace, memo: Memo | None = None) -> str:
         if hit is None:
             hit = memo.get(s)
         if hit is not None:
+            if made is not None:
+                made.extend(hit[1])
             return hit[0]  # type: ignore[no-any-return]
-        made: list[str] = []
+        new: list[str] = []
 
         def rep(f: Found) -> str:
             r = replace(f)
-            made.append(r)
+            new.append(r)
             return r
 
         out = resolve(s, m.lastgroup, rep)
-        memo.put(s, (out, made))
+        memo.put(s, (out, new))
+        if made is not None:
+            made.extend(new)
         return out
 
     return CANDIDATES.sub(sub, text)

@@ -177,3 +177,23 @@ def test_collector_ingest_check_by_class() -> None:
     assert ingest_findings(clean) == []
     assert label_findings({"device": "laptop-10-9-8-6", "ifname": "Gi0/1"}) == [
         ("device", "host")]
+
+
+@pytest.mark.parametrize("line, raw", [
+    # one scan reports non-overlapping anchors; ` BY ` starts inside `Accepted `
+    ("login: LOGIN ON Accepted BY adaeze", "adaeze"),
+    # `for user ` is at the same place as the longer `for user '` the scan reports
+    ("radiusd: auth failed for user 'kofi", "kofi"),
+])
+def test_a_grammar_whose_anchor_overlaps_another_still_runs(line: str, raw: str) -> None:
+    assert raw not in P.text(line)
+    assert raw not in Finder().rewrite(line, P.id_token)
+
+
+def test_the_prefilters_keep_every_phone_form() -> None:
+    """The phone scan runs only behind a cheap prefilter (idscan.py); every national
+    and international form, dotted North American included, still gets through it."""
+    for phone in ("+234 803 555 0147", "00234-803-555-0147", "020 7946 0018", "(0117) 496 0123",
+                  "212.555.1234", "(212).555-1234", "212 555.1234", "212-555-1234"):
+        out = P.text(f"sms to {phone} ok")
+        assert out.startswith("sms to tk-") and out.endswith(" ok"), (phone, out)

@@ -157,3 +157,6 @@ def test_a_dash_spelt_mac_is_a_mac_not_a_phone_or_host() -> None:
     address-bearing host; it is a MAC and gets the MAC pseudonym, whole."""
     assert P.text("01-57-97-29-70-a0") == P.mac("01:57:97:29:70:a0")
     assert P.text("lease 01-57-97-29-70-a0 ok") == f"lease {P.mac('01:57:97:29:70:a0')} ok"
+    # the phone pattern takes an opening parenthesis with it: `(01-33-89-86-98` (found
+    # by the property above, after a ` (` separator) is still inside the MAC
+    assert P.text("link (01-33-89-86-98-a0") == f"link ({P.mac('01:33:89:86:98:a0')}"
