@@ -102,7 +102,7 @@ def scrape(devices: int, interfaces: int) -> dict[str, float]:
     """A collector's /metrics: the (here empty) registry and `NocMetrics.render` through
     the shared endpoint, as `collector.outputs.noc_renderer` wires it."""
     noc = NocMetrics(None, max_devices=devices, max_interfaces=interfaces)
-    server, _ = serve(CollectorRegistry(), "127.0.0.1", 0, extra=noc.render)
+    server, _ = serve(CollectorRegistry(), "127.0.0.1", 0, extra=noc.render_parts)
     url = f"http://127.0.0.1:{server.server_port}/metrics"
     now = time.time()
     out: dict[str, float] = {}

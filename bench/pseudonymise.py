@@ -24,7 +24,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import random
+import sys
 import time
+from pathlib import Path
+
+# measure the tree this file is in, not whichever checkout the venv has installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
 

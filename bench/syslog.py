@@ -34,6 +34,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+# measure the tree this file is in, not whichever checkout the venv has installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

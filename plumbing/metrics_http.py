@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -32,7 +32,7 @@ def _probe(check: Callable[[], bool]) -> bool:
 
 def http_app(registry: CollectorRegistry, *, live: Callable[[], bool] = lambda: True,
              ready: Callable[[], bool] = lambda: True,
-             extra: Callable[[], bytes] | None = None) -> Callable[..., Any]:
+             extra: Callable[[], Sequence[bytes]] | None = None) -> Callable[..., Any]:
     """WSGI app: `/metrics` (and every other path) from the registry, `/healthz` from
     `live`, `/readyz` from `ready`; a check that raises counts as failing. `extra`
     appends series a component writes in the text format itself (the NOC exposition,
@@ -42,8 +42,8 @@ def http_app(registry: CollectorRegistry, *, live: Callable[[], bool] = lambda: 
 
     def text(start_response: Callable[..., Any]) -> list[bytes]:
         assert extra is not None
-        # two pieces, not one joined copy: the NOC text is hundreds of MB at 10k devices
-        parts = [generate_latest(registry), extra()]
+        # pieces, not one joined copy: the NOC text is hundreds of MB at 10k devices
+        parts = [generate_latest(registry), *extra()]
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4),
                                   ("Content-Length", str(sum(map(len, parts))))])
         return parts
@@ -66,7 +66,7 @@ def http_app(registry: CollectorRegistry, *, live: Callable[[], bool] = lambda: 
 
 def serve(registry: CollectorRegistry, host: str, port: int, *,
           live: Callable[[], bool] = lambda: True, ready: Callable[[], bool] = lambda: True,
-          extra: Callable[[], bytes] | None = None
+          extra: Callable[[], Sequence[bytes]] | None = None
           ) -> tuple[ThreadingWSGIServer, threading.Thread]:
     """Start `http_app` in a daemon thread; `server.server_port` is the bound port
     (pass port 0 for any free one); stop with `server.shutdown()`."""
@@ -85,7 +85,7 @@ class MetricsServer(Lifecycle):
     def __init__(self, registry: CollectorRegistry, host: str, port: int, *,
                  live: Callable[[], bool] = lambda: True,
                  ready: Callable[[], bool] = lambda: True,
-                 extra: Callable[[], bytes] | None = None) -> None:
+                 extra: Callable[[], Sequence[bytes]] | None = None) -> None:
         self.registry, self.host, self.port = registry, host, port
         self._extra = extra
         self._live, self._ready = live, ready

@@ -42,11 +42,11 @@ def noc_output(registry: CollectorRegistry, cfg: CollectorConfig | None,
     return NocOutput(NocMetrics(None, naming=m.naming, shared=shared), shared)
 
 
-def noc_renderer(outputs: Outputs) -> Callable[[], bytes] | None:
+def noc_renderer(outputs: Outputs) -> Callable[[], Sequence[bytes]] | None:
     """The text renderer of the NOC output that is not on the registry, if any."""
     for o in outputs.outputs:
         if isinstance(o, NocOutput) and o.shared is not None:
-            return o.noc.render
+            return o.noc.render_parts
     return None
 
 

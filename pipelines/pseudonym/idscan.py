@@ -167,12 +167,14 @@ def _overlaps(a: str, b: str) -> bool:
 
 
 def _at_start(rx: re.Pattern[str]) -> bool:
-    """Whether every match of `rx` starts at the text's (or, multiline, a line's) start."""
+    """Whether every match of `rx` starts at the text's (or, multiline, a line's) start.
+    Read from the standard library's own regex parser (private); should it change,
+    the answer is False, which only means the rule is tried everywhere, as before."""
     try:
         first = _parser.parse(rx.pattern, rx.flags).data[:1]
-    except re.error:
+        return bool(first) and first[0] == (_parser.AT, _parser.AT_BEGINNING)
+    except Exception:
         return False
-    return bool(first) and first[0] == (_parser.AT, _parser.AT_BEGINNING)
 
 
 def _addrhost(text: str, m: re.Match[str]) -> tuple[int, int] | None:

@@ -214,7 +214,7 @@ def test_metrics_endpoint_appends_the_directly_rendered_series() -> None:
     Counter("privtel_probe_things", "x", registry=reg).inc()
     m = NocMetrics(None, clock=lambda: T0 + 1)
     m.observe([iface(1, 64)])
-    server, _ = serve(reg, "127.0.0.1", 0, extra=m.render)
+    server, _ = serve(reg, "127.0.0.1", 0, extra=m.render_parts)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics",
                                     timeout=5) as r:

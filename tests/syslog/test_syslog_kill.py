@@ -71,10 +71,12 @@ def stored_seqs(collector: Collector) -> list[int]:
 
 
 def spooled_seqs(spool: Path) -> list[int]:
-    """What the killed agent had in its spool, not yet sealed (plain pseudonymised JSON)."""
+    """What the killed agent had in its spool, not yet sealed (pseudonymised JSON, a row
+    per group commit, a record a line)."""
     with contextlib.closing(sqlite3.connect(spool)) as c:
         rows = c.execute("select record from pending").fetchall()
-    return seqs([orjson.loads(r)["fields"].get("message", "") for (r,) in rows])
+    return seqs([orjson.loads(line)["fields"].get("message", "")
+                 for (r,) in rows for line in bytes(r).splitlines()])
 
 
 def start_agent(config: Path) -> subprocess.Popen[bytes]:
