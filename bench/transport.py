@@ -115,35 +115,45 @@ def _agent_config(tmp: Path, url: str, agent: str, tenant: str, batch_records: i
         spool=SpoolConfig(inflight=inflight))
 
 
+async def _refuse(reason: str, topic: str, h: Header | None, payload: bytes) -> None:
+    raise RuntimeError(f"benchmark batch rejected: {reason}")
+
+
+class _Counted:
+    """An IngestWorker whose no-op sink counts accepted batches until `total`."""
+
+    def __init__(self, url: str, tenant: str, agent: str, vk: ed25519.Ed25519PublicKey,
+                 ck: keys.CollectorPrivateKey, total: int) -> None:
+        self.total, self.count, self.got = total, 0, asyncio.Event()
+        self.worker = IngestWorker(broker_url=url, sink=self._sink, quarantine=_refuse,
+                                   agent_keys={agent: vk}, collector_keys={ck.key_id: ck},
+                                   registry=CollectorRegistry(), client_id=f"bench-{agent}",
+                                   topic_filter=f"privtel/v1/{tenant}/+/batches")
+
+    async def _sink(self, h: Header, recs: list[Record]) -> bool:
+        self.count += 1
+        if self.count >= self.total:
+            self.got.set()
+        return True
+
+    async def wait(self) -> None:
+        await _wait(self.got, 120,
+                    lambda: f"ingest accepted {self.count} of {self.total} batches")
+
+
 async def sealed_path(url: str, tmp: Path, batches: list[list[Record]], tenant: str, agent: str,
                       suite: str, inflight: int, submitters: int = 1) -> tuple[float, int]:
     ck = keys.generate_collector_key(suite)
     sk = ed25519.Ed25519PrivateKey.generate()
-    total = len(batches)
-    got = asyncio.Event()
-    count = 0
-
-    async def sink(h: Header, recs: list[Record]) -> bool:
-        nonlocal count
-        count += 1
-        if count >= total:
-            got.set()
-        return True
-
-    async def quarantine(reason: str, topic: str, h: Header | None, payload: bytes) -> None:
-        raise RuntimeError(f"benchmark batch rejected: {reason}")
-
+    c = _Counted(url, tenant, agent, sk.public_key(), ck, len(batches))
     cfg = _agent_config(tmp, url, agent, tenant, len(batches[0]), suite, inflight)
-    async with IngestWorker(broker_url=url, sink=sink, quarantine=quarantine,
-                            agent_keys={agent: sk.public_key()}, collector_keys={ck.key_id: ck},
-                            registry=CollectorRegistry(), client_id=f"bench-{agent}",
-                            topic_filter=f"privtel/v1/{tenant}/+/batches") as w:
+    async with c.worker as w:
         await asyncio.wait_for(w.subscribed.wait(), 10)
         async with Shipper(cfg, registry=CollectorRegistry(), signing_key=sk,
                            collector_public_key=ck.public) as s:
             t0 = time.perf_counter()
             await submit_all(s, batches, submitters)
-            await _wait(got, 120, lambda: f"ingest accepted {count} of {total} batches")
+            await c.wait()
             elapsed = time.perf_counter() - t0
             st = await asyncio.to_thread(s.spool.stats)
             assert st.pending_records == 0
@@ -152,31 +162,17 @@ async def sealed_path(url: str, tmp: Path, batches: list[list[Record]], tenant: 
 
 def _collector_process(url: str, tenant: str, agent: str, ck_pem: bytes, vk_pem: bytes,
                        total: int, conn: Connection) -> None:
-    """The collector side of `split_path`: an IngestWorker counting accepted batches;
-    says "ready" once subscribed and "done" when it has them all."""
+    """The collector side of `split_path`: says "ready" once subscribed and "done" when
+    it has every batch."""
     ck = keys.load_collector_private_key(ck_pem)
     vk = keys.load_verify_key(vk_pem)
 
     async def run() -> None:
-        got, count = asyncio.Event(), 0
-
-        async def sink(h: Header, recs: list[Record]) -> bool:
-            nonlocal count
-            count += 1
-            if count >= total:
-                got.set()
-            return True
-
-        async def quarantine(reason: str, topic: str, h: Header | None, payload: bytes) -> None:
-            raise RuntimeError(f"benchmark batch rejected: {reason}")
-
-        async with IngestWorker(broker_url=url, sink=sink, quarantine=quarantine,
-                                agent_keys={agent: vk}, collector_keys={ck.key_id: ck},
-                                registry=CollectorRegistry(), client_id=f"bench-{agent}",
-                                topic_filter=f"privtel/v1/{tenant}/+/batches") as w:
+        c = _Counted(url, tenant, agent, vk, ck, total)
+        async with c.worker as w:
             await asyncio.wait_for(w.subscribed.wait(), 10)
             conn.send("ready")
-            await _wait(got, 120, lambda: f"ingest accepted {count} of {total} batches")
+            await c.wait()
             conn.send("done")
 
     asyncio.run(run())
@@ -221,16 +217,13 @@ async def e2e_path(url: str, tmp: Path, batches: list[list[Record]], tenant: str
     async def sink(h: Header, recs: list[Record]) -> bool:
         return True
 
-    async def quarantine(reason: str, topic: str, h: Header | None, payload: bytes) -> None:
-        raise RuntimeError(f"benchmark batch rejected: {reason}")
-
     creg = CollectorRegistry()
     cfg = _agent_config(tmp, url, agent, tenant, len(batches[0]), suite, inflight,
                         state="state-e2e")
     box: list[IngestWorker] = []
     receipts = ReceiptPublisher(lambda: box[0].transport.sender(), rkey, registry=creg)
     box.append(IngestWorker(
-        broker_url=url, sink=sink, quarantine=quarantine,
+        broker_url=url, sink=sink, quarantine=_refuse,
         agent_keys={agent: sk.public_key()}, collector_keys={ck.key_id: ck},
         registry=creg, client_id=f"bench-{agent}", on_outcome=receipts.offer,
         topic_filter=f"privtel/v1/{tenant}/+/batches"))
