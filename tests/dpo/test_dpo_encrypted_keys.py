@@ -25,7 +25,7 @@ from collector.runtime import Collector, load_keys
 from pipelines import keys
 from pipelines.config import ConfigError
 from pipelines.envelope import open_sealed
-from pipelines.record import Kind, Record
+from pipelines.record import Kind, Record, encode_one
 from privtel.cli import main as privtel
 from privtel.commands.keys import key_files
 from privtel.demo.run import running, write_configs
@@ -116,8 +116,8 @@ async def test_both_sides_load_encrypted_keys_and_a_batch_seals_and_opens(
     shipper = Shipper(acfg, registry=CollectorRegistry())
     recs = [Record(kind=Kind.METRIC, tenant="enc", site="s", device="d", name="if",
                    fields={"in_octets": i}) for i in range(3)]
-    _, _, sealed = shipper._seal_one(1, recs)
-    header, opened = open_sealed(sealed, agent_keys, collector_keys)
+    sealed = shipper._seal_one(1, [encode_one(r) for r in recs], [None] * len(recs))
+    header, opened = open_sealed(sealed.data, agent_keys, collector_keys)
     assert header.agent_id == "enc-agent"
     assert [r.fields["in_octets"] for r in opened] == [0, 1, 2]
 
