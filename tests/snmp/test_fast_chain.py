@@ -1,7 +1,8 @@
 """The fast path's chained walk: each GETBULK reply is accepted and the next request
 sent from the socket's callback, with one lazy timer per chain. A lost request must
 still be resent under its own id, a silent agent must still end the walk as partial
-after timeout x retries, and AES-CFB run on one reused ECB context must be AES-CFB."""
+after timeout x retries, and the privacy key kept per engine must give RFC 3826's
+AES-CFB128 message after message."""
 
 from __future__ import annotations
 
@@ -116,9 +117,10 @@ async def test_a_chain_whose_agent_falls_silent_ends_as_a_partial_walk(transport
 @given(key=st.sampled_from([16, 24, 32]).map(os.urandom), size=st.integers(0, 300),
        boots=st.integers(0, 2**31 - 1), etime=st.integers(0, 2**31 - 1),
        salt=st.integers(0, 2**64 - 1))
-def test_aes_on_one_ecb_context_is_aes_cfb(key: bytes, size: int, boots: int, etime: int,
+def test_privacy_key_is_rfc3826_aes_cfb(key: bytes, size: int, boots: int, etime: int,
                                            salt: int) -> None:
-    """RFC 3826's AES-CFB128 computed by `cryptography` itself, both ways, any length."""
+    """The IV from boots, time and salt, and AES-CFB128 as `cryptography` computes it,
+    both ways, any length."""
     priv = usm.Privacy("aes", key)
     plain = os.urandom(size)
     ct, params = priv.encrypt(boots, etime, salt, plain)
@@ -127,5 +129,5 @@ def test_aes_on_one_ecb_context_is_aes_cfb(key: bytes, size: int, boots: int, et
     assert params == struct.pack(">Q", salt)
     assert ct == enc.update(plain) + enc.finalize()
     assert priv.decrypt(boots, etime, params, memoryview(ct)) == plain
-    # and the same context serves the next message, whatever came before
+    # and the same key object serves the next message, whatever came before
     assert priv.decrypt(boots, etime, params, ct) == plain
