@@ -34,7 +34,7 @@ from collector.search import (
     QueryError,
     TenantKeys,
     mask_addresses,
-    net_range,
+    match_subject,
     parse_network,
     parse_subjects,
     parse_time,
@@ -163,23 +163,8 @@ def _covers(h: Hold) -> tuple[str, list[Any]]:
         parts.append("ts < ?")
         args.append(h.until)
     if h.subject is not None:
-        nets = [n for n in h.subject if "/" in n]
-        tokens = [t for t in h.subject if "/" not in t]
-        found = []
-        if nets:
-            ranges = []
-            args.append(h.tenant)
-            for n in nets:
-                fam, lo, hi = net_range(ipaddress.ip_network(n))
-                ranges.append("(family = ? AND addr BETWEEN ? AND ?)")
-                args += [fam, lo, hi]
-            found.append("id IN (SELECT record_id FROM record_addresses WHERE tenant = ? AND ("
-                         + " OR ".join(ranges) + "))")
-        if tokens:
-            found.append("id IN (SELECT record_id FROM record_tokens WHERE tenant = ? AND "
-                         f"token IN ({', '.join('?' for _ in tokens)}))")
-            args += [h.tenant, *tokens]
-        parts.append("(" + " OR ".join(found) + ")" if found else "1 = 0")
+        parts.append(match_subject([ipaddress.ip_network(n) for n in h.subject if "/" in n],
+                                   [t for t in h.subject if "/" not in t], h.tenant, args))
     return " AND ".join(parts), args
 
 

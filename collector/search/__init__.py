@@ -37,11 +37,12 @@ from collector.search.query import (
     token_key,
     unknown_names,
 )
-from collector.search.searcher import Page, Searcher, ndjson
+from collector.search.searcher import Page, Searcher, match_subject, ndjson
 
 __all__ = ["DEFAULT_LIMIT", "MAX_INDICATORS", "MAX_LIMIT", "MAX_TEXT", "AddressIndex",
            "Network", "NoKeyError", "Page", "QueryError", "Restriction", "Restrictions",
            "RestrictionsHook", "SearchQuery", "Searcher", "TenantKeys", "addresses_of",
-           "decode_cursor", "encode_cursor", "identifiers_of", "mask_addresses", "ndjson",
+           "decode_cursor", "encode_cursor", "identifiers_of", "mask_addresses", "match_subject",
+           "ndjson",
            "net_range", "parse_network", "parse_query", "parse_subjects", "parse_time",
            "parse_token", "subject_classes", "token_key", "unknown_names"]

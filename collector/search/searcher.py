@@ -95,7 +95,7 @@ class Searcher:
             where.append(d.ilike("fields"))
             args.append(pattern)
         if q.ip is not None or q.by_identifier or q.token is not None:
-            where.append(_match(nets, tokens or [], q.tenant, args))
+            where.append(match_subject(nets, tokens or [], q.tenant, args))
         if q.cursor is not None:
             where.append("(ts > ? OR (ts = ? AND id > ?))")
             args += [q.cursor[0], q.cursor[0], q.cursor[1]]
@@ -175,7 +175,8 @@ class Searcher:
         return {str(k): int(n) for k, n in rows}
 
 
-def _match(nets: list[Network], tokens: list[str], tenant: str, args: list[Any]) -> str:
+def match_subject(nets: list[Network], tokens: list[str], tenant: str, args: list[Any]
+                  ) -> str:
     """WHERE part: the record holds an address in one of `nets` or one of `tokens`
     (the derived indexes; a host token may also be the record's own device), as one
     `id IN (...)` so the planner can keep a semi-join; appends its arguments.

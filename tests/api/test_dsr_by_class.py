@@ -231,6 +231,19 @@ def test_hold_by_class_keeps_the_subjects_records_from_erasure_and_purge(cenv: E
     assert dsr(cenv, "export", everyone)["count"] == 0
 
 
+def test_a_hold_by_host_covers_what_an_erasure_by_it_would_reach(cenv: Env) -> None:
+    """The device's own records too (found through the stored device token, as search
+    and DSR find them), not only records naming the host in a field."""
+    ids = seed_classes(cenv)
+    r = cenv.client.post("/v1/holds", json={"tenant": "acme", "reason": "case 89",
+                                            "subjects": ["host:gw1"]},
+                         headers=cenv.h("dora", totp=True))
+    assert r.status_code == 200 and r.json()["held_records"] == len(ids)
+    erased = dsr(cenv, "erase", ["host:gw1"])
+    assert erased["held"] == {"acme": len(ids)}
+    assert search(cenv, subjects=["host:gw1"]) == set(ids.values())
+
+
 def test_a_restriction_stays_while_another_subject_holds_the_record(cenv: Env) -> None:
     """Two subjects share the contact record (e-mail and phone): lifting one keeps it."""
     ids = seed_classes(cenv)
