@@ -53,7 +53,6 @@ import orjson
 
 from collector import holds
 from collector.search import (
-    MAX_INDICATORS,
     Network,
     QueryError,
     Restriction,
@@ -61,9 +60,8 @@ from collector.search import (
     SearchQuery,
     identifiers_of,
     net_range,
-    parse_network,
-    parse_subjects,
-    parse_time,
+    parse_identifiers,
+    parse_window,
     unknown_names,
 )
 from collector.store import Cursor, Db
@@ -139,25 +137,10 @@ def parse_request(kind: str, body: Any) -> DsrRequest:
             isinstance(t, str) and 0 < len(t) <= 63 and set(t) <= _TENANT_CHARS
             and t[0] not in "-_" for t in tenants):
         raise QueryError("tenants must be a list of 1 to 100 tenant names")
-    addrs, named = body.get("addresses"), body.get("subjects")
-    if named is None and addrs is None:
+    if body.get("subjects") is None and body.get("addresses") is None:
         raise QueryError("addresses or subjects is required: the identifiers of the subject")
-    nets: tuple[Network, ...] = ()
-    if addrs is not None:
-        if not isinstance(addrs, list) or not 0 < len(addrs) <= MAX_INDICATORS:
-            raise QueryError(f"addresses must be a list of 1 to {MAX_INDICATORS} IP addresses"
-                             " (or CIDR prefixes) identifying the subject")
-        nets = tuple(parse_network(f"addresses[{i}]", a) for i, a in enumerate(addrs))
-    subjects: tuple[Subject, ...] = ()
-    if named is not None:
-        more, subjects = parse_subjects("subjects", named)
-        nets = tuple(dict.fromkeys(nets + more))
-    if len(nets) + len(subjects) > MAX_INDICATORS:
-        raise QueryError(f"a subject is at most {MAX_INDICATORS} identifiers")
-    since = parse_time("since", body.get("since"))
-    until = parse_time("until", body.get("until"))
-    if since is not None and until is not None and since >= until:
-        raise QueryError("since must be before until")
+    nets, subjects = parse_identifiers(body, "identifying the subject")
+    since, until = parse_window(body)
     reason = body.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 200:
         raise QueryError("reason must be a string of at most 200 characters")

@@ -29,15 +29,13 @@ from typing import Any
 import orjson
 
 from collector.search import (
-    MAX_INDICATORS,
     Network,
     QueryError,
     TenantKeys,
     mask_addresses,
     match_subject,
-    parse_network,
-    parse_subjects,
-    parse_time,
+    parse_identifiers,
+    parse_window,
 )
 from collector.store import Cursor, Db
 from pipelines.pseudonym.subjects import Subject
@@ -114,25 +112,10 @@ def parse_hold(body: Any) -> HoldSpec:
     tenant = body.get("tenant")
     if not valid_tenant(tenant):
         raise HoldError("tenant must be a tenant name")
-    addrs, named = body.get("addresses"), body.get("subjects")
-    nets: tuple[Network, ...] | None = None
-    if addrs is not None:
-        if not isinstance(addrs, list) or not 0 < len(addrs) <= MAX_INDICATORS:
-            raise HoldError(f"addresses must be a list of 1 to {MAX_INDICATORS} IP addresses "
-                            "or CIDR prefixes (omit it to hold every record of the tenant)")
-        nets = tuple(parse_network(f"addresses[{i}]", a) for i, a in enumerate(addrs))
-    subjects: tuple[Subject, ...] = ()
-    if named is not None:
-        more, subjects = parse_subjects("subjects", named)
-        if more:
-            nets = tuple(dict.fromkeys((nets or ()) + more))
-    if len(nets or ()) + len(subjects) > MAX_INDICATORS:
-        raise HoldError(f"a subject is at most {MAX_INDICATORS} identifiers")
-    since = parse_time("since", body.get("since"))
-    until = parse_time("until", body.get("until"))
-    if since is not None and until is not None and since >= until:
-        raise HoldError("since must be before until")
-    return HoldSpec(str(tenant), nets, since, until, _reason(body.get("reason")), subjects)
+    nets, subjects = parse_identifiers(body, "(omit it to hold every record of the tenant)")
+    since, until = parse_window(body)
+    return HoldSpec(str(tenant), nets or None, since, until, _reason(body.get("reason")),
+                    subjects)
 
 
 _COLS = ("id, tenant, subject, since, until, reason, actor, created_at, released_at, "

@@ -172,6 +172,35 @@ def parse_subjects(name: str, v: Any) -> tuple[tuple[Network, ...], tuple[Subjec
     return tuple(nets), tuple(dict.fromkeys(subjects))
 
 
+def parse_identifiers(body: Mapping[str, Any], addresses_hint: str
+                      ) -> tuple[tuple[Network, ...], tuple[Subject, ...]]:
+    """A request's subject: `addresses` (raw addresses and prefixes) and `subjects` (any
+    class, `parse_subjects`), the networks of both together, at most MAX_INDICATORS
+    identifiers in all; ((), ()) when the body names neither."""
+    addrs, named = body.get("addresses"), body.get("subjects")
+    nets: tuple[Network, ...] = ()
+    if addrs is not None:
+        if not isinstance(addrs, list) or not 0 < len(addrs) <= MAX_INDICATORS:
+            raise QueryError(f"addresses must be a list of 1 to {MAX_INDICATORS} IP addresses"
+                             f" or CIDR prefixes {addresses_hint}")
+        nets = tuple(parse_network(f"addresses[{i}]", a) for i, a in enumerate(addrs))
+    subjects: tuple[Subject, ...] = ()
+    if named is not None:
+        more, subjects = parse_subjects("subjects", named)
+        nets = tuple(dict.fromkeys(nets + more))
+    if len(nets) + len(subjects) > MAX_INDICATORS:
+        raise QueryError(f"a subject is at most {MAX_INDICATORS} identifiers")
+    return nets, subjects
+
+
+def parse_window(body: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """`since` and `until` of a request, since before until when both are given."""
+    since, until = parse_time("since", body.get("since")), parse_time("until", body.get("until"))
+    if since is not None and until is not None and since >= until:
+        raise QueryError("since must be before until")
+    return since, until
+
+
 def parse_time(name: str, v: Any) -> float | None:
     if v is None:
         return None
@@ -257,9 +286,7 @@ def parse_query(body: Any) -> SearchQuery:
         raise QueryError("limit must be a positive integer")
     if limit > MAX_LIMIT:
         raise QueryError(f"limit must be at most {MAX_LIMIT}; page with the cursor instead")
-    since, until = parse_time("since", body.get("since")), parse_time("until", body.get("until"))
-    if since is not None and until is not None and since >= until:
-        raise QueryError("since must be before until")
+    since, until = parse_window(body)
     inds = body.get("indicators")
     indicators: tuple[Network, ...] = ()
     if inds is not None:
